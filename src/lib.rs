@@ -1,0 +1,2 @@
+//! coupon-gateway: one canonical coupon API in front of many vendors.
+pub mod crypto;
