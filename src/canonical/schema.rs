@@ -1,0 +1,102 @@
+//! The canonical records a vendor operation may produce, field by field, with each field's
+//! type. The compiler checks a vendor's `fields:` mapping against these (unknown fields,
+//! enum values that are not canonical, conversions that do not fit the type), and the mapper
+//! produces values already in the canonical type.
+
+/// The canonical type of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// Text; numbers and booleans are written as text.
+    Text,
+    /// Integer fen.
+    Money,
+    /// Percentage as a number (15.0 = 15 % off).
+    Percent,
+    /// An integer count.
+    Integer,
+    /// An instant, written RFC 3339 in UTC+08:00.
+    Time,
+    /// A list of names, `[]` when absent.
+    TextList,
+    /// ISO weekdays 1–7, or null for every day.
+    Weekdays,
+    /// `[{"from":"HH:MM","to":"HH:MM"}]`, or null for all day.
+    HourRanges,
+    /// An absolute URL (relative vendor paths resolved against the vendor's origin).
+    Url,
+    /// One of a closed set of values.
+    Enum(&'static [&'static str]),
+    /// Any JSON value, passed through.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FieldDef {
+    pub name: &'static str,
+    pub ty: FieldType,
+    /// An item without this field is dropped (and counted), not answered half-empty.
+    pub required: bool,
+}
+
+const fn f(name: &'static str, ty: FieldType) -> FieldDef {
+    FieldDef {
+        name,
+        ty,
+        required: false,
+    }
+}
+
+const fn req(name: &'static str, ty: FieldType) -> FieldDef {
+    FieldDef {
+        name,
+        ty,
+        required: true,
+    }
+}
+
+pub const KINDS: &[&str] = &[
+    "cash",
+    "discount",
+    "free_item",
+    "buy_x_get_y",
+    "exchange",
+    "product",
+    "free_shipping",
+    "queue_skip",
+    "parking",
+    "gift",
+    "groupon",
+    "other",
+];
+
+pub const STATUSES: &[&str] = &[
+    "pending", "usable", "frozen", "used", "expired", "closed", "deleted",
+];
+
+/// One coupon instance held by a member. `id` is the vendor's instance id; the canonical
+/// layer prefixes it with the vendor id.
+pub const COUPON: &[FieldDef] = &[
+    req("id", FieldType::Text),
+    f("code", FieldType::Text),
+    f("template_id", FieldType::Text),
+    f("name", FieldType::Text),
+    f("kind", FieldType::Enum(KINDS)),
+    f("amount_off", FieldType::Money),
+    f("percent_off", FieldType::Percent),
+    f("min_order", FieldType::Money),
+    f("max_discount", FieldType::Money),
+    req("status", FieldType::Enum(STATUSES)),
+    f("valid_from", FieldType::Time),
+    f("valid_until", FieldType::Time),
+    f("usable_weekdays", FieldType::Weekdays),
+    f("usable_hours", FieldType::HourRanges),
+    f("channels", FieldType::TextList),
+    f("product_kinds", FieldType::TextList),
+    f("image_url", FieldType::Url),
+    f("vendor_status", FieldType::Text),
+];
+
+/// Index of a field in a schema.
+pub fn slot(schema: &[FieldDef], name: &str) -> Option<usize> {
+    schema.iter().position(|d| d.name == name)
+}

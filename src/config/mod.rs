@@ -1,0 +1,243 @@
+//! The serde shape of routes.yaml. These types are only the input of the compiler
+//! (`engine::plan`): nothing on the request path reads them.
+//!
+//! The fixed skeleton (server, routes, vendors, operations) is typed here with
+//! `deny_unknown_fields`; the small languages inside an operation (templates, step inputs,
+//! transforms, field mappings) are kept as JSON values and compiled by hand, so that every
+//! mistake in them gets its own message and YAML location instead of serde's "did not match any
+//! variant". See docs/routes.md for the language itself.
+pub mod load;
+pub mod locate;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use load::{ConfigError, LoadedConfig, load_file, load_str};
+pub use locate::{Location, YamlIndex};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub routes: RoutesSection,
+    #[serde(default)]
+    pub vendors: BTreeMap<String, VendorConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gateway listens on.
+    pub listen: String,
+    /// Largest request body accepted; larger bodies are answered 413.
+    pub body_limit_bytes: u64,
+    /// Deadline for a whole caller request (the edge answers 504 after it).
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; beyond it the gateway sheds load with 503.
+    pub max_concurrency: usize,
+    /// Largest vendor response body read; a larger answer is a vendor error.
+    pub max_vendor_response_bytes: u64,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 10_000,
+            max_concurrency: 1024,
+            max_vendor_response_bytes: 4 * 1024 * 1024,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+/// Which vendor operation serves each canonical route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesSection {
+    pub coupons_query: CouponsQueryRoute,
+}
+
+impl Default for RoutesSection {
+    fn default() -> Self {
+        RoutesSection {
+            coupons_query: CouponsQueryRoute::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CouponsQueryRoute {
+    /// Name of the vendor operation that lists a member's coupons.
+    pub operation: String,
+    pub default_limit: usize,
+    pub max_limit: usize,
+}
+
+impl Default for CouponsQueryRoute {
+    fn default() -> Self {
+        CouponsQueryRoute {
+            operation: "list_coupons".to_owned(),
+            default_limit: 100,
+            max_limit: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorConfig {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub base_url: String,
+    /// Deadline for one whole vendor call (every page, every attempt).
+    #[serde(default = "default_vendor_timeout")]
+    pub timeout_ms: u64,
+    /// Credential names with no value in the file: values come from
+    /// `CGW_VENDORS__<ID>__CREDENTIALS__<NAME>` (or the sandbox).
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub operations: BTreeMap<String, OperationConfig>,
+}
+
+fn default_vendor_timeout() -> u64 {
+    3_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationConfig {
+    /// Canonical identities this operation accepts, in order of preference.
+    #[serde(default)]
+    pub identity: Vec<IdentityKind>,
+    pub request: RequestConfig,
+    /// Signing / encryption steps, run in order.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+    pub response: ResponseConfig,
+    #[serde(default)]
+    pub paging: Option<PagingConfig>,
+    /// Canonical field name → how to read it from one vendor item.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// `member.ids.<vendor>` of the canonical request.
+    MemberId,
+    /// `member.openid` of the canonical request.
+    Openid,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body template; string leaves may hold `{{…}}` placeholders.
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    pub name: String,
+    /// A template string, or `{sorted: {name: template…}, style: namevalue|pairs|pairs_encoded}`.
+    pub input: Value,
+    /// Transforms applied in order: `md5`, `{hmac_sha1: "{{cred.secret}}"}`, `hex_lower`, …
+    #[serde(default)]
+    pub apply: Vec<Value>,
+    pub into: Placement,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Placement {
+    Var(String),
+    Query(String),
+    Header(String),
+    Body(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Conditions that must all hold for a vendor answer to be a success.
+    #[serde(default)]
+    pub success: Vec<ConditionConfig>,
+    /// Conditions that, all holding, mean "nothing found": an empty result, not an error.
+    #[serde(default)]
+    pub empty: Vec<ConditionConfig>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// JSONPath of the item list (an array, or one object standing for a list of one).
+    pub items: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    pub path: String,
+    /// Accepted values, compared loosely: `200`, `"200"` and `200.0` are equal, and so are
+    /// `true` and `"true"`.
+    #[serde(rename = "in", default)]
+    pub one_of: Vec<Value>,
+    /// Instead of `in`: the value is present and not null.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagingConfig {
+    pub style: PagingStyle,
+    #[serde(default = "default_first_page")]
+    pub first_page: u64,
+    #[serde(default = "default_page_size")]
+    pub page_size: u64,
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+    #[serde(default)]
+    pub has_more: Option<String>,
+    #[serde(default)]
+    pub total_items: Option<String>,
+    #[serde(default)]
+    pub total_pages: Option<String>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+fn default_first_page() -> u64 {
+    1
+}
+fn default_page_size() -> u64 {
+    50
+}
+fn default_max_pages() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingStyle {
+    PageNumber,
+    Cursor,
+}

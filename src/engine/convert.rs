@@ -1,0 +1,399 @@
+//! Unit and time conversions applied to values read from vendor answers.
+//!
+//! Money never goes through floating point: amounts are parsed as exact decimals
+//! (`"12.50"`, `12.5`, `"1250"`) and scaled with integer arithmetic. Vendors send numbers as
+//! JSON numbers or as strings; every conversion accepts both.
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::{Offset, TimeZone};
+use serde_json::Value;
+
+/// An exact decimal: `units / 10^scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    pub units: i128,
+    pub scale: u32,
+}
+
+impl Decimal {
+    /// Parses a JSON number or numeric string exactly (no float rounding; `1e3` is refused).
+    pub fn from_json(v: &Value) -> Option<Decimal> {
+        match v {
+            Value::Number(n) => Decimal::parse(&n.to_string()),
+            Value::String(s) => Decimal::parse(s.trim()),
+            _ => None,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Decimal> {
+        let (neg, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        let (int, frac) = match digits.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (digits, ""),
+        };
+        if (int.is_empty() && frac.is_empty())
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+            || int.len() + frac.len() > 30
+        {
+            return None;
+        }
+        let frac = frac.trim_end_matches('0');
+        let mut units: i128 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            units = units * 10 + i128::from(b - b'0');
+        }
+        Some(Decimal {
+            units: if neg { -units } else { units },
+            scale: frac.len() as u32,
+        })
+    }
+
+    /// The value times `10^shift`, if that is a whole number.
+    pub fn scaled_exact(self, shift: u32) -> Option<i64> {
+        if self.scale > shift {
+            return None;
+        }
+        let v = self.units.checked_mul(10i128.checked_pow(shift - self.scale)?)?;
+        i64::try_from(v).ok()
+    }
+
+    pub fn to_f64(self) -> f64 {
+        self.units as f64 / 10f64.powi(self.scale as i32)
+    }
+}
+
+/// Integer fen from fen (`500`, `"500"`, `500.0`).
+pub fn fen(v: &Value) -> Option<i64> {
+    Decimal::from_json(v)?.scaled_exact(0)
+}
+
+/// Integer fen from a yuan amount (`"12.5"` → 1250). More than two decimals is not money.
+pub fn yuan_to_fen(v: &Value) -> Option<i64> {
+    Decimal::from_json(v)?.scaled_exact(2)
+}
+
+/// Percent off from a 折 figure: the customer pays x/10, so 8.5 → 15.0 and 5 → 50.0.
+pub fn zhe_to_percent_off(v: &Value) -> Option<f64> {
+    let d = Decimal::from_json(v)?;
+    // 100 - x*10 computed in hundredths so 8.5 gives exactly 15.0
+    let hundredths = d.scaled_exact(3)?; // x * 1000 = (x*10) in hundredths
+    let off = 10_000 - hundredths;
+    (0..=10_000).contains(&off).then(|| off as f64 / 100.0)
+}
+
+/// Percent off from a pay rate, the fraction paid: 0.85 → 15.0.
+pub fn pay_rate_to_percent_off(v: &Value) -> Option<f64> {
+    let d = Decimal::from_json(v)?;
+    let hundredths = d.scaled_exact(4)?; // rate * 10000 = percent paid in hundredths
+    let off = 10_000 - hundredths;
+    (0..=10_000).contains(&off).then(|| off as f64 / 100.0)
+}
+
+/// A plain number (percent, count): JSON number or numeric string.
+pub fn number(v: &Value) -> Option<f64> {
+    Decimal::from_json(v).map(Decimal::to_f64)
+}
+
+/// Text of a scalar: strings as they are, numbers and booleans as written.
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// One accepted time format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeFormat {
+    EpochS,
+    EpochMs,
+    Rfc3339,
+    /// A strftime pattern; a pattern without a time of day is a date.
+    Pattern { pattern: String, date_only: bool },
+}
+
+impl TimeFormat {
+    pub fn parse(s: &str) -> Result<TimeFormat, String> {
+        Ok(match s {
+            "epoch_s" => TimeFormat::EpochS,
+            "epoch_ms" => TimeFormat::EpochMs,
+            "rfc3339" => TimeFormat::Rfc3339,
+            "date" | "yyyy-MM-dd" => TimeFormat::Pattern {
+                pattern: "%Y-%m-%d".to_owned(),
+                date_only: true,
+            },
+            "datetime" | "yyyy-MM-dd HH:mm:ss" => TimeFormat::Pattern {
+                pattern: "%Y-%m-%d %H:%M:%S".to_owned(),
+                date_only: false,
+            },
+            p if p.contains('%') => {
+                let date_only = !["%H", "%M", "%S", "%T", "%I", "%R"].iter().any(|t| p.contains(t));
+                // reject patterns jiff cannot use at all
+                let probe = jiff::civil::date(2020, 1, 2).at(3, 4, 5, 0);
+                jiff::fmt::strtime::format(p, probe)
+                    .map_err(|e| format!("bad time pattern `{p}`: {e}"))?;
+                TimeFormat::Pattern {
+                    pattern: p.to_owned(),
+                    date_only,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown time format `{other}` (known: epoch_s, epoch_ms, rfc3339, date, datetime, or a strftime pattern such as `%Y/%m/%d %H:%M`)"
+                ));
+            }
+        })
+    }
+}
+
+/// Which end of the day a date-only value stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayBound {
+    Start,
+    End,
+}
+
+/// How to read a time: formats tried in order, the zone of times without an offset, and the
+/// end of the day a bare date means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeSpec {
+    pub formats: Vec<TimeFormat>,
+    pub zone: Offset,
+    pub bound: DayBound,
+}
+
+/// The zone every canonical time is written in (and the vendors' default).
+pub fn china() -> Offset {
+    jiff::tz::offset(8)
+}
+
+impl TimeSpec {
+    pub fn read(&self, v: &Value) -> Option<Timestamp> {
+        self.formats.iter().find_map(|f| self.read_one(f, v))
+    }
+
+    fn read_one(&self, f: &TimeFormat, v: &Value) -> Option<Timestamp> {
+        let tz = TimeZone::fixed(self.zone);
+        match f {
+            TimeFormat::EpochS => Timestamp::from_second(integer(v)?).ok(),
+            TimeFormat::EpochMs => Timestamp::from_millisecond(integer(v)?).ok(),
+            TimeFormat::Rfc3339 => v.as_str()?.trim().parse::<Timestamp>().ok(),
+            TimeFormat::Pattern { pattern, date_only } => {
+                let s = v.as_str()?.trim();
+                if *date_only {
+                    let d = Date::strptime(pattern, s).ok()?;
+                    let t = match self.bound {
+                        DayBound::Start => d.at(0, 0, 0, 0),
+                        DayBound::End => d.at(23, 59, 59, 0),
+                    };
+                    t.to_zoned(tz).ok().map(|z| z.timestamp())
+                } else {
+                    let dt = DateTime::strptime(pattern, s).ok()?;
+                    dt.to_zoned(tz).ok().map(|z| z.timestamp())
+                }
+            }
+        }
+    }
+}
+
+/// An integer from a JSON integer, an integral float or a digit string.
+fn integer(v: &Value) -> Option<i64> {
+    Decimal::from_json(v)?.scaled_exact(0)
+}
+
+/// RFC 3339 in UTC+08:00, seconds precision: `2015-11-25T00:00:00+08:00`.
+pub fn rfc3339_china(t: Timestamp) -> String {
+    t.to_zoned(TimeZone::fixed(china()))
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+/// ISO weekdays 1–7 from `"1,2,3"` or `[1,2,3]`; empty means every day (None).
+pub fn weekdays(v: &Value) -> Option<Vec<u8>> {
+    let items: Vec<Value> = match v {
+        Value::Array(a) => a.clone(),
+        Value::String(s) => s
+            .split([',', ';', ' '])
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| Value::String(p.trim().to_owned()))
+            .collect(),
+        _ => return None,
+    };
+    let mut days: Vec<u8> = items
+        .iter()
+        .map(|d| integer(d).filter(|d| (1..=7).contains(d)).map(|d| d as u8))
+        .collect::<Option<_>>()?;
+    days.sort_unstable();
+    days.dedup();
+    (!days.is_empty()).then_some(days)
+}
+
+/// Time-of-day ranges from `"11:00-14:00"` (several joined by `,` or `;`); empty → None.
+pub fn hour_ranges(v: &Value) -> Option<Vec<(String, String)>> {
+    let s = v.as_str()?;
+    let ranges: Vec<(String, String)> = s
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (from, to) = p.split_once('-')?;
+            Some((clock(from)?, clock(to)?))
+        })
+        .collect::<Option<_>>()?;
+    (!ranges.is_empty()).then_some(ranges)
+}
+
+fn clock(s: &str) -> Option<String> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60).then(|| format!("{h:02}:{m:02}"))
+}
+
+/// Names from a list of strings or of objects carrying the name under `key`.
+pub fn names(v: &Value, key: &str) -> Option<Vec<String>> {
+    match v {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Object(o) => o.get(key).and_then(text),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Value::String(s) if s.trim().is_empty() => Some(Vec::new()),
+        Value::String(s) => Some(s.split(',').map(|p| p.trim().to_owned()).collect()),
+        Value::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// An absolute URL: absolute ones as they are, paths resolved against `origin`.
+pub fn url(v: &Value, origin: &str) -> Option<String> {
+    let s = v.as_str()?.trim();
+    if s.is_empty() {
+        None
+    } else if s.starts_with("http://") || s.starts_with("https://") {
+        Some(s.to_owned())
+    } else if let Some(rest) = s.strip_prefix("//") {
+        let scheme = origin.split("://").next().unwrap_or("https");
+        Some(format!("{scheme}://{rest}"))
+    } else if s.starts_with('/') {
+        Some(format!("{origin}{s}"))
+    } else {
+        Some(format!("{origin}/{s}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn money_is_exact() {
+        let cases = [
+            (json!("12.50"), Some(1250)),
+            (json!("12.5"), Some(1250)),
+            (json!(0.1), Some(10)),
+            (json!("19.99"), Some(1999)),
+            (json!("1999.995"), None),
+            (json!("abc"), None),
+            (json!(""), None),
+            (json!("1e3"), None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(yuan_to_fen(&v), want, "yuan {v}");
+        }
+        assert_eq!(fen(&json!(500)), Some(500));
+        assert_eq!(fen(&json!("500")), Some(500));
+        assert_eq!(fen(&json!(500.0)), Some(500));
+        assert_eq!(fen(&json!(500.5)), None);
+        assert_eq!(fen(&json!(null)), None);
+    }
+
+    #[test]
+    fn discounts_become_percent_off() {
+        assert_eq!(zhe_to_percent_off(&json!(8.5)), Some(15.0));
+        assert_eq!(zhe_to_percent_off(&json!(5)), Some(50.0));
+        assert_eq!(zhe_to_percent_off(&json!("9.5")), Some(5.0));
+        assert_eq!(zhe_to_percent_off(&json!(8.85)), Some(11.5));
+        assert_eq!(zhe_to_percent_off(&json!(11)), None);
+        assert_eq!(pay_rate_to_percent_off(&json!(0.85)), Some(15.0));
+        assert_eq!(pay_rate_to_percent_off(&json!("0.7")), Some(30.0));
+        assert_eq!(pay_rate_to_percent_off(&json!(1.2)), None);
+    }
+
+    fn spec(formats: &[&str], bound: DayBound) -> TimeSpec {
+        TimeSpec {
+            formats: formats.iter().map(|f| TimeFormat::parse(f).unwrap()).collect(),
+            zone: china(),
+            bound,
+        }
+    }
+
+    #[test]
+    fn times_in_every_vendor_format() {
+        let start = spec(&["epoch_ms", "date"], DayBound::Start);
+        let end = spec(&["epoch_ms", "date"], DayBound::End);
+        let t = |s: &TimeSpec, v: Value| s.read(&v).map(rfc3339_china);
+        assert_eq!(t(&start, json!(1448380800000i64)).unwrap(), "2015-11-25T00:00:00+08:00");
+        assert_eq!(t(&end, json!(1449935999000i64)).unwrap(), "2015-12-12T23:59:59+08:00");
+        assert_eq!(t(&start, json!("2015-11-25")).unwrap(), "2015-11-25T00:00:00+08:00");
+        assert_eq!(t(&end, json!("2015-12-12")).unwrap(), "2015-12-12T23:59:59+08:00");
+        assert_eq!(t(&start, json!("1448380800000")).unwrap(), "2015-11-25T00:00:00+08:00");
+        assert_eq!(t(&start, json!("yesterday")), None);
+
+        let dt = spec(&["datetime"], DayBound::Start);
+        assert_eq!(t(&dt, json!("2019-08-24 00:00:00")).unwrap(), "2019-08-24T00:00:00+08:00");
+        let secs = spec(&["epoch_s"], DayBound::Start);
+        assert_eq!(t(&secs, json!(1547186244)).unwrap(), "2019-01-11T13:57:24+08:00");
+        let rfc = spec(&["rfc3339"], DayBound::Start);
+        assert_eq!(t(&rfc, json!("2026-11-30T16:00:00Z")).unwrap(), "2026-12-01T00:00:00+08:00");
+        // a UTC wall-clock pattern (wxcard's list dates)
+        let utc = TimeSpec {
+            formats: vec![TimeFormat::parse("%Y-%m-%d %H:%M:%S%.f").unwrap()],
+            zone: jiff::tz::offset(0),
+            bound: DayBound::Start,
+        };
+        assert_eq!(
+            t(&utc, json!("2026-11-30 16:00:00.000000")).unwrap(),
+            "2026-12-01T00:00:00+08:00"
+        );
+        assert!(TimeFormat::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn weekdays_hours_names_urls() {
+        assert_eq!(weekdays(&json!("1,2,3,4,5")), Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(weekdays(&json!("")), None);
+        assert_eq!(weekdays(&json!("1,9")), None);
+        assert_eq!(weekdays(&json!([7, 1])), Some(vec![1, 7]));
+        assert_eq!(
+            hour_ranges(&json!("11:00-14:00")),
+            Some(vec![("11:00".into(), "14:00".into())])
+        );
+        assert_eq!(hour_ranges(&json!("")), None);
+        assert_eq!(hour_ranges(&json!("lunch")), None);
+        assert_eq!(
+            names(&json!([{"id": "1", "name": "咖啡"}, "打车"]), "name"),
+            Some(vec!["咖啡".to_owned(), "打车".to_owned()])
+        );
+        assert_eq!(names(&json!(null), "name"), Some(vec![]));
+        let origin = "http://crm.houcaller.com";
+        assert_eq!(
+            url(&json!("/upload_img/a.jpg"), origin).unwrap(),
+            "http://crm.houcaller.com/upload_img/a.jpg"
+        );
+        assert_eq!(url(&json!("https://x.y/z.png"), origin).unwrap(), "https://x.y/z.png");
+        assert_eq!(url(&json!(""), origin), None);
+    }
+}

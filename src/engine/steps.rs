@@ -1,0 +1,453 @@
+//! Signing and encryption steps: an input (a template, or sorted name/value pairs) run through
+//! a chain of transforms, the result placed in a variable, a query parameter or a header.
+//!
+//! Transforms are typed while compiling: hashes, HMACs and DES produce bytes, encodings
+//! produce text, and a chain must end in text, so a step can never put raw binary into a
+//! header. Keys are templates (usually `{{cred.…}}`), rendered per attempt.
+use http::HeaderName;
+use serde_json::Value;
+
+use super::template::{Scope, Template, Values};
+use crate::crypto;
+
+/// How sorted name/value pairs are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairStyle {
+    /// `aXbY`: each name immediately followed by its value, no separators.
+    NameValue,
+    /// `a=X&b=Y`
+    Pairs,
+    /// `a=X&b=Y` with names and values RFC 3986 percent-encoded.
+    PairsEncoded,
+}
+
+impl PairStyle {
+    pub fn parse(s: &str) -> Option<PairStyle> {
+        match s {
+            "namevalue" => Some(PairStyle::NameValue),
+            "pairs" => Some(PairStyle::Pairs),
+            "pairs_encoded" => Some(PairStyle::PairsEncoded),
+            _ => None,
+        }
+    }
+
+    /// Joins pairs that are already sorted by name.
+    pub fn join<'a>(self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+        let mut out = String::new();
+        for (i, (k, v)) in pairs.enumerate() {
+            match self {
+                PairStyle::NameValue => {
+                    out.push_str(k);
+                    out.push_str(v);
+                }
+                PairStyle::Pairs | PairStyle::PairsEncoded => {
+                    if i > 0 {
+                        out.push('&');
+                    }
+                    if self == PairStyle::PairsEncoded {
+                        out.push_str(&crypto::percent_encode(k));
+                        out.push('=');
+                        out.push_str(&crypto::percent_encode(v));
+                    } else {
+                        out.push_str(k);
+                        out.push('=');
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StepInput {
+    Template(Template),
+    /// Pairs sorted by name at compile time.
+    Sorted {
+        pairs: Vec<(String, Template)>,
+        style: PairStyle,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Transform {
+    Md5,
+    Sha1,
+    Sha256,
+    HmacSha1(Template),
+    HmacSha256(Template),
+    DesEcbPkcs5(Template),
+    HexLower,
+    HexUpper,
+    Base64,
+    Base64Url,
+    PercentEncode,
+    Upper,
+    Lower,
+}
+
+/// Where a step's result goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Var(usize),
+    Query(String),
+    Header(HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub input: StepInput,
+    pub transforms: Vec<Transform>,
+    pub target: Target,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    #[error("step `{step}`: {reason}")]
+    Failed { step: String, reason: String },
+}
+
+const TRANSFORMS: &str = "md5, sha1, sha256, hmac_sha1, hmac_sha256, des_ecb_pkcs5, hex_lower, hex_upper, base64, base64url, percent_encode, upper, lower";
+
+impl Step {
+    /// Compiles the `input` and `apply` parts of a step; errors are (sub-path, message).
+    pub fn compile_parts(
+        input: &Value,
+        apply: &[Value],
+        scope: &dyn Scope,
+    ) -> Result<(StepInput, Vec<Transform>), Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let input = match compile_input(input, scope) {
+            Ok(i) => Some(i),
+            Err((p, e)) => {
+                errors.push((p, e));
+                None
+            }
+        };
+        let mut transforms = Vec::new();
+        let mut binary = false;
+        for (i, t) in apply.iter().enumerate() {
+            match compile_transform(t, scope) {
+                Ok(t) => {
+                    if binary && matches!(t, Transform::PercentEncode | Transform::Upper | Transform::Lower) {
+                        errors.push((
+                            format!("apply.{i}"),
+                            "this transform needs text, but the step has bytes here: encode them first (hex_lower, hex_upper, base64, base64url)".to_owned(),
+                        ));
+                    }
+                    binary = produces_bytes(&t, binary);
+                    transforms.push(t);
+                }
+                Err(e) => errors.push((format!("apply.{i}"), e)),
+            }
+        }
+        if binary {
+            errors.push((
+                "apply".to_owned(),
+                "the step ends in raw bytes: finish with hex_lower, hex_upper, base64 or base64url".to_owned(),
+            ));
+        }
+        match input {
+            Some(input) if errors.is_empty() => Ok((input, transforms)),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn refs(&self) -> Vec<super::template::Ref> {
+        let mut out: Vec<_> = match &self.input {
+            StepInput::Template(t) => t.refs().collect(),
+            StepInput::Sorted { pairs, .. } => pairs.iter().flat_map(|(_, t)| t.refs()).collect(),
+        };
+        for t in &self.transforms {
+            if let Transform::HmacSha1(k) | Transform::HmacSha256(k) | Transform::DesEcbPkcs5(k) = t {
+                out.extend(k.refs());
+            }
+        }
+        out
+    }
+
+    pub fn reads_request(&self) -> bool {
+        self.refs().into_iter().any(|r| r.reads_request())
+    }
+
+    /// Runs the step for one attempt.
+    pub fn run(&self, values: &dyn Values) -> Result<String, StepError> {
+        let fail = |reason: String| StepError::Failed {
+            step: self.name.clone(),
+            reason,
+        };
+        let input = match &self.input {
+            StepInput::Template(t) => t.render(values).unwrap_or_default(),
+            StepInput::Sorted { pairs, style } => {
+                let rendered: Vec<(&str, String)> = pairs
+                    .iter()
+                    .filter_map(|(k, t)| t.render(values).map(|v| (k.as_str(), v)))
+                    .collect();
+                style.join(rendered.iter().map(|(k, v)| (*k, v.as_str())))
+            }
+        };
+        let mut data = Data::Text(input);
+        for t in &self.transforms {
+            let key = |k: &Template| k.render(values).unwrap_or_default();
+            data = match (t, data) {
+                (Transform::Md5, d) => Data::Bytes(crypto::md5(d.bytes())),
+                (Transform::Sha1, d) => Data::Bytes(crypto::sha1(d.bytes())),
+                (Transform::Sha256, d) => Data::Bytes(crypto::sha256(d.bytes())),
+                (Transform::HmacSha1(k), d) => {
+                    Data::Bytes(crypto::hmac_sha1(key(k).as_bytes(), d.bytes()))
+                }
+                (Transform::HmacSha256(k), d) => {
+                    Data::Bytes(crypto::hmac_sha256(key(k).as_bytes(), d.bytes()))
+                }
+                (Transform::DesEcbPkcs5(k), d) => Data::Bytes(
+                    crypto::des_ecb_encrypt(key(k).as_bytes(), d.bytes())
+                        .map_err(|e| fail(e.to_string()))?,
+                ),
+                (Transform::HexLower, d) => Data::Text(crypto::hex_lower(d.bytes())),
+                (Transform::HexUpper, d) => Data::Text(crypto::hex_upper(d.bytes())),
+                (Transform::Base64, d) => Data::Text(crypto::base64(d.bytes())),
+                (Transform::Base64Url, d) => Data::Text(crypto::base64url(d.bytes())),
+                (Transform::PercentEncode, Data::Text(s)) => Data::Text(crypto::percent_encode(&s)),
+                (Transform::Upper, Data::Text(s)) => Data::Text(s.to_uppercase()),
+                (Transform::Lower, Data::Text(s)) => Data::Text(s.to_lowercase()),
+                // the compiler rejects text transforms on bytes
+                (_, Data::Bytes(_)) => return Err(fail("a text transform met bytes".to_owned())),
+            };
+        }
+        match data {
+            Data::Text(s) => Ok(s),
+            Data::Bytes(_) => Err(fail("the step ended in bytes".to_owned())),
+        }
+    }
+}
+
+enum Data {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Text(s) => s.as_bytes(),
+            Data::Bytes(b) => b,
+        }
+    }
+}
+
+fn produces_bytes(t: &Transform, before: bool) -> bool {
+    match t {
+        Transform::Md5
+        | Transform::Sha1
+        | Transform::Sha256
+        | Transform::HmacSha1(_)
+        | Transform::HmacSha256(_)
+        | Transform::DesEcbPkcs5(_) => true,
+        Transform::HexLower
+        | Transform::HexUpper
+        | Transform::Base64
+        | Transform::Base64Url => false,
+        Transform::PercentEncode | Transform::Upper | Transform::Lower => before,
+    }
+}
+
+fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String, String)> {
+    match input {
+        Value::String(s) => Template::compile(s, scope)
+            .map(StepInput::Template)
+            .map_err(|e| ("input".to_owned(), e)),
+        Value::Object(map) => {
+            for key in map.keys() {
+                if key != "sorted" && key != "style" {
+                    return Err((
+                        format!("input.{key}"),
+                        "unknown key (an input is a template, or `sorted` with `style`)".to_owned(),
+                    ));
+                }
+            }
+            let style = match map.get("style") {
+                Some(Value::String(s)) => PairStyle::parse(s).ok_or_else(|| {
+                    (
+                        "input.style".to_owned(),
+                        format!("unknown style `{s}` (known: namevalue, pairs, pairs_encoded)"),
+                    )
+                })?,
+                Some(_) => return Err(("input.style".to_owned(), "must be a string".to_owned())),
+                None => {
+                    return Err((
+                        "input".to_owned(),
+                        "`sorted` needs a `style`: namevalue, pairs or pairs_encoded".to_owned(),
+                    ));
+                }
+            };
+            let Some(Value::Object(pairs)) = map.get("sorted") else {
+                return Err((
+                    "input.sorted".to_owned(),
+                    "must be a mapping of name to template".to_owned(),
+                ));
+            };
+            // serde_json maps iterate in key order: the pairs come out sorted by name
+            let pairs = pairs
+                .iter()
+                .map(|(k, v)| {
+                    let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    Template::compile(&text, scope)
+                        .map(|t| (k.clone(), t))
+                        .map_err(|e| (format!("input.sorted.{k}"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(StepInput::Sorted { pairs, style })
+        }
+        _ => Err((
+            "input".to_owned(),
+            "must be a template string or a `sorted` mapping".to_owned(),
+        )),
+    }
+}
+
+fn compile_transform(t: &Value, scope: &dyn Scope) -> Result<Transform, String> {
+    let keyed = |name: &str, key: &Value| -> Result<Template, String> {
+        match key {
+            Value::String(k) => Template::compile(k, scope),
+            _ => Err(format!("`{name}` takes a key template, e.g. `{{{name}: \"{{{{cred.secret}}}}\"}}`")),
+        }
+    };
+    match t {
+        Value::String(name) => match name.as_str() {
+            "md5" => Ok(Transform::Md5),
+            "sha1" => Ok(Transform::Sha1),
+            "sha256" => Ok(Transform::Sha256),
+            "hex_lower" => Ok(Transform::HexLower),
+            "hex_upper" => Ok(Transform::HexUpper),
+            "base64" => Ok(Transform::Base64),
+            "base64url" => Ok(Transform::Base64Url),
+            "percent_encode" => Ok(Transform::PercentEncode),
+            "upper" => Ok(Transform::Upper),
+            "lower" => Ok(Transform::Lower),
+            "hmac_sha1" | "hmac_sha256" | "des_ecb_pkcs5" => Err(format!(
+                "`{name}` needs a key: write `{{{name}: \"{{{{cred.…}}}}\"}}`"
+            )),
+            other => Err(format!("unknown transform `{other}` (known: {TRANSFORMS})")),
+        },
+        Value::Object(map) if map.len() == 1 => {
+            let (name, key) = map.iter().next().expect("one entry");
+            match name.as_str() {
+                "hmac_sha1" => keyed(name, key).map(Transform::HmacSha1),
+                "hmac_sha256" => keyed(name, key).map(Transform::HmacSha256),
+                "des_ecb_pkcs5" => keyed(name, key).map(Transform::DesEcbPkcs5),
+                other => Err(format!("unknown keyed transform `{other}` (keyed: hmac_sha1, hmac_sha256, des_ecb_pkcs5)")),
+            }
+        }
+        _ => Err(format!("a transform is a name or a one-key mapping (known: {TRANSFORMS})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::template::Ref;
+    use serde_json::json;
+    use std::borrow::Cow;
+
+    struct S;
+    impl Scope for S {
+        fn resolve(&self, name: &str) -> Result<Ref, String> {
+            match name {
+                "cred.secret" => Ok(Ref::Cred(0)),
+                "cred.des_key" => Ok(Ref::Cred(1)),
+                "cred.open_id" => Ok(Ref::Cred(2)),
+                "cred.grant_code" => Ok(Ref::Cred(3)),
+                "now.s" => Ok(Ref::NowS),
+                "nonce" => Ok(Ref::Nonce),
+                "input.plain" => Ok(Ref::Input(0)),
+                _ => Err(format!("unknown `{name}`")),
+            }
+        }
+    }
+
+    /// The zvcms worked example of the vendor kit.
+    struct V;
+    impl Values for V {
+        fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+            Some(match r {
+                Ref::Cred(0) => "zv-sandbox-secret".into(),
+                Ref::Cred(1) => "hklkey01".into(),
+                Ref::Cred(2) => "6dc05b4ac175cf316d226252b05cf685".into(),
+                Ref::Cred(3) => "782c281f62".into(),
+                Ref::NowS => "1547186244".into(),
+                Ref::Nonce => "658979".into(),
+                Ref::Input(0) => r#"{"memberId":"K1H93QDKI00B7"}"#.into(),
+                _ => return None,
+            })
+        }
+    }
+
+    fn step(input: Value, apply: Value) -> Step {
+        let (input, transforms) = Step::compile_parts(&input, apply.as_array().unwrap(), &S).unwrap();
+        Step {
+            name: "t".into(),
+            input,
+            transforms,
+            target: Target::Var(0),
+        }
+    }
+
+    #[test]
+    fn sorted_pairs_hmac_sha1_base64_percent_is_the_zvcms_token() {
+        let s = step(
+            json!({"style": "pairs", "sorted": {
+                "timestamp": "{{now.s}}", "openId": "{{cred.open_id}}",
+                "nonce": "{{nonce}}", "grantCode": "{{cred.grant_code}}"}}),
+            json!([{"hmac_sha1": "{{cred.secret}}"}, "base64", "percent_encode"]),
+        );
+        assert_eq!(s.run(&V).unwrap(), "m%2Fz8N8ig7rKR8f8gm%2BcZ%2B5DhwMk%3D");
+    }
+
+    #[test]
+    fn des_then_hex_upper_is_the_hkl_param() {
+        let s = step(json!("{{input.plain}}"), json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]));
+        assert_eq!(
+            s.run(&V).unwrap(),
+            "6B177EDF396081B2FE204C2B2DB191452417852A0235A46BEF363AE847E2AB1E"
+        );
+    }
+
+    #[test]
+    fn pair_styles_join_as_documented() {
+        let pairs = [("a", "1 2"), ("b", "x/y")];
+        assert_eq!(PairStyle::NameValue.join(pairs.into_iter()), "a1 2bx/y");
+        assert_eq!(PairStyle::Pairs.join(pairs.into_iter()), "a=1 2&b=x/y");
+        assert_eq!(PairStyle::PairsEncoded.join(pairs.into_iter()), "a=1%202&b=x%2Fy");
+    }
+
+    #[test]
+    fn chains_are_type_checked() {
+        let err = |input: Value, apply: Value| {
+            Step::compile_parts(&input, apply.as_array().unwrap(), &S).unwrap_err()
+        };
+        let e = err(json!("x"), json!(["md5"]));
+        assert!(e[0].1.contains("ends in raw bytes"), "{e:?}");
+        let e = err(json!("x"), json!(["sha1", "percent_encode", "hex_lower"]));
+        assert_eq!(e[0].0, "apply.1");
+        let e = err(json!("x"), json!(["hmac_sha1"]));
+        assert!(e[0].1.contains("needs a key"), "{e:?}");
+        let e = err(json!("x"), json!(["crc32"]));
+        assert!(e[0].1.contains("unknown transform `crc32`"), "{e:?}");
+        let e = err(json!({"sorted": {"a": "1"}, "style": "csv"}), json!(["upper"]));
+        assert_eq!(e[0].0, "input.style");
+    }
+
+    #[test]
+    fn des_with_a_bad_key_fails_at_run_time_without_panicking() {
+        struct Short;
+        impl Values for Short {
+            fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+                (r == Ref::Cred(1)).then(|| "short".into())
+            }
+        }
+        let s = step(json!("x"), json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]));
+        assert!(s.run(&Short).unwrap_err().to_string().contains("8 bytes"));
+    }
+}

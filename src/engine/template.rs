@@ -1,0 +1,457 @@
+//! Request templates: strings with `{{ name | filter }}` placeholders, and JSON bodies whose
+//! string leaves are such templates.
+//!
+//! Names are resolved once, when the plan is compiled, into [`Ref`]s (indexes, not strings),
+//! so rendering a request is concatenation and nothing else. The names a template may use:
+//!
+//! | name | value |
+//! | --- | --- |
+//! | `member.id`, `member.openid` | the identity chosen for this vendor (one of them is absent) |
+//! | `cred.<name>` | a credential declared under the vendor's `credentials` |
+//! | `input.<name>` | a canonical input of the route (e.g. `input.package_id`) |
+//! | `now.s`, `now.ms`, `now.rfc3339`, `now.date` | the attempt's clock (UTC+08:00 for text forms) |
+//! | `nonce` | a random positive integer, new for every attempt |
+//! | `var.<name>` | the result of an earlier step with `into: {var: name}` |
+//! | `page.number`, `page.size`, `page.cursor` | vendor-side paging state (`page.cursor` absent on the first page) |
+//! | `request.method`, `request.path`, `request.body`, `request.query.sorted_namevalue`, `request.query.sorted_pairs`, `request.query.sorted_pairs_encoded` | the rendered request (signing steps only) |
+//!
+//! A string that is exactly one placeholder keeps the value's absence: the body field, query
+//! parameter or header it fills is left out when the value is absent. Filters: `number` (emit
+//! a JSON number), `json` (embed a JSON value as is).
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+/// A resolved placeholder name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ref {
+    MemberId,
+    MemberOpenid,
+    Cred(usize),
+    Input(usize),
+    NowS,
+    NowMs,
+    NowRfc3339,
+    NowDate,
+    Nonce,
+    Var(usize),
+    PageNumber,
+    PageSize,
+    PageCursor,
+    RequestMethod,
+    RequestPath,
+    RequestBody,
+    QuerySortedNameValue,
+    QuerySortedPairs,
+    QuerySortedPairsEncoded,
+}
+
+impl Ref {
+    /// Whether the value exists only once the request is rendered.
+    pub fn reads_request(self) -> bool {
+        matches!(
+            self,
+            Ref::RequestMethod
+                | Ref::RequestPath
+                | Ref::RequestBody
+                | Ref::QuerySortedNameValue
+                | Ref::QuerySortedPairs
+                | Ref::QuerySortedPairsEncoded
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Text,
+    Number,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placeholder {
+    pub name: Ref,
+    pub filter: Filter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Hole(Placeholder),
+}
+
+/// A compiled template string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// What names mean while one operation is compiled.
+pub trait Scope {
+    /// Resolves a dotted name, or says why it cannot be used here.
+    fn resolve(&self, name: &str) -> Result<Ref, String>;
+}
+
+/// The values of one attempt.
+pub trait Values {
+    /// The text of `r`, or `None` when it is absent.
+    fn text(&self, r: Ref) -> Option<Cow<'_, str>>;
+    /// The JSON value of `r` (for `| json`); defaults to its text.
+    fn json(&self, r: Ref) -> Option<Value> {
+        self.text(r).map(|t| Value::String(t.into_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+}
+
+impl Template {
+    /// Parses `source`, resolving every name through `scope`.
+    pub fn compile(source: &str, scope: &dyn Scope) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Lit(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed `{{{{` in template `{source}`"))?;
+            parts.push(Part::Hole(placeholder(&after[..end], scope)?));
+            rest = &after[end + 2..];
+        }
+        if rest.contains("}}") {
+            return Err(format!("stray `}}}}` in template `{source}`"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn literal(text: &str) -> Template {
+        Template {
+            parts: vec![Part::Lit(text.to_owned())],
+        }
+    }
+
+    pub fn of(name: Ref) -> Template {
+        Template {
+            parts: vec![Part::Hole(Placeholder {
+                name,
+                filter: Filter::Text,
+            })],
+        }
+    }
+
+    /// The placeholder when the template is exactly one placeholder.
+    pub fn whole(&self) -> Option<Placeholder> {
+        match self.parts.as_slice() {
+            [Part::Hole(p)] => Some(*p),
+            _ => None,
+        }
+    }
+
+    pub fn refs(&self) -> impl Iterator<Item = Ref> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Hole(h) => Some(h.name),
+            Part::Lit(_) => None,
+        })
+    }
+
+    pub fn reads_request(&self) -> bool {
+        self.refs().any(Ref::reads_request)
+    }
+
+    /// Renders to text. A whole-placeholder template gives `None` when its value is absent;
+    /// inside a longer template an absent value is empty text.
+    pub fn render(&self, values: &dyn Values) -> Option<String> {
+        if let Some(p) = self.whole() {
+            return values.text(p.name).map(Cow::into_owned);
+        }
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Hole(p) => {
+                    if let Some(v) = values.text(p.name) {
+                        out.push_str(&v);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+fn placeholder(inner: &str, scope: &dyn Scope) -> Result<Placeholder, String> {
+    let mut pieces = inner.split('|').map(str::trim);
+    let name = pieces.next().unwrap_or_default();
+    if name.is_empty() {
+        return Err("empty placeholder `{{}}`".to_owned());
+    }
+    let filter = match pieces.next() {
+        None => Filter::Text,
+        Some("number") => Filter::Number,
+        Some("json") => Filter::Json,
+        Some(other) => {
+            return Err(format!(
+                "unknown filter `{other}` in `{{{{{inner}}}}}` (known: number, json)"
+            ));
+        }
+    };
+    if pieces.next().is_some() {
+        return Err(format!("only one filter is allowed in `{{{{{inner}}}}}`"));
+    }
+    Ok(Placeholder {
+        name: scope.resolve(name)?,
+        filter,
+    })
+}
+
+/// A JSON body template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonTemplate {
+    /// A value without placeholders, written as it is.
+    Literal(Value),
+    Text(Template),
+    Object(Vec<(String, JsonTemplate)>),
+    Array(Vec<JsonTemplate>),
+}
+
+impl JsonTemplate {
+    /// Compiles `value`; `key_order(path)` gives the file order of an object's keys (serde maps
+    /// are sorted), and `path` names the value in errors.
+    pub fn compile(
+        value: &Value,
+        scope: &dyn Scope,
+        path: &str,
+        key_order: &dyn Fn(&str, Vec<String>) -> Vec<String>,
+        errors: &mut Vec<(String, String)>,
+    ) -> JsonTemplate {
+        match value {
+            Value::String(s) if s.contains("{{") || s.contains("}}") => {
+                match Template::compile(s, scope) {
+                    Ok(t) => JsonTemplate::Text(t),
+                    Err(e) => {
+                        errors.push((path.to_owned(), e));
+                        JsonTemplate::Literal(Value::Null)
+                    }
+                }
+            }
+            Value::Object(map) => {
+                let keys = key_order(path, map.keys().cloned().collect());
+                JsonTemplate::Object(
+                    keys.into_iter()
+                        .map(|k| {
+                            let child = format!("{path}.{k}");
+                            let t = JsonTemplate::compile(&map[&k], scope, &child, key_order, errors);
+                            (k, t)
+                        })
+                        .collect(),
+                )
+            }
+            Value::Array(items) => JsonTemplate::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        JsonTemplate::compile(v, scope, &format!("{path}.{i}"), key_order, errors)
+                    })
+                    .collect(),
+            ),
+            other => JsonTemplate::Literal(other.clone()),
+        }
+    }
+
+    pub fn refs(&self) -> Vec<Ref> {
+        let mut out = Vec::new();
+        self.collect_refs(&mut out);
+        out
+    }
+
+    fn collect_refs(&self, out: &mut Vec<Ref>) {
+        match self {
+            JsonTemplate::Literal(_) => {}
+            JsonTemplate::Text(t) => out.extend(t.refs()),
+            JsonTemplate::Object(fields) => fields.iter().for_each(|(_, t)| t.collect_refs(out)),
+            JsonTemplate::Array(items) => items.iter().for_each(|t| t.collect_refs(out)),
+        }
+    }
+
+    /// Appends a top-level field (objects only).
+    pub fn push_field(&mut self, key: String, value: JsonTemplate) -> bool {
+        match self {
+            JsonTemplate::Object(fields) if !fields.iter().any(|(k, _)| *k == key) => {
+                fields.push((key, value));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes compact JSON. Fields whose whole-placeholder value is absent are left out.
+    pub fn render(&self, values: &dyn Values, out: &mut Vec<u8>) -> Result<(), RenderError> {
+        match self {
+            JsonTemplate::Literal(v) => write_json(out, v),
+            JsonTemplate::Text(t) => match t.whole() {
+                Some(p) => match render_hole(p, values)? {
+                    Some(v) => write_json(out, &v),
+                    None => out.extend_from_slice(b"null"),
+                },
+                None => write_json(out, &Value::String(t.render(values).unwrap_or_default())),
+            },
+            JsonTemplate::Object(fields) => {
+                out.push(b'{');
+                let mut first = true;
+                for (k, t) in fields {
+                    if t.is_absent(values) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    write_json(out, &Value::String(k.clone()));
+                    out.push(b':');
+                    t.render(values, out)?;
+                }
+                out.push(b'}');
+            }
+            JsonTemplate::Array(items) => {
+                out.push(b'[');
+                for (i, t) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    t.render(values, out)?;
+                }
+                out.push(b']');
+            }
+        }
+        Ok(())
+    }
+
+    fn is_absent(&self, values: &dyn Values) -> bool {
+        match self {
+            JsonTemplate::Text(t) => t.whole().is_some_and(|p| values.text(p.name).is_none()),
+            _ => false,
+        }
+    }
+}
+
+fn render_hole(p: Placeholder, values: &dyn Values) -> Result<Option<Value>, RenderError> {
+    Ok(match p.filter {
+        Filter::Text => values.text(p.name).map(|t| Value::String(t.into_owned())),
+        Filter::Json => values.json(p.name),
+        Filter::Number => match values.text(p.name) {
+            None => None,
+            Some(t) => Some(
+                serde_json::from_str::<serde_json::Number>(t.trim())
+                    .map(Value::Number)
+                    .map_err(|_| RenderError::NotANumber(t.into_owned()))?,
+            ),
+        },
+    })
+}
+
+fn write_json(out: &mut Vec<u8>, v: &Value) {
+    // serializing a serde_json::Value into a Vec cannot fail
+    serde_json::to_writer(out, v).expect("JSON values serialize");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct S;
+    impl Scope for S {
+        fn resolve(&self, name: &str) -> Result<Ref, String> {
+            match name {
+                "member.id" => Ok(Ref::MemberId),
+                "member.openid" => Ok(Ref::MemberOpenid),
+                "cred.secret" => Ok(Ref::Cred(0)),
+                "now.ms" => Ok(Ref::NowMs),
+                "input.obj" => Ok(Ref::Input(0)),
+                other => Err(format!("unknown name `{other}`")),
+            }
+        }
+    }
+
+    struct V;
+    impl Values for V {
+        fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+            match r {
+                Ref::MemberId => Some("K1".into()),
+                Ref::Cred(0) => Some("s3".into()),
+                Ref::NowMs => Some("1700000000000".into()),
+                Ref::Input(0) => Some("{}".into()),
+                _ => None,
+            }
+        }
+        fn json(&self, r: Ref) -> Option<Value> {
+            (r == Ref::Input(0)).then(|| json!({"a": [1, 2]}))
+        }
+    }
+
+    #[test]
+    fn renders_text_with_absent_values_as_empty_inside_and_none_whole() {
+        let t = Template::compile("a{{member.id}}-{{ cred.secret }}{{member.openid}}b", &S).unwrap();
+        assert_eq!(t.render(&V).unwrap(), "aK1-s3b");
+        let whole = Template::compile("{{member.openid}}", &S).unwrap();
+        assert_eq!(whole.render(&V), None);
+    }
+
+    #[test]
+    fn compile_errors_say_what_is_wrong() {
+        assert!(Template::compile("{{nope}}", &S).unwrap_err().contains("unknown name `nope`"));
+        assert!(Template::compile("{{member.id", &S).unwrap_err().contains("unclosed"));
+        assert!(Template::compile("x}}", &S).unwrap_err().contains("stray"));
+        assert!(Template::compile("{{member.id | upper}}", &S).unwrap_err().contains("unknown filter"));
+        assert!(Template::compile("{{ }}", &S).unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn body_keeps_key_order_types_and_drops_absent_fields() {
+        let body = json!({"b": 1, "a": "{{member.id}}", "gone": "{{member.openid}}",
+                          "ts": "{{now.ms | number}}", "obj": "{{input.obj | json}}", "mix": "x{{member.id}}"});
+        let order = |_: &str, mut keys: Vec<String>| {
+            // file order: b, a, gone, ts, obj, mix
+            let want = ["b", "a", "gone", "ts", "obj", "mix"];
+            keys.sort_by_key(|k| want.iter().position(|w| w == k));
+            keys
+        };
+        let mut errors = Vec::new();
+        let t = JsonTemplate::compile(&body, &S, "body", &order, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut out = Vec::new();
+        t.render(&V, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"b":1,"a":"K1","ts":1700000000000,"obj":{"a":[1,2]},"mix":"xK1"}"#
+        );
+    }
+
+    #[test]
+    fn number_filter_rejects_text() {
+        let t = JsonTemplate::Text(Template::compile("{{member.id | number}}", &S).unwrap());
+        assert_eq!(
+            t.render(&V, &mut Vec::new()),
+            Err(RenderError::NotANumber("K1".into()))
+        );
+    }
+
+    #[test]
+    fn body_errors_carry_their_path() {
+        let mut errors = Vec::new();
+        let body = json!({"x": {"y": "{{bad}}"}});
+        JsonTemplate::compile(&body, &S, "body", &|_, k| k, &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "body.x.y");
+    }
+}
