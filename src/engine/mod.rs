@@ -5,3 +5,6 @@ pub mod convert;
 pub mod extract;
 pub mod steps;
 pub mod template;
+pub mod call;
+pub mod plan;
+pub mod upstream;

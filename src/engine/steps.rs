@@ -7,7 +7,7 @@
 use http::HeaderName;
 use serde_json::Value;
 
-use super::template::{Scope, Template, Values};
+use super::template::{JsonTemplate, Scope, Template, Values};
 use crate::crypto;
 
 /// How sorted name/value pairs are joined.
@@ -63,6 +63,8 @@ impl PairStyle {
 #[derive(Debug, Clone)]
 pub enum StepInput {
     Template(Template),
+    /// Compact JSON of an object template (absent whole-placeholder fields left out).
+    Json(JsonTemplate),
     /// Pairs sorted by name at compile time.
     Sorted {
         pairs: Vec<(String, Template)>,
@@ -158,6 +160,7 @@ impl Step {
     pub fn refs(&self) -> Vec<super::template::Ref> {
         let mut out: Vec<_> = match &self.input {
             StepInput::Template(t) => t.refs().collect(),
+            StepInput::Json(t) => t.refs(),
             StepInput::Sorted { pairs, .. } => pairs.iter().flat_map(|(_, t)| t.refs()).collect(),
         };
         for t in &self.transforms {
@@ -180,6 +183,11 @@ impl Step {
         };
         let input = match &self.input {
             StepInput::Template(t) => t.render(values).unwrap_or_default(),
+            StepInput::Json(t) => {
+                let mut buf = Vec::new();
+                t.render(values, &mut buf).map_err(|e| fail(e.to_string()))?;
+                String::from_utf8(buf).map_err(|e| fail(e.to_string()))?
+            }
             StepInput::Sorted { pairs, style } => {
                 let rendered: Vec<(&str, String)> = pairs
                     .iter()
@@ -258,12 +266,24 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
         Value::String(s) => Template::compile(s, scope)
             .map(StepInput::Template)
             .map_err(|e| ("input".to_owned(), e)),
+        Value::Object(map) if map.contains_key("json") => {
+            if map.len() != 1 {
+                return Err(("input".to_owned(), "`json` stands alone in an input".to_owned()));
+            }
+            let mut errors = Vec::new();
+            // keys are written in name order (serde maps are sorted)
+            let t = JsonTemplate::compile(&map["json"], scope, "input.json", &|_, k| k, &mut errors);
+            match errors.into_iter().next() {
+                Some(e) => Err(e),
+                None => Ok(StepInput::Json(t)),
+            }
+        }
         Value::Object(map) => {
             for key in map.keys() {
                 if key != "sorted" && key != "style" {
                     return Err((
                         format!("input.{key}"),
-                        "unknown key (an input is a template, or `sorted` with `style`)".to_owned(),
+                        "unknown key (an input is a template, `{json: …}`, or `sorted` with `style`)".to_owned(),
                     ));
                 }
             }
@@ -410,6 +430,29 @@ mod tests {
         let s = step(json!("{{input.plain}}"), json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]));
         assert_eq!(
             s.run(&V).unwrap(),
+            "6B177EDF396081B2FE204C2B2DB191452417852A0235A46BEF363AE847E2AB1E"
+        );
+    }
+
+    #[test]
+    fn json_input_leaves_absent_identities_out() {
+        struct Member;
+        impl Values for Member {
+            fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+                match r {
+                    Ref::Input(0) => Some("K1H93QDKI00B7".into()),
+                    Ref::Cred(1) => Some("hklkey01".into()),
+                    _ => None,
+                }
+            }
+        }
+        let s = step(
+            json!({"json": {"memberId": "{{input.plain}}", "platformId": "{{nonce}}"}}),
+            json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]),
+        );
+        // nonce is absent here, so only memberId is encrypted: the kit's first worked example
+        assert_eq!(
+            s.run(&Member).unwrap(),
             "6B177EDF396081B2FE204C2B2DB191452417852A0235A46BEF363AE847E2AB1E"
         );
     }

@@ -1,0 +1,385 @@
+//! Running one vendor operation: for each page, build and sign a fresh request, exchange it,
+//! judge the envelope, and map the items to canonical rows.
+//!
+//! Every attempt gets its own clock reading and nonce, so nothing signed is ever sent twice
+//! (zvcms rejects a reused nonce). The caller bounds the whole call with the vendor's deadline.
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+use http_body_util::Full;
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::convert;
+use super::extract::loosely_equal;
+use super::plan::{OperationPlan, PagingPlan};
+use super::steps::{PairStyle, Target};
+use super::template::{Ref, Values};
+use super::upstream::{TransportError, Upstream};
+use crate::config::PagingStyle;
+use crate::crypto;
+
+/// The canonical inputs of one vendor call.
+#[derive(Debug, Clone, Default)]
+pub struct CallInput {
+    pub member_id: Option<String>,
+    pub openid: Option<String>,
+    /// Values of the route's inputs, in the order of `OperationPlan::inputs`.
+    pub inputs: Vec<Option<Value>>,
+}
+
+/// What a successful call produced.
+#[derive(Debug, Default)]
+pub struct CallOutput {
+    /// Canonical rows in schema slot order.
+    pub rows: Vec<Vec<Value>>,
+    /// Items dropped for lacking a required field (or a value that maps to nothing).
+    pub dropped: usize,
+    pub pages: u32,
+    /// Paging stopped at `max_pages` while the vendor said there was more.
+    pub truncated: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("answer is not JSON")]
+    NotJson,
+    #[error("vendor error {code}: {message}")]
+    Business { code: String, message: String },
+    #[error("unexpected answer: {0}")]
+    Shape(String),
+    #[error("cannot build the request: {0}")]
+    Build(String),
+}
+
+impl CallError {
+    /// The vendor's own status, for operations that pass 404 / 422 through.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            CallError::Status(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `op` to completion (all pages up to the cap).
+pub async fn call(op: &OperationPlan, upstream: &Upstream, input: &CallInput) -> Result<CallOutput, CallError> {
+    let mut out = CallOutput::default();
+    let mut page = PageState {
+        number: op.paging.as_ref().map_or(1, |p| p.first_page),
+        size: op.paging.as_ref().map_or(0, |p| p.page_size),
+        cursor: None,
+    };
+    let mut seen_items: u64 = 0;
+    loop {
+        let req = build_request(op, input, &page)?;
+        let res = upstream.exchange(req).await?;
+        if !res.status().is_success() {
+            return Err(CallError::Status(res.status().as_u16()));
+        }
+        let doc: Value = serde_json::from_slice(res.body()).map_err(|_| CallError::NotJson)?;
+        out.pages += 1;
+        let items = match judge(op, &doc)? {
+            Judged::Empty => break,
+            Judged::Items(items) => items,
+        };
+        let count = items.len();
+        seen_items += count as u64;
+        for item in items {
+            match op.mapper.map(item) {
+                Ok(row) => out.rows.push(row),
+                Err(missing) => {
+                    out.dropped += 1;
+                    tracing::warn!(
+                        vendor = %op.vendor.id,
+                        operation = %op.name,
+                        field = missing.0,
+                        "vendor item dropped: no usable value for a required field"
+                    );
+                }
+            }
+        }
+        let Some(paging) = &op.paging else { break };
+        if count == 0 || !more_pages(paging, &doc, &mut page, seen_items) {
+            break;
+        }
+        if out.pages >= paging.max_pages {
+            out.truncated = true;
+            tracing::warn!(vendor = %op.vendor.id, operation = %op.name, pages = out.pages, "stopped at max_pages");
+            break;
+        }
+    }
+    Ok(out)
+}
+
+enum Judged<'a> {
+    Empty,
+    Items(Vec<&'a Value>),
+}
+
+/// Applies the envelope rules: "nothing found", success, or a business error.
+fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError> {
+    let r = &op.response;
+    if !r.empty.is_empty() && r.empty.iter().all(|c| c.holds(doc)) {
+        return Ok(Judged::Empty);
+    }
+    if !r.success.iter().all(|c| c.holds(doc)) {
+        let read = |p: &Option<super::extract::JsonPath>| {
+            p.as_ref()
+                .and_then(|p| p.first(doc))
+                .and_then(convert::text)
+                .unwrap_or_default()
+        };
+        let mut message = read(&r.error_message);
+        message.truncate(message.floor_char_boundary(200));
+        return Err(CallError::Business {
+            code: read(&r.error_code),
+            message,
+        });
+    }
+    match r.items.first(doc) {
+        None => Ok(Judged::Items(Vec::new())),
+        Some(Value::Array(items)) => Ok(Judged::Items(items.iter().collect())),
+        Some(obj @ Value::Object(_)) => Ok(Judged::Items(vec![obj])),
+        Some(other) => Err(CallError::Shape(format!(
+            "`{}` holds {} instead of a list or an object",
+            r.items.source(),
+            kind_of(other)
+        ))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decides whether another page follows, and moves `page` to it.
+fn more_pages(p: &PagingPlan, doc: &Value, page: &mut PageState, seen: u64) -> bool {
+    if let Some(has_more) = &p.has_more {
+        let more = has_more
+            .first(doc)
+            .is_some_and(|v| loosely_equal(v, &Value::Bool(true)) || loosely_equal(v, &Value::from(1)));
+        if !more {
+            return false;
+        }
+    }
+    if let Some(total) = p.total_items.as_ref().and_then(|t| t.first(doc)).and_then(convert::fen) {
+        if seen >= u64::try_from(total).unwrap_or(0) {
+            return false;
+        }
+    }
+    if let Some(pages) = p.total_pages.as_ref().and_then(|t| t.first(doc)).and_then(convert::fen) {
+        let done = page.number.saturating_sub(p.first_page) + 1;
+        if done >= u64::try_from(pages).unwrap_or(0) {
+            return false;
+        }
+    }
+    match p.style {
+        PagingStyle::PageNumber => {
+            page.number += 1;
+            true
+        }
+        PagingStyle::Cursor => {
+            let next = p
+                .next_cursor
+                .as_ref()
+                .and_then(|c| c.first(doc))
+                .and_then(convert::text)
+                .filter(|c| !c.is_empty());
+            match next {
+                Some(c) if Some(&c) != page.cursor.as_ref() => {
+                    page.cursor = Some(c);
+                    true
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PageState {
+    number: u64,
+    size: u64,
+    cursor: Option<String>,
+}
+
+/// The rendered request, as signing steps see it.
+struct Rendered {
+    method: String,
+    path: String,
+    body: String,
+    /// Query parameters sorted by name (stable for repeated names).
+    sorted_query: Vec<(String, String)>,
+}
+
+/// Every value a template can name, for one attempt.
+struct AttemptValues<'a> {
+    op: &'a OperationPlan,
+    input: &'a CallInput,
+    page: &'a PageState,
+    now_s: String,
+    now_ms: String,
+    now_rfc3339: String,
+    now_date: String,
+    nonce: String,
+    vars: Vec<Option<String>>,
+    request: Option<Rendered>,
+}
+
+impl<'a> AttemptValues<'a> {
+    fn new(op: &'a OperationPlan, input: &'a CallInput, page: &'a PageState) -> Self {
+        use rand::RngExt;
+        let now = Timestamp::now();
+        let zoned = now.to_zoned(TimeZone::fixed(convert::china()));
+        AttemptValues {
+            op,
+            input,
+            page,
+            now_s: now.as_second().to_string(),
+            now_ms: now.as_millisecond().to_string(),
+            now_rfc3339: convert::rfc3339_china(now),
+            now_date: zoned.strftime("%Y-%m-%d").to_string(),
+            nonce: rand::rng().random_range(100_000u64..=2_147_483_647).to_string(),
+            vars: vec![None; op.var_count],
+            request: None,
+        }
+    }
+
+    fn sorted_query(&self, style: PairStyle) -> Option<Cow<'_, str>> {
+        let r = self.request.as_ref()?;
+        Some(Cow::Owned(
+            style.join(r.sorted_query.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ))
+    }
+}
+
+impl Values for AttemptValues<'_> {
+    fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+        match r {
+            Ref::MemberId => self.input.member_id.as_deref().map(Cow::Borrowed),
+            Ref::MemberOpenid => self.input.openid.as_deref().map(Cow::Borrowed),
+            Ref::Cred(i) => self.op.credentials.get(i).map(|c| Cow::Borrowed(c.expose_secret())),
+            Ref::Input(i) => match self.input.inputs.get(i)?.as_ref()? {
+                Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+                Value::Null => None,
+                other => Some(Cow::Owned(other.to_string())),
+            },
+            Ref::NowS => Some(Cow::Borrowed(&self.now_s)),
+            Ref::NowMs => Some(Cow::Borrowed(&self.now_ms)),
+            Ref::NowRfc3339 => Some(Cow::Borrowed(&self.now_rfc3339)),
+            Ref::NowDate => Some(Cow::Borrowed(&self.now_date)),
+            Ref::Nonce => Some(Cow::Borrowed(&self.nonce)),
+            Ref::Var(i) => self.vars.get(i)?.as_deref().map(Cow::Borrowed),
+            Ref::PageNumber => Some(Cow::Owned(self.page.number.to_string())),
+            Ref::PageSize => Some(Cow::Owned(self.page.size.to_string())),
+            Ref::PageCursor => self.page.cursor.as_deref().map(Cow::Borrowed),
+            Ref::RequestMethod => self.request.as_ref().map(|r| Cow::Borrowed(r.method.as_str())),
+            Ref::RequestPath => self.request.as_ref().map(|r| Cow::Borrowed(r.path.as_str())),
+            Ref::RequestBody => self.request.as_ref().map(|r| Cow::Borrowed(r.body.as_str())),
+            Ref::QuerySortedNameValue => self.sorted_query(PairStyle::NameValue),
+            Ref::QuerySortedPairs => self.sorted_query(PairStyle::Pairs),
+            Ref::QuerySortedPairsEncoded => self.sorted_query(PairStyle::PairsEncoded),
+        }
+    }
+
+    fn json(&self, r: Ref) -> Option<Value> {
+        match r {
+            Ref::Input(i) => self.input.inputs.get(i)?.clone(),
+            _ => self.text(r).map(|t| Value::String(t.into_owned())),
+        }
+    }
+}
+
+/// Builds and signs the request of one attempt.
+fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Result<Request<Full<Bytes>>, CallError> {
+    let mut values = AttemptValues::new(op, input, page);
+    let mut query: Vec<(String, String)> = Vec::with_capacity(op.query.len() + 2);
+    let mut headers: Vec<(http::HeaderName, String)> = Vec::new();
+
+    let run = |values: &mut AttemptValues<'_>,
+               query: &mut Vec<(String, String)>,
+               headers: &mut Vec<(http::HeaderName, String)>,
+               from: usize,
+               to: usize|
+     -> Result<(), CallError> {
+        for step in &op.steps[from..to] {
+            let result = step.run(&*values).map_err(|e| CallError::Build(e.to_string()))?;
+            match &step.target {
+                Target::Var(i) => values.vars[*i] = Some(result),
+                Target::Query(q) => query.push((q.clone(), result)),
+                Target::Header(h) => headers.push((h.clone(), result)),
+            }
+        }
+        Ok(())
+    };
+    run(&mut values, &mut query, &mut headers, 0, op.render_at)?;
+
+    // render
+    let path = op.path.render(&values).unwrap_or_default();
+    for (k, t) in &op.query {
+        if let Some(v) = t.render(&values) {
+            query.push((k.clone(), v));
+        }
+    }
+    for (h, t) in &op.headers {
+        if let Some(v) = t.render(&values) {
+            headers.push((h.clone(), v));
+        }
+    }
+    let body = match &op.body {
+        Some(t) => {
+            let mut buf = Vec::with_capacity(256);
+            t.render(&values, &mut buf).map_err(|e| CallError::Build(e.to_string()))?;
+            // templates write JSON text, so the bytes are UTF-8
+            String::from_utf8(buf).map_err(|e| CallError::Build(e.to_string()))?
+        }
+        None => String::new(),
+    };
+    let mut sorted_query = query.clone();
+    sorted_query.sort_by(|a, b| a.0.cmp(&b.0));
+    values.request = Some(Rendered {
+        method: op.method.as_str().to_owned(),
+        path: path.clone(),
+        body,
+        sorted_query,
+    });
+    run(&mut values, &mut query, &mut headers, op.render_at, op.steps.len())?;
+
+    let mut uri = String::with_capacity(op.vendor.base_url.len() + path.len() + 64);
+    uri.push_str(&op.vendor.base_url);
+    uri.push_str(&path);
+    for (i, (k, v)) in query.iter().enumerate() {
+        uri.push(if i == 0 { '?' } else { '&' });
+        uri.push_str(&crypto::percent_encode(k));
+        uri.push('=');
+        uri.push_str(&crypto::percent_encode(v));
+    }
+    let rendered = values.request.take().expect("rendered above");
+    let mut req = Request::builder().method(op.method.clone()).uri(&uri);
+    if op.body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    req = req.header(http::header::ACCEPT, "application/json");
+    for (h, v) in headers {
+        let v = HeaderValue::from_str(&v)
+            .map_err(|_| CallError::Build(format!("header `{h}` would hold characters a header cannot")))?;
+        req = req.header(h, v);
+    }
+    req.body(Full::new(Bytes::from(rendered.body)))
+        .map_err(|_| CallError::Build(format!("`{}{}` is not a valid URL", op.vendor.base_url, path)))
+}

@@ -1,0 +1,729 @@
+//! routes.yaml compiled into an immutable plan. Every JSONPath, template, step chain, enum map
+//! and URL is checked and built here, once; the request path only follows indexes.
+//!
+//! Compilation gathers every error (each with its YAML location) instead of stopping at the
+//! first, so `coupon-gateway validate` shows the whole list at once.
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use secrecy::SecretString;
+
+use super::extract::{Condition, FieldSpec, ItemMapper, JsonPath};
+use super::steps::{Step, Target};
+use super::template::{JsonTemplate, Ref, Scope, Template};
+use crate::canonical::schema::{self, FieldDef};
+use crate::config::load::env_var_for;
+use crate::config::{
+    ConditionConfig, ConfigError, IdentityKind, LoadedConfig, OperationConfig, PagingStyle,
+    Placement, ServerConfig, VendorConfig,
+};
+
+/// The compiled configuration. Shared read-only by every request (`Arc<Plan>`).
+#[derive(Debug)]
+pub struct Plan {
+    pub server: ServerConfig,
+    /// Vendors in routes.yaml order.
+    pub vendors: Vec<Arc<VendorPlan>>,
+    pub coupons_query: RoutePlan,
+}
+
+/// A canonical route and the vendor operations that serve it, in routes.yaml order.
+#[derive(Debug)]
+pub struct RoutePlan {
+    pub operation: String,
+    pub default_limit: usize,
+    pub max_limit: usize,
+    pub targets: Vec<Arc<OperationPlan>>,
+}
+
+#[derive(Debug)]
+pub struct VendorPlan {
+    pub id: String,
+    pub display_name: Option<String>,
+    /// `scheme://authority` plus any base path, without a trailing slash.
+    pub base_url: String,
+    /// `scheme://authority`, for resolving relative links in answers.
+    pub origin: String,
+    pub timeout: Duration,
+    pub operations: Vec<String>,
+}
+
+/// One vendor operation, ready to run.
+#[derive(Debug)]
+pub struct OperationPlan {
+    pub vendor: Arc<VendorPlan>,
+    pub name: String,
+    pub identity: Vec<IdentityKind>,
+    pub credentials: Vec<SecretString>,
+    pub method: Method,
+    pub path: Template,
+    pub query: Vec<(String, Template)>,
+    pub headers: Vec<(HeaderName, Template)>,
+    pub body: Option<JsonTemplate>,
+    pub steps: Vec<Step>,
+    /// Steps before this index run before the request is rendered; the rest sign it.
+    pub render_at: usize,
+    pub var_count: usize,
+    pub inputs: Vec<String>,
+    pub response: ResponsePlan,
+    pub paging: Option<PagingPlan>,
+    pub mapper: ItemMapper,
+}
+
+#[derive(Debug)]
+pub struct ResponsePlan {
+    pub success: Vec<Condition>,
+    pub empty: Vec<Condition>,
+    pub error_code: Option<JsonPath>,
+    pub error_message: Option<JsonPath>,
+    pub items: JsonPath,
+}
+
+#[derive(Debug)]
+pub struct PagingPlan {
+    pub style: PagingStyle,
+    pub first_page: u64,
+    pub page_size: u64,
+    pub max_pages: u32,
+    pub has_more: Option<JsonPath>,
+    pub total_items: Option<JsonPath>,
+    pub total_pages: Option<JsonPath>,
+    pub next_cursor: Option<JsonPath>,
+}
+
+/// Whether a credential without a value stops compilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// Serving: every declared credential must have a value.
+    Required,
+    /// `validate`: the file is checked, values may come later from the environment.
+    Optional,
+}
+
+/// The canonical routes this gateway serves: their vendor operation comes from `routes:`,
+/// and each fixes the schema its vendors map to and the inputs their templates may use.
+struct RouteKind {
+    schema: &'static [FieldDef],
+    inputs: &'static [&'static str],
+}
+
+const COUPONS_QUERY: RouteKind = RouteKind {
+    schema: schema::COUPON,
+    inputs: &[],
+};
+
+impl Plan {
+    /// Compiles a loaded configuration. On failure, every error found.
+    /// Warnings (missing credentials under `Credentials::Optional`) come back with the plan.
+    pub fn compile(
+        loaded: &LoadedConfig,
+        credentials: Credentials,
+    ) -> Result<(Plan, Vec<ConfigError>), Vec<ConfigError>> {
+        let cfg = &loaded.config;
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let route = &cfg.routes.coupons_query;
+        if route.default_limit == 0 || route.default_limit > route.max_limit {
+            errors.push(loaded.error(
+                "routes.coupons_query.default_limit",
+                "must be between 1 and max_limit",
+            ));
+        }
+        let order = loaded.index.order("vendors", cfg.vendors.keys());
+        let mut vendors = Vec::new();
+        let mut targets = Vec::new();
+        for id in order {
+            let v = &cfg.vendors[&id];
+            let path = format!("vendors.{id}");
+            if !valid_vendor_id(&id) {
+                errors.push(loaded.error(&path, "a vendor id is lowercase letters, digits and `_`"));
+                continue;
+            }
+            let Some(vendor) = compile_vendor(loaded, &id, v, &mut errors) else {
+                continue;
+            };
+            let secrets = credentials_of(loaded, &id, v, credentials, &mut errors, &mut warnings);
+            for (name, op) in &v.operations {
+                let op_path = format!("{path}.operations.{name}");
+                if *name != route.operation {
+                    errors.push(loaded.error(
+                        &op_path,
+                        format!(
+                            "no canonical route uses operation `{name}` (routes use: {})",
+                            route.operation
+                        ),
+                    ));
+                    continue;
+                }
+                let mut cx = OpCompiler {
+                    loaded,
+                    vendor: &vendor,
+                    cfg: v,
+                    path: op_path,
+                    errors: Vec::new(),
+                };
+                if let Some(plan) = cx.compile(name, op, &COUPONS_QUERY, secrets.clone()) {
+                    targets.push(Arc::new(plan));
+                }
+                errors.append(&mut cx.errors);
+            }
+            vendors.push(vendor);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let plan = Plan {
+            server: cfg.server.clone(),
+            vendors,
+            coupons_query: RoutePlan {
+                operation: route.operation.clone(),
+                default_limit: route.default_limit,
+                max_limit: route.max_limit,
+                targets,
+            },
+        };
+        Ok((plan, warnings))
+    }
+
+    pub fn vendor(&self, id: &str) -> Option<&Arc<VendorPlan>> {
+        self.vendors.iter().find(|v| v.id == id)
+    }
+}
+
+fn valid_vendor_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn compile_vendor(
+    loaded: &LoadedConfig,
+    id: &str,
+    v: &VendorConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<VendorPlan>> {
+    let path = format!("vendors.{id}.base_url");
+    let base = v.base_url.trim_end_matches('/');
+    let uri = match Uri::from_str(base) {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => u,
+        _ => {
+            errors.push(loaded.error(&path, "must be an absolute http:// or https:// URL"));
+            return None;
+        }
+    };
+    if uri.query().is_some() {
+        errors.push(loaded.error(&path, "must not carry a query string"));
+        return None;
+    }
+    if v.timeout_ms == 0 {
+        errors.push(loaded.error(&format!("vendors.{id}.timeout_ms"), "must be more than 0"));
+    }
+    let origin = format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    );
+    Some(Arc::new(VendorPlan {
+        id: id.to_owned(),
+        display_name: v.display_name.clone(),
+        base_url: base.to_owned(),
+        origin,
+        timeout: Duration::from_millis(v.timeout_ms),
+        operations: v.operations.keys().cloned().collect(),
+    }))
+}
+
+/// Credential values in declaration order (sorted by name), checked for presence.
+fn credentials_of(
+    loaded: &LoadedConfig,
+    id: &str,
+    v: &VendorConfig,
+    mode: Credentials,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Vec<SecretString> {
+    v.credentials
+        .iter()
+        .map(|(name, value)| match value.as_deref() {
+            Some(s) if !s.is_empty() => SecretString::from(s.to_owned()),
+            _ => {
+                let path = format!("vendors.{id}.credentials.{name}");
+                let e = loaded.error(
+                    &path,
+                    format!("credential `{name}` of vendor `{id}` has no value: set {}", env_var_for(&path)),
+                );
+                match mode {
+                    Credentials::Required => errors.push(e),
+                    Credentials::Optional => warnings.push(e),
+                }
+                SecretString::from(String::new())
+            }
+        })
+        .collect()
+}
+
+/// Compiles one operation of one vendor.
+struct OpCompiler<'a> {
+    loaded: &'a LoadedConfig,
+    vendor: &'a Arc<VendorPlan>,
+    cfg: &'a VendorConfig,
+    path: String,
+    errors: Vec<ConfigError>,
+}
+
+/// Name resolution for one operation.
+struct OpScope<'a> {
+    creds: Vec<&'a str>,
+    identity: &'a [IdentityKind],
+    inputs: &'static [&'static str],
+    /// Variables visible here (defined by earlier steps).
+    vars: Vec<String>,
+    paging: Option<PagingStyle>,
+    in_step: bool,
+}
+
+impl Scope for OpScope<'_> {
+    fn resolve(&self, name: &str) -> Result<Ref, String> {
+        let (ns, rest) = name.split_once('.').unwrap_or((name, ""));
+        match (ns, rest) {
+            ("member", "id") | ("member", "openid") => {
+                let (kind, r) = if rest == "id" {
+                    (IdentityKind::MemberId, Ref::MemberId)
+                } else {
+                    (IdentityKind::Openid, Ref::MemberOpenid)
+                };
+                if self.identity.contains(&kind) {
+                    Ok(r)
+                } else {
+                    Err(format!(
+                        "`{name}` is used but the operation's `identity` does not list `{}`",
+                        if rest == "id" { "member_id" } else { "openid" }
+                    ))
+                }
+            }
+            ("cred", c) => self
+                .creds
+                .iter()
+                .position(|n| *n == c)
+                .map(Ref::Cred)
+                .ok_or_else(|| {
+                    format!(
+                        "`{name}`: the vendor declares no credential `{c}` (declared: {})",
+                        list(&self.creds)
+                    )
+                }),
+            ("input", i) => self
+                .inputs
+                .iter()
+                .position(|n| *n == i)
+                .map(Ref::Input)
+                .ok_or_else(|| format!("`{name}`: this route has no input `{i}` (inputs: {})", list(self.inputs))),
+            ("now", "s") => Ok(Ref::NowS),
+            ("now", "ms") => Ok(Ref::NowMs),
+            ("now", "rfc3339") => Ok(Ref::NowRfc3339),
+            ("now", "date") => Ok(Ref::NowDate),
+            ("nonce", "") => Ok(Ref::Nonce),
+            ("var", v) => self
+                .vars
+                .iter()
+                .position(|n| n == v)
+                .map(Ref::Var)
+                .ok_or_else(|| {
+                    format!("`{name}`: no earlier step puts a result `into: {{var: {v}}}` before this point")
+                }),
+            ("page", p) => match (self.paging, p) {
+                (None, _) => Err(format!("`{name}` needs a `paging:` section")),
+                (Some(_), "size") => Ok(Ref::PageSize),
+                (Some(PagingStyle::PageNumber), "number") => Ok(Ref::PageNumber),
+                (Some(PagingStyle::Cursor), "cursor") => Ok(Ref::PageCursor),
+                (Some(style), _) => Err(format!("`{name}` is not available with paging style {style:?}")),
+            },
+            ("request", r) if self.in_step => match r {
+                "method" => Ok(Ref::RequestMethod),
+                "path" => Ok(Ref::RequestPath),
+                "body" => Ok(Ref::RequestBody),
+                "query.sorted_namevalue" => Ok(Ref::QuerySortedNameValue),
+                "query.sorted_pairs" => Ok(Ref::QuerySortedPairs),
+                "query.sorted_pairs_encoded" => Ok(Ref::QuerySortedPairsEncoded),
+                _ => Err(format!(
+                    "unknown `{name}` (known: request.method, request.path, request.body, request.query.sorted_namevalue, request.query.sorted_pairs, request.query.sorted_pairs_encoded)"
+                )),
+            },
+            ("request", _) => Err(format!("`{name}` is only available in signing steps")),
+            _ => Err(format!(
+                "unknown name `{name}` (namespaces: member, cred, input, now, nonce, var, page, request)"
+            )),
+        }
+    }
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl OpCompiler<'_> {
+    fn err(&mut self, sub: &str, message: impl Into<String>) {
+        let path = if sub.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{sub}", self.path)
+        };
+        self.errors.push(self.loaded.error(&path, message));
+    }
+
+    fn compile(
+        &mut self,
+        name: &str,
+        op: &OperationConfig,
+        route: &RouteKind,
+        credentials: Vec<SecretString>,
+    ) -> Option<OperationPlan> {
+        let creds: Vec<&str> = self.cfg.credentials.keys().map(String::as_str).collect();
+        if op.identity.is_empty() {
+            self.err("identity", "list the identities this operation accepts: member_id, openid");
+        }
+        let mut scope = OpScope {
+            creds,
+            identity: &op.identity,
+            inputs: route.inputs,
+            vars: Vec::new(),
+            paging: op.paging.as_ref().map(|p| p.style),
+            in_step: true,
+        };
+
+        // steps, in order; the request is rendered before the first step that reads it
+        let mut steps = Vec::new();
+        let mut render_at = None;
+        let mut body_fields = Vec::new();
+        for (i, s) in op.steps.iter().enumerate() {
+            let at = format!("steps.{i}");
+            let (input, transforms) = match Step::compile_parts(&s.input, &s.apply, &scope) {
+                Ok(parts) => parts,
+                Err(errs) => {
+                    for (p, e) in errs {
+                        self.err(&format!("{at}.{p}"), format!("step `{}`: {e}", s.name));
+                    }
+                    continue;
+                }
+            };
+            let mut step = Step {
+                name: s.name.clone(),
+                input,
+                transforms,
+                target: Target::Var(0),
+            };
+            let reads = step.reads_request();
+            if reads && render_at.is_none() {
+                render_at = Some(steps.len());
+            }
+            step.target = match &s.into {
+                Placement::Var(v) | Placement::Body(v) => {
+                    if reads {
+                        self.err(
+                            &format!("{at}.into"),
+                            format!("step `{}` reads the rendered request, so its result can only go into a query parameter or header", s.name),
+                        );
+                    }
+                    if render_at.is_some() && !reads {
+                        self.err(
+                            &format!("{at}.into"),
+                            format!("step `{}` comes after a signing step, so the request is already rendered: move it before", s.name),
+                        );
+                    }
+                    if let Placement::Body(field) = &s.into {
+                        body_fields.push((field.clone(), scope.vars.len(), at.clone()));
+                    }
+                    scope.vars.push(v.clone());
+                    Target::Var(scope.vars.len() - 1)
+                }
+                Placement::Query(q) => Target::Query(q.clone()),
+                Placement::Header(h) => match HeaderName::from_str(h) {
+                    Ok(h) => Target::Header(h),
+                    Err(_) => {
+                        self.err(&format!("{at}.into.header"), format!("`{h}` is not a valid header name"));
+                        continue;
+                    }
+                },
+            };
+            steps.push(step);
+        }
+        let render_at = render_at.unwrap_or(steps.len());
+        let var_count = scope.vars.len();
+        // request templates see only the variables defined before the request is rendered
+        let pre_vars = steps[..render_at]
+            .iter()
+            .filter(|s| matches!(s.target, Target::Var(_)))
+            .count();
+        scope.vars.truncate(pre_vars);
+        scope.in_step = false;
+
+        let req = &op.request;
+        let method = match Method::from_str(&req.method.to_ascii_uppercase()) {
+            Ok(m) => m,
+            Err(_) => {
+                self.err("request.method", format!("`{}` is not an HTTP method", req.method));
+                Method::GET
+            }
+        };
+        let path = self.template(&req.path, &scope, "request.path");
+        if !req.path.starts_with('/') {
+            self.err("request.path", "starts with `/`");
+        }
+        let query: Vec<(String, Template)> = req
+            .query
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), self.template(v, &scope, &format!("request.query.{k}"))?)))
+            .collect();
+        let mut headers = Vec::new();
+        for (k, v) in &req.headers {
+            let at = format!("request.headers.{k}");
+            match HeaderName::from_str(k) {
+                Ok(h) => {
+                    if let Some(t) = self.template(v, &scope, &at) {
+                        headers.push((h, t));
+                    }
+                }
+                Err(_) => self.err(&at, format!("`{k}` is not a valid header name")),
+            }
+        }
+        let mut body = req.body.as_ref().map(|b| {
+            let mut errs = Vec::new();
+            let base = format!("{}.request.body", self.path);
+            let index = &self.loaded.index;
+            let order = |p: &str, keys: Vec<String>| index.order(p, keys.iter());
+            let t = JsonTemplate::compile(b, &scope, &base, &order, &mut errs);
+            for (p, e) in errs {
+                self.errors.push(self.loaded.error(&p, e));
+            }
+            t
+        });
+        for (field, var, at) in body_fields {
+            let t = JsonTemplate::Text(Template::of(Ref::Var(var)));
+            let pushed = body.as_mut().map(|b| b.push_field(field.clone(), t.clone()));
+            match pushed {
+                Some(true) => {}
+                Some(false) => self.err(
+                    &format!("{at}.into"),
+                    format!("the body already has `{field}`, or is not an object: reference `{{{{var.…}}}}` there instead"),
+                ),
+                None => body = Some(JsonTemplate::Object(vec![(field, t)])),
+            }
+        }
+        if body.is_some() && matches!(method, Method::GET | Method::HEAD) {
+            self.err("request.body", "a GET or HEAD request has no body");
+        }
+
+        let response = self.response(op)?;
+        let paging = op.paging.as_ref().and_then(|p| self.paging(p));
+        let mapper = self.mapper(op, route);
+        if !self.errors.is_empty() {
+            return None;
+        }
+        Some(OperationPlan {
+            vendor: self.vendor.clone(),
+            name: name.to_owned(),
+            identity: op.identity.clone(),
+            credentials,
+            method,
+            path: path?,
+            query,
+            headers,
+            body,
+            steps,
+            render_at,
+            var_count,
+            inputs: route.inputs.iter().map(|s| s.to_string()).collect(),
+            response,
+            paging,
+            mapper: mapper?,
+        })
+    }
+
+    fn template(&mut self, source: &str, scope: &OpScope<'_>, at: &str) -> Option<Template> {
+        match Template::compile(source, scope) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(at, e);
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, source: &str, at: &str) -> Option<JsonPath> {
+        match JsonPath::compile(source) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.err(at, e);
+                None
+            }
+        }
+    }
+
+    fn conditions(&mut self, list: &[ConditionConfig], at: &str) -> Vec<Condition> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, c)| match Condition::compile(&c.path, &c.one_of, c.present) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.err(&format!("{at}.{i}"), e);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn response(&mut self, op: &OperationConfig) -> Option<ResponsePlan> {
+        let r = &op.response;
+        let success = self.conditions(&r.success, "response.success");
+        let empty = self.conditions(&r.empty, "response.empty");
+        let error_code = r.error_code.as_deref().and_then(|p| self.path(p, "response.error_code"));
+        let error_message = r
+            .error_message
+            .as_deref()
+            .and_then(|p| self.path(p, "response.error_message"));
+        let items = self.path(&r.items, "response.items")?;
+        Some(ResponsePlan {
+            success,
+            empty,
+            error_code,
+            error_message,
+            items,
+        })
+    }
+
+    fn paging(&mut self, p: &crate::config::PagingConfig) -> Option<PagingPlan> {
+        let mut opt = |v: &Option<String>, at: &str| v.as_deref().and_then(|s| self.path(s, at));
+        let plan = PagingPlan {
+            style: p.style,
+            first_page: p.first_page,
+            page_size: p.page_size,
+            max_pages: p.max_pages,
+            has_more: opt(&p.has_more, "paging.has_more"),
+            total_items: opt(&p.total_items, "paging.total_items"),
+            total_pages: opt(&p.total_pages, "paging.total_pages"),
+            next_cursor: opt(&p.next_cursor, "paging.next_cursor"),
+        };
+        if p.max_pages == 0 || p.page_size == 0 {
+            self.err("paging", "`max_pages` and `page_size` are at least 1");
+        }
+        if p.style == PagingStyle::Cursor && plan.next_cursor.is_none() {
+            self.err("paging", "cursor paging needs `next_cursor`: where the answer gives the next cursor");
+        }
+        Some(plan)
+    }
+
+    fn mapper(&mut self, op: &OperationConfig, route: &RouteKind) -> Option<ItemMapper> {
+        let mut fields: Vec<Option<FieldSpec>> = vec![None; route.schema.len()];
+        let mut ok = true;
+        for (name, spec) in &op.fields {
+            let at = format!("fields.{name}");
+            let Some(slot) = schema::slot(route.schema, name) else {
+                let known: Vec<&str> = route.schema.iter().map(|d| d.name).collect();
+                self.err(&at, format!("`{name}` is not a canonical field (known: {})", known.join(", ")));
+                ok = false;
+                continue;
+            };
+            match FieldSpec::compile(spec, &route.schema[slot]) {
+                Ok(s) => fields[slot] = Some(s),
+                Err((p, e)) => {
+                    let sub = if p.is_empty() { at } else { format!("{at}.{p}") };
+                    self.err(&sub, e);
+                    ok = false;
+                }
+            }
+        }
+        for (def, f) in route.schema.iter().zip(&fields) {
+            if def.required && f.is_none() && !op.fields.is_empty() {
+                self.err("fields", format!("the canonical field `{}` is required", def.name));
+                ok = false;
+            }
+        }
+        if op.fields.is_empty() {
+            self.err("fields", "map at least the required canonical fields");
+            ok = false;
+        }
+        ok.then(|| ItemMapper {
+            schema: route.schema,
+            fields,
+            origin: self.vendor.origin.clone(),
+        })
+    }
+}
+
+/// All operations by vendor, for `GET /v1/vendors`.
+pub fn operations_by_vendor(plan: &Plan) -> BTreeMap<String, Vec<String>> {
+    plan.vendors
+        .iter()
+        .map(|v| (v.id.clone(), v.operations.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    const ROUTES: &str = include_str!("../../routes.yaml");
+
+    fn compile(text: &str) -> Result<(Plan, Vec<ConfigError>), Vec<ConfigError>> {
+        let loaded = load_str("routes.yaml", text, false).map_err(|e| e)?;
+        Plan::compile(&loaded, Credentials::Optional)
+    }
+
+    #[test]
+    fn the_shipped_routes_compile_in_file_order() {
+        let (plan, warnings) = compile(ROUTES).unwrap();
+        let ids: Vec<&str> = plan.vendors.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["op", "hkl", "zvcms", "wxcard"]);
+        let targets: Vec<&str> = plan.coupons_query.targets.iter().map(|t| t.vendor.id.as_str()).collect();
+        assert_eq!(targets, ["op", "hkl", "zvcms"]);
+        // every credential is declared without a value: one warning each, naming its variable
+        assert_eq!(warnings.len(), 9, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.message.contains("CGW_VENDORS__ZVCMS__CREDENTIALS__GRANT_CODE")));
+        // serving refuses to start without them
+        let loaded = load_str("routes.yaml", ROUTES, false).unwrap();
+        let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
+        assert_eq!(errors.len(), 9);
+        assert!(errors[0].to_string().starts_with("routes.yaml:"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn mistakes_are_all_reported_with_their_lines() {
+        let broken = ROUTES
+            .replace("items: $.data.list", "items: $.data[?(@.x == )]")
+            .replace("\"{{cred.secret}}{{request", "\"{{cred.secrt}}{{request")
+            .replace("\"2\": discount}", "\"2\": coupon}")
+            .replace("apply: [md5, hex_lower]", "apply: [md5]");
+        let errors = compile(&broken).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let find = |needle: &str| {
+            text.iter()
+                .find(|t| t.contains(needle))
+                .unwrap_or_else(|| panic!("no error about {needle}: {text:#?}"))
+                .clone()
+        };
+        let line_of = |needle: &str| ROUTES.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        assert!(find("bad JSONPath").starts_with(&format!("routes.yaml:{}:", line_of("items: $.data.list"))));
+        assert!(find("no credential `secrt`").contains("declared: client, secret"));
+        assert!(find("not a canonical kind").contains("fields.kind.map.2"));
+        assert!(find("ends in raw bytes").contains("steps.0.apply"));
+    }
+
+    #[test]
+    fn unused_operations_and_bad_urls_are_errors() {
+        let extra = ROUTES.replace("    operations:\n      list_coupons:\n        identity: [member_id]      #", "    operations:\n      list_coupon:\n        identity: [member_id]      #");
+        let errors = compile(&extra).unwrap_err();
+        assert!(errors[0].message.contains("no canonical route uses operation `list_coupon`"), "{errors:?}");
+        let bad_url = ROUTES.replace("base_url: http://crm.houcaller.com", "base_url: crm.houcaller.com");
+        let errors = compile(&bad_url).unwrap_err();
+        assert!(errors[0].message.contains("absolute http"), "{errors:?}");
+    }
+}

@@ -1,0 +1,104 @@
+//! The outbound HTTP client shared by every vendor: pooled keep-alive connections, HTTP/1.1
+//! and HTTP/2, rustls (ring) for https vendors, and a bounded read of each answer.
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Why an exchange with a vendor failed below the level of its JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("answer cut off: {0}")]
+    Body(String),
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: HttpClient,
+    max_body: u64,
+}
+
+impl Upstream {
+    pub fn new(max_body: u64) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false); // the https connector wraps it
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+            .expect("ring supports the default TLS versions")
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .pool_timer(TokioTimer::new()) // without a timer the idle timeout is not enforced
+            .timer(TokioTimer::new())
+            .build(https);
+        Upstream { client, max_body }
+    }
+
+    /// Sends `req` and reads the whole answer, refusing bodies over the limit.
+    pub async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Bytes>, TransportError> {
+        let res = self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                TransportError::Connect(root_cause(&e))
+            } else {
+                TransportError::Request(root_cause(&e))
+            }
+        })?;
+        let (parts, body) = res.into_parts();
+        if let Some(len) = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > self.max_body {
+                return Err(TransportError::TooLarge(self.max_body));
+            }
+        }
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        let bytes = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    TransportError::TooLarge(self.max_body)
+                } else {
+                    TransportError::Body(e.to_string())
+                }
+            })?
+            .to_bytes();
+        Ok(Response::from_parts(parts, bytes))
+    }
+}
+
+/// The innermost error message (hyper wraps the io error that says what happened).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
