@@ -233,7 +233,11 @@ mod tests {
             b"what do ya want for nothing?",
             &tag
         ));
-        assert!(!hmac_sha256_verify(b"jefe", b"what do ya want for nothing?", &tag));
+        assert!(!hmac_sha256_verify(
+            b"jefe",
+            b"what do ya want for nothing?",
+            &tag
+        ));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Environment values are kept as strings and converted only where the target field wants a
 //! number (`extract_lossy`), so a credential such as `0012345` keeps its leading zeros.
-use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::error::Kind;
+use figment::providers::{Env, Format, Serialized, Yaml};
 use figment::{Figment, Provider};
 
 use super::{Location, RoutesConfig, YamlIndex};
@@ -116,7 +116,11 @@ fn figment_error(index: &YamlIndex, e: figment::Error, with_env: bool) -> Config
     let mut path = e.path.join(".");
     // an unknown key is reported at its parent; point at the key itself
     if let figment::error::Kind::UnknownField(name, _) = &e.kind {
-        path = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+        path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
     }
     // the environment wins every merge, so a set variable for this key is where the value
     // came from (figment's metadata does not survive the string-keeping provider below)
@@ -125,10 +129,16 @@ fn figment_error(index: &YamlIndex, e: figment::Error, with_env: bool) -> Config
     // kind of mistake, drop the value, so no error can ever print a credential.
     let message = match &e.kind {
         Kind::InvalidType(actual, expected) => {
-            format!("invalid type: found {}, expected {expected}", kind_of(actual))
+            format!(
+                "invalid type: found {}, expected {expected}",
+                kind_of(actual)
+            )
         }
         Kind::InvalidValue(actual, expected) => {
-            format!("invalid value: found {}, expected {expected}", kind_of(actual))
+            format!(
+                "invalid value: found {}, expected {expected}",
+                kind_of(actual)
+            )
         }
         Kind::Message(m) => redact_value(m),
         other => other.to_string(),
@@ -207,6 +217,7 @@ impl Provider for RawEnv {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's large Error
 mod tests {
     use super::*;
     use figment::Jail;
@@ -250,7 +261,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_their_line() {
-        let bad = YAML.replace("    timeout_ms: 800\n", "    timeout_ms: 800\n    timout: 1\n");
+        let bad = YAML.replace(
+            "    timeout_ms: 800\n",
+            "    timeout_ms: 800\n    timout: 1\n",
+        );
         let errs = load_str("routes.yaml", &bad, false).unwrap_err();
         let text = errs[0].to_string();
         assert!(text.contains("timout"), "{text}");

@@ -34,7 +34,8 @@ impl YamlIndex {
     /// Indexes `text`; a syntax error comes back with its location.
     pub fn parse(file: &str, text: &str) -> Result<Self, (String, Option<Location>)> {
         let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
-        let root = marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(&e))?;
+        let root =
+            marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(&e))?;
         let mut index = YamlIndex {
             file: file.to_owned(),
             ..Default::default()
@@ -69,7 +70,11 @@ impl YamlIndex {
 
     /// Orders `names` by their position under `path` in the file; names the file does not
     /// have (added through the environment) follow in the order given.
-    pub fn order<'a>(&self, path: &str, names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    pub fn order<'a>(
+        &self,
+        path: &str,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<String> {
         let in_file = self.keys(path);
         let mut names: Vec<String> = names.into_iter().cloned().collect();
         names.sort_by_key(|n| in_file.iter().position(|k| k == n).unwrap_or(usize::MAX));
@@ -166,8 +171,14 @@ mod tests {
     #[test]
     fn locates_keys_and_sequence_items() {
         let ix = YamlIndex::parse("r.yaml", DOC).unwrap();
-        assert_eq!(ix.locate("server.listen"), Some(Location { line: 2, column: 3 }));
-        assert_eq!(ix.locate("vendors.aa.steps.1.name").map(|l| l.line), Some(9));
+        assert_eq!(
+            ix.locate("server.listen"),
+            Some(Location { line: 2, column: 3 })
+        );
+        assert_eq!(
+            ix.locate("vendors.aa.steps.1.name").map(|l| l.line),
+            Some(9)
+        );
         // a key only the environment has falls back to its nearest ancestor in the file
         assert_eq!(ix.locate("vendors.zz.timeout_ms").map(|l| l.line), Some(4));
         assert_eq!(ix.locate("nothing.here"), None);

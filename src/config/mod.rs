@@ -61,16 +61,9 @@ impl Default for ServerConfig {
 /// Which vendor operation serves each canonical route.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct RoutesSection {
     pub coupons_query: CouponsQueryRoute,
-}
-
-impl Default for RoutesSection {
-    fn default() -> Self {
-        RoutesSection {
-            coupons_query: CouponsQueryRoute::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

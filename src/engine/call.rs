@@ -70,7 +70,11 @@ impl CallError {
 }
 
 /// Runs `op` to completion (all pages up to the cap).
-pub async fn call(op: &OperationPlan, upstream: &Upstream, input: &CallInput) -> Result<CallOutput, CallError> {
+pub async fn call(
+    op: &OperationPlan,
+    upstream: &Upstream,
+    input: &CallInput,
+) -> Result<CallOutput, CallError> {
     let mut out = CallOutput::default();
     let mut page = PageState {
         number: op.paging.as_ref().map_or(1, |p| p.first_page),
@@ -170,19 +174,28 @@ fn kind_of(v: &Value) -> &'static str {
 /// Decides whether another page follows, and moves `page` to it.
 fn more_pages(p: &PagingPlan, doc: &Value, page: &mut PageState, seen: u64) -> bool {
     if let Some(has_more) = &p.has_more {
-        let more = has_more
-            .first(doc)
-            .is_some_and(|v| loosely_equal(v, &Value::Bool(true)) || loosely_equal(v, &Value::from(1)));
+        let more = has_more.first(doc).is_some_and(|v| {
+            loosely_equal(v, &Value::Bool(true)) || loosely_equal(v, &Value::from(1))
+        });
         if !more {
             return false;
         }
     }
-    if let Some(total) = p.total_items.as_ref().and_then(|t| t.first(doc)).and_then(convert::fen) {
-        if seen >= u64::try_from(total).unwrap_or(0) {
-            return false;
-        }
+    if let Some(total) = p
+        .total_items
+        .as_ref()
+        .and_then(|t| t.first(doc))
+        .and_then(convert::fen)
+        && seen >= u64::try_from(total).unwrap_or(0)
+    {
+        return false;
     }
-    if let Some(pages) = p.total_pages.as_ref().and_then(|t| t.first(doc)).and_then(convert::fen) {
+    if let Some(pages) = p
+        .total_pages
+        .as_ref()
+        .and_then(|t| t.first(doc))
+        .and_then(convert::fen)
+    {
         let done = page.number.saturating_sub(p.first_page) + 1;
         if done >= u64::try_from(pages).unwrap_or(0) {
             return false;
@@ -254,7 +267,9 @@ impl<'a> AttemptValues<'a> {
             now_ms: now.as_millisecond().to_string(),
             now_rfc3339: convert::rfc3339_china(now),
             now_date: zoned.strftime("%Y-%m-%d").to_string(),
-            nonce: rand::rng().random_range(100_000u64..=2_147_483_647).to_string(),
+            nonce: rand::rng()
+                .random_range(100_000u64..=2_147_483_647)
+                .to_string(),
             vars: vec![None; op.var_count],
             request: None,
         }
@@ -262,9 +277,9 @@ impl<'a> AttemptValues<'a> {
 
     fn sorted_query(&self, style: PairStyle) -> Option<Cow<'_, str>> {
         let r = self.request.as_ref()?;
-        Some(Cow::Owned(
-            style.join(r.sorted_query.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        ))
+        Some(Cow::Owned(style.join(
+            r.sorted_query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )))
     }
 }
 
@@ -273,7 +288,11 @@ impl Values for AttemptValues<'_> {
         match r {
             Ref::MemberId => self.input.member_id.as_deref().map(Cow::Borrowed),
             Ref::MemberOpenid => self.input.openid.as_deref().map(Cow::Borrowed),
-            Ref::Cred(i) => self.op.credentials.get(i).map(|c| Cow::Borrowed(c.expose_secret())),
+            Ref::Cred(i) => self
+                .op
+                .credentials
+                .get(i)
+                .map(|c| Cow::Borrowed(c.expose_secret())),
             Ref::Input(i) => match self.input.inputs.get(i)?.as_ref()? {
                 Value::String(s) => Some(Cow::Borrowed(s.as_str())),
                 Value::Null => None,
@@ -288,9 +307,18 @@ impl Values for AttemptValues<'_> {
             Ref::PageNumber => Some(Cow::Owned(self.page.number.to_string())),
             Ref::PageSize => Some(Cow::Owned(self.page.size.to_string())),
             Ref::PageCursor => self.page.cursor.as_deref().map(Cow::Borrowed),
-            Ref::RequestMethod => self.request.as_ref().map(|r| Cow::Borrowed(r.method.as_str())),
-            Ref::RequestPath => self.request.as_ref().map(|r| Cow::Borrowed(r.path.as_str())),
-            Ref::RequestBody => self.request.as_ref().map(|r| Cow::Borrowed(r.body.as_str())),
+            Ref::RequestMethod => self
+                .request
+                .as_ref()
+                .map(|r| Cow::Borrowed(r.method.as_str())),
+            Ref::RequestPath => self
+                .request
+                .as_ref()
+                .map(|r| Cow::Borrowed(r.path.as_str())),
+            Ref::RequestBody => self
+                .request
+                .as_ref()
+                .map(|r| Cow::Borrowed(r.body.as_str())),
             Ref::QuerySortedNameValue => self.sorted_query(PairStyle::NameValue),
             Ref::QuerySortedPairs => self.sorted_query(PairStyle::Pairs),
             Ref::QuerySortedPairsEncoded => self.sorted_query(PairStyle::PairsEncoded),
@@ -306,7 +334,11 @@ impl Values for AttemptValues<'_> {
 }
 
 /// Builds and signs the request of one attempt.
-fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Result<Request<Full<Bytes>>, CallError> {
+fn build_request(
+    op: &OperationPlan,
+    input: &CallInput,
+    page: &PageState,
+) -> Result<Request<Full<Bytes>>, CallError> {
     let mut values = AttemptValues::new(op, input, page);
     let mut query: Vec<(String, String)> = Vec::with_capacity(op.query.len() + 2);
     let mut headers: Vec<(http::HeaderName, String)> = Vec::new();
@@ -318,7 +350,9 @@ fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Res
                to: usize|
      -> Result<(), CallError> {
         for step in &op.steps[from..to] {
-            let result = step.run(&*values).map_err(|e| CallError::Build(e.to_string()))?;
+            let result = step
+                .run(&*values)
+                .map_err(|e| CallError::Build(e.to_string()))?;
             match &step.target {
                 Target::Var(i) => values.vars[*i] = Some(result),
                 Target::Query(q) => query.push((q.clone(), result)),
@@ -330,7 +364,7 @@ fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Res
     run(&mut values, &mut query, &mut headers, 0, op.render_at)?;
 
     // render
-    let path = op.path.render(&values).unwrap_or_default();
+    let path = op.path.render_encoded(&values).unwrap_or_default();
     for (k, t) in &op.query {
         if let Some(v) = t.render(&values) {
             query.push((k.clone(), v));
@@ -344,7 +378,8 @@ fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Res
     let body = match &op.body {
         Some(t) => {
             let mut buf = Vec::with_capacity(256);
-            t.render(&values, &mut buf).map_err(|e| CallError::Build(e.to_string()))?;
+            t.render(&values, &mut buf)
+                .map_err(|e| CallError::Build(e.to_string()))?;
             // templates write JSON text, so the bytes are UTF-8
             String::from_utf8(buf).map_err(|e| CallError::Build(e.to_string()))?
         }
@@ -358,7 +393,13 @@ fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Res
         body,
         sorted_query,
     });
-    run(&mut values, &mut query, &mut headers, op.render_at, op.steps.len())?;
+    run(
+        &mut values,
+        &mut query,
+        &mut headers,
+        op.render_at,
+        op.steps.len(),
+    )?;
 
     let mut uri = String::with_capacity(op.vendor.base_url.len() + path.len() + 64);
     uri.push_str(&op.vendor.base_url);
@@ -376,10 +417,18 @@ fn build_request(op: &OperationPlan, input: &CallInput, page: &PageState) -> Res
     }
     req = req.header(http::header::ACCEPT, "application/json");
     for (h, v) in headers {
-        let v = HeaderValue::from_str(&v)
-            .map_err(|_| CallError::Build(format!("header `{h}` would hold characters a header cannot")))?;
+        let v = HeaderValue::from_str(&v).map_err(|_| {
+            CallError::Build(format!(
+                "header `{h}` would hold characters a header cannot"
+            ))
+        })?;
         req = req.header(h, v);
     }
     req.body(Full::new(Bytes::from(rendered.body)))
-        .map_err(|_| CallError::Build(format!("`{}{}` is not a valid URL", op.vendor.base_url, path)))
+        .map_err(|_| {
+            CallError::Build(format!(
+                "`{}{}` is not a valid URL",
+                op.vendor.base_url, path
+            ))
+        })
 }

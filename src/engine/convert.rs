@@ -57,7 +57,9 @@ impl Decimal {
         if self.scale > shift {
             return None;
         }
-        let v = self.units.checked_mul(10i128.checked_pow(shift - self.scale)?)?;
+        let v = self
+            .units
+            .checked_mul(10i128.checked_pow(shift - self.scale)?)?;
         i64::try_from(v).ok()
     }
 
@@ -115,7 +117,10 @@ pub enum TimeFormat {
     EpochMs,
     Rfc3339,
     /// A strftime pattern; a pattern without a time of day is a date.
-    Pattern { pattern: String, date_only: bool },
+    Pattern {
+        pattern: String,
+        date_only: bool,
+    },
 }
 
 impl TimeFormat {
@@ -133,7 +138,9 @@ impl TimeFormat {
                 date_only: false,
             },
             p if p.contains('%') => {
-                let date_only = !["%H", "%M", "%S", "%T", "%I", "%R"].iter().any(|t| p.contains(t));
+                let date_only = !["%H", "%M", "%S", "%T", "%I", "%R"]
+                    .iter()
+                    .any(|t| p.contains(t));
                 // reject patterns jiff cannot use at all
                 let probe = jiff::civil::date(2020, 1, 2).at(3, 4, 5, 0);
                 jiff::fmt::strtime::format(p, probe)
@@ -334,7 +341,10 @@ mod tests {
 
     fn spec(formats: &[&str], bound: DayBound) -> TimeSpec {
         TimeSpec {
-            formats: formats.iter().map(|f| TimeFormat::parse(f).unwrap()).collect(),
+            formats: formats
+                .iter()
+                .map(|f| TimeFormat::parse(f).unwrap())
+                .collect(),
             zone: china(),
             bound,
         }
@@ -345,19 +355,43 @@ mod tests {
         let start = spec(&["epoch_ms", "date"], DayBound::Start);
         let end = spec(&["epoch_ms", "date"], DayBound::End);
         let t = |s: &TimeSpec, v: Value| s.read(&v).map(rfc3339_china);
-        assert_eq!(t(&start, json!(1448380800000i64)).unwrap(), "2015-11-25T00:00:00+08:00");
-        assert_eq!(t(&end, json!(1449935999000i64)).unwrap(), "2015-12-12T23:59:59+08:00");
-        assert_eq!(t(&start, json!("2015-11-25")).unwrap(), "2015-11-25T00:00:00+08:00");
-        assert_eq!(t(&end, json!("2015-12-12")).unwrap(), "2015-12-12T23:59:59+08:00");
-        assert_eq!(t(&start, json!("1448380800000")).unwrap(), "2015-11-25T00:00:00+08:00");
+        assert_eq!(
+            t(&start, json!(1448380800000i64)).unwrap(),
+            "2015-11-25T00:00:00+08:00"
+        );
+        assert_eq!(
+            t(&end, json!(1449935999000i64)).unwrap(),
+            "2015-12-12T23:59:59+08:00"
+        );
+        assert_eq!(
+            t(&start, json!("2015-11-25")).unwrap(),
+            "2015-11-25T00:00:00+08:00"
+        );
+        assert_eq!(
+            t(&end, json!("2015-12-12")).unwrap(),
+            "2015-12-12T23:59:59+08:00"
+        );
+        assert_eq!(
+            t(&start, json!("1448380800000")).unwrap(),
+            "2015-11-25T00:00:00+08:00"
+        );
         assert_eq!(t(&start, json!("yesterday")), None);
 
         let dt = spec(&["datetime"], DayBound::Start);
-        assert_eq!(t(&dt, json!("2019-08-24 00:00:00")).unwrap(), "2019-08-24T00:00:00+08:00");
+        assert_eq!(
+            t(&dt, json!("2019-08-24 00:00:00")).unwrap(),
+            "2019-08-24T00:00:00+08:00"
+        );
         let secs = spec(&["epoch_s"], DayBound::Start);
-        assert_eq!(t(&secs, json!(1547186244)).unwrap(), "2019-01-11T13:57:24+08:00");
+        assert_eq!(
+            t(&secs, json!(1547186244)).unwrap(),
+            "2019-01-11T13:57:24+08:00"
+        );
         let rfc = spec(&["rfc3339"], DayBound::Start);
-        assert_eq!(t(&rfc, json!("2026-11-30T16:00:00Z")).unwrap(), "2026-12-01T00:00:00+08:00");
+        assert_eq!(
+            t(&rfc, json!("2026-11-30T16:00:00Z")).unwrap(),
+            "2026-12-01T00:00:00+08:00"
+        );
         // a UTC wall-clock pattern (wxcard's list dates)
         let utc = TimeSpec {
             formats: vec![TimeFormat::parse("%Y-%m-%d %H:%M:%S%.f").unwrap()],
@@ -393,7 +427,10 @@ mod tests {
             url(&json!("/upload_img/a.jpg"), origin).unwrap(),
             "http://crm.houcaller.com/upload_img/a.jpg"
         );
-        assert_eq!(url(&json!("https://x.y/z.png"), origin).unwrap(), "https://x.y/z.png");
+        assert_eq!(
+            url(&json!("https://x.y/z.png"), origin).unwrap(),
+            "https://x.y/z.png"
+        );
         assert_eq!(url(&json!(""), origin), None);
     }
 }

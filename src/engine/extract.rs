@@ -12,7 +12,7 @@ use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
-use super::convert::{self, Decimal, DayBound, TimeFormat, TimeSpec};
+use super::convert::{self, DayBound, Decimal, TimeFormat, TimeSpec};
 use crate::canonical::schema::{FieldDef, FieldType};
 
 /// A compiled JSONPath.
@@ -147,17 +147,27 @@ impl Condition {
         let found = self.path.first(v);
         match &self.test {
             Test::Present(want) => found.is_some() == *want,
-            Test::OneOf(values) => found.is_some_and(|f| values.iter().any(|w| loosely_equal(f, w))),
+            Test::OneOf(values) => {
+                found.is_some_and(|f| values.iter().any(|w| loosely_equal(f, w)))
+            }
         }
     }
 
-    pub fn compile(path: &str, one_of: &[Value], present: Option<bool>) -> Result<Condition, String> {
+    pub fn compile(
+        path: &str,
+        one_of: &[Value],
+        present: Option<bool>,
+    ) -> Result<Condition, String> {
         let path = JsonPath::compile(path)?;
         let test = match (one_of.is_empty(), present) {
             (false, None) => Test::OneOf(one_of.to_vec()),
             (true, Some(p)) => Test::Present(p),
-            (true, None) => return Err("a condition needs `in: [...]` or `present: true|false`".to_owned()),
-            (false, Some(_)) => return Err("a condition has either `in` or `present`, not both".to_owned()),
+            (true, None) => {
+                return Err("a condition needs `in: [...]` or `present: true|false`".to_owned());
+            }
+            (false, Some(_)) => {
+                return Err("a condition has either `in` or `present`, not both".to_owned());
+            }
         };
         Ok(Condition { path, test })
     }
@@ -169,10 +179,15 @@ impl Condition {
         };
         for k in m.keys() {
             if !["path", "in", "present"].contains(&k.as_str()) {
-                return Err(format!("unknown key `{k}` in a condition (known: path, in, present)"));
+                return Err(format!(
+                    "unknown key `{k}` in a condition (known: path, in, present)"
+                ));
             }
         }
-        let path = m.get("path").and_then(Value::as_str).ok_or("a condition needs a `path`")?;
+        let path = m
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("a condition needs a `path`")?;
         let one_of = match m.get("in") {
             None => Vec::new(),
             Some(Value::Array(a)) => a.clone(),
@@ -216,7 +231,8 @@ enum Convert {
     Time(TimeSpec),
 }
 
-const FIELD_KEYS: &str = "path, value, when, map, default, convert, time, first_of, add_days, names_key";
+const FIELD_KEYS: &str =
+    "path, value, when, map, default, convert, time, first_of, add_days, names_key";
 
 /// Compile context of a field: its definition and the vendor origin for URLs.
 pub struct FieldContext<'a> {
@@ -242,7 +258,10 @@ impl FieldSpec {
             }
             Value::Object(m) => m,
             _ => {
-                return Err(at("", "a field is a JSONPath string or a mapping".to_owned()));
+                return Err(at(
+                    "",
+                    "a field is a JSONPath string or a mapping".to_owned(),
+                ));
             }
         };
         for k in m.keys() {
@@ -255,14 +274,20 @@ impl FieldSpec {
             .filter(|k| m.contains_key(**k))
             .count();
         if sources != 1 {
-            return Err(at("", "a field has exactly one of `path`, `value` or `first_of`".to_owned()));
+            return Err(at(
+                "",
+                "a field has exactly one of `path`, `value` or `first_of`".to_owned(),
+            ));
         }
         let source = if let Some(p) = m.get("path") {
             let paths = match p {
                 Value::String(s) => vec![s.as_str()],
                 Value::Array(a) => a
                     .iter()
-                    .map(|x| x.as_str().ok_or_else(|| at("path", "paths are strings".to_owned())))
+                    .map(|x| {
+                        x.as_str()
+                            .ok_or_else(|| at("path", "paths are strings".to_owned()))
+                    })
                     .collect::<Result<_, _>>()?,
                 _ => return Err(at("path", "a JSONPath string or a list of them".to_owned())),
             };
@@ -315,14 +340,23 @@ impl FieldSpec {
                         if !ok {
                             return Err(at(
                                 &place,
-                                format!("`{v}` is not a canonical {} (one of: {})", def.name, allowed.join(", ")),
+                                format!(
+                                    "`{v}` is not a canonical {} (one of: {})",
+                                    def.name,
+                                    allowed.join(", ")
+                                ),
                             ));
                         }
                     }
                 }
                 Some((table, default))
             }
-            Some(_) => return Err(at("map", "a mapping of vendor value to canonical value".to_owned())),
+            Some(_) => {
+                return Err(at(
+                    "map",
+                    "a mapping of vendor value to canonical value".to_owned(),
+                ));
+            }
         };
         let mut convert = match m.get("convert") {
             None => Convert::Natural,
@@ -332,12 +366,17 @@ impl FieldSpec {
                 "zhe_to_percent_off" => Convert::ZheToPercentOff,
                 "pay_rate_to_percent_off" => Convert::PayRateToPercentOff,
                 "names" => Convert::Names(
-                    m.get("names_key").and_then(Value::as_str).unwrap_or("name").to_owned(),
+                    m.get("names_key")
+                        .and_then(Value::as_str)
+                        .unwrap_or("name")
+                        .to_owned(),
                 ),
                 other => {
                     return Err(at(
                         "convert",
-                        format!("unknown conversion `{other}` (known: fen, yuan_to_fen, zhe_to_percent_off, pay_rate_to_percent_off, names; times use `time:`)"),
+                        format!(
+                            "unknown conversion `{other}` (known: fen, yuan_to_fen, zhe_to_percent_off, pay_rate_to_percent_off, names; times use `time:`)"
+                        ),
                     ));
                 }
             },
@@ -345,7 +384,10 @@ impl FieldSpec {
         };
         if let Some(t) = m.get("time") {
             if !matches!(convert, Convert::Natural) {
-                return Err(at("time", "a field has `convert` or `time`, not both".to_owned()));
+                return Err(at(
+                    "time",
+                    "a field has `convert` or `time`, not both".to_owned(),
+                ));
             }
             convert = Convert::Time(time_spec(t).map_err(|e| at("time", e))?);
         }
@@ -353,7 +395,10 @@ impl FieldSpec {
             None => None,
             Some(Value::String(p)) => {
                 if !matches!(convert, Convert::Time(_)) {
-                    return Err(at("add_days", "`add_days` needs `time:` to read the base time".to_owned()));
+                    return Err(at(
+                        "add_days",
+                        "`add_days` needs `time:` to read the base time".to_owned(),
+                    ));
                 }
                 Some(JsonPath::compile(p).map_err(|e| at("add_days", e))?)
             }
@@ -379,7 +424,10 @@ impl FieldSpec {
             (Convert::Natural, FieldType::Time) => {
                 return Err((
                     String::new(),
-                    format!("`{}` is a time: say how to read it with `time: {{formats: [...]}}`", def.name),
+                    format!(
+                        "`{}` is a time: say how to read it with `time: {{formats: [...]}}`",
+                        def.name
+                    ),
                 ));
             }
             (Convert::Natural, _) => true,
@@ -392,16 +440,19 @@ impl FieldSpec {
         if fits {
             Ok(())
         } else {
-            Err(("convert".to_owned(), format!("this conversion does not produce a `{}`", def.name)))
+            Err((
+                "convert".to_owned(),
+                format!("this conversion does not produce a `{}`", def.name),
+            ))
         }
     }
 
     /// The canonical value of this field for `item`, or None (null).
     pub fn eval(&self, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
-        if let Some(w) = &self.when {
-            if !w.holds(item) {
-                return None;
-            }
+        if let Some(w) = &self.when
+            && !w.holds(item)
+        {
+            return None;
         }
         let raw: Value = match &self.source {
             Source::Paths(paths) => paths.iter().find_map(|p| p.first(item))?.clone(),
@@ -426,18 +477,21 @@ impl FieldSpec {
 
     fn typed(&self, v: &Value, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
         let money = |x: Option<i64>| x.map(Value::from);
-        let percent = |x: Option<f64>| x.and_then(|p| serde_json::Number::from_f64(p).map(Value::Number));
+        let percent =
+            |x: Option<f64>| x.and_then(|p| serde_json::Number::from_f64(p).map(Value::Number));
         match &self.convert {
             Convert::Fen => money(convert::fen(v)),
             Convert::YuanToFen => money(convert::yuan_to_fen(v)),
             Convert::ZheToPercentOff => percent(convert::zhe_to_percent_off(v)),
             Convert::PayRateToPercentOff => percent(convert::pay_rate_to_percent_off(v)),
-            Convert::Names(key) => convert::names(v, key).map(|n| Value::from(n)),
+            Convert::Names(key) => convert::names(v, key).map(Value::from),
             Convert::Time(spec) => {
                 let mut t = spec.read(v)?;
                 if let Some(days) = &self.add_days {
                     let n = convert::fen(days.first(item)?)?;
-                    t = t.checked_add(jiff::SignedDuration::from_hours(n.checked_mul(24)?)).ok()?;
+                    t = t
+                        .checked_add(jiff::SignedDuration::from_hours(n.checked_mul(24)?))
+                        .ok()?;
                 }
                 Some(Value::String(convert::rfc3339_china(t)))
             }
@@ -450,7 +504,9 @@ fn natural(v: &Value, cx: &FieldContext<'_>) -> Option<Value> {
     match cx.def.ty {
         FieldType::Text => convert::text(v).map(Value::String),
         FieldType::Money | FieldType::Integer => convert::fen(v).map(Value::from),
-        FieldType::Percent => convert::number(v).and_then(serde_json::Number::from_f64).map(Value::Number),
+        FieldType::Percent => convert::number(v)
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
         FieldType::TextList => convert::names(v, "name").map(Value::from),
         FieldType::Weekdays => convert::weekdays(v).map(Value::from),
         FieldType::HourRanges => convert::hour_ranges(v).map(|r| {
@@ -471,7 +527,9 @@ fn natural(v: &Value, cx: &FieldContext<'_>) -> Option<Value> {
 
 fn time_spec(v: &Value) -> Result<TimeSpec, String> {
     let Value::Object(m) = v else {
-        return Err("`time` is a mapping `{formats: [...], zone: \"+08:00\", bound: start|end}`".to_owned());
+        return Err(
+            "`time` is a mapping `{formats: [...], zone: \"+08:00\", bound: start|end}`".to_owned(),
+        );
     };
     for k in m.keys() {
         if !["formats", "zone", "bound"].contains(&k.as_str()) {
@@ -481,7 +539,11 @@ fn time_spec(v: &Value) -> Result<TimeSpec, String> {
     let formats = match m.get("formats") {
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
-            .map(|f| f.as_str().ok_or("formats are strings".to_owned()).and_then(TimeFormat::parse))
+            .map(|f| {
+                f.as_str()
+                    .ok_or("formats are strings".to_owned())
+                    .and_then(TimeFormat::parse)
+            })
             .collect::<Result<Vec<_>, _>>()?,
         Some(Value::String(s)) => vec![TimeFormat::parse(s)?],
         _ => return Err("`formats` lists at least one time format".to_owned()),
@@ -495,7 +557,11 @@ fn time_spec(v: &Value) -> Result<TimeSpec, String> {
         Some("end") => DayBound::End,
         Some(other) => return Err(format!("unknown bound `{other}` (start or end)")),
     };
-    Ok(TimeSpec { formats, zone, bound })
+    Ok(TimeSpec {
+        formats,
+        zone,
+        bound,
+    })
 }
 
 /// `+08:00`, `-05:30`, `UTC`, `Z`.
@@ -518,7 +584,11 @@ pub fn parse_offset(z: &str) -> Result<jiff::tz::Offset, String> {
 }
 
 fn dotted(p: &str) -> String {
-    if p.is_empty() { String::new() } else { format!(".{p}") }
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!(".{p}")
+    }
 }
 
 /// Maps vendor items to canonical records (slot order of the schema).
@@ -565,13 +635,22 @@ mod tests {
     fn eval(spec: Value, field: &str, item: Value) -> Option<Value> {
         let d = def(field);
         let s = FieldSpec::compile(&spec, d).unwrap();
-        s.eval(&item, &FieldContext { def: d, origin: "http://v.example" })
+        s.eval(
+            &item,
+            &FieldContext {
+                def: d,
+                origin: "http://v.example",
+            },
+        )
     }
 
     #[test]
     fn plain_paths_take_the_fast_route_and_agree_with_jsonpath() {
         let doc = json!({"data": {"list": [{"a": 1}, {"a": 2}], "x-y": "z"}});
-        assert!(JsonPath::compile("$.data.x-y").is_err(), "RFC 9535 names have no dash");
+        assert!(
+            JsonPath::compile("$.data.x-y").is_err(),
+            "RFC 9535 names have no dash"
+        );
         for (p, want) in [
             ("$.data.list[1].a", Some(json!(2))),
             ("$['data']['list'][0]['a']", Some(json!(1))),
@@ -583,8 +662,14 @@ mod tests {
             let jp = JsonPath::compile(p).unwrap();
             assert_eq!(jp.first(&doc).cloned(), want, "{p}");
         }
-        assert!(matches!(JsonPath::compile("$.a").unwrap().plan, PathPlan::Plain(_)));
-        assert!(matches!(JsonPath::compile("$..a").unwrap().plan, PathPlan::General(_)));
+        assert!(matches!(
+            JsonPath::compile("$.a").unwrap().plan,
+            PathPlan::Plain(_)
+        ));
+        assert!(matches!(
+            JsonPath::compile("$..a").unwrap().plan,
+            PathPlan::General(_)
+        ));
         assert!(JsonPath::compile("$.data[?(@.a == )]").is_err());
     }
 
@@ -619,18 +704,41 @@ mod tests {
              "when": {"path": "$.ticketRule.delayDay", "present": true}}
         ]});
         // 2015-11-26T17:44:22.897+08:00 plus ten days
-        assert_eq!(eval(until, "valid_until", item), Some(json!("2015-12-06T17:44:22+08:00")));
+        assert_eq!(
+            eval(until, "valid_until", item),
+            Some(json!("2015-12-06T17:44:22+08:00"))
+        );
     }
 
     #[test]
     fn compile_errors_point_into_the_mapping() {
         let c = |v: Value, f: &str| FieldSpec::compile(&v, def(f)).unwrap_err();
-        assert_eq!(c(json!({"path": "$.k", "map": {"1": "coupon"}}), "kind").0, "map.1");
-        assert_eq!(c(json!("$.t"), "valid_from").1.contains("is a time"), true);
-        assert_eq!(c(json!({"path": "$.a", "convert": "zhe_to_percent_off"}), "amount_off").0, "convert");
+        assert_eq!(
+            c(json!({"path": "$.k", "map": {"1": "coupon"}}), "kind").0,
+            "map.1"
+        );
+        assert!(c(json!("$.t"), "valid_from").1.contains("is a time"));
+        assert_eq!(
+            c(
+                json!({"path": "$.a", "convert": "zhe_to_percent_off"}),
+                "amount_off"
+            )
+            .0,
+            "convert"
+        );
         assert_eq!(c(json!({"path": "$.a", "colour": 1}), "name").0, "colour");
-        assert_eq!(c(json!({"first_of": [{"path": "$[?"}]}), "name").0, "first_of.0.path");
-        assert_eq!(c(json!({"path": "$.a", "time": {"formats": ["julian"]}}), "valid_from").0, "time");
+        assert_eq!(
+            c(json!({"first_of": [{"path": "$[?"}]}), "name").0,
+            "first_of.0.path"
+        );
+        assert_eq!(
+            c(
+                json!({"path": "$.a", "time": {"formats": ["julian"]}}),
+                "valid_from"
+            )
+            .0,
+            "time"
+        );
     }
 
     #[test]
@@ -639,15 +747,27 @@ mod tests {
             .iter()
             .map(|d| match d.name {
                 "id" => Some(FieldSpec::compile(&json!("$.id"), d).unwrap()),
-                "status" => Some(FieldSpec::compile(&json!({"path": "$.s", "map": {"0": "usable"}}), d).unwrap()),
+                "status" => Some(
+                    FieldSpec::compile(&json!({"path": "$.s", "map": {"0": "usable"}}), d).unwrap(),
+                ),
                 "channels" => Some(FieldSpec::compile(&json!("$.ch"), d).unwrap()),
                 _ => None,
             })
             .collect();
-        let m = ItemMapper { schema: COUPON, fields, origin: String::new() };
+        let m = ItemMapper {
+            schema: COUPON,
+            fields,
+            origin: String::new(),
+        };
         let row = m.map(&json!({"id": 7, "s": "0"})).unwrap();
         assert_eq!(row[0], json!("7"));
-        assert_eq!(m.map(&json!({"id": {"x": 1}, "s": "0"})), Err(MissingField("id")));
-        assert_eq!(m.map(&json!({"id": "a", "s": "9"})), Err(MissingField("status")));
+        assert_eq!(
+            m.map(&json!({"id": {"x": 1}, "s": "0"})),
+            Err(MissingField("id"))
+        );
+        assert_eq!(
+            m.map(&json!({"id": "a", "s": "9"})),
+            Err(MissingField("status"))
+        );
     }
 }

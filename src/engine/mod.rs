@@ -1,10 +1,11 @@
 //! The generic vendor engine: routes.yaml compiled into an immutable plan, and the request
 //! path that runs it (template → steps → HTTP → envelope → paging → field mapping).
 //! Nothing here knows a vendor: every vendor is data in the plan.
+pub mod call;
 pub mod convert;
 pub mod extract;
+pub mod fanout;
+pub mod plan;
 pub mod steps;
 pub mod template;
-pub mod call;
-pub mod plan;
 pub mod upstream;

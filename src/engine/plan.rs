@@ -139,7 +139,8 @@ impl Plan {
             let v = &cfg.vendors[&id];
             let path = format!("vendors.{id}");
             if !valid_vendor_id(&id) {
-                errors.push(loaded.error(&path, "a vendor id is lowercase letters, digits and `_`"));
+                errors
+                    .push(loaded.error(&path, "a vendor id is lowercase letters, digits and `_`"));
                 continue;
             }
             let Some(vendor) = compile_vendor(loaded, &id, v, &mut errors) else {
@@ -254,7 +255,10 @@ fn credentials_of(
                 let path = format!("vendors.{id}.credentials.{name}");
                 let e = loaded.error(
                     &path,
-                    format!("credential `{name}` of vendor `{id}` has no value: set {}", env_var_for(&path)),
+                    format!(
+                        "credential `{name}` of vendor `{id}` has no value: set {}",
+                        env_var_for(&path)
+                    ),
                 );
                 match mode {
                     Credentials::Required => errors.push(e),
@@ -388,7 +392,10 @@ impl OpCompiler<'_> {
     ) -> Option<OperationPlan> {
         let creds: Vec<&str> = self.cfg.credentials.keys().map(String::as_str).collect();
         if op.identity.is_empty() {
-            self.err("identity", "list the identities this operation accepts: member_id, openid");
+            self.err(
+                "identity",
+                "list the identities this operation accepts: member_id, openid",
+            );
         }
         let mut scope = OpScope {
             creds,
@@ -448,7 +455,10 @@ impl OpCompiler<'_> {
                 Placement::Header(h) => match HeaderName::from_str(h) {
                     Ok(h) => Target::Header(h),
                     Err(_) => {
-                        self.err(&format!("{at}.into.header"), format!("`{h}` is not a valid header name"));
+                        self.err(
+                            &format!("{at}.into.header"),
+                            format!("`{h}` is not a valid header name"),
+                        );
                         continue;
                     }
                 },
@@ -469,7 +479,10 @@ impl OpCompiler<'_> {
         let method = match Method::from_str(&req.method.to_ascii_uppercase()) {
             Ok(m) => m,
             Err(_) => {
-                self.err("request.method", format!("`{}` is not an HTTP method", req.method));
+                self.err(
+                    "request.method",
+                    format!("`{}` is not an HTTP method", req.method),
+                );
                 Method::GET
             }
         };
@@ -480,7 +493,12 @@ impl OpCompiler<'_> {
         let query: Vec<(String, Template)> = req
             .query
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), self.template(v, &scope, &format!("request.query.{k}"))?)))
+            .filter_map(|(k, v)| {
+                Some((
+                    k.clone(),
+                    self.template(v, &scope, &format!("request.query.{k}"))?,
+                ))
+            })
             .collect();
         let mut headers = Vec::new();
         for (k, v) in &req.headers {
@@ -507,7 +525,9 @@ impl OpCompiler<'_> {
         });
         for (field, var, at) in body_fields {
             let t = JsonTemplate::Text(Template::of(Ref::Var(var)));
-            let pushed = body.as_mut().map(|b| b.push_field(field.clone(), t.clone()));
+            let pushed = body
+                .as_mut()
+                .map(|b| b.push_field(field.clone(), t.clone()));
             match pushed {
                 Some(true) => {}
                 Some(false) => self.err(
@@ -570,13 +590,15 @@ impl OpCompiler<'_> {
     fn conditions(&mut self, list: &[ConditionConfig], at: &str) -> Vec<Condition> {
         list.iter()
             .enumerate()
-            .filter_map(|(i, c)| match Condition::compile(&c.path, &c.one_of, c.present) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    self.err(&format!("{at}.{i}"), e);
-                    None
-                }
-            })
+            .filter_map(
+                |(i, c)| match Condition::compile(&c.path, &c.one_of, c.present) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.err(&format!("{at}.{i}"), e);
+                        None
+                    }
+                },
+            )
             .collect()
     }
 
@@ -584,7 +606,10 @@ impl OpCompiler<'_> {
         let r = &op.response;
         let success = self.conditions(&r.success, "response.success");
         let empty = self.conditions(&r.empty, "response.empty");
-        let error_code = r.error_code.as_deref().and_then(|p| self.path(p, "response.error_code"));
+        let error_code = r
+            .error_code
+            .as_deref()
+            .and_then(|p| self.path(p, "response.error_code"));
         let error_message = r
             .error_message
             .as_deref()
@@ -615,7 +640,10 @@ impl OpCompiler<'_> {
             self.err("paging", "`max_pages` and `page_size` are at least 1");
         }
         if p.style == PagingStyle::Cursor && plan.next_cursor.is_none() {
-            self.err("paging", "cursor paging needs `next_cursor`: where the answer gives the next cursor");
+            self.err(
+                "paging",
+                "cursor paging needs `next_cursor`: where the answer gives the next cursor",
+            );
         }
         Some(plan)
     }
@@ -627,14 +655,24 @@ impl OpCompiler<'_> {
             let at = format!("fields.{name}");
             let Some(slot) = schema::slot(route.schema, name) else {
                 let known: Vec<&str> = route.schema.iter().map(|d| d.name).collect();
-                self.err(&at, format!("`{name}` is not a canonical field (known: {})", known.join(", ")));
+                self.err(
+                    &at,
+                    format!(
+                        "`{name}` is not a canonical field (known: {})",
+                        known.join(", ")
+                    ),
+                );
                 ok = false;
                 continue;
             };
             match FieldSpec::compile(spec, &route.schema[slot]) {
                 Ok(s) => fields[slot] = Some(s),
                 Err((p, e)) => {
-                    let sub = if p.is_empty() { at } else { format!("{at}.{p}") };
+                    let sub = if p.is_empty() {
+                        at
+                    } else {
+                        format!("{at}.{p}")
+                    };
                     self.err(&sub, e);
                     ok = false;
                 }
@@ -642,7 +680,10 @@ impl OpCompiler<'_> {
         }
         for (def, f) in route.schema.iter().zip(&fields) {
             if def.required && f.is_none() && !op.fields.is_empty() {
-                self.err("fields", format!("the canonical field `{}` is required", def.name));
+                self.err(
+                    "fields",
+                    format!("the canonical field `{}` is required", def.name),
+                );
                 ok = false;
             }
         }
@@ -674,7 +715,7 @@ mod tests {
     const ROUTES: &str = include_str!("../../routes.yaml");
 
     fn compile(text: &str) -> Result<(Plan, Vec<ConfigError>), Vec<ConfigError>> {
-        let loaded = load_str("routes.yaml", text, false).map_err(|e| e)?;
+        let loaded = load_str("routes.yaml", text, false)?;
         Plan::compile(&loaded, Credentials::Optional)
     }
 
@@ -683,16 +724,28 @@ mod tests {
         let (plan, warnings) = compile(ROUTES).unwrap();
         let ids: Vec<&str> = plan.vendors.iter().map(|v| v.id.as_str()).collect();
         assert_eq!(ids, ["op", "hkl", "zvcms", "wxcard"]);
-        let targets: Vec<&str> = plan.coupons_query.targets.iter().map(|t| t.vendor.id.as_str()).collect();
+        let targets: Vec<&str> = plan
+            .coupons_query
+            .targets
+            .iter()
+            .map(|t| t.vendor.id.as_str())
+            .collect();
         assert_eq!(targets, ["op", "hkl", "zvcms"]);
         // every credential is declared without a value: one warning each, naming its variable
         assert_eq!(warnings.len(), 9, "{warnings:?}");
-        assert!(warnings.iter().any(|w| w.message.contains("CGW_VENDORS__ZVCMS__CREDENTIALS__GRANT_CODE")));
+        assert!(warnings.iter().any(|w| {
+            w.message
+                .contains("CGW_VENDORS__ZVCMS__CREDENTIALS__GRANT_CODE")
+        }));
         // serving refuses to start without them
         let loaded = load_str("routes.yaml", ROUTES, false).unwrap();
         let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
         assert_eq!(errors.len(), 9);
-        assert!(errors[0].to_string().starts_with("routes.yaml:"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().starts_with("routes.yaml:"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
@@ -711,7 +764,10 @@ mod tests {
                 .clone()
         };
         let line_of = |needle: &str| ROUTES.lines().position(|l| l.contains(needle)).unwrap() + 1;
-        assert!(find("bad JSONPath").starts_with(&format!("routes.yaml:{}:", line_of("items: $.data.list"))));
+        assert!(
+            find("bad JSONPath")
+                .starts_with(&format!("routes.yaml:{}:", line_of("items: $.data.list")))
+        );
         assert!(find("no credential `secrt`").contains("declared: client, secret"));
         assert!(find("not a canonical kind").contains("fields.kind.map.2"));
         assert!(find("ends in raw bytes").contains("steps.0.apply"));
@@ -719,10 +775,21 @@ mod tests {
 
     #[test]
     fn unused_operations_and_bad_urls_are_errors() {
-        let extra = ROUTES.replace("    operations:\n      list_coupons:\n        identity: [member_id]      #", "    operations:\n      list_coupon:\n        identity: [member_id]      #");
+        let extra = ROUTES.replace(
+            "    operations:\n      list_coupons:\n        identity: [member_id]      #",
+            "    operations:\n      list_coupon:\n        identity: [member_id]      #",
+        );
         let errors = compile(&extra).unwrap_err();
-        assert!(errors[0].message.contains("no canonical route uses operation `list_coupon`"), "{errors:?}");
-        let bad_url = ROUTES.replace("base_url: http://crm.houcaller.com", "base_url: crm.houcaller.com");
+        assert!(
+            errors[0]
+                .message
+                .contains("no canonical route uses operation `list_coupon`"),
+            "{errors:?}"
+        );
+        let bad_url = ROUTES.replace(
+            "base_url: http://crm.houcaller.com",
+            "base_url: crm.houcaller.com",
+        );
         let errors = compile(&bad_url).unwrap_err();
         assert!(errors[0].message.contains("absolute http"), "{errors:?}");
     }

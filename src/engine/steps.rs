@@ -111,6 +111,9 @@ pub enum StepError {
     Failed { step: String, reason: String },
 }
 
+/// Errors found inside one step: (sub-path such as `apply.1`, message).
+pub type SubErrors = Vec<(String, String)>;
+
 const TRANSFORMS: &str = "md5, sha1, sha256, hmac_sha1, hmac_sha256, des_ecb_pkcs5, hex_lower, hex_upper, base64, base64url, percent_encode, upper, lower";
 
 impl Step {
@@ -119,7 +122,7 @@ impl Step {
         input: &Value,
         apply: &[Value],
         scope: &dyn Scope,
-    ) -> Result<(StepInput, Vec<Transform>), Vec<(String, String)>> {
+    ) -> Result<(StepInput, Vec<Transform>), SubErrors> {
         let mut errors = Vec::new();
         let input = match compile_input(input, scope) {
             Ok(i) => Some(i),
@@ -133,7 +136,12 @@ impl Step {
         for (i, t) in apply.iter().enumerate() {
             match compile_transform(t, scope) {
                 Ok(t) => {
-                    if binary && matches!(t, Transform::PercentEncode | Transform::Upper | Transform::Lower) {
+                    if binary
+                        && matches!(
+                            t,
+                            Transform::PercentEncode | Transform::Upper | Transform::Lower
+                        )
+                    {
                         errors.push((
                             format!("apply.{i}"),
                             "this transform needs text, but the step has bytes here: encode them first (hex_lower, hex_upper, base64, base64url)".to_owned(),
@@ -148,7 +156,8 @@ impl Step {
         if binary {
             errors.push((
                 "apply".to_owned(),
-                "the step ends in raw bytes: finish with hex_lower, hex_upper, base64 or base64url".to_owned(),
+                "the step ends in raw bytes: finish with hex_lower, hex_upper, base64 or base64url"
+                    .to_owned(),
             ));
         }
         match input {
@@ -164,7 +173,8 @@ impl Step {
             StepInput::Sorted { pairs, .. } => pairs.iter().flat_map(|(_, t)| t.refs()).collect(),
         };
         for t in &self.transforms {
-            if let Transform::HmacSha1(k) | Transform::HmacSha256(k) | Transform::DesEcbPkcs5(k) = t {
+            if let Transform::HmacSha1(k) | Transform::HmacSha256(k) | Transform::DesEcbPkcs5(k) = t
+            {
                 out.extend(k.refs());
             }
         }
@@ -185,7 +195,8 @@ impl Step {
             StepInput::Template(t) => t.render(values).unwrap_or_default(),
             StepInput::Json(t) => {
                 let mut buf = Vec::new();
-                t.render(values, &mut buf).map_err(|e| fail(e.to_string()))?;
+                t.render(values, &mut buf)
+                    .map_err(|e| fail(e.to_string()))?;
                 String::from_utf8(buf).map_err(|e| fail(e.to_string()))?
             }
             StepInput::Sorted { pairs, style } => {
@@ -253,10 +264,9 @@ fn produces_bytes(t: &Transform, before: bool) -> bool {
         | Transform::HmacSha1(_)
         | Transform::HmacSha256(_)
         | Transform::DesEcbPkcs5(_) => true,
-        Transform::HexLower
-        | Transform::HexUpper
-        | Transform::Base64
-        | Transform::Base64Url => false,
+        Transform::HexLower | Transform::HexUpper | Transform::Base64 | Transform::Base64Url => {
+            false
+        }
         Transform::PercentEncode | Transform::Upper | Transform::Lower => before,
     }
 }
@@ -268,11 +278,15 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
             .map_err(|e| ("input".to_owned(), e)),
         Value::Object(map) if map.contains_key("json") => {
             if map.len() != 1 {
-                return Err(("input".to_owned(), "`json` stands alone in an input".to_owned()));
+                return Err((
+                    "input".to_owned(),
+                    "`json` stands alone in an input".to_owned(),
+                ));
             }
             let mut errors = Vec::new();
             // keys are written in name order (serde maps are sorted)
-            let t = JsonTemplate::compile(&map["json"], scope, "input.json", &|_, k| k, &mut errors);
+            let t =
+                JsonTemplate::compile(&map["json"], scope, "input.json", &|_, k| k, &mut errors);
             match errors.into_iter().next() {
                 Some(e) => Err(e),
                 None => Ok(StepInput::Json(t)),
@@ -312,7 +326,10 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
             let pairs = pairs
                 .iter()
                 .map(|(k, v)| {
-                    let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    let text = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
                     Template::compile(&text, scope)
                         .map(|t| (k.clone(), t))
                         .map_err(|e| (format!("input.sorted.{k}"), e))
@@ -331,7 +348,9 @@ fn compile_transform(t: &Value, scope: &dyn Scope) -> Result<Transform, String> 
     let keyed = |name: &str, key: &Value| -> Result<Template, String> {
         match key {
             Value::String(k) => Template::compile(k, scope),
-            _ => Err(format!("`{name}` takes a key template, e.g. `{{{name}: \"{{{{cred.secret}}}}\"}}`")),
+            _ => Err(format!(
+                "`{name}` takes a key template, e.g. `{{{name}: \"{{{{cred.secret}}}}\"}}`"
+            )),
         }
     };
     match t {
@@ -357,10 +376,14 @@ fn compile_transform(t: &Value, scope: &dyn Scope) -> Result<Transform, String> 
                 "hmac_sha1" => keyed(name, key).map(Transform::HmacSha1),
                 "hmac_sha256" => keyed(name, key).map(Transform::HmacSha256),
                 "des_ecb_pkcs5" => keyed(name, key).map(Transform::DesEcbPkcs5),
-                other => Err(format!("unknown keyed transform `{other}` (keyed: hmac_sha1, hmac_sha256, des_ecb_pkcs5)")),
+                other => Err(format!(
+                    "unknown keyed transform `{other}` (keyed: hmac_sha1, hmac_sha256, des_ecb_pkcs5)"
+                )),
             }
         }
-        _ => Err(format!("a transform is a name or a one-key mapping (known: {TRANSFORMS})")),
+        _ => Err(format!(
+            "a transform is a name or a one-key mapping (known: {TRANSFORMS})"
+        )),
     }
 }
 
@@ -405,7 +428,8 @@ mod tests {
     }
 
     fn step(input: Value, apply: Value) -> Step {
-        let (input, transforms) = Step::compile_parts(&input, apply.as_array().unwrap(), &S).unwrap();
+        let (input, transforms) =
+            Step::compile_parts(&input, apply.as_array().unwrap(), &S).unwrap();
         Step {
             name: "t".into(),
             input,
@@ -427,7 +451,10 @@ mod tests {
 
     #[test]
     fn des_then_hex_upper_is_the_hkl_param() {
-        let s = step(json!("{{input.plain}}"), json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]));
+        let s = step(
+            json!("{{input.plain}}"),
+            json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]),
+        );
         assert_eq!(
             s.run(&V).unwrap(),
             "6B177EDF396081B2FE204C2B2DB191452417852A0235A46BEF363AE847E2AB1E"
@@ -462,7 +489,10 @@ mod tests {
         let pairs = [("a", "1 2"), ("b", "x/y")];
         assert_eq!(PairStyle::NameValue.join(pairs.into_iter()), "a1 2bx/y");
         assert_eq!(PairStyle::Pairs.join(pairs.into_iter()), "a=1 2&b=x/y");
-        assert_eq!(PairStyle::PairsEncoded.join(pairs.into_iter()), "a=1%202&b=x%2Fy");
+        assert_eq!(
+            PairStyle::PairsEncoded.join(pairs.into_iter()),
+            "a=1%202&b=x%2Fy"
+        );
     }
 
     #[test]
@@ -478,7 +508,10 @@ mod tests {
         assert!(e[0].1.contains("needs a key"), "{e:?}");
         let e = err(json!("x"), json!(["crc32"]));
         assert!(e[0].1.contains("unknown transform `crc32`"), "{e:?}");
-        let e = err(json!({"sorted": {"a": "1"}, "style": "csv"}), json!(["upper"]));
+        let e = err(
+            json!({"sorted": {"a": "1"}, "style": "csv"}),
+            json!(["upper"]),
+        );
         assert_eq!(e[0].0, "input.style");
     }
 
@@ -490,7 +523,10 @@ mod tests {
                 (r == Ref::Cred(1)).then(|| "short".into())
             }
         }
-        let s = step(json!("x"), json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]));
+        let s = step(
+            json!("x"),
+            json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]),
+        );
         assert!(s.run(&Short).unwrap_err().to_string().contains("8 bytes"));
     }
 }

@@ -170,8 +170,23 @@ impl Template {
     /// Renders to text. A whole-placeholder template gives `None` when its value is absent;
     /// inside a longer template an absent value is empty text.
     pub fn render(&self, values: &dyn Values) -> Option<String> {
+        self.render_with(values, |s, out| out.push_str(s))
+    }
+
+    /// Like `render`, with each placeholder value percent-encoded (for URL paths: a member id
+    /// never changes the shape of the path).
+    pub fn render_encoded(&self, values: &dyn Values) -> Option<String> {
+        self.render_with(values, |s, out| {
+            out.push_str(&crate::crypto::percent_encode(s))
+        })
+    }
+
+    fn render_with(&self, values: &dyn Values, put: impl Fn(&str, &mut String)) -> Option<String> {
         if let Some(p) = self.whole() {
-            return values.text(p.name).map(Cow::into_owned);
+            let v = values.text(p.name)?;
+            let mut out = String::new();
+            put(&v, &mut out);
+            return Some(out);
         }
         let mut out = String::new();
         for part in &self.parts {
@@ -179,7 +194,7 @@ impl Template {
                 Part::Lit(s) => out.push_str(s),
                 Part::Hole(p) => {
                     if let Some(v) = values.text(p.name) {
-                        out.push_str(&v);
+                        put(&v, &mut out);
                     }
                 }
             }
@@ -249,7 +264,8 @@ impl JsonTemplate {
                     keys.into_iter()
                         .map(|k| {
                             let child = format!("{path}.{k}");
-                            let t = JsonTemplate::compile(&map[&k], scope, &child, key_order, errors);
+                            let t =
+                                JsonTemplate::compile(&map[&k], scope, &child, key_order, errors);
                             (k, t)
                         })
                         .collect(),
@@ -401,19 +417,38 @@ mod tests {
 
     #[test]
     fn renders_text_with_absent_values_as_empty_inside_and_none_whole() {
-        let t = Template::compile("a{{member.id}}-{{ cred.secret }}{{member.openid}}b", &S).unwrap();
+        let t =
+            Template::compile("a{{member.id}}-{{ cred.secret }}{{member.openid}}b", &S).unwrap();
         assert_eq!(t.render(&V).unwrap(), "aK1-s3b");
         let whole = Template::compile("{{member.openid}}", &S).unwrap();
         assert_eq!(whole.render(&V), None);
+        let path = Template::compile("/m/{{cred.secret}}/{{now.ms}}", &S).unwrap();
+        assert_eq!(path.render_encoded(&V).unwrap(), "/m/s3/1700000000000");
     }
 
     #[test]
     fn compile_errors_say_what_is_wrong() {
-        assert!(Template::compile("{{nope}}", &S).unwrap_err().contains("unknown name `nope`"));
-        assert!(Template::compile("{{member.id", &S).unwrap_err().contains("unclosed"));
+        assert!(
+            Template::compile("{{nope}}", &S)
+                .unwrap_err()
+                .contains("unknown name `nope`")
+        );
+        assert!(
+            Template::compile("{{member.id", &S)
+                .unwrap_err()
+                .contains("unclosed")
+        );
         assert!(Template::compile("x}}", &S).unwrap_err().contains("stray"));
-        assert!(Template::compile("{{member.id | upper}}", &S).unwrap_err().contains("unknown filter"));
-        assert!(Template::compile("{{ }}", &S).unwrap_err().contains("empty"));
+        assert!(
+            Template::compile("{{member.id | upper}}", &S)
+                .unwrap_err()
+                .contains("unknown filter")
+        );
+        assert!(
+            Template::compile("{{ }}", &S)
+                .unwrap_err()
+                .contains("empty")
+        );
     }
 
     #[test]

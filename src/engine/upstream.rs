@@ -73,10 +73,9 @@ impl Upstream {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
+            && len > self.max_body
         {
-            if len > self.max_body {
-                return Err(TransportError::TooLarge(self.max_body));
-            }
+            return Err(TransportError::TooLarge(self.max_body));
         }
         let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
         let bytes = Limited::new(body, limit)

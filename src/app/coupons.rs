@@ -1,0 +1,93 @@
+//! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
+use std::sync::Arc;
+
+use crate::app::AppState;
+use crate::canonical::coupon::Coupon;
+use crate::canonical::merge::{Outcome, QueryAnswer, Source, VendorResult, Verdict, merge};
+use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits};
+use crate::config::IdentityKind;
+use crate::engine::call::CallInput;
+use crate::engine::fanout::{self, Failure, call_with_deadline};
+use crate::engine::plan::OperationPlan;
+
+pub async fn query(
+    state: &Arc<AppState>,
+    body: &[u8],
+) -> Result<(Verdict, QueryAnswer), InvalidQuery> {
+    let plan = &state.plan;
+    let route = &plan.coupons_query;
+    let known: Vec<&str> = plan.vendors.iter().map(|v| v.id.as_str()).collect();
+    let limits = QueryLimits {
+        default_limit: route.default_limit,
+        max_limit: route.max_limit,
+    };
+    let q = CouponQuery::parse(body, limits, &known)?;
+    let asks = route
+        .targets
+        .iter()
+        .filter(|op| q.considers(&op.vendor.id))
+        .map(|op| ask(state, op, &q));
+    let results = fanout::all(asks).await;
+    Ok(merge(results, &q, jiff::Timestamp::now()))
+}
+
+/// The identity to send to `op`'s vendor: the first kind it accepts that the caller gave.
+fn identity(op: &OperationPlan, q: &CouponQuery) -> Option<CallInput> {
+    op.identity.iter().find_map(|kind| match kind {
+        IdentityKind::MemberId => q.ids.get(&op.vendor.id).map(|id| CallInput {
+            member_id: Some(id.clone()),
+            ..CallInput::default()
+        }),
+        IdentityKind::Openid => q.openid.as_ref().map(|o| CallInput {
+            openid: Some(o.clone()),
+            ..CallInput::default()
+        }),
+    })
+}
+
+async fn ask(state: &Arc<AppState>, op: &Arc<OperationPlan>, q: &CouponQuery) -> VendorResult {
+    let vendor = op.vendor.id.as_str();
+    let Some(input) = identity(op, q) else {
+        return VendorResult {
+            source: Source::skipped(vendor, format!("no identity for {vendor}")),
+            coupons: Vec::new(),
+        };
+    };
+    let attempt = call_with_deadline(op, &state.upstream, &input).await;
+    let latency_ms = Some(attempt.latency.as_millis() as u64);
+    match attempt.result {
+        Ok(out) => VendorResult {
+            source: Source {
+                vendor: vendor.to_owned(),
+                outcome: Outcome::Ok,
+                count: out.rows.len(),
+                latency_ms,
+                cache: None,
+                error: None,
+                dropped: out.dropped,
+                truncated: out.truncated,
+            },
+            coupons: out
+                .rows
+                .iter()
+                .map(|row| Coupon::from_row(vendor, row))
+                .collect(),
+        },
+        Err(e) => VendorResult {
+            source: Source {
+                vendor: vendor.to_owned(),
+                outcome: match e {
+                    Failure::Timeout(_) => Outcome::Timeout,
+                    Failure::Call(_) => Outcome::Error,
+                },
+                count: 0,
+                latency_ms,
+                cache: None,
+                error: Some(e.to_string()),
+                dropped: 0,
+                truncated: false,
+            },
+            coupons: Vec::new(),
+        },
+    }
+}

@@ -1,0 +1,61 @@
+//! The gateway's use cases, one module per canonical route, over a shared [`AppState`].
+//! HTTP concerns (parsing, status codes, problem bodies) stay in `crate::http`.
+pub mod coupons;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+
+use crate::engine::plan::Plan;
+use crate::engine::upstream::Upstream;
+
+/// Everything a request needs, built once at start-up.
+pub struct AppState {
+    pub plan: Arc<Plan>,
+    pub upstream: Upstream,
+    pub metrics: PrometheusHandle,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(plan: Plan) -> Arc<AppState> {
+        let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
+        Arc::new(AppState {
+            plan: Arc::new(plan),
+            upstream,
+            metrics: crate::telemetry::install_metrics(),
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether `/readyz` says ready: false while shutting down, so balancers drain first.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// `GET /v1/vendors`: configured vendors, their operations and circuit state.
+    pub fn vendors(&self) -> Value {
+        let vendors: Vec<Value> = self
+            .plan
+            .vendors
+            .iter()
+            .map(|v| {
+                json!({
+                    "id": v.id,
+                    "name": v.display_name,
+                    "base_url": v.base_url,
+                    "timeout_ms": v.timeout.as_millis() as u64,
+                    "operations": v.operations,
+                    "circuit": "closed",
+                })
+            })
+            .collect();
+        json!({ "vendors": vendors })
+    }
+}

@@ -1,0 +1,220 @@
+//! The canonical coupon record of API.md, built from a mapped vendor row.
+use serde::Serialize;
+use serde_json::Value;
+
+use super::schema::{COUPON, slot};
+
+/// One coupon instance, as API.md defines it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Coupon {
+    pub id: String,
+    pub vendor: String,
+    pub code: Option<String>,
+    pub template_id: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub amount_off: Option<i64>,
+    pub percent_off: Option<f64>,
+    pub min_order: Option<i64>,
+    pub max_discount: Option<i64>,
+    pub status: String,
+    pub valid_from: Option<String>,
+    pub valid_until: Option<String>,
+    pub usable_weekdays: Option<Vec<u8>>,
+    pub usable_hours: Option<Value>,
+    pub channels: Vec<String>,
+    pub product_kinds: Vec<String>,
+    pub image_url: Option<String>,
+    pub vendor_status: Option<String>,
+    /// Instants of the validity window, for judging and ordering (not serialized).
+    #[serde(skip)]
+    pub from_ts: Option<jiff::Timestamp>,
+    #[serde(skip)]
+    pub until_ts: Option<jiff::Timestamp>,
+}
+
+/// Slots of the coupon schema, resolved once.
+struct Slots {
+    id: usize,
+    code: usize,
+    template_id: usize,
+    name: usize,
+    kind: usize,
+    amount_off: usize,
+    percent_off: usize,
+    min_order: usize,
+    max_discount: usize,
+    status: usize,
+    valid_from: usize,
+    valid_until: usize,
+    usable_weekdays: usize,
+    usable_hours: usize,
+    channels: usize,
+    product_kinds: usize,
+    image_url: usize,
+    vendor_status: usize,
+}
+
+static SLOTS: std::sync::LazyLock<Slots> = std::sync::LazyLock::new(|| {
+    let s = |n: &str| slot(COUPON, n).expect("coupon schema field");
+    Slots {
+        id: s("id"),
+        code: s("code"),
+        template_id: s("template_id"),
+        name: s("name"),
+        kind: s("kind"),
+        amount_off: s("amount_off"),
+        percent_off: s("percent_off"),
+        min_order: s("min_order"),
+        max_discount: s("max_discount"),
+        status: s("status"),
+        valid_from: s("valid_from"),
+        valid_until: s("valid_until"),
+        usable_weekdays: s("usable_weekdays"),
+        usable_hours: s("usable_hours"),
+        channels: s("channels"),
+        product_kinds: s("product_kinds"),
+        image_url: s("image_url"),
+        vendor_status: s("vendor_status"),
+    }
+});
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+fn list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Coupon {
+    /// Builds a coupon of `vendor` from a row in coupon-schema slot order (as the mapper
+    /// produces it: values already of the canonical type, or null).
+    pub fn from_row(vendor: &str, row: &[Value]) -> Coupon {
+        let s = &*SLOTS;
+        let time = |i: usize| text(&row[i]);
+        let ts = |i: usize| {
+            row[i]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        };
+        Coupon {
+            id: format!("{vendor}:{}", row[s.id].as_str().unwrap_or_default()),
+            vendor: vendor.to_owned(),
+            code: text(&row[s.code]),
+            template_id: text(&row[s.template_id]),
+            name: text(&row[s.name]).unwrap_or_default(),
+            kind: text(&row[s.kind]).unwrap_or_else(|| "other".to_owned()),
+            amount_off: row[s.amount_off].as_i64(),
+            percent_off: row[s.percent_off].as_f64(),
+            min_order: row[s.min_order].as_i64(),
+            max_discount: row[s.max_discount].as_i64(),
+            status: text(&row[s.status]).unwrap_or_else(|| "usable".to_owned()),
+            valid_from: time(s.valid_from),
+            valid_until: time(s.valid_until),
+            usable_weekdays: row[s.usable_weekdays].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64().map(|d| d as u8))
+                    .collect()
+            }),
+            usable_hours: (!row[s.usable_hours].is_null()).then(|| row[s.usable_hours].clone()),
+            channels: list(&row[s.channels]),
+            product_kinds: list(&row[s.product_kinds]),
+            image_url: text(&row[s.image_url]),
+            vendor_status: text(&row[s.vendor_status]),
+            from_ts: ts(s.valid_from),
+            until_ts: ts(s.valid_until),
+        }
+    }
+
+    /// The status as judged at `now` (API.md "Effective status"): a coupon the vendor calls
+    /// unused, usable or not yet valid is judged by its dates; every other status stands.
+    pub fn effective_status(&self, now: jiff::Timestamp) -> &'static str {
+        match self.status.as_str() {
+            "pending" | "usable" => {
+                if self.from_ts.is_some_and(|f| now < f) {
+                    "pending"
+                } else if self.until_ts.is_some_and(|u| now > u) {
+                    "expired"
+                } else if self.status == "pending" && self.from_ts.is_none() {
+                    "pending" // no dates to judge by: the vendor's word stands
+                } else {
+                    "usable"
+                }
+            }
+            other => super::schema::STATUSES
+                .iter()
+                .copied()
+                .find(|s| *s == other)
+                .unwrap_or("closed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn coupon(status: &str, from: Option<&str>, until: Option<&str>) -> Coupon {
+        let mut row = vec![Value::Null; COUPON.len()];
+        row[SLOTS.id] = json!("x");
+        row[SLOTS.status] = json!(status);
+        row[SLOTS.valid_from] = from.map(Value::from).unwrap_or(Value::Null);
+        row[SLOTS.valid_until] = until.map(Value::from).unwrap_or(Value::Null);
+        Coupon::from_row("v", &row)
+    }
+
+    #[test]
+    fn effective_status_judges_unused_coupons_by_their_dates() {
+        let now: jiff::Timestamp = "2015-12-01T00:00:00+08:00".parse().unwrap();
+        let (a, b) = (
+            Some("2015-11-25T00:00:00+08:00"),
+            Some("2015-12-12T23:59:59+08:00"),
+        );
+        let later = (
+            Some("2015-12-05T00:00:00+08:00"),
+            Some("2015-12-31T23:59:59+08:00"),
+        );
+        let past = (
+            Some("2015-01-01T00:00:00+08:00"),
+            Some("2015-02-01T23:59:59+08:00"),
+        );
+        let cases = [
+            ("usable", a, b, "usable"),
+            ("pending", a, b, "usable"),
+            ("usable", later.0, later.1, "pending"),
+            ("usable", past.0, past.1, "expired"),
+            ("pending", None, None, "pending"),
+            ("usable", None, None, "usable"),
+            ("used", a, b, "used"),
+            ("frozen", past.0, past.1, "frozen"),
+            ("deleted", later.0, later.1, "deleted"),
+        ];
+        for (status, from, until, want) in cases {
+            assert_eq!(
+                coupon(status, from, until).effective_status(now),
+                want,
+                "{status} {from:?}..{until:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_become_coupons_with_lists_never_null() {
+        let c = coupon("usable", None, None);
+        assert_eq!(c.id, "v:x");
+        assert_eq!(c.kind, "other");
+        assert_eq!(c.name, "");
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["channels"], json!([]));
+        assert_eq!(v["product_kinds"], json!([]));
+        assert!(v.get("from_ts").is_none());
+    }
+}

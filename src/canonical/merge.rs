@@ -1,0 +1,427 @@
+//! Merging vendor answers into one canonical answer: effective status, filters, dedup,
+//! ordering, paging, the `sources` report, `complete`, and the status code.
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use super::coupon::Coupon;
+use super::query::CouponQuery;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    CircuitOpen,
+    RateLimited,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::CircuitOpen => "circuit_open",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// One entry of `sources`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    pub vendor: String,
+    pub outcome: Outcome,
+    pub count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Items of the answer the gateway could not map (an addition to API.md).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
+    /// The vendor had more pages than `max_pages` allows (an addition to API.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Source {
+    pub fn skipped(vendor: &str, reason: String) -> Source {
+        Source {
+            vendor: vendor.to_owned(),
+            outcome: Outcome::Skipped,
+            count: 0,
+            latency_ms: None,
+            cache: None,
+            error: Some(reason),
+            dropped: 0,
+            truncated: false,
+        }
+    }
+}
+
+/// What one vendor contributed.
+#[derive(Debug)]
+pub struct VendorResult {
+    pub source: Source,
+    pub coupons: Vec<Coupon>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryAnswer {
+    pub coupons: Vec<Coupon>,
+    pub sources: Vec<Source>,
+    pub complete: bool,
+    pub next_cursor: Option<String>,
+}
+
+/// How the answer as a whole went (API.md status codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 200: at least one vendor answered (or was served stale), or every vendor was skipped.
+    Answered,
+    /// 504: every vendor asked timed out.
+    AllTimedOut,
+    /// 502: every vendor asked failed, not all by timing out.
+    AllFailed,
+}
+
+/// Merges results given in routes.yaml order.
+pub fn merge(
+    results: Vec<VendorResult>,
+    q: &CouponQuery,
+    now: jiff::Timestamp,
+) -> (Verdict, QueryAnswer) {
+    let asked: Vec<&Source> = results
+        .iter()
+        .map(|r| &r.source)
+        .filter(|s| s.outcome != Outcome::Skipped)
+        .collect();
+    let answered = asked
+        .iter()
+        .any(|s| s.outcome == Outcome::Ok || s.cache == Some("stale"));
+    let verdict = if asked.is_empty() || answered {
+        Verdict::Answered
+    } else if asked.iter().all(|s| s.outcome == Outcome::Timeout) {
+        Verdict::AllTimedOut
+    } else {
+        Verdict::AllFailed
+    };
+    let complete = results
+        .iter()
+        .all(|r| matches!(r.source.outcome, Outcome::Ok | Outcome::Skipped));
+
+    let mut seen = HashSet::new();
+    let mut sources = Vec::with_capacity(results.len());
+    let mut coupons = Vec::new();
+    for r in results {
+        sources.push(r.source);
+        for mut c in r.coupons {
+            c.status = c.effective_status(now).to_owned();
+            let keep = q
+                .status
+                .as_ref()
+                .is_none_or(|s| s.contains(&c.status.as_str()))
+                && q.kinds
+                    .as_ref()
+                    .is_none_or(|k| k.contains(&c.kind.as_str()));
+            if keep && seen.insert(c.id.clone()) {
+                coupons.push(c);
+            }
+        }
+    }
+    coupons.sort_by(|a, b| {
+        rank(&a.status)
+            .cmp(&rank(&b.status))
+            // null valid_until sorts last
+            .then_with(|| match (a.until_ts, b.until_ts) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then_with(|| a.vendor.cmp(&b.vendor))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let total = coupons.len();
+    let start = q.offset.min(total);
+    let end = start.saturating_add(q.limit).min(total);
+    let page: Vec<Coupon> = coupons.drain(start..end).collect();
+    let next_cursor = (end < total).then(|| q.cursor_at(end));
+    (
+        verdict,
+        QueryAnswer {
+            coupons: page,
+            sources,
+            complete,
+            next_cursor,
+        },
+    )
+}
+
+fn rank(status: &str) -> u8 {
+    match status {
+        "usable" => 0,
+        "pending" => 1,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::query::QueryLimits;
+    use crate::canonical::schema::{COUPON, slot};
+    use serde_json::{Value, json};
+
+    fn coupon(vendor: &str, id: &str, status: &str, kind: &str, until: Option<&str>) -> Coupon {
+        let mut row = vec![Value::Null; COUPON.len()];
+        let mut set = |name: &str, v: Value| row[slot(COUPON, name).unwrap()] = v;
+        set("id", json!(id));
+        set("status", json!(status));
+        set("kind", json!(kind));
+        set("valid_from", json!("2015-01-01T00:00:00+08:00"));
+        if let Some(u) = until {
+            set("valid_until", json!(u));
+        }
+        Coupon::from_row(vendor, &row)
+    }
+
+    fn ok(vendor: &str, coupons: Vec<Coupon>) -> VendorResult {
+        VendorResult {
+            source: Source {
+                vendor: vendor.into(),
+                outcome: Outcome::Ok,
+                count: coupons.len(),
+                latency_ms: Some(1),
+                cache: None,
+                error: None,
+                dropped: 0,
+                truncated: false,
+            },
+            coupons,
+        }
+    }
+
+    fn failed(vendor: &str, outcome: Outcome) -> VendorResult {
+        let mut r = ok(vendor, vec![]);
+        r.source.outcome = outcome;
+        r
+    }
+
+    fn query(body: &str) -> CouponQuery {
+        let limits = QueryLimits {
+            default_limit: 100,
+            max_limit: 500,
+        };
+        CouponQuery::parse(body.as_bytes(), limits, &["a", "b", "c"]).unwrap()
+    }
+
+    fn now() -> jiff::Timestamp {
+        "2015-12-01T00:00:00+08:00".parse().unwrap()
+    }
+
+    #[test]
+    fn usable_then_pending_then_rest_by_end_date_vendor_and_id() {
+        let a = vec![
+            coupon("a", "1", "used", "cash", Some("2015-12-02T00:00:00+08:00")),
+            coupon("a", "2", "usable", "cash", None),
+            coupon(
+                "a",
+                "3",
+                "usable",
+                "cash",
+                Some("2015-12-20T00:00:00+08:00"),
+            ),
+        ];
+        let b = vec![
+            coupon(
+                "b",
+                "1",
+                "usable",
+                "cash",
+                Some("2015-12-10T00:00:00+08:00"),
+            ),
+            coupon(
+                "b",
+                "2",
+                "usable",
+                "cash",
+                Some("2015-11-01T00:00:00+08:00"),
+            ), // expired by date
+            coupon(
+                "b",
+                "0",
+                "usable",
+                "cash",
+                Some("2015-12-10T00:00:00+08:00"),
+            ),
+        ];
+        let (v, ans) = merge(
+            vec![ok("a", a), ok("b", b)],
+            &query(r#"{"member":{}}"#),
+            now(),
+        );
+        assert_eq!(v, Verdict::Answered);
+        let ids: Vec<(&str, &str)> = ans
+            .coupons
+            .iter()
+            .map(|c| (c.id.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("b:0", "usable"),
+                ("b:1", "usable"),
+                ("a:3", "usable"),
+                ("a:2", "usable"),
+                ("b:2", "expired"),
+                ("a:1", "used"),
+            ]
+        );
+        assert!(ans.complete);
+    }
+
+    #[test]
+    fn ordering_does_not_depend_on_vendor_answer_order() {
+        let cs = || {
+            vec![
+                coupon(
+                    "a",
+                    "1",
+                    "usable",
+                    "cash",
+                    Some("2015-12-10T00:00:00+08:00"),
+                ),
+                coupon(
+                    "a",
+                    "2",
+                    "usable",
+                    "cash",
+                    Some("2015-12-03T00:00:00+08:00"),
+                ),
+                coupon("a", "3", "pending", "cash", None),
+            ]
+        };
+        let q = query(r#"{"member":{}}"#);
+        let (_, x) = merge(vec![ok("a", cs())], &q, now());
+        let mut rev = cs();
+        rev.reverse();
+        let (_, y) = merge(vec![ok("a", rev)], &q, now());
+        assert_eq!(x.coupons, y.coupons);
+    }
+
+    #[test]
+    fn filters_apply_to_the_effective_status_and_duplicates_go() {
+        let a = vec![
+            coupon(
+                "a",
+                "1",
+                "usable",
+                "cash",
+                Some("2015-11-01T00:00:00+08:00"),
+            ),
+            coupon(
+                "a",
+                "2",
+                "usable",
+                "discount",
+                Some("2015-12-31T00:00:00+08:00"),
+            ),
+            coupon(
+                "a",
+                "2",
+                "usable",
+                "discount",
+                Some("2015-12-31T00:00:00+08:00"),
+            ),
+        ];
+        let (_, ans) = merge(
+            vec![ok("a", a)],
+            &query(r#"{"member":{},"status":["usable"]}"#),
+            now(),
+        );
+        assert_eq!(ans.coupons.len(), 1);
+        assert_eq!(ans.coupons[0].id, "a:2");
+        assert_eq!(ans.sources[0].count, 3, "count is before filters");
+        let a = vec![
+            coupon("a", "1", "usable", "cash", None),
+            coupon("a", "2", "usable", "discount", None),
+        ];
+        let (_, ans) = merge(
+            vec![ok("a", a)],
+            &query(r#"{"member":{},"kinds":["discount"]}"#),
+            now(),
+        );
+        assert_eq!(ans.coupons.len(), 1);
+    }
+
+    #[test]
+    fn pages_follow_the_cursor() {
+        let a: Vec<Coupon> = (0..5)
+            .map(|i| coupon("a", &i.to_string(), "usable", "cash", None))
+            .collect();
+        let q = query(r#"{"member":{},"limit":2}"#);
+        let (_, p1) = merge(vec![ok("a", a.clone())], &q, now());
+        assert_eq!(p1.coupons.len(), 2);
+        let c = p1.next_cursor.unwrap();
+        let q2 = query(&format!(r#"{{"member":{{}},"limit":2,"cursor":"{c}"}}"#));
+        let (_, p2) = merge(vec![ok("a", a.clone())], &q2, now());
+        assert_eq!(p2.coupons[0].id, "a:2");
+        let q3 = query(&format!(
+            r#"{{"member":{{}},"limit":2,"cursor":"{}"}}"#,
+            p2.next_cursor.unwrap()
+        ));
+        let (_, p3) = merge(vec![ok("a", a)], &q3, now());
+        assert_eq!(p3.coupons.len(), 1);
+        assert_eq!(p3.next_cursor, None);
+    }
+
+    #[test]
+    fn verdicts_follow_the_api_status_rules() {
+        let q = query(r#"{"member":{}}"#);
+        let v = |rs: Vec<VendorResult>| merge(rs, &q, now());
+        let (verdict, ans) = v(vec![ok("a", vec![]), failed("b", Outcome::Error)]);
+        assert_eq!(verdict, Verdict::Answered);
+        assert!(!ans.complete);
+        assert_eq!(
+            v(vec![
+                failed("a", Outcome::Timeout),
+                failed("b", Outcome::Timeout)
+            ])
+            .0,
+            Verdict::AllTimedOut
+        );
+        assert_eq!(
+            v(vec![
+                failed("a", Outcome::Timeout),
+                failed("b", Outcome::Error)
+            ])
+            .0,
+            Verdict::AllFailed
+        );
+        let skipped = VendorResult {
+            source: Source::skipped("c", "no identity for c".into()),
+            coupons: vec![],
+        };
+        let (verdict, ans) = v(vec![skipped]);
+        assert_eq!(verdict, Verdict::Answered);
+        assert!(ans.complete);
+        let mut stale = failed("a", Outcome::Error);
+        stale.source.cache = Some("stale");
+        assert_eq!(
+            v(vec![stale, failed("b", Outcome::Error)]).0,
+            Verdict::Answered
+        );
+    }
+}

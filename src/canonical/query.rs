@@ -1,0 +1,284 @@
+//! `POST /v1/coupons/query`: the request body, its validation, and the opaque cursor.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{KINDS, STATUSES};
+use crate::crypto;
+
+/// The request body as API.md gives it. Unknown top-level fields are ignored (callers may be
+/// newer than the gateway); unknown filter values are refused.
+#[derive(Debug, Deserialize)]
+pub struct QueryBody {
+    pub member: MemberBody,
+    #[serde(default)]
+    pub status: Option<Vec<String>>,
+    #[serde(default)]
+    pub kinds: Option<Vec<String>>,
+    #[serde(default)]
+    pub vendors: Option<Vec<String>>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MemberBody {
+    #[serde(default)]
+    pub ids: BTreeMap<String, String>,
+    #[serde(default)]
+    pub openid: Option<String>,
+}
+
+/// A validated query.
+#[derive(Debug, Clone)]
+pub struct CouponQuery {
+    pub ids: BTreeMap<String, String>,
+    pub openid: Option<String>,
+    pub status: Option<Vec<&'static str>>,
+    pub kinds: Option<Vec<&'static str>>,
+    pub vendors: Option<Vec<String>>,
+    pub limit: usize,
+    pub offset: usize,
+    /// Fingerprint of everything but paging: a cursor only continues the query it came from.
+    pub fingerprint: String,
+}
+
+/// Limits of the route (from routes.yaml).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub default_limit: usize,
+    pub max_limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidQuery(pub String);
+
+impl CouponQuery {
+    /// Parses and validates a body; `known_vendors` are the ids routes.yaml configures.
+    pub fn parse(
+        body: &[u8],
+        limits: QueryLimits,
+        known_vendors: &[&str],
+    ) -> Result<CouponQuery, InvalidQuery> {
+        let b: QueryBody = serde_json::from_slice(body)
+            .map_err(|e| InvalidQuery(format!("the body is not a valid query: {e}")))?;
+        let status = closed_set("status", b.status, STATUSES)?;
+        let kinds = closed_set("kinds", b.kinds, KINDS)?;
+        if let Some(vs) = &b.vendors
+            && let Some(unknown) = vs.iter().find(|v| !known_vendors.contains(&v.as_str()))
+        {
+            return Err(InvalidQuery(format!(
+                "unknown vendor `{}` in `vendors` (known: {})",
+                clip(unknown),
+                known_vendors.join(", ")
+            )));
+        }
+        for (vendor, id) in &b.member.ids {
+            if id.trim().is_empty() {
+                return Err(InvalidQuery(format!(
+                    "`member.ids.{}` is empty",
+                    clip(vendor)
+                )));
+            }
+        }
+        if b.member
+            .openid
+            .as_deref()
+            .is_some_and(|o| o.trim().is_empty())
+        {
+            return Err(InvalidQuery("`member.openid` is empty".to_owned()));
+        }
+        let limit = match b.limit {
+            None => limits.default_limit,
+            Some(l) if l >= 1 && (l as u64) <= limits.max_limit as u64 => l as usize,
+            Some(_) => {
+                return Err(InvalidQuery(format!(
+                    "`limit` must be between 1 and {}",
+                    limits.max_limit
+                )));
+            }
+        };
+        let openid = b.member.openid.filter(|o| !o.is_empty());
+        let fingerprint = fingerprint(&b.member.ids, &openid, &status, &kinds, &b.vendors);
+        let offset = match &b.cursor {
+            None => 0,
+            Some(c) => Cursor::decode(c)
+                .filter(|c| c.q == fingerprint)
+                .map(|c| c.o)
+                .ok_or_else(|| InvalidQuery("`cursor` is not a cursor of this query".to_owned()))?,
+        };
+        Ok(CouponQuery {
+            ids: b.member.ids,
+            openid,
+            status,
+            kinds,
+            vendors: b.vendors,
+            limit,
+            offset,
+            fingerprint,
+        })
+    }
+
+    /// Whether the request's `vendors` filter lets `vendor` be considered.
+    pub fn considers(&self, vendor: &str) -> bool {
+        self.vendors
+            .as_ref()
+            .is_none_or(|vs| vs.iter().any(|v| v == vendor))
+    }
+
+    pub fn cursor_at(&self, offset: usize) -> String {
+        Cursor {
+            o: offset,
+            q: self.fingerprint.clone(),
+        }
+        .encode()
+    }
+}
+
+fn closed_set(
+    field: &str,
+    values: Option<Vec<String>>,
+    allowed: &'static [&'static str],
+) -> Result<Option<Vec<&'static str>>, InvalidQuery> {
+    let Some(values) = values else {
+        return Ok(None);
+    };
+    values
+        .iter()
+        .map(|v| {
+            allowed.iter().copied().find(|a| a == v).ok_or_else(|| {
+                InvalidQuery(format!(
+                    "unknown value `{}` in `{field}` (known: {})",
+                    clip(v),
+                    allowed.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Caller text quoted in an error is kept short.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn fingerprint(
+    ids: &BTreeMap<String, String>,
+    openid: &Option<String>,
+    status: &Option<Vec<&'static str>>,
+    kinds: &Option<Vec<&'static str>>,
+    vendors: &Option<Vec<String>>,
+) -> String {
+    let sorted = |v: &Option<Vec<&'static str>>| -> Option<Vec<&'static str>> {
+        v.as_ref().map(|v| {
+            let mut v = v.clone();
+            v.sort_unstable();
+            v
+        })
+    };
+    let canonical = serde_json::json!([ids, openid, sorted(status), sorted(kinds), vendors]);
+    crypto::hex_lower(&crypto::sha256(canonical.to_string().as_bytes())[..8])
+}
+
+/// Opaque to callers: base64url JSON of an offset and the query fingerprint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    o: usize,
+    q: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        crypto::base64url(
+            serde_json::to_string(self)
+                .expect("cursor serializes")
+                .as_bytes(),
+        )
+    }
+
+    fn decode(s: &str) -> Option<Cursor> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: QueryLimits = QueryLimits {
+        default_limit: 100,
+        max_limit: 500,
+    };
+    const VENDORS: &[&str] = &["op", "hkl", "zvcms"];
+
+    fn parse(body: &str) -> Result<CouponQuery, InvalidQuery> {
+        CouponQuery::parse(body.as_bytes(), LIMITS, VENDORS)
+    }
+
+    #[test]
+    fn the_api_example_parses() {
+        let q = parse(r#"{"member":{"ids":{"op":"u00011234567890","hkl":"K1H93QDKI00B7"},"openid":"oEv"},
+            "status":["usable"],"kinds":["cash","discount"],"vendors":["op","hkl","zvcms"],"limit":50,"cursor":null}"#)
+        .unwrap();
+        assert_eq!(q.limit, 50);
+        assert_eq!(q.offset, 0);
+        assert_eq!(q.status, Some(vec!["usable"]));
+        assert!(q.considers("zvcms"));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases = [
+            ("{", "not a valid query"),
+            (r#"{"status":["usable"]}"#, "missing field `member`"),
+            (
+                r#"{"member":{},"status":["valid"]}"#,
+                "unknown value `valid` in `status`",
+            ),
+            (
+                r#"{"member":{},"kinds":["coupon"]}"#,
+                "unknown value `coupon` in `kinds`",
+            ),
+            (
+                r#"{"member":{},"vendors":["acme"]}"#,
+                "unknown vendor `acme`",
+            ),
+            (r#"{"member":{},"limit":0}"#, "between 1 and 500"),
+            (r#"{"member":{},"limit":501}"#, "between 1 and 500"),
+            (
+                r#"{"member":{"ids":{"op":""}}}"#,
+                "`member.ids.op` is empty",
+            ),
+            (r#"{"member":{},"cursor":"garbage"}"#, "not a cursor"),
+            (r#"{"member":{"ids":{"op":5}}}"#, "not a valid query"),
+        ];
+        for (body, want) in cases {
+            let e = parse(body).unwrap_err();
+            assert!(e.0.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn cursors_continue_only_their_own_query() {
+        let q = parse(r#"{"member":{"ids":{"op":"a"}},"status":["usable","used"]}"#).unwrap();
+        let c = q.cursor_at(40);
+        // the same query with its filter values in another order accepts it
+        let again = parse(&format!(
+            r#"{{"member":{{"ids":{{"op":"a"}}}},"status":["used","usable"],"cursor":"{c}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(again.offset, 40);
+        let other = parse(&format!(
+            r#"{{"member":{{"ids":{{"op":"b"}}}},"cursor":"{c}"}}"#
+        ));
+        assert!(other.is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! The innermost service: dispatches a request to its canonical handler and turns the
+//! outcome into an HTTP answer. Every route is listed here, top to bottom.
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::problem::Problem;
+use crate::app::{AppState, coupons};
+use crate::canonical::merge::Verdict;
+use crate::telemetry;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Handles one request. Never fails: every error is an answer.
+pub async fn route<B>(
+    state: Arc<AppState>,
+    req: Request<B>,
+) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let (label, res) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => ("healthz", json_ok(&json!({"status": "ok"}))),
+        (&Method::GET, "/readyz") => ("readyz", readyz(&state, &request_id)),
+        (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
+        (&Method::GET, "/v1/vendors") => ("vendors", json_ok(&state.vendors())),
+        (&Method::POST, "/v1/coupons/query") => (
+            "coupons_query",
+            coupons_query(&state, req, &request_id).await,
+        ),
+        (_, path) => ("unknown", not_routed(path, &request_id)),
+    };
+    telemetry::record_http(label, res.status().as_u16(), started.elapsed());
+    Ok(res)
+}
+
+/// Paths and the methods they take, for 405 vs 404.
+const ROUTES: &[(&str, &str)] = &[
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/metrics", "GET"),
+    ("/v1/vendors", "GET"),
+    ("/v1/coupons/query", "POST"),
+];
+
+fn not_routed(path: &str, request_id: &str) -> Response<Full<Bytes>> {
+    match ROUTES.iter().find(|(p, _)| *p == path) {
+        Some((_, allow)) => {
+            let mut res = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} takes {allow}"),
+            )
+            .into_response(request_id);
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            res
+        }
+        None => Problem::new(StatusCode::NOT_FOUND, "no such route").into_response(request_id),
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn json_ok(body: &serde_json::Value) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, body)
+}
+
+fn readyz(state: &AppState, request_id: &str) -> Response<Full<Bytes>> {
+    if state.is_ready() {
+        json_ok(&json!({"status": "ready", "vendors": state.plan.vendors.len()}))
+    } else {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(request_id)
+    }
+}
+
+fn metrics(state: &AppState) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+/// Reads a JSON body within the configured limit.
+async fn json_body<B>(
+    req: Request<B>,
+    limit: u64,
+    request_id: &str,
+) -> Result<Bytes, Response<Full<Bytes>>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as application/json",
+        )
+        .into_response(request_id));
+    }
+    // the body-limit layer already refused a Content-Length over the limit; this catches
+    // chunked bodies that grow past it
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .into_response(request_id)),
+        Err(_) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )
+        .into_response(request_id)),
+    }
+}
+
+async fn coupons_query<B>(
+    state: &Arc<AppState>,
+    req: Request<B>,
+    request_id: &str,
+) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    match coupons::query(state, &body).await {
+        Err(e) => Problem::new(StatusCode::BAD_REQUEST, e.0).into_response(request_id),
+        Ok((Verdict::Answered, answer)) => {
+            let body = serde_json::to_vec(&answer).expect("answers serialize");
+            let mut res = Response::new(Full::new(Bytes::from(body)));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Ok((verdict, answer)) => {
+            let (status, detail) = match verdict {
+                Verdict::AllTimedOut => {
+                    (StatusCode::GATEWAY_TIMEOUT, "every vendor asked timed out")
+                }
+                _ => (StatusCode::BAD_GATEWAY, "every vendor asked failed"),
+            };
+            let sources = serde_json::to_value(&answer.sources).expect("sources serialize");
+            Problem::new(status, detail)
+                .with("sources", sources)
+                .with("complete", json!(false))
+                .into_response(request_id)
+        }
+    }
+}

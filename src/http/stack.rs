@@ -1,0 +1,199 @@
+//! The tower stack in front of the router, written once, outermost first.
+//!
+//! | layer | why |
+//! | --- | --- |
+//! | SetRequestId | every request gets an `x-request-id` (the caller's is kept) before anything logs |
+//! | Trace | one span per request, carrying the request id |
+//! | PropagateRequestId | the id goes back on the answer |
+//! | ProblemBodies | any error answer an inner layer made bare (timeout, body limit, panic, shedding) becomes problem+json with `instance` = request id |
+//! | CatchPanic | a bug answers 500 instead of dropping the connection |
+//! | RequestBodyLimit | a declared `Content-Length` over the limit is refused (413) before reading |
+//! | OverloadAnswers | shedding (`Overloaded`) becomes an answer: 503 with Retry-After |
+//! | LoadShed + ConcurrencyLimit | at most `max_concurrency` requests in progress; beyond it shed at once instead of queueing |
+//! | Timeout | the whole request within `request_timeout_ms` (504) |
+//! | router | the canonical handlers |
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::problem::{self, Problem};
+use super::router::{BoxError, route};
+use crate::app::AppState;
+
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Builds the whole stack around the router.
+pub fn app(
+    state: Arc<AppState>,
+) -> impl Service<
+    Request<hyper::body::Incoming>,
+    Response = Response<impl Body<Data = Bytes, Error = impl Into<BoxError>> + Send + 'static>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let server = &state.plan.server;
+    let body_limit = usize::try_from(server.body_limit_bytes).unwrap_or(usize::MAX);
+    let timeout = Duration::from_millis(server.request_timeout_ms);
+    let concurrency = server.max_concurrency.max(1);
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(ProblemBodiesLayer)
+        .layer(CatchPanicLayer::new())
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(OverloadAnswersLayer)
+        .load_shed()
+        .concurrency_limit(concurrency)
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
+        .service_fn(move |req| route(state.clone(), req))
+}
+
+/// Turns bare error answers of inner layers into problem+json (see the table above).
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemBodiesLayer;
+
+impl<S> Layer<S> for ProblemBodiesLayer {
+    type Service = ProblemBodies<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ProblemBodies { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProblemBodies<S> {
+    inner: S,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ProblemBodies<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>,
+    S::Future: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let is_problem = res
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(problem::CONTENT_TYPE.as_bytes()));
+            if res.status().as_u16() < 400 || is_problem {
+                return Ok(res.map(|b| b.map_err(Into::into).boxed_unsync()));
+            }
+            let status = res.status();
+            if status.is_server_error()
+                && status != StatusCode::SERVICE_UNAVAILABLE
+                && status != StatusCode::GATEWAY_TIMEOUT
+            {
+                tracing::error!(%status, request_id = %request_id, "an inner layer failed the request");
+            }
+            let replacement = Problem {
+                ..problem::for_bare_status(status)
+            }
+            .into_response(&request_id);
+            Ok(replacement.map(|b| b.map_err(|never| match never {}).boxed_unsync()))
+        })
+    }
+}
+
+/// Answers LoadShed's `Overloaded` error with a bare 503 (which `ProblemBodies` dresses), so
+/// that the stack's error type stays `Infallible`: hyper drops the connection on an error.
+#[derive(Debug, Clone, Copy)]
+pub struct OverloadAnswersLayer;
+
+impl<S> Layer<S> for OverloadAnswersLayer {
+    type Service = OverloadAnswers<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        OverloadAnswers {
+            inner,
+            not_ready: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OverloadAnswers<S> {
+    inner: S,
+    /// `poll_ready` failed: the next call answers 503 without reaching the inner service.
+    not_ready: bool,
+}
+
+fn overloaded() -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::default());
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    res
+}
+
+impl<S, ReqB> Service<Request<ReqB>> for OverloadAnswers<S>
+where
+    S: Service<Request<ReqB>, Response = Response<Full<Bytes>>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(_)) => {
+                self.not_ready = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => {
+                self.not_ready = false;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if self.not_ready {
+            return Box::pin(async { Ok(overloaded()) });
+        }
+        let fut = self.inner.call(req);
+        // LoadShed's Overloaded is the only error below
+        Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
+    }
+}

@@ -1,0 +1,52 @@
+//! Shared helpers of the loopback tests: an HTTP client and JSON calls.
+#![allow(dead_code)] // each test binary uses a different part
+
+pub mod acme;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: Bytes,
+}
+
+pub async fn send(req: Request<Full<Bytes>>) -> Answer {
+    let res = client().request(req).await.expect("the gateway answers");
+    let (parts, body) = res.into_parts();
+    let raw = body.collect().await.expect("a whole body").to_bytes();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        raw,
+    }
+}
+
+pub async fn post_json(url: &str, body: &Value) -> Answer {
+    send(
+        Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+    )
+    .await
+}
+
+pub async fn get(url: &str) -> Answer {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
