@@ -1,0 +1,207 @@
+//! The HTTP edge over real sockets: request ids, problem+json on every error, body limits,
+//! media types, routing, load shedding and the request deadline.
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use coupon_gateway::config::load_str;
+use coupon_gateway::embedded;
+use coupon_gateway::engine::plan::{Credentials, Plan};
+use http::Request;
+use http_body_util::{Full, StreamBody};
+use serde_json::json;
+
+const ACME_YAML: &str = include_str!("fixtures/acme.yaml");
+
+/// A vendor that accepts connections and never answers.
+async fn silent_vendor() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The acme fixture with extra `server:` settings, pointed at `vendor_url`.
+async fn gateway(server: &str, vendor_url: &str) -> embedded::Running {
+    let text = ACME_YAML
+        .replace(
+            "server:\n  listen: 127.0.0.1:0",
+            &format!("server:\n  listen: 127.0.0.1:0\n{server}"),
+        )
+        .replace("ACME_BASE_URL", vendor_url)
+        .replace("MAX_PAGES", "3");
+    let mut loaded = load_str("acme.yaml", &text, false).unwrap();
+    let creds = &mut loaded.config.vendors.get_mut("acme").unwrap().credentials;
+    creds.insert("app_key".into(), Some("k".into()));
+    creds.insert("secret".into(), Some("s".into()));
+    let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    embedded::start(plan, listener)
+}
+
+fn assert_problem(a: &support::Answer, status: u16) {
+    assert_eq!(a.status, status, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    assert_eq!(a.body["status"], status);
+    for key in ["type", "title", "detail", "instance"] {
+        assert!(a.body[key].is_string(), "problem without {key}: {}", a.body);
+    }
+    assert_eq!(
+        a.body["instance"].as_str().unwrap(),
+        a.headers["x-request-id"].to_str().unwrap(),
+        "instance is the request id"
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_echoed() {
+    let gw = gateway("", &silent_vendor().await).await;
+    let a = support::send(
+        Request::get(gw.url("/healthz"))
+            .header("x-request-id", "caller-42")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["x-request-id"], "caller-42");
+    let b = support::get(&gw.url("/healthz")).await;
+    let made = b.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(made.len(), 36, "a UUID: {made}");
+}
+
+#[tokio::test]
+async fn routing_errors_are_problems() {
+    let gw = gateway("", &silent_vendor().await).await;
+    let a = support::get(&gw.url("/v1/nothing")).await;
+    assert_problem(&a, 404);
+    let a = support::get(&gw.url("/v1/coupons/query")).await;
+    assert_problem(&a, 405);
+    assert_eq!(a.headers["allow"], "POST");
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_and_within_the_limit() {
+    let gw = gateway("  body_limit_bytes: 64\n", &silent_vendor().await).await;
+    let url = gw.url("/v1/coupons/query");
+    // not JSON
+    let a = support::send(
+        Request::post(&url)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&a, 415);
+    // malformed JSON
+    let a = support::send(
+        Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{\"member\":")))
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&a, 400);
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid query")
+    );
+    // unknown filter value
+    let a = support::post_json(&url, &json!({"member": {}, "status": ["valid"]})).await;
+    assert_problem(&a, 400);
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown value `valid`")
+    );
+    // declared length over the limit
+    let big = json!({"member": {"ids": {"acme": "x".repeat(100)}}});
+    let a = support::post_json(&url, &big).await;
+    assert_problem(&a, 413);
+    // chunked body that grows past the limit
+    let chunks: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..10)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from_static(b"          "))))
+        .collect();
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let res = client
+        .request(
+            Request::post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn operations_endpoints_answer() {
+    let gw = gateway("", &silent_vendor().await).await;
+    let a = support::get(&gw.url("/readyz")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["status"], "ready");
+    let a = support::get(&gw.url("/v1/vendors")).await;
+    assert_eq!(a.body["vendors"][0]["id"], "acme");
+    assert_eq!(a.body["vendors"][0]["operations"], json!(["list_coupons"]));
+    assert_eq!(a.body["vendors"][0]["circuit"], "closed");
+    let text = String::from_utf8(support::get(&gw.url("/metrics")).await.raw.to_vec()).unwrap();
+    assert!(text.contains("cgw_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"vendors\""), "{text}");
+}
+
+#[tokio::test]
+async fn over_the_concurrency_limit_requests_are_shed_with_503() {
+    let gw = gateway(
+        "  max_concurrency: 1\n  request_timeout_ms: 5000\n",
+        &silent_vendor().await,
+    )
+    .await;
+    let url = gw.url("/v1/coupons/query");
+    let body = json!({"member": {"ids": {"acme": "m"}}});
+    // the first request holds the only slot while the vendor stays silent (2 s deadline)
+    let first = {
+        let (url, body) = (url.clone(), body.clone());
+        tokio::spawn(async move { support::post_json(&url, &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shed = support::post_json(&url, &body).await;
+    assert_problem(&shed, 503);
+    assert_eq!(shed.headers["retry-after"], "1");
+    let first = first.await.unwrap();
+    assert_eq!(
+        first.status, 504,
+        "the silent vendor timed out: {}",
+        first.body
+    );
+    assert_eq!(first.body["sources"][0]["outcome"], "timeout");
+}
+
+#[tokio::test]
+async fn the_request_deadline_answers_504() {
+    let gw = gateway("  request_timeout_ms: 300\n", &silent_vendor().await).await;
+    let started = std::time::Instant::now();
+    let a = support::post_json(
+        &gw.url("/v1/coupons/query"),
+        &json!({"member": {"ids": {"acme": "m"}}}),
+    )
+    .await;
+    assert_problem(&a, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
