@@ -1,18 +1,23 @@
 //! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::app::AppState;
 use crate::canonical::coupon::Coupon;
 use crate::canonical::merge::{Outcome, QueryAnswer, Source, VendorResult, Verdict, merge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits};
 use crate::config::IdentityKind;
-use crate::engine::call::CallInput;
+use crate::engine::cache::{Lookup, ResponseCache};
+use crate::engine::call::{CallInput, CallOutput};
 use crate::engine::fanout::{self, Failure, call_with_deadline};
 use crate::engine::plan::OperationPlan;
 
+/// Answers one query; `bypass_cache` when the caller sent `Cache-Control: no-cache`.
 pub async fn query(
     state: &Arc<AppState>,
     body: &[u8],
+    bypass_cache: bool,
 ) -> Result<(Verdict, QueryAnswer), InvalidQuery> {
     let plan = &state.plan;
     let route = &plan.coupons_query;
@@ -26,7 +31,7 @@ pub async fn query(
         .targets
         .iter()
         .filter(|op| q.considers(&op.vendor.id))
-        .map(|op| ask(state, op, &q));
+        .map(|op| ask(state, op, &q, bypass_cache));
     let results = fanout::all(asks).await;
     Ok(merge(results, &q, jiff::Timestamp::now()))
 }
@@ -45,7 +50,12 @@ fn identity(op: &OperationPlan, q: &CouponQuery) -> Option<CallInput> {
     })
 }
 
-async fn ask(state: &Arc<AppState>, op: &Arc<OperationPlan>, q: &CouponQuery) -> VendorResult {
+async fn ask(
+    state: &Arc<AppState>,
+    op: &Arc<OperationPlan>,
+    q: &CouponQuery,
+    bypass_cache: bool,
+) -> VendorResult {
     let vendor = op.vendor.id.as_str();
     let Some(input) = identity(op, q) else {
         return VendorResult {
@@ -53,41 +63,59 @@ async fn ask(state: &Arc<AppState>, op: &Arc<OperationPlan>, q: &CouponQuery) ->
             coupons: Vec::new(),
         };
     };
-    let attempt = call_with_deadline(op, &state.upstream, &input).await;
-    let latency_ms = Some(attempt.latency.as_millis() as u64);
-    match attempt.result {
+    let started = Instant::now();
+    let fetch = async {
+        let attempt = call_with_deadline(op, &state.upstream, &input).await;
+        attempt.result
+    };
+    let (result, lookup, stale) = match &state.caches[op.slot] {
+        None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
+        Some(cache) => {
+            let key = ResponseCache::key(vendor, &op.name, &input);
+            let (r, lookup, stale) = cache.get(key, bypass_cache, fetch).await;
+            (r, Some(lookup), stale)
+        }
+    };
+    let latency_ms = Some(started.elapsed().as_millis() as u64);
+    let coupons_of = |out: &CallOutput| {
+        out.rows
+            .iter()
+            .map(|row| Coupon::from_row(vendor, row))
+            .collect::<Vec<_>>()
+    };
+    match result {
         Ok(out) => VendorResult {
             source: Source {
                 vendor: vendor.to_owned(),
                 outcome: Outcome::Ok,
                 count: out.rows.len(),
                 latency_ms,
-                cache: None,
+                cache: lookup.map(Lookup::as_str),
                 error: None,
                 dropped: out.dropped,
                 truncated: out.truncated,
             },
-            coupons: out
-                .rows
-                .iter()
-                .map(|row| Coupon::from_row(vendor, row))
-                .collect(),
+            coupons: coupons_of(&out),
         },
-        Err(e) => VendorResult {
-            source: Source {
-                vendor: vendor.to_owned(),
-                outcome: match e {
-                    Failure::Timeout(_) => Outcome::Timeout,
-                    Failure::Call(_) => Outcome::Error,
+        Err(e) => {
+            // a failed vendor's last good answer is served within its stale-if-error window
+            let served = stale.as_deref();
+            VendorResult {
+                source: Source {
+                    vendor: vendor.to_owned(),
+                    outcome: match *e {
+                        Failure::Timeout(_) => Outcome::Timeout,
+                        Failure::Call(_) => Outcome::Error,
+                    },
+                    count: served.map_or(0, |s| s.rows.len()),
+                    latency_ms,
+                    cache: lookup.map(Lookup::as_str),
+                    error: Some(e.to_string()),
+                    dropped: served.map_or(0, |s| s.dropped),
+                    truncated: served.is_some_and(|s| s.truncated),
                 },
-                count: 0,
-                latency_ms,
-                cache: None,
-                error: Some(e.to_string()),
-                dropped: 0,
-                truncated: false,
-            },
-            coupons: Vec::new(),
-        },
+                coupons: served.map(coupons_of).unwrap_or_default(),
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::engine::cache::ResponseCache;
 use crate::engine::plan::Plan;
 use crate::engine::upstream::Upstream;
 
@@ -15,6 +16,8 @@ use crate::engine::upstream::Upstream;
 pub struct AppState {
     pub plan: Arc<Plan>,
     pub upstream: Upstream,
+    /// Response caches by operation slot.
+    pub caches: Vec<Option<ResponseCache>>,
     pub metrics: PrometheusHandle,
     ready: AtomicBool,
 }
@@ -22,9 +25,15 @@ pub struct AppState {
 impl AppState {
     pub fn new(plan: Plan) -> Arc<AppState> {
         let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
+        let mut caches: Vec<Option<ResponseCache>> =
+            (0..plan.operation_count).map(|_| None).collect();
+        for op in &plan.coupons_query.targets {
+            caches[op.slot] = op.cache.as_ref().map(ResponseCache::new);
+        }
         Arc::new(AppState {
             plan: Arc::new(plan),
             upstream,
+            caches,
             metrics: crate::telemetry::install_metrics(),
             ready: AtomicBool::new(true),
         })

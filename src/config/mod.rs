@@ -122,6 +122,31 @@ pub struct OperationConfig {
     /// Canonical field name → how to read it from one vendor item.
     #[serde(default)]
     pub fields: BTreeMap<String, Value>,
+    /// Response cache of this (read) operation; absent = no cache.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// Caching of a read operation's answers, keyed on the canonical inputs that reach the
+/// vendor (never on signatures, nonces, timestamps or credentials).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long an answer is served without asking the vendor again.
+    pub ttl_ms: u64,
+    /// How long an answer "nothing found" is served (default: the lesser of ttl and 5 s).
+    #[serde(default)]
+    pub empty_ttl_ms: Option<u64>,
+    /// After its ttl, how long an answer may still be served when the vendor fails.
+    #[serde(default)]
+    pub stale_if_error_ms: u64,
+    /// Bound of the cache in bytes (weighed by the size of the vendor answers).
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_cache_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -41,6 +41,8 @@ pub struct CallOutput {
     pub pages: u32,
     /// Paging stopped at `max_pages` while the vendor said there was more.
     pub truncated: bool,
+    /// Bytes of the vendor's answers (the weight of a cached answer).
+    pub bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,7 @@ pub async fn call(
         }
         let doc: Value = serde_json::from_slice(res.body()).map_err(|_| CallError::NotJson)?;
         out.pages += 1;
+        out.bytes += res.body().len();
         let items = match judge(op, &doc)? {
             Judged::Empty => break,
             Judged::Items(items) => items,

@@ -1,6 +1,7 @@
 //! The generic vendor engine: routes.yaml compiled into an immutable plan, and the request
 //! path that runs it (template → steps → HTTP → envelope → paging → field mapping).
 //! Nothing here knows a vendor: every vendor is data in the plan.
+pub mod cache;
 pub mod call;
 pub mod convert;
 pub mod extract;

@@ -28,6 +28,8 @@ pub struct Plan {
     /// Vendors in routes.yaml order.
     pub vendors: Vec<Arc<VendorPlan>>,
     pub coupons_query: RoutePlan,
+    /// Number of compiled operations (the runtime slots).
+    pub operation_count: usize,
 }
 
 /// A canonical route and the vendor operations that serve it, in routes.yaml order.
@@ -71,6 +73,9 @@ pub struct OperationPlan {
     pub response: ResponsePlan,
     pub paging: Option<PagingPlan>,
     pub mapper: ItemMapper,
+    pub cache: Option<crate::config::CacheConfig>,
+    /// Index of this operation's runtime state (its cache) in `AppState`.
+    pub slot: usize,
 }
 
 #[derive(Debug)]
@@ -135,6 +140,7 @@ impl Plan {
         let order = loaded.index.order("vendors", cfg.vendors.keys());
         let mut vendors = Vec::new();
         let mut targets = Vec::new();
+        let mut slots = 0;
         for id in order {
             let v = &cfg.vendors[&id];
             let path = format!("vendors.{id}");
@@ -166,7 +172,9 @@ impl Plan {
                     path: op_path,
                     errors: Vec::new(),
                 };
-                if let Some(plan) = cx.compile(name, op, &COUPONS_QUERY, secrets.clone()) {
+                if let Some(mut plan) = cx.compile(name, op, &COUPONS_QUERY, secrets.clone()) {
+                    plan.slot = slots;
+                    slots += 1;
                     targets.push(Arc::new(plan));
                 }
                 errors.append(&mut cx.errors);
@@ -185,6 +193,7 @@ impl Plan {
                 max_limit: route.max_limit,
                 targets,
             },
+            operation_count: slots,
         };
         Ok((plan, warnings))
     }
@@ -541,6 +550,14 @@ impl OpCompiler<'_> {
             self.err("request.body", "a GET or HEAD request has no body");
         }
 
+        if let Some(c) = &op.cache {
+            if c.ttl_ms == 0 || c.max_bytes == 0 {
+                self.err(
+                    "cache",
+                    "`ttl_ms` and `max_bytes` are more than 0 (leave `cache` out for no cache)",
+                );
+            }
+        }
         let response = self.response(op)?;
         let paging = op.paging.as_ref().and_then(|p| self.paging(p));
         let mapper = self.mapper(op, route);
@@ -564,6 +581,8 @@ impl OpCompiler<'_> {
             response,
             paging,
             mapper: mapper?,
+            cache: op.cache.clone(),
+            slot: 0,
         })
     }
 

@@ -165,11 +165,19 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    // `Cache-Control: no-cache` asks every vendor afresh (and refreshes the cache)
+    let bypass_cache = req
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"));
     let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
         Ok(b) => b,
         Err(res) => return res,
     };
-    match coupons::query(state, &body).await {
+    match coupons::query(state, &body, bypass_cache).await {
         Err(e) => Problem::new(StatusCode::BAD_REQUEST, e.0).into_response(request_id),
         Ok((Verdict::Answered, answer)) => {
             let body = serde_json::to_vec(&answer).expect("answers serialize");

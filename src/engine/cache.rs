@@ -1,0 +1,299 @@
+//! The response cache of read operations (moka), with request coalescing and
+//! stale-if-error.
+//!
+//! Two moka caches share the same `Arc`ed answers. `fresh` holds an answer for its ttl (or
+//! the shorter `empty_ttl` for "nothing found") and coalesces concurrent misses into one
+//! vendor call; `last_good` keeps it for ttl + stale_if_error, so that when the vendor fails
+//! the last good answer can still be served and reported as `stale`. Errors are never cached.
+//! Keys are the canonical inputs that reach the vendor, never anything signed or secret.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::call::{CallInput, CallOutput};
+use crate::config::CacheConfig;
+
+/// A cached answer.
+pub type Answer = Arc<CallOutput>;
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// This request asked the vendor.
+    Miss,
+    /// Served from the cache (including a concurrent identical request's answer).
+    Hit,
+    /// The vendor failed; the last good answer was served.
+    Stale,
+}
+
+impl Lookup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Miss => "miss",
+            Lookup::Hit => "hit",
+            Lookup::Stale => "stale",
+        }
+    }
+}
+
+pub struct ResponseCache {
+    fresh: Cache<Arc<str>, Answer>,
+    last_good: Option<Cache<Arc<str>, Answer>>,
+}
+
+/// Per-entry lifetime: "nothing found" lives shorter than a real answer.
+struct FreshExpiry {
+    ttl: Duration,
+    empty_ttl: Duration,
+}
+
+impl Expiry<Arc<str>, Answer> for FreshExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Answer,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(if value.rows.is_empty() {
+            self.empty_ttl
+        } else {
+            self.ttl
+        })
+    }
+}
+
+fn weigh(key: &Arc<str>, value: &Answer) -> u32 {
+    // the vendor's answer size is a fair measure of what its rows hold in memory
+    u32::try_from(key.len() + value.bytes + 64).unwrap_or(u32::MAX)
+}
+
+impl ResponseCache {
+    pub fn new(cfg: &CacheConfig) -> ResponseCache {
+        let ttl = Duration::from_millis(cfg.ttl_ms);
+        let empty_ttl = Duration::from_millis(cfg.empty_ttl_ms.unwrap_or(cfg.ttl_ms.min(5_000)));
+        let fresh = Cache::builder()
+            .max_capacity(cfg.max_bytes)
+            .weigher(weigh)
+            .expire_after(FreshExpiry { ttl, empty_ttl })
+            .build();
+        let last_good = (cfg.stale_if_error_ms > 0).then(|| {
+            Cache::builder()
+                .max_capacity(cfg.max_bytes)
+                .weigher(weigh)
+                .time_to_live(ttl + Duration::from_millis(cfg.stale_if_error_ms))
+                .build()
+        });
+        ResponseCache { fresh, last_good }
+    }
+
+    /// The key of a call: vendor, operation and the canonical inputs only.
+    pub fn key(vendor: &str, operation: &str, input: &CallInput) -> Arc<str> {
+        let inputs = serde_json::to_string(&input.inputs).unwrap_or_default();
+        let part = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
+        // \u{1f} (unit separator) cannot appear in a JSON-escaped string or an id we send
+        Arc::from(format!(
+            "{vendor}\u{1f}{operation}\u{1f}{}\u{1f}{}\u{1f}{inputs}",
+            part(&input.member_id),
+            part(&input.openid)
+        ))
+    }
+
+    /// Serves `key` from the cache, or runs `fetch` once for all concurrent askers. With
+    /// `bypass` (the caller sent `Cache-Control: no-cache`) the vendor is asked regardless
+    /// and the cache refreshed. On failure the last good answer is returned, if any.
+    pub async fn get<F, E>(
+        &self,
+        key: Arc<str>,
+        bypass: bool,
+        fetch: F,
+    ) -> (Result<Answer, Arc<E>>, Lookup, Option<Answer>)
+    where
+        F: std::future::Future<Output = Result<CallOutput, E>>,
+        E: Send + Sync + 'static,
+    {
+        let result = if bypass {
+            match fetch.await {
+                Ok(out) => {
+                    let answer = Arc::new(out);
+                    self.fresh.insert(key.clone(), answer.clone()).await;
+                    Ok((answer, Lookup::Miss))
+                }
+                Err(e) => Err(Arc::new(e)),
+            }
+        } else {
+            let fetch = async { fetch.await.map(Arc::new) };
+            match self
+                .fresh
+                .entry(key.clone())
+                .or_try_insert_with(fetch)
+                .await
+            {
+                Ok(entry) => {
+                    let lookup = if entry.is_fresh() {
+                        Lookup::Miss
+                    } else {
+                        Lookup::Hit
+                    };
+                    Ok((entry.into_value(), lookup))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok((answer, lookup)) => {
+                if lookup == Lookup::Miss {
+                    if let Some(last) = &self.last_good {
+                        last.insert(key, answer.clone()).await;
+                    }
+                }
+                (Ok(answer), lookup, None)
+            }
+            Err(e) => {
+                let stale = match &self.last_good {
+                    Some(last) => last.get(&key).await,
+                    None => None,
+                };
+                let lookup = if stale.is_some() {
+                    Lookup::Stale
+                } else {
+                    Lookup::Miss
+                };
+                (Err(e), lookup, stale)
+            }
+        }
+    }
+
+    pub async fn invalidate_all(&self) {
+        self.fresh.invalidate_all();
+        if let Some(last) = &self.last_good {
+            last.invalidate_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn cfg(ttl_ms: u64, stale_if_error_ms: u64) -> CacheConfig {
+        CacheConfig {
+            ttl_ms,
+            empty_ttl_ms: Some(ttl_ms / 2),
+            stale_if_error_ms,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn out(rows: usize) -> CallOutput {
+        CallOutput {
+            rows: (0..rows).map(|i| vec![json!(i)]).collect(),
+            bytes: 100,
+            ..CallOutput::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_identical_misses_make_one_call() {
+        let cache = Arc::new(ResponseCache::new(&cfg(60_000, 0)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            set.spawn(async move {
+                let (r, lookup, _) = cache
+                    .get(Arc::from("k"), false, async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, String>(out(2))
+                    })
+                    .await;
+                (r.unwrap().rows.len(), lookup)
+            });
+        }
+        let mut misses = 0;
+        while let Some(r) = set.join_next().await {
+            let (rows, lookup) = r.unwrap();
+            assert_eq!(rows, 2);
+            misses += usize::from(lookup == Lookup::Miss);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            misses, 1,
+            "one request asked the vendor, 99 were served its answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached_and_fall_back_to_the_last_good_answer() {
+        let cache = ResponseCache::new(&cfg(100, 60_000));
+        let k: Arc<str> = Arc::from("k");
+        let (r, l, _) = cache
+            .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
+            .await;
+        assert!(r.is_ok());
+        assert_eq!(l, Lookup::Miss);
+        let (_, l, _) = cache
+            .get(k.clone(), false, async {
+                Err::<CallOutput, _>("down".to_owned())
+            })
+            .await;
+        assert_eq!(l, Lookup::Hit, "within ttl the vendor is not asked");
+        tokio::time::sleep(Duration::from_millis(150)).await; // moka uses the real clock
+        let (r, l, stale) = cache
+            .get(k.clone(), false, async {
+                Err::<CallOutput, _>("down".to_owned())
+            })
+            .await;
+        assert_eq!(*r.unwrap_err(), "down");
+        assert_eq!(l, Lookup::Stale);
+        assert_eq!(stale.unwrap().rows.len(), 3);
+        // the error was not cached: the next call asks again
+        let (r, l, _) = cache.get(k, false, async { Ok::<_, String>(out(1)) }).await;
+        assert_eq!((r.unwrap().rows.len(), l), (1, Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn empty_answers_expire_sooner_and_bypass_refreshes() {
+        let cache = ResponseCache::new(&cfg(400, 0));
+        let k: Arc<str> = Arc::from("k");
+        let (r, _, _) = cache
+            .get(k.clone(), false, async { Ok::<_, String>(out(0)) })
+            .await;
+        assert!(r.is_ok());
+        tokio::time::sleep(Duration::from_millis(250)).await; // past empty_ttl (200), within ttl
+        let (_, l, _) = cache
+            .get(k.clone(), false, async { Ok::<_, String>(out(2)) })
+            .await;
+        assert_eq!(l, Lookup::Miss, "the empty answer had expired");
+        let (r, l, _) = cache
+            .get(k.clone(), true, async { Ok::<_, String>(out(5)) })
+            .await;
+        assert_eq!(
+            (r.unwrap().rows.len(), l),
+            (5, Lookup::Miss),
+            "no-cache asks the vendor"
+        );
+        let (r, l, _) = cache.get(k, false, async { Ok::<_, String>(out(9)) }).await;
+        assert_eq!(
+            (r.unwrap().rows.len(), l),
+            (5, Lookup::Hit),
+            "and refreshed the cache"
+        );
+    }
+
+    #[test]
+    fn keys_hold_only_canonical_inputs() {
+        let input = CallInput {
+            member_id: Some("K1".into()),
+            openid: None,
+            inputs: vec![Some(json!("p1"))],
+        };
+        let k = ResponseCache::key("hkl", "list_coupons", &input);
+        assert_eq!(&*k, "hkl\u{1f}list_coupons\u{1f}K1\u{1f}\u{1f}[\"p1\"]");
+    }
+}
