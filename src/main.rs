@@ -1,1 +1,203 @@
-fn main() {}
+//! `coupon-gateway serve | validate`: arguments → load routes.yaml → compile the plan → serve.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coupon_gateway::config::{self, ConfigError};
+use coupon_gateway::embedded::{self, ROUTES_YAML};
+use coupon_gateway::engine::plan::{Credentials, Plan};
+use coupon_gateway::sandbox::{Sandbox, data};
+use coupon_gateway::{app::AppState, http, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coupon-gateway",
+    version,
+    about = "One canonical coupon API in front of many vendors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the canonical API.
+    Serve {
+        /// routes.yaml to load (default ./routes.yaml; with --sandbox, the embedded one).
+        #[arg(long)]
+        config: Option<String>,
+        /// Start the built-in sandbox vendors on loopback and point the gateway at them.
+        #[arg(long)]
+        sandbox: bool,
+        /// Log JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Check a routes.yaml (every JSONPath, template, step, enum map and credential name)
+    /// and print each error with its location. Exits non-zero on errors.
+    Validate {
+        /// The file to check (default ./routes.yaml).
+        path: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { path } => validate(path.as_deref().unwrap_or("routes.yaml")),
+        Command::Serve {
+            config,
+            sandbox,
+            log_json,
+        } => {
+            telemetry::init_logging(log_json);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(config, sandbox))
+        }
+    }
+}
+
+fn print_errors(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+}
+
+fn validate(path: &str) -> ExitCode {
+    let loaded = match config::load_file(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            print_errors(&errors);
+            return ExitCode::from(1);
+        }
+    };
+    match Plan::compile(&loaded, Credentials::Optional) {
+        Ok((plan, warnings)) => {
+            for w in &warnings {
+                eprintln!("note: {w}");
+            }
+            let ops: usize = plan.vendors.iter().map(|v| v.operations.len()).sum();
+            println!(
+                "{path}: OK ({} vendors, {ops} operations)",
+                plan.vendors.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            eprintln!("{path}: {} error(s)", errors.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
+    let path = config_path
+        .clone()
+        .unwrap_or_else(|| "routes.yaml".to_owned());
+    let (plan, sandbox_handle) = if sandbox {
+        let sb = match Sandbox::start().await {
+            Ok(sb) => sb,
+            Err(e) => {
+                eprintln!("cannot start the sandbox vendors: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (name, text) = match &config_path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => (p.clone(), t),
+                Err(e) => {
+                    eprintln!("error: {p}: cannot read the configuration file: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => ("routes.yaml (embedded)".to_owned(), ROUTES_YAML.to_owned()),
+        };
+        // the demo listens on loopback unless told otherwise
+        let text = if std::env::var_os("CGW_SERVER__LISTEN").is_none() {
+            text.replace("listen: 0.0.0.0:8080", "listen: 127.0.0.1:8080")
+        } else {
+            text
+        };
+        match embedded::sandbox_plan(&name, &text, &sb, true) {
+            Ok(p) => (p, Some(sb)),
+            Err(errors) => {
+                print_errors(&errors);
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        let loaded = match config::load_file(&path) {
+            Ok(l) => l,
+            Err(errors) => {
+                print_errors(&errors);
+                return ExitCode::from(1);
+            }
+        };
+        match Plan::compile(&loaded, Credentials::Required) {
+            Ok((p, _)) => (p, None),
+            Err(errors) => {
+                print_errors(&errors);
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let listen = plan.server.listen.clone();
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {listen}: {e} (set CGW_SERVER__LISTEN to another address)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or(listen);
+    let state = AppState::new(plan);
+    tracing::info!(%addr, vendors = state.plan.vendors.len(), "coupon-gateway serving");
+    if let Some(sb) = &sandbox_handle {
+        for (id, sim) in sb.vendors() {
+            tracing::info!(vendor = id, url = %sim.base_url(), "sandbox vendor");
+        }
+        println!("coupon-gateway is serving on http://{addr} with the sandbox vendors. Try:\n");
+        println!(
+            "curl -s http://{addr}/v1/coupons/query -H 'content-type: application/json' -d '{{\"member\":{{\"ids\":{{\"op\":\"{}\",\"hkl\":\"{}\",\"zvcms\":\"{}\"}},\"openid\":\"{}\"}}}}'\n",
+            data::OP_MEMBER,
+            data::HKL_MEMBER,
+            data::ZVCMS_MEMBER,
+            data::HKL_OPENID
+        );
+    }
+    http::server::serve(listener, state, shutdown_signal()).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

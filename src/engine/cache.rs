@@ -144,10 +144,10 @@ impl ResponseCache {
         };
         match result {
             Ok((answer, lookup)) => {
-                if lookup == Lookup::Miss {
-                    if let Some(last) = &self.last_good {
-                        last.insert(key, answer.clone()).await;
-                    }
+                if lookup == Lookup::Miss
+                    && let Some(last) = &self.last_good
+                {
+                    last.insert(key, answer.clone()).await;
                 }
                 (Ok(answer), lookup, None)
             }

@@ -341,7 +341,8 @@ impl FieldSpec {
                             return Err(at(
                                 &place,
                                 format!(
-                                    "`{v}` is not a canonical {} (one of: {})",
+                                    "`{}` is not a canonical {} (one of: {})",
+                                    convert::text(v).unwrap_or_else(|| v.to_string()),
                                     def.name,
                                     allowed.join(", ")
                                 ),

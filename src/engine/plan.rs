@@ -550,15 +550,15 @@ impl OpCompiler<'_> {
             self.err("request.body", "a GET or HEAD request has no body");
         }
 
-        if let Some(c) = &op.cache {
-            if c.ttl_ms == 0 || c.max_bytes == 0 {
-                self.err(
-                    "cache",
-                    "`ttl_ms` and `max_bytes` are more than 0 (leave `cache` out for no cache)",
-                );
-            }
+        if let Some(c) = &op.cache
+            && (c.ttl_ms == 0 || c.max_bytes == 0)
+        {
+            self.err(
+                "cache",
+                "`ttl_ms` and `max_bytes` are more than 0 (leave `cache` out for no cache)",
+            );
         }
-        let response = self.response(op)?;
+        let response = self.response(op);
         let paging = op.paging.as_ref().and_then(|p| self.paging(p));
         let mapper = self.mapper(op, route);
         if !self.errors.is_empty() {
@@ -578,7 +578,7 @@ impl OpCompiler<'_> {
             render_at,
             var_count,
             inputs: route.inputs.iter().map(|s| s.to_string()).collect(),
-            response,
+            response: response?,
             paging,
             mapper: mapper?,
             cache: op.cache.clone(),
@@ -698,7 +698,11 @@ impl OpCompiler<'_> {
             }
         }
         for (def, f) in route.schema.iter().zip(&fields) {
-            if def.required && f.is_none() && !op.fields.is_empty() {
+            if def.required
+                && f.is_none()
+                && !op.fields.is_empty()
+                && !op.fields.contains_key(def.name)
+            {
                 self.err(
                     "fields",
                     format!("the canonical field `{}` is required", def.name),
