@@ -93,10 +93,10 @@
 //!
 //! | id | ticket_type | card_type | title | begin_at … end_at | sync | status | created_at |
 //! |---|---|---|---|---|---|---|---|
-//! | 1 | DISCOUNT | `discount` | 海底捞8折券 (discount 20 % off) | −30 … +60 | 1 | 0 | day −31 10:10:10 UTC |
-//! | 2 | CASH | `cash` | 满100减20代金券 (reduce_money 2000, least_cost 10000) | −10 … +20 | 0 | 0 | day −12 10:10:10 UTC |
-//! | 3 | GROUPON | `groupon` | 双人套餐团购券 | +5 … +35 | 0 | 0 | day −3 10:10:10 UTC |
-//! | 4 | GIFT | `gift` | 生日礼品券 | −90 … −30 | 1 | 1 | day −91 10:10:10 UTC |
+//! | 1 | DISCOUNT | `discount_card` | 海底捞8折券 (discount 20 % off) | −30 … +60 | 1 | 0 | day −31 10:10:10 UTC |
+//! | 2 | CASH | `cash_card` | 满100减20代金券 (reduce_money 2000, least_cost 10000) | −10 … +20 | 0 | 0 | day −12 10:10:10 UTC |
+//! | 3 | GROUPON | `groupon_card` | 双人套餐团购券 | +5 … +35 | 0 | 0 | day −3 10:10:10 UTC |
+//! | 4 | GIFT | `gift_card` | 生日礼品券 | −90 … −30 | 1 | 1 | day −91 10:10:10 UTC |
 //!
 //! New templates get ids 5, 6, ….
 use jiff::civil::Date;

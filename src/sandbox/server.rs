@@ -36,11 +36,9 @@ pub(crate) struct SimRequest {
     pub path: String,
     /// Raw query string (without `?`), empty when absent.
     pub query: String,
-    #[allow(dead_code)] // read by wxcard
     pub headers: HeaderMap,
     pub body: Bytes,
     /// `http://host:port` as the client addressed us (for pagination links).
-    #[allow(dead_code)] // read by wxcard
     pub base_url: String,
 }
 
