@@ -1552,3 +1552,43 @@ async fn wxcard_faults() {
         .json();
     assert_eq!(list_ids(&v), [1, 2, 3, 4]);
 }
+
+#[test]
+fn handles_are_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Sandbox>();
+    assert_send_sync_clone::<SimHandle>();
+    assert_send_sync_clone::<Fault>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_releases_the_ports_it_took() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let op_port = free.local_addr().unwrap().port();
+    drop(free);
+    // op starts, hkl cannot bind: the whole start fails and op's port is released again
+    let err = Sandbox::start_on("127.0.0.1".parse().unwrap(), [op_port, busy, 0, 0]).await;
+    assert!(err.is_err());
+    let again = Sandbox::start_on("127.0.0.1".parse().unwrap(), [op_port, 0, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(again.op.addr().port(), op_port);
+    // and faults work on a multi-threaded runtime too
+    again.op.set_fault(Fault::RefuseConnections);
+    assert!(
+        tokio::net::TcpStream::connect(again.op.addr())
+            .await
+            .is_err()
+    );
+    again.op.clear_fault();
+    let body = r#"{"OwnerType":1,"ChatId":"u00019876543210"}"#;
+    assert_eq!(
+        op_call(&again.op, OP_COUPONS, body).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -175,6 +175,11 @@ impl SimInner {
         self.conn_epoch.send_modify(|e| *e += 1);
     }
 
+    /// Stops for good (used when a sandbox fails to start completely).
+    pub fn shutdown(&self) {
+        self.stop_listening();
+    }
+
     /// Re-binds the same port if we are not listening.
     fn ensure_listening(self: &Arc<Self>) {
         if lock(&self.slot).listener.is_some() {
