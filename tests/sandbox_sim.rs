@@ -1038,3 +1038,557 @@ fn credentials_use_the_config_names() {
     assert_eq!(value("zvcms", "grant_code"), "782c281f62");
     assert_eq!(value("wxcard", "app_secret"), "wxcard-sandbox-secret");
 }
+
+// ------------------------------------------------------------------------------------------
+// wxcard
+
+async fn wx(
+    sb: &Sandbox,
+    method: Method,
+    path_and_query: &str,
+    token: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    send(
+        method,
+        &format!("{}{path_and_query}", sb.wxcard.base_url()),
+        &headers,
+        body,
+    )
+    .await
+    .expect("wxcard request failed")
+}
+
+async fn wx_token(sb: &Sandbox) -> String {
+    let body = json!({"app_id": sandbox::WXCARD_APP_ID, "app_secret": sandbox::WXCARD_APP_SECRET});
+    let r = wx(sb, Method::POST, "/auth/token", None, body.to_string()).await;
+    assert_eq!(r.status, 200);
+    r.json()["data"]["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+fn list_ids(v: &Value) -> Vec<u64> {
+    v["data"]
+        .as_array()
+        .expect("data array")
+        .iter()
+        .map(|t| t["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn wxcard_tokens_issue_expire_and_revoke() {
+    let sb = Sandbox::start().await.unwrap();
+    let unauthenticated = json!({"message": "Unauthenticated."});
+
+    let bad = json!({"app_id": sandbox::WXCARD_APP_ID, "app_secret": "nope"});
+    let r = wx(&sb, Method::POST, "/auth/token", None, bad.to_string()).await;
+    assert_eq!(r.status, 401);
+    let r = wx(&sb, Method::POST, "/auth/token", None, "{}").await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["errors"]["app_secret"].is_array());
+
+    let r = wx(
+        &sb,
+        Method::POST,
+        "/auth/token",
+        None,
+        json!({"app_id": "123456", "app_secret": "wxcard-sandbox-secret"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["data"]["expires_in"], 7200);
+    let token = v["data"]["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 40);
+    assert_eq!(sb.token_requests(), 3);
+
+    // bearer required
+    let r = wx(&sb, Method::GET, "/tickets", None, "").await;
+    assert_eq!((r.status, r.json()), (401, unauthenticated.clone()));
+    let r = wx(&sb, Method::GET, "/tickets", Some("not-a-token"), "").await;
+    assert_eq!(r.status, 401);
+    let r = send(
+        Method::GET,
+        &format!("{}/tickets", sb.wxcard.base_url()),
+        &[("authorization", &token)], // no "Bearer "
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        wx(&sb, Method::GET, "/tickets", Some(&token), "")
+            .await
+            .status,
+        200
+    );
+
+    // revoked
+    sb.revoke_tokens();
+    assert_eq!(
+        wx(&sb, Method::GET, "/tickets", Some(&token), "")
+            .await
+            .status,
+        401
+    );
+    let fresh = wx_token(&sb).await;
+    assert_ne!(fresh, token);
+    assert_eq!(
+        wx(&sb, Method::GET, "/tickets", Some(&fresh), "")
+            .await
+            .status,
+        200
+    );
+
+    // expiry
+    sb.set_token_ttl(Duration::from_millis(300));
+    let short = wx_token(&sb).await;
+    assert_eq!(
+        wx(&sb, Method::GET, "/tickets", Some(&short), "")
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        wx(&sb, Method::GET, "/tickets", Some(&short), "")
+            .await
+            .status,
+        401
+    );
+    // the long-lived token is unaffected
+    assert_eq!(
+        wx(&sb, Method::GET, "/tickets", Some(&fresh), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(sb.token_requests(), 5);
+    sb.wxcard.reset_counters();
+    assert_eq!(sb.token_requests(), 0);
+    assert_eq!(sb.wxcard.requests(), 0);
+}
+
+fn discount_body(title: &str, discount: i64, begin: i64, end: i64) -> String {
+    json!({
+        "ticket_info": {
+            "base_info": {"title": title, "color": "Color020", "brand_name": "海底捞",
+                "logo_url": "http://mmbiz.qpic.cn/logo.png", "code_type": "CODE_TYPE_QRCODE",
+                "sku": {"quantity": 100}},
+            "discount": discount,
+        },
+        "sync": true,
+        "begin_at": data::ymd(day(begin)),
+        "end_at": data::ymd(day(end)),
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn wxcard_create_list_search_page_and_update() {
+    let sb = Sandbox::start().await.unwrap();
+    let token = wx_token(&sb).await;
+    let t = Some(token.as_str());
+
+    // create a discount template
+    let r = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        discount_body("七折券", 30, 1, 31),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let v = r.json();
+    let d = &v["data"];
+    assert_eq!(d["id"], 5);
+    assert_eq!(d["card_type"], "discount_card");
+    assert_eq!(d["ticket_type"], "DISCOUNT");
+    assert_eq!(d["discount_info"]["discount"], 30);
+    assert_eq!(d["discount_info"]["base_info"]["title"], "七折券");
+    assert_eq!(d["app_id"], "123456");
+    assert_eq!(d["status"], 0);
+    assert_eq!(d["sync"], 1);
+    assert!(d["created_at"].is_null() && d["updated_at"].is_null());
+
+    // a cash template in WeChat's full card payload
+    let cash = json!({
+        "ticket_info": {"card": {"card_type": "CASH", "cash": {
+            "base_info": {"title": "满50减10"}, "least_cost": 5000, "reduce_money": 1000}}},
+        "sync": 0,
+        "begin_at": data::ymd(day(2)),
+        "end_at": data::ymd(day(2)),
+    });
+    let r = wx(&sb, Method::POST, "/coupon/ticket", t, cash.to_string()).await;
+    assert_eq!(r.status, 201);
+    let v = r.json();
+    assert_eq!(v["data"]["id"], 6);
+    assert_eq!(v["data"]["cash_info"]["reduce_money"], 1000);
+    assert_eq!(v["data"]["sync"], 0);
+
+    // 422s
+    let r = wx(&sb, Method::POST, "/groupon/ticket", t, "{}").await;
+    assert_eq!(r.status, 422);
+    let v = r.json();
+    assert_eq!(v["message"], "The given data was invalid.");
+    for field in ["ticket_info", "sync", "begin_at", "end_at"] {
+        assert!(v["errors"][field].is_array(), "errors.{field} in {v}");
+    }
+    let r = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        discount_body("x", 150, 1, 2),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["errors"]["ticket_info.discount"].is_array());
+    let r = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        discount_body("x", 10, 5, 2),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["errors"]["end_at"].is_array());
+    let r = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        discount_body("", 10, 1, 2),
+    )
+    .await;
+    assert!(r.json()["errors"]["ticket_info.base_info.title"].is_array());
+    let mut bad_date: Value = serde_json::from_str(&discount_body("x", 10, 1, 2)).unwrap();
+    bad_date["begin_at"] = json!("2026/12/01");
+    let r = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        bad_date.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["errors"]["begin_at"].is_array());
+    // nothing was created by the invalid calls
+    let v = wx(&sb, Method::GET, "/tickets", t, "").await.json();
+    assert_eq!(list_ids(&v), [1, 2, 3, 4, 5, 6]);
+    let p = &v["meta"]["pagination"];
+    assert_eq!(
+        (
+            p["total"].as_u64(),
+            p["count"].as_u64(),
+            p["per_page"].as_u64()
+        ),
+        (Some(6), Some(6), Some(15))
+    );
+    assert_eq!(p["total_pages"], 1);
+    assert_eq!(p["links"], json!([]));
+
+    // list items: UTC date objects (begin D → D-1 16:00:00 UTC, end E → E 15:59:59 UTC)
+    let first = &v["data"][0];
+    assert_eq!(first["ticket_type"], "DISCOUNT");
+    assert_eq!(first["title"], "海底捞8折券");
+    assert_eq!(
+        first["begin_at"],
+        json!({"date": format!("{} 16:00:00.000000", data::ymd(day(-31))),
+            "timezone_type": 3, "timezone": "UTC"})
+    );
+    assert_eq!(
+        first["end_at"]["date"],
+        format!("{} 15:59:59.000000", data::ymd(day(60)))
+    );
+    assert_eq!(
+        first["created_at"]["date"],
+        format!("{} 10:10:10.000000", data::ymd(day(-31)))
+    );
+    let mine = &v["data"][4];
+    assert_eq!(mine["title"], "七折券");
+    assert_eq!(
+        mine["begin_at"]["date"],
+        format!("{} 16:00:00.000000", data::ymd(day(0)))
+    );
+
+    // search
+    // `<` and `>` are not allowed raw in a URI: percent-encode them as a client would
+    let q = |s: &str| format!("/tickets?{}", s.replace('>', "%3E").replace('<', "%3C"));
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q("ticket_type=DISCOUNT&search=ticket_type,=;"),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [1, 5]);
+    let today = data::ymd(day(0));
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q(&format!("begin_at={today}&search=begin_at,>=")),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [3, 5, 6]);
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q(&format!("begin_at={today}&search=begin_at,<")),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [1, 2, 4]);
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q(&format!(
+            "end_at={}&begin_at={today}&search=end_at,=;begin_at,>;",
+            data::ymd(day(2))
+        )),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [6]);
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q(&format!("created_at={today}&search=created_at,=")),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [5, 6]);
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q("status=1&sync=1&search=status,=;sync,="),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [4]);
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q("title=%E4%B8%83%E6%8A%98%E5%88%B8&search=title,="),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [5]);
+    // a stray field parameter without search filters nothing
+    let v = wx(&sb, Method::GET, &q("ticket_type=GIFT"), t, "")
+        .await
+        .json();
+    assert_eq!(list_ids(&v).len(), 6);
+
+    // paging
+    let v = wx(&sb, Method::GET, &q("per_page=2&page=2"), t, "")
+        .await
+        .json();
+    assert_eq!(list_ids(&v), [3, 4]);
+    let p = &v["meta"]["pagination"];
+    assert_eq!(p["count"], 2);
+    assert_eq!(p["current_page"], 2);
+    assert_eq!(p["total_pages"], 3);
+    assert!(p["links"]["previous"].as_str().unwrap().contains("page=1"));
+    assert!(p["links"]["next"].as_str().unwrap().contains("page=3"));
+    let v = wx(&sb, Method::GET, &q("per_page=2&page=9"), t, "")
+        .await
+        .json();
+    assert_eq!(list_ids(&v), Vec::<u64>::new());
+    assert_eq!(v["meta"]["pagination"]["count"], 0);
+
+    // malformed paging and search
+    for bad in ["per_page=0", "per_page=101", "per_page=x", "page=0"] {
+        let r = wx(&sb, Method::GET, &q(bad), t, "").await;
+        assert_eq!(r.status, 422, "{bad}");
+    }
+    for bad in [
+        "ticket_type=CASH&search=ticket_type",
+        "ticket_type=CASH&search=ticket_type,=;ticket_type,=",
+        "status=0&search=status,>",
+        "search=ticket_type,=",
+        "ticket_type=COUPON&search=ticket_type,=",
+        "color=red&search=color,=",
+        "begin_at=tomorrow&search=begin_at,>",
+        "begin_at=2026-01-01&search=begin_at,=>",
+    ] {
+        let r = wx(&sb, Method::GET, &q(bad), t, "").await;
+        assert_eq!(r.status, 422, "{bad}");
+        assert!(r.json()["errors"]["search"].is_array(), "{bad}");
+    }
+
+    // update
+    let mut gift: Value = serde_json::from_str(&discount_body("改成礼品券", 10, 3, 9)).unwrap();
+    gift["ticket_type"] = json!("GIFT");
+    gift["ticket_info"]["gift"] = json!("蛋糕一个");
+    let r = wx(&sb, Method::PUT, "/ticket/5", t, gift.to_string()).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["data"]["id"], 5);
+    assert_eq!(v["data"]["card_type"], "gift_card");
+    assert_eq!(v["data"]["gift_info"]["gift"], "蛋糕一个");
+    let v = wx(
+        &sb,
+        Method::GET,
+        &q("ticket_type=GIFT&search=ticket_type,="),
+        t,
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(list_ids(&v), [4, 5]);
+    assert!(v["data"][1]["updated_at"]["date"].is_string());
+    assert_eq!(
+        v["data"][1]["end_at"]["date"],
+        format!("{} 15:59:59.000000", data::ymd(day(9)))
+    );
+    assert_eq!(
+        wx(&sb, Method::PUT, "/ticket/999", t, gift.to_string())
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        wx(&sb, Method::PUT, "/ticket/abc", t, gift.to_string())
+            .await
+            .status,
+        404
+    );
+    let r = wx(
+        &sb,
+        Method::PUT,
+        "/ticket/5",
+        t,
+        discount_body("x", 10, 1, 2),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["errors"]["ticket_type"].is_array());
+    assert_eq!(
+        wx(&sb, Method::PUT, "/ticket/5", None, gift.to_string())
+            .await
+            .status,
+        401
+    );
+
+    // creating is not idempotent
+    let a = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        discount_body("同一张", 10, 1, 2),
+    )
+    .await
+    .json();
+    let b = wx(
+        &sb,
+        Method::POST,
+        "/discount/ticket",
+        t,
+        discount_body("同一张", 10, 1, 2),
+    )
+    .await
+    .json();
+    assert_ne!(a["data"]["id"], b["data"]["id"]);
+
+    // routing
+    assert_eq!(wx(&sb, Method::GET, "/nowhere", t, "").await.status, 404);
+    assert_eq!(
+        wx(&sb, Method::GET, "/discount/ticket", t, "").await.status,
+        405
+    );
+}
+
+#[tokio::test]
+async fn wxcard_faults() {
+    let sb = Sandbox::start().await.unwrap();
+    let token = wx_token(&sb).await;
+    sb.wxcard.set_fault(Fault::Status(503));
+    let body = json!({"app_id": "123456", "app_secret": "wxcard-sandbox-secret"}).to_string();
+    assert_eq!(
+        wx(&sb, Method::POST, "/auth/token", None, body.clone())
+            .await
+            .status,
+        503
+    );
+    sb.wxcard.set_fault(Fault::WrongTypes);
+    let v = wx(&sb, Method::GET, "/tickets", Some(&token), "")
+        .await
+        .json();
+    assert!(v["data"].is_string());
+    sb.wxcard.set_fault(Fault::TruncatedJson);
+    let r = wx(&sb, Method::GET, "/tickets", Some(&token), "").await;
+    assert!(serde_json::from_slice::<Value>(&r.body).is_err());
+    sb.wxcard.clear_fault();
+    let v = wx(&sb, Method::GET, "/tickets", Some(&token), "")
+        .await
+        .json();
+    assert_eq!(list_ids(&v), [1, 2, 3, 4]);
+}
+
+#[test]
+fn handles_are_send_sync_and_clone() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Sandbox>();
+    assert_send_sync_clone::<SimHandle>();
+    assert_send_sync_clone::<Fault>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_releases_the_ports_it_took() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let op_port = free.local_addr().unwrap().port();
+    drop(free);
+    // op starts, hkl cannot bind: the whole start fails and op's port is released again
+    let err = Sandbox::start_on("127.0.0.1".parse().unwrap(), [op_port, busy, 0, 0]).await;
+    assert!(err.is_err());
+    let again = Sandbox::start_on("127.0.0.1".parse().unwrap(), [op_port, 0, 0, 0])
+        .await
+        .unwrap();
+    assert_eq!(again.op.addr().port(), op_port);
+    // and faults work on a multi-threaded runtime too
+    again.op.set_fault(Fault::RefuseConnections);
+    assert!(
+        tokio::net::TcpStream::connect(again.op.addr())
+            .await
+            .is_err()
+    );
+    again.op.clear_fault();
+    let body = r#"{"OwnerType":1,"ChatId":"u00019876543210"}"#;
+    assert_eq!(
+        op_call(&again.op, OP_COUPONS, body).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -14,7 +14,8 @@
 //! fen, 2 = discount ("折" figure). Dates "ms" are epoch milliseconds, "str" are `yyyy-MM-dd`
 //! strings; "delay" coupons have `useStartTime`/`useEndTime` null and are valid from
 //! `createTime` (day `c` 10:00:00 UTC+08:00) for `delayDay` × 24 h. `createTime` is day `c`
-//! 10:00:00 UTC+08:00 for every coupon, `updateTime` one hour later.
+//! 10:00:00 UTC+08:00 for every coupon, `updateTime` one hour later. Used coupons (status 4)
+//! carry an `orderId` (`O` + `userTicketCode`) and a `verificationId`; others have them null.
 //!
 //! | chat id | NN | useStatus | ticketType | ticketAmount | orderAmount | maxAmount | dates | c | effective today |
 //! |---|---|---|---|---|---|---|---|---|---|
@@ -65,7 +66,9 @@
 //! | `K1H93QDKI00C8` / `oEv-It_bq3n8xYz2LmPq7Rs1-tUv02` ([`HKL_MEMBER2`], [`HKL_OPENID2`]) | `K1H93QDP100L1` | 7270000007001 | H3UA24SI6840 | 0 | −2 … +28 | | | relative | valid |
 //! | | `K1H93QDP200L2` | 7270000007002 | H3UA24SI6840 | 1 | −40 … −10 | | | relative | used |
 //!
-//! Any other member answers an empty `list`.
+//! `useTime` is `day(n) 12:15:00` for the used coupons (`K1H93QDNN00I9`: day −3,
+//! `K1H93QDP200L2`: day −12) and `""` otherwise; `cacStatus` is −1 for the three lunch coupons
+//! (`H3UA24SI6831`/`H3UA24SI6832`), 0 otherwise. Any other member answers an empty `list`.
 //!
 //! # zvcms — coupons by customer id
 //!
@@ -87,16 +90,18 @@
 //! | `401588390113411073` ([`ZVCMS_SINGLE`], `status` string `"true"`, a single coupon is sent as an object) | `401588390180519937` | 0 (str) | 0 (str) | 960 (str) | −3 … +27 | valid |
 //! | `401588390113411099` ([`ZVCMS_NONE`]) | — | | | | | answers `20004` |
 //!
-//! Any other customer answers `20004` too.
+//! `createdAt` is day `min(s, 0) − 1` 17:10:28; `updatedAt` equals it for unused coupons, is
+//! day `e + 1` 00:00:05 for expired ones (6) and day −1 15:20:00 otherwise. `channel` is always
+//! `naixue`. Any other customer answers `20004` too.
 //!
 //! # wxcard — seeded templates
 //!
 //! | id | ticket_type | card_type | title | begin_at … end_at | sync | status | created_at |
 //! |---|---|---|---|---|---|---|---|
-//! | 1 | DISCOUNT | `discount` | 海底捞8折券 (discount 20 % off) | −30 … +60 | 1 | 0 | day −31 10:10:10 UTC |
-//! | 2 | CASH | `cash` | 满100减20代金券 (reduce_money 2000, least_cost 10000) | −10 … +20 | 0 | 0 | day −12 10:10:10 UTC |
-//! | 3 | GROUPON | `groupon` | 双人套餐团购券 | +5 … +35 | 0 | 0 | day −3 10:10:10 UTC |
-//! | 4 | GIFT | `gift` | 生日礼品券 | −90 … −30 | 1 | 1 | day −91 10:10:10 UTC |
+//! | 1 | DISCOUNT | `discount_card` | 海底捞8折券 (discount 20 % off) | −30 … +60 | 1 | 0 | day −31 10:10:10 UTC |
+//! | 2 | CASH | `cash_card` | 满100减20代金券 (reduce_money 2000, least_cost 10000) | −10 … +20 | 0 | 0 | day −12 10:10:10 UTC |
+//! | 3 | GROUPON | `groupon_card` | 双人套餐团购券 | +5 … +35 | 0 | 0 | day −3 10:10:10 UTC |
+//! | 4 | GIFT | `gift_card` | 生日礼品券 | −90 … −30 | 1 | 1 | day −91 10:10:10 UTC |
 //!
 //! New templates get ids 5, 6, ….
 use jiff::civil::Date;

@@ -79,7 +79,7 @@
 //!   unknown openId/grantCode → 40005, timestamp more than 300 s off → 40002, bad token →
 //!   40001, nonce seen in the last 5 minutes → 40003 (only nonces of requests whose token
 //!   verified are remembered, at most 100 000). No matching coupon → `20004`.
-//! * wxcard: see [`wxcard`](self::wxcard) (token auth, template create / list / update).
+//! * wxcard: see [`wxcard`] (token auth, template create / list / update).
 //!
 //! # Data
 //!
@@ -264,22 +264,41 @@ impl Sandbox {
     /// op, hkl, zvcms, wxcard.
     pub async fn start_on(ip: IpAddr, ports: [u16; 4]) -> std::io::Result<Sandbox> {
         let today = data::today();
-        let at = |i: usize| SocketAddr::new(ip, ports[i]);
-        let op = SimInner::start("op", at(0), Arc::new(op::OpSim::new(today))).await?;
-        let hkl = SimInner::start("hkl", at(1), Arc::new(hkl::HklSim::new(today))).await?;
-        let zvcms = SimInner::start("zvcms", at(2), Arc::new(zvcms::ZvcmsSim::new(today))).await?;
+        let vendors: [(&'static str, Arc<dyn server::Vendor>); 3] = [
+            ("op", Arc::new(op::OpSim::new(today))),
+            ("hkl", Arc::new(hkl::HklSim::new(today))),
+            ("zvcms", Arc::new(zvcms::ZvcmsSim::new(today))),
+        ];
         let wx_state = Arc::new(wxcard::WxState::new(today));
-        let wx_sim = Arc::new(wxcard::WxcardSim::new(Arc::clone(&wx_state)));
-        let wxcard = SimInner::start("wxcard", at(3), wx_sim).await?;
-        let plain = |inner| SimHandle { inner, wx: None };
+        let wx_sim: Arc<dyn server::Vendor> =
+            Arc::new(wxcard::WxcardSim::new(Arc::clone(&wx_state)));
+        let mut started: Vec<Arc<SimInner>> = Vec::with_capacity(4);
+        let all = vendors
+            .into_iter()
+            .chain(std::iter::once(("wxcard", wx_sim)));
+        for (i, (id, vendor)) in all.enumerate() {
+            match SimInner::start(id, SocketAddr::new(ip, ports[i]), vendor).await {
+                Ok(inner) => started.push(inner),
+                Err(e) => {
+                    // do not leave the ones already started listening
+                    for inner in &started {
+                        inner.shutdown();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut it = started.into_iter();
+        let mut next = |wx: Option<Arc<wxcard::WxState>>| {
+            it.next()
+                .map(|inner| SimHandle { inner, wx })
+                .ok_or_else(|| std::io::Error::other("sandbox: a simulator did not start"))
+        };
         Ok(Sandbox {
-            op: plain(op),
-            hkl: plain(hkl),
-            zvcms: plain(zvcms),
-            wxcard: SimHandle {
-                inner: wxcard,
-                wx: Some(wx_state),
-            },
+            op: next(None)?,
+            hkl: next(None)?,
+            zvcms: next(None)?,
+            wxcard: next(Some(wx_state))?,
         })
     }
 

@@ -36,11 +36,9 @@ pub(crate) struct SimRequest {
     pub path: String,
     /// Raw query string (without `?`), empty when absent.
     pub query: String,
-    #[allow(dead_code)] // read by wxcard
     pub headers: HeaderMap,
     pub body: Bytes,
     /// `http://host:port` as the client addressed us (for pagination links).
-    #[allow(dead_code)] // read by wxcard
     pub base_url: String,
 }
 
@@ -175,6 +173,11 @@ impl SimInner {
         }
         drop(slot);
         self.conn_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Stops for good (used when a sandbox fails to start completely).
+    pub fn shutdown(&self) {
+        self.stop_listening();
     }
 
     /// Re-binds the same port if we are not listening.
