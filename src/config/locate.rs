@@ -26,6 +26,8 @@ impl std::fmt::Display for Location {
 #[derive(Debug, Default, Clone)]
 pub struct YamlIndex {
     file: String,
+    /// Paths of scalars with a value (not `~`/`null`/empty).
+    valued: std::collections::HashSet<String>,
     positions: HashMap<String, Location>,
     key_order: HashMap<String, Vec<String>>,
 }
@@ -63,6 +65,11 @@ impl YamlIndex {
         }
     }
 
+    /// Whether the file gives `path` a non-null scalar value.
+    pub fn has_scalar_value(&self, path: &str) -> bool {
+        self.valued.contains(path)
+    }
+
     /// Keys of the mapping at `path` in file order (empty when the file has none there).
     pub fn keys(&self, path: &str) -> &[String] {
         self.key_order.get(path).map(Vec::as_slice).unwrap_or(&[])
@@ -92,7 +99,12 @@ impl YamlIndex {
             );
         }
         match node {
-            Node::Scalar(_) => {}
+            Node::Scalar(sc) => {
+                let v = sc.as_str();
+                if !(v.is_empty() || v == "~" || v == "null" || v == "Null" || v == "NULL") {
+                    self.valued.insert(path.clone());
+                }
+            }
             Node::Mapping(map) => {
                 let mut keys = Vec::with_capacity(map.len());
                 for (k, v) in map.iter() {

@@ -151,7 +151,12 @@ fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError
             message,
         });
     }
-    match r.items.first(doc) {
+    let found = r.items.all(doc);
+    if found.len() > 1 {
+        // a path such as `$.data[*]` selects the items themselves
+        return Ok(Judged::Items(found));
+    }
+    match found.first().copied() {
         None => Ok(Judged::Items(Vec::new())),
         Some(Value::Array(items)) => Ok(Judged::Items(items.iter().collect())),
         Some(obj @ Value::Object(_)) => Ok(Judged::Items(vec![obj])),
@@ -392,7 +397,8 @@ fn build_request(
     sorted_query.sort_by(|a, b| a.0.cmp(&b.0));
     values.request = Some(Rendered {
         method: op.method.as_str().to_owned(),
-        path: path.clone(),
+        // the path the vendor receives: base_url's own path, then the operation's
+        path: format!("{}{path}", op.vendor.base_path),
         body,
         sorted_query,
     });
@@ -415,7 +421,7 @@ fn build_request(
     }
     let rendered = values.request.take().expect("rendered above");
     let mut req = Request::builder().method(op.method.clone()).uri(&uri);
-    if op.body.is_some() {
+    if op.body.is_some() && !headers.iter().any(|(h, _)| h == http::header::CONTENT_TYPE) {
         req = req.header(http::header::CONTENT_TYPE, "application/json");
     }
     req = req.header(http::header::ACCEPT, "application/json");

@@ -51,6 +51,21 @@ impl JsonPath {
         &self.source
     }
 
+    /// Every value the path selects (a plain path selects at most one).
+    pub fn all<'a>(&self, v: &'a Value) -> Vec<&'a Value> {
+        match &self.plan {
+            PathPlan::Plain(_) => self.first(v).into_iter().collect(),
+            PathPlan::General(q) => js_path_process(q, v)
+                .map(|r| {
+                    r.into_iter()
+                        .map(|r| r.val)
+                        .filter(|v| !v.is_null())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     /// The first value the path selects that is not null.
     pub fn first<'a>(&self, v: &'a Value) -> Option<&'a Value> {
         match &self.plan {
@@ -207,6 +222,7 @@ impl Condition {
 pub struct FieldSpec {
     when: Option<Condition>,
     source: Source,
+    /// Vendor value → canonical value (exact text first, then loosely: `1.0` finds `"1"`).
     map: Option<(HashMap<String, Value>, Option<Value>)>,
     convert: Convert,
     add_days: Option<JsonPath>,
@@ -279,6 +295,16 @@ impl FieldSpec {
                 "a field has exactly one of `path`, `value` or `first_of`".to_owned(),
             ));
         }
+        if m.contains_key("first_of")
+            && let Some(k) = ["map", "default", "convert", "time", "add_days", "names_key"]
+                .iter()
+                .find(|k| m.contains_key(**k))
+        {
+            return Err(at(
+                k,
+                format!("`{k}` beside `first_of` would do nothing: put it in each alternative"),
+            ));
+        }
         let source = if let Some(p) = m.get("path") {
             let paths = match p {
                 Value::String(s) => vec![s.as_str()],
@@ -298,6 +324,19 @@ impl FieldSpec {
                     .collect::<Result<_, _>>()?,
             )
         } else if let Some(v) = m.get("value") {
+            if let FieldType::Enum(allowed) = def.ty
+                && !m.contains_key("map")
+                && !v.as_str().is_some_and(|s| allowed.contains(&s))
+            {
+                return Err(at(
+                    "value",
+                    format!(
+                        "not a canonical {} (one of: {})",
+                        def.name,
+                        allowed.join(", ")
+                    ),
+                ));
+            }
             Source::Const(v.clone())
         } else {
             let Some(Value::Array(items)) = m.get("first_of") else {
@@ -383,6 +422,12 @@ impl FieldSpec {
             },
             Some(_) => return Err(at("convert", "the name of a conversion".to_owned())),
         };
+        if m.contains_key("names_key") && !matches!(convert, Convert::Names(_)) {
+            return Err(at(
+                "names_key",
+                "`names_key` goes with `convert: names`".to_owned(),
+            ));
+        }
         if let Some(t) = m.get("time") {
             if !matches!(convert, Convert::Natural) {
                 return Err(at(
@@ -443,7 +488,7 @@ impl FieldSpec {
         } else {
             Err((
                 "convert".to_owned(),
-                format!("this conversion does not produce a `{}`", def.name),
+                format!("this conversion does not fit the field `{}`", def.name),
             ))
         }
     }
@@ -464,7 +509,13 @@ impl FieldSpec {
             None => raw,
             Some((table, default)) => {
                 let key = convert::text(&raw)?;
-                match table.get(&key) {
+                let found = table.get(&key).or_else(|| {
+                    table
+                        .iter()
+                        .find(|(k, _)| loosely_equal(&Value::String((*k).clone()), &raw))
+                        .map(|(_, v)| v)
+                });
+                match found {
                     Some(v) => v.clone(),
                     None => default.clone()?,
                 }
@@ -672,6 +723,8 @@ mod tests {
             PathPlan::General(_)
         ));
         assert!(JsonPath::compile("$.data[?(@.a == )]").is_err());
+        let every = JsonPath::compile("$.data.list[*]").unwrap();
+        assert_eq!(every.all(&doc).len(), 2);
     }
 
     #[test]
@@ -691,7 +744,19 @@ mod tests {
         let pct = json!({"path": "$.ticketAmount", "when": {"path": "$.ticketType", "in": [2]}, "convert": "zhe_to_percent_off"});
         assert_eq!(eval(pct, "percent_off", item.clone()), Some(json!(15.0)));
         let status = json!({"path": "$.useStatus", "map": {"2": "usable", "3": "frozen"}});
-        assert_eq!(eval(status, "status", item.clone()), Some(json!("frozen")));
+        assert_eq!(
+            eval(status.clone(), "status", item.clone()),
+            Some(json!("frozen"))
+        );
+        // map keys match loosely: 3.0 and "03" find "3"
+        assert_eq!(
+            eval(status.clone(), "status", json!({"useStatus": 3.0})),
+            Some(json!("frozen"))
+        );
+        assert_eq!(
+            eval(status, "status", json!({"useStatus": "03"})),
+            Some(json!("frozen"))
+        );
         let kind = json!({"path": "$.ticketType", "map": {"1": "cash"}, "default": "other"});
         assert_eq!(eval(kind, "kind", item), Some(json!("other")));
     }

@@ -49,6 +49,8 @@ pub struct VendorPlan {
     pub base_url: String,
     /// `scheme://authority`, for resolving relative links in answers.
     pub origin: String,
+    /// The path part of `base_url` (`""` or `/prefix`), part of what a vendor signs.
+    pub base_path: String,
     pub timeout: Duration,
     pub operations: Vec<String>,
 }
@@ -130,6 +132,20 @@ impl Plan {
         let cfg = &loaded.config;
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let server = &cfg.server;
+        for (key, ok) in [
+            ("server.body_limit_bytes", server.body_limit_bytes > 0),
+            ("server.request_timeout_ms", server.request_timeout_ms > 0),
+            ("server.max_concurrency", server.max_concurrency > 0),
+            (
+                "server.max_vendor_response_bytes",
+                server.max_vendor_response_bytes > 0,
+            ),
+        ] {
+            if !ok {
+                errors.push(loaded.error(key, "must be more than 0"));
+            }
+        }
         let route = &cfg.routes.coupons_query;
         if route.default_limit == 0 || route.default_limit > route.max_limit {
             errors.push(loaded.error(
@@ -237,11 +253,13 @@ fn compile_vendor(
         uri.scheme_str().unwrap_or("http"),
         uri.authority().map(|a| a.as_str()).unwrap_or_default()
     );
+    let base_path = uri.path().trim_end_matches('/').to_owned();
     Some(Arc::new(VendorPlan {
         id: id.to_owned(),
         display_name: v.display_name.clone(),
         base_url: base.to_owned(),
         origin,
+        base_path,
         timeout: Duration::from_millis(v.timeout_ms),
         operations: v.operations.keys().cloned().collect(),
     }))
@@ -256,6 +274,25 @@ fn credentials_of(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<ConfigError>,
 ) -> Vec<SecretString> {
+    for (name, value) in &v.credentials {
+        let path = format!("vendors.{id}.credentials.{name}");
+        if !valid_vendor_id(name) {
+            errors.push(loaded.error(
+                &path,
+                "a credential name is lowercase letters, digits and `_` (environment variables cannot reach others)",
+            ));
+        }
+        // a value from the environment or the sandbox is fine; one written in the file is not
+        if value.is_some() && loaded.index.has_scalar_value(&path) {
+            warnings.push(loaded.error(
+                &path,
+                format!(
+                    "credential `{name}` has a value in the file: keep secrets in {} instead",
+                    env_var_for(&path)
+                ),
+            ));
+        }
+    }
     v.credentials
         .iter()
         .map(|(name, value)| match value.as_deref() {
@@ -353,7 +390,13 @@ impl Scope for OpScope<'_> {
                 (Some(_), "size") => Ok(Ref::PageSize),
                 (Some(PagingStyle::PageNumber), "number") => Ok(Ref::PageNumber),
                 (Some(PagingStyle::Cursor), "cursor") => Ok(Ref::PageCursor),
-                (Some(style), _) => Err(format!("`{name}` is not available with paging style {style:?}")),
+                (Some(style), _) => Err(format!(
+                    "`{name}` is not available with paging style {}",
+                    match style {
+                        PagingStyle::PageNumber => "page_number (use page.number, page.size)",
+                        PagingStyle::Cursor => "cursor (use page.cursor, page.size)",
+                    }
+                )),
             },
             ("request", r) if self.in_step => match r {
                 "method" => Ok(Ref::RequestMethod),
@@ -454,6 +497,12 @@ impl OpCompiler<'_> {
                             format!("step `{}` comes after a signing step, so the request is already rendered: move it before", s.name),
                         );
                     }
+                    if scope.vars.contains(v) {
+                        self.err(
+                            &format!("{at}.into"),
+                            format!("another step already puts its result in `{v}`"),
+                        );
+                    }
                     if let Placement::Body(field) = &s.into {
                         body_fields.push((field.clone(), scope.vars.len(), at.clone()));
                     }
@@ -486,18 +535,32 @@ impl OpCompiler<'_> {
 
         let req = &op.request;
         let method = match Method::from_str(&req.method.to_ascii_uppercase()) {
-            Ok(m) => m,
-            Err(_) => {
+            Ok(m)
+                if [
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ]
+                .contains(&m) =>
+            {
+                m
+            }
+            _ => {
                 self.err(
                     "request.method",
-                    format!("`{}` is not an HTTP method", req.method),
+                    format!(
+                        "`{}` is not one of GET, POST, PUT, PATCH, DELETE",
+                        req.method
+                    ),
                 );
                 Method::GET
             }
         };
         let path = self.template(&req.path, &scope, "request.path");
         if !req.path.starts_with('/') {
-            self.err("request.path", "starts with `/`");
+            self.err("request.path", "must start with `/`");
         }
         let query: Vec<(String, Template)> = req
             .query
@@ -794,6 +857,61 @@ mod tests {
         assert!(find("no credential `secrt`").contains("declared: client, secret"));
         assert!(find("not a canonical kind").contains("fields.kind.map.2"));
         assert!(find("ends in raw bytes").contains("steps.0.apply"));
+    }
+
+    #[test]
+    fn quiet_mistakes_are_caught_too() {
+        let cases = [
+            (
+                "method: POST\n          path: /op",
+                "method: PSOT\n          path: /op",
+                "not one of GET",
+            ),
+            (
+                "kind: {path: $.cpnType, map: {\"0\": cash}, default: other}",
+                "kind: {value: coupon}",
+                "not a canonical kind",
+            ),
+            (
+                "kind: {path: $.cpnType, map: {\"0\": cash}, default: other}",
+                "kind: {first_of: [$.cpnType], map: {\"0\": cash}}",
+                "beside `first_of`",
+            ),
+            (
+                "            into: {query: sign}",
+                "            into: {var: sign}\n          - name: again\n            input: x\n            apply: [md5, hex_lower]\n            into: {var: sign}",
+                "already puts its result",
+            ),
+            ("      client: ~", "      Client: ~", "lowercase"),
+            (
+                "  max_concurrency: 1024",
+                "  max_concurrency: 0",
+                "must be more than 0",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(ROUTES.contains(from), "fixture text moved: {from}");
+            let errors = compile(&ROUTES.replacen(from, to, 1)).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.message.contains(want)),
+                "{want}: {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_credential_written_in_the_file_is_a_warning() {
+        let (_, warnings) = compile(&ROUTES.replace(
+            "      secret: ~                    # CGW_VENDORS__OP",
+            "      secret: hunter2 # CGW_VENDORS__OP",
+        ))
+        .unwrap();
+        let w = warnings
+            .iter()
+            .find(|w| w.path == "vendors.op.credentials.secret")
+            .unwrap();
+        assert!(w.message.contains("has a value in the file"), "{w}");
+        assert!(!w.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -104,8 +104,9 @@ pub trait Values {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
-    #[error("`{0}` is not a number")]
-    NotANumber(String),
+    /// The value is not quoted: it may be a credential.
+    #[error("a `| number` placeholder did not render a number")]
+    NotANumber,
 }
 
 impl Template {
@@ -115,6 +116,9 @@ impl Template {
         let mut rest = source;
         while let Some(start) = rest.find("{{") {
             if start > 0 {
+                if rest[..start].contains("}}") {
+                    return Err(format!("stray `}}}}` in template `{source}`"));
+                }
                 parts.push(Part::Lit(rest[..start].to_owned()));
             }
             let after = &rest[start + 2..];
@@ -369,7 +373,7 @@ fn render_hole(p: Placeholder, values: &dyn Values) -> Result<Option<Value>, Ren
             Some(t) => Some(
                 serde_json::from_str::<serde_json::Number>(t.trim())
                     .map(Value::Number)
-                    .map_err(|_| RenderError::NotANumber(t.into_owned()))?,
+                    .map_err(|_| RenderError::NotANumber)?,
             ),
         },
     })
@@ -440,6 +444,11 @@ mod tests {
         );
         assert!(Template::compile("x}}", &S).unwrap_err().contains("stray"));
         assert!(
+            Template::compile("{{member.id}} }} {{member.id}}", &S)
+                .unwrap_err()
+                .contains("stray")
+        );
+        assert!(
             Template::compile("{{member.id | upper}}", &S)
                 .unwrap_err()
                 .contains("unknown filter")
@@ -475,10 +484,7 @@ mod tests {
     #[test]
     fn number_filter_rejects_text() {
         let t = JsonTemplate::Text(Template::compile("{{member.id | number}}", &S).unwrap());
-        assert_eq!(
-            t.render(&V, &mut Vec::new()),
-            Err(RenderError::NotANumber("K1".into()))
-        );
+        assert_eq!(t.render(&V, &mut Vec::new()), Err(RenderError::NotANumber));
     }
 
     #[test]
