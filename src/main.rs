@@ -74,6 +74,7 @@ fn validate(path: &str) -> ExitCode {
         Ok(l) => l,
         Err(errors) => {
             print_errors(&errors);
+            eprintln!("{path}: {} error(s)", errors.len());
             return ExitCode::from(1);
         }
     };
@@ -141,7 +142,12 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
             }
         };
         match Plan::compile(&loaded, Credentials::Required) {
-            Ok((p, _)) => (p, None),
+            Ok((p, warnings)) => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                (p, None)
+            }
             Err(errors) => {
                 print_errors(&errors);
                 return ExitCode::from(1);

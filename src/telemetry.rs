@@ -54,6 +54,12 @@ pub fn record_vendor_call(vendor: &str, operation: &str, outcome: &'static str, 
     metrics::histogram!(VENDOR_DURATION, &labels[..2]).record(latency.as_secs_f64());
 }
 
+pub const VENDOR_RETRIES: &str = "cgw_vendor_retries_total";
+
+pub fn record_retry(vendor: &str, operation: &str) {
+    metrics::counter!(VENDOR_RETRIES, "vendor" => vendor.to_owned(), "operation" => operation.to_owned()).increment(1);
+}
+
 pub fn record_http(route: &'static str, status: u16, latency: Duration) {
     metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
     metrics::histogram!(HTTP_DURATION, "route" => route).record(latency.as_secs_f64());

@@ -10,7 +10,7 @@ use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits};
 use crate::config::IdentityKind;
 use crate::engine::cache::{Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
-use crate::engine::fanout::{self, Failure, call_with_deadline};
+use crate::engine::fanout::{self, call_with_deadline};
 use crate::engine::plan::OperationPlan;
 
 /// Answers one query; `bypass_cache` when the caller sent `Cache-Control: no-cache`.
@@ -65,7 +65,8 @@ async fn ask(
     };
     let started = Instant::now();
     let fetch = async {
-        let attempt = call_with_deadline(op, &state.upstream, &input).await;
+        let attempt =
+            call_with_deadline(op, &state.upstream, &input, &state.guards[op.vendor.slot]).await;
         attempt.result
     };
     let (result, lookup, stale) = match &state.caches[op.slot] {
@@ -103,9 +104,11 @@ async fn ask(
             VendorResult {
                 source: Source {
                     vendor: vendor.to_owned(),
-                    outcome: match *e {
-                        Failure::Timeout(_) => Outcome::Timeout,
-                        Failure::Call(_) => Outcome::Error,
+                    outcome: match e.outcome() {
+                        "timeout" => Outcome::Timeout,
+                        "circuit_open" => Outcome::CircuitOpen,
+                        "rate_limited" => Outcome::RateLimited,
+                        _ => Outcome::Error,
                     },
                     count: served.map_or(0, |s| s.rows.len()),
                     latency_ms,

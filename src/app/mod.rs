@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::engine::cache::ResponseCache;
 use crate::engine::plan::Plan;
+use crate::engine::resilience::VendorGuard;
 use crate::engine::upstream::Upstream;
 
 /// Everything a request needs, built once at start-up.
@@ -18,6 +19,8 @@ pub struct AppState {
     pub upstream: Upstream,
     /// Response caches by operation slot.
     pub caches: Vec<Option<ResponseCache>>,
+    /// Breakers, limits and retry budgets by vendor slot.
+    pub guards: Vec<VendorGuard>,
     pub metrics: PrometheusHandle,
     ready: AtomicBool,
 }
@@ -30,10 +33,16 @@ impl AppState {
         for op in &plan.coupons_query.targets {
             caches[op.slot] = op.cache.as_ref().map(ResponseCache::new);
         }
+        let guards = plan
+            .vendors
+            .iter()
+            .map(|v| VendorGuard::new(&v.retry, v.circuit.as_ref(), v.limits.as_ref()))
+            .collect();
         Arc::new(AppState {
             plan: Arc::new(plan),
             upstream,
             caches,
+            guards,
             metrics: crate::telemetry::install_metrics(),
             ready: AtomicBool::new(true),
         })
@@ -61,7 +70,7 @@ impl AppState {
                     "base_url": v.base_url,
                     "timeout_ms": v.timeout.as_millis() as u64,
                     "operations": v.operations,
-                    "circuit": "closed",
+                    "circuit": self.guards[v.slot].circuit().as_str(),
                 })
             })
             .collect();

@@ -100,6 +100,89 @@ pub struct VendorConfig {
     pub credentials: BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub operations: BTreeMap<String, OperationConfig>,
+    /// Retries of read operations (none by default).
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Circuit breaker; absent = calls are never refused.
+    #[serde(default)]
+    pub circuit: Option<CircuitConfig>,
+    /// Outbound limits (vendors publish QPS quotas); absent = unlimited.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Retries of reads: only after connect errors, 5xx answers and attempt timeouts, each
+/// re-signed, with jittered exponential backoff, within the vendor deadline and the budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Deadline of one attempt; 0 = the vendor's whole `timeout_ms`.
+    pub attempt_timeout_ms: u64,
+    /// First backoff; each retry doubles it, with full jitter.
+    pub backoff_ms: u64,
+    /// Retries may be at most this share of calls (over ten seconds), so a sick vendor is not
+    /// hammered.
+    pub budget_percent: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 1,
+            attempt_timeout_ms: 0,
+            backoff_ms: 25,
+            budget_percent: 20,
+        }
+    }
+}
+
+/// A circuit breaker per vendor: opens when the failure rate over a window passes a
+/// threshold, fails fast while open, lets a few probes through after `open_ms`, and closes on
+/// their success.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitConfig {
+    pub failure_rate_percent: u32,
+    /// Calls the window needs before the rate counts.
+    pub min_calls: u32,
+    pub window_ms: u64,
+    pub open_ms: u64,
+    pub half_open_probes: u32,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failure_rate_percent: 50,
+            min_calls: 20,
+            window_ms: 10_000,
+            open_ms: 5_000,
+            half_open_probes: 2,
+        }
+    }
+}
+
+/// Outbound limits of one vendor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Calls in flight at once.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Calls per second (token bucket), with `burst` calls at once.
+    #[serde(default)]
+    pub rps: Option<u32>,
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// How long a call may wait for room before it is reported `rate_limited`.
+    #[serde(default = "default_queue_ms")]
+    pub queue_ms: u64,
+}
+
+fn default_queue_ms() -> u64 {
+    50
 }
 
 fn default_vendor_timeout() -> u64 {
@@ -125,6 +208,17 @@ pub struct OperationConfig {
     /// Response cache of this (read) operation; absent = no cache.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// `read` operations may be retried and cached; `write` ones never are.
+    #[serde(default)]
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    #[default]
+    Read,
+    Write,
 }
 
 /// Caching of a read operation's answers, keyed on the canonical inputs that reach the

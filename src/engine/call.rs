@@ -16,10 +16,11 @@ use serde_json::Value;
 use super::convert;
 use super::extract::loosely_equal;
 use super::plan::{OperationPlan, PagingPlan};
+use super::resilience::RetryPolicy;
 use super::steps::{PairStyle, Target};
 use super::template::{Ref, Values};
 use super::upstream::{TransportError, Upstream};
-use crate::config::PagingStyle;
+use crate::config::{Effect, PagingStyle};
 use crate::crypto;
 
 /// The canonical inputs of one vendor call.
@@ -76,6 +77,7 @@ pub async fn call(
     op: &OperationPlan,
     upstream: &Upstream,
     input: &CallInput,
+    retry: &RetryPolicy,
 ) -> Result<CallOutput, CallError> {
     let mut out = CallOutput::default();
     let mut page = PageState {
@@ -84,9 +86,9 @@ pub async fn call(
         cursor: None,
     };
     let mut seen_items: u64 = 0;
+    retry.deposit();
     loop {
-        let req = build_request(op, input, &page)?;
-        let res = upstream.exchange(req).await?;
+        let res = exchange_with_retries(op, upstream, input, &page, retry).await?;
         if !res.status().is_success() {
             return Err(CallError::Status(res.status().as_u16()));
         }
@@ -124,6 +126,41 @@ pub async fn call(
         }
     }
     Ok(out)
+}
+
+/// One page's exchange, retried for reads after connect errors, attempt timeouts and 5xx
+/// answers while attempts and budget last. Every attempt is built and signed afresh.
+async fn exchange_with_retries(
+    op: &OperationPlan,
+    upstream: &Upstream,
+    input: &CallInput,
+    page: &PageState,
+    retry: &RetryPolicy,
+) -> Result<http::Response<Bytes>, CallError> {
+    let mut attempt = 1;
+    loop {
+        let req = build_request(op, input, page)?;
+        let result = match retry.attempt_timeout {
+            Some(t) => tokio::time::timeout(t, upstream.exchange(req))
+                .await
+                .unwrap_or(Err(TransportError::AttemptTimeout(t))),
+            None => upstream.exchange(req).await,
+        };
+        let retriable = op.effect == Effect::Read
+            && match &result {
+                Ok(res) => res.status().is_server_error(),
+                Err(TransportError::Connect(_) | TransportError::AttemptTimeout(_)) => true,
+                Err(_) => false,
+            };
+        if retriable && retry.may_retry(attempt) {
+            tracing::debug!(vendor = %op.vendor.id, attempt, "retrying");
+            crate::telemetry::record_retry(&op.vendor.id, &op.name);
+            tokio::time::sleep(retry.backoff(attempt)).await;
+            attempt += 1;
+            continue;
+        }
+        return Ok(result?);
+    }
 }
 
 enum Judged<'a> {
@@ -424,7 +461,9 @@ fn build_request(
     if op.body.is_some() && !headers.iter().any(|(h, _)| h == http::header::CONTENT_TYPE) {
         req = req.header(http::header::CONTENT_TYPE, "application/json");
     }
-    req = req.header(http::header::ACCEPT, "application/json");
+    if !headers.iter().any(|(h, _)| h == http::header::ACCEPT) {
+        req = req.header(http::header::ACCEPT, "application/json");
+    }
     for (h, v) in headers {
         let v = HeaderValue::from_str(&v).map_err(|_| {
             CallError::Build(format!(

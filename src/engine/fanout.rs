@@ -8,7 +8,8 @@ use tracing::Instrument;
 
 use super::call::{CallError, CallInput, CallOutput, call};
 use super::plan::OperationPlan;
-use super::upstream::Upstream;
+use super::resilience::{Refusal, VendorGuard};
+use super::upstream::{TransportError, Upstream};
 use crate::telemetry;
 
 /// Why a vendor call produced nothing.
@@ -16,8 +17,25 @@ use crate::telemetry;
 pub enum Failure {
     #[error("no answer within {} ms", .0.as_millis())]
     Timeout(Duration),
+    #[error("circuit open: the vendor failed too often recently")]
+    CircuitOpen,
+    #[error("over the vendor's outbound limit")]
+    RateLimited,
     #[error(transparent)]
     Call(#[from] CallError),
+}
+
+impl Failure {
+    /// The `outcome` of API.md's `sources` entries.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Failure::Timeout(_)
+            | Failure::Call(CallError::Transport(TransportError::AttemptTimeout(_))) => "timeout",
+            Failure::CircuitOpen => "circuit_open",
+            Failure::RateLimited => "rate_limited",
+            Failure::Call(_) => "error",
+        }
+    }
 }
 
 /// The result of one vendor call and how long it took.
@@ -27,29 +45,35 @@ pub struct Attempt {
     pub latency: Duration,
 }
 
-/// Runs `op` for `input` within the vendor's deadline.
+/// Runs `op` for `input` within the vendor's deadline, behind the vendor's guard (breaker,
+/// limits, retries).
 pub async fn call_with_deadline(
     op: &OperationPlan,
     upstream: &Upstream,
     input: &CallInput,
+    guard: &VendorGuard,
 ) -> Attempt {
     let span = tracing::info_span!("vendor_call", vendor = %op.vendor.id, operation = %op.name, outcome = tracing::field::Empty);
     let started = Instant::now();
     let deadline = op.vendor.timeout;
-    let result = async {
-        match tokio::time::timeout(deadline, call(op, upstream, input)).await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(Failure::Call(e)),
-            Err(_) => Err(Failure::Timeout(deadline)),
-        }
-    }
-    .instrument(span.clone())
-    .await;
+    let guarded = async {
+        let admitted = guard.admit().await.map_err(|r| match r {
+            Refusal::CircuitOpen => Failure::CircuitOpen,
+            Refusal::RateLimited => Failure::RateLimited,
+        })?;
+        let result = call(op, upstream, input, &guard.retry).await;
+        // a call cut off by the deadline drops `admitted`, which counts as a failure
+        admitted.finish(result.is_ok());
+        result.map_err(Failure::Call)
+    };
+    let result = match tokio::time::timeout(deadline, guarded.instrument(span.clone())).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Timeout(deadline)),
+    };
     let latency = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(Failure::Timeout(_)) => "timeout",
-        Err(Failure::Call(_)) => "error",
+        Err(e) => e.outcome(),
     };
     span.record("outcome", outcome);
     if let Err(e) = &result {

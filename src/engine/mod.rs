@@ -7,6 +7,7 @@ pub mod convert;
 pub mod extract;
 pub mod fanout;
 pub mod plan;
+pub mod resilience;
 pub mod steps;
 pub mod template;
 pub mod upstream;

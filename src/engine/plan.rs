@@ -53,6 +53,11 @@ pub struct VendorPlan {
     pub base_path: String,
     pub timeout: Duration,
     pub operations: Vec<String>,
+    /// Index of this vendor's guard (breaker, limits, retry budget) in `AppState`.
+    pub slot: usize,
+    pub retry: crate::config::RetryConfig,
+    pub circuit: Option<crate::config::CircuitConfig>,
+    pub limits: Option<crate::config::LimitsConfig>,
 }
 
 /// One vendor operation, ready to run.
@@ -76,6 +81,7 @@ pub struct OperationPlan {
     pub paging: Option<PagingPlan>,
     pub mapper: ItemMapper,
     pub cache: Option<crate::config::CacheConfig>,
+    pub effect: crate::config::Effect,
     /// Index of this operation's runtime state (its cache) in `AppState`.
     pub slot: usize,
 }
@@ -165,7 +171,7 @@ impl Plan {
                     .push(loaded.error(&path, "a vendor id is lowercase letters, digits and `_`"));
                 continue;
             }
-            let Some(vendor) = compile_vendor(loaded, &id, v, &mut errors) else {
+            let Some(vendor) = compile_vendor(loaded, vendors.len(), &id, v, &mut errors) else {
                 continue;
             };
             let secrets = credentials_of(loaded, &id, v, credentials, &mut errors, &mut warnings);
@@ -228,6 +234,7 @@ fn valid_vendor_id(id: &str) -> bool {
 
 fn compile_vendor(
     loaded: &LoadedConfig,
+    slot: usize,
     id: &str,
     v: &VendorConfig,
     errors: &mut Vec<ConfigError>,
@@ -248,6 +255,29 @@ fn compile_vendor(
     if v.timeout_ms == 0 {
         errors.push(loaded.error(&format!("vendors.{id}.timeout_ms"), "must be more than 0"));
     }
+    if v.retry.max_attempts == 0 {
+        errors.push(loaded.error(
+            &format!("vendors.{id}.retry.max_attempts"),
+            "is at least 1 (1 = no retry)",
+        ));
+    }
+    if v.retry.max_attempts > 1 && v.retry.attempt_timeout_ms >= v.timeout_ms {
+        errors.push(loaded.error(
+            &format!("vendors.{id}.retry.attempt_timeout_ms"),
+            "set it below timeout_ms, or a timed-out attempt leaves no time to retry",
+        ));
+    }
+    if let Some(c) = &v.circuit
+        && (c.failure_rate_percent == 0
+            || c.failure_rate_percent > 100
+            || c.open_ms == 0
+            || c.window_ms == 0)
+    {
+        errors.push(loaded.error(
+            &format!("vendors.{id}.circuit"),
+            "failure_rate_percent is 1–100; open_ms and window_ms are more than 0",
+        ));
+    }
     let origin = format!(
         "{}://{}",
         uri.scheme_str().unwrap_or("http"),
@@ -262,6 +292,10 @@ fn compile_vendor(
         base_path,
         timeout: Duration::from_millis(v.timeout_ms),
         operations: v.operations.keys().cloned().collect(),
+        slot,
+        retry: v.retry.clone(),
+        circuit: v.circuit.clone(),
+        limits: v.limits.clone(),
     }))
 }
 
@@ -609,10 +643,13 @@ impl OpCompiler<'_> {
                 None => body = Some(JsonTemplate::Object(vec![(field, t)])),
             }
         }
-        if body.is_some() && matches!(method, Method::GET | Method::HEAD) {
-            self.err("request.body", "a GET or HEAD request has no body");
+        if body.is_some() && method == Method::GET && req.method.eq_ignore_ascii_case("GET") {
+            self.err("request.body", "a GET request has no body");
         }
 
+        if op.cache.is_some() && op.effect == crate::config::Effect::Write {
+            self.err("cache", "a write operation is never cached");
+        }
         if let Some(c) = &op.cache
             && (c.ttl_ms == 0 || c.max_bytes == 0)
         {
@@ -645,6 +682,7 @@ impl OpCompiler<'_> {
             paging,
             mapper: mapper?,
             cache: op.cache.clone(),
+            effect: op.effect,
             slot: 0,
         })
     }

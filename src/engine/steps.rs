@@ -339,7 +339,7 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
         }
         _ => Err((
             "input".to_owned(),
-            "must be a template string or a `sorted` mapping".to_owned(),
+            "must be a template string, `{json: …}` or a `sorted` mapping".to_owned(),
         )),
     }
 }

@@ -24,6 +24,8 @@ pub enum TransportError {
     TooLarge(u64),
     #[error("answer cut off: {0}")]
     Body(String),
+    #[error("no answer within {} ms", .0.as_millis())]
+    AttemptTimeout(std::time::Duration),
 }
 
 #[derive(Clone)]

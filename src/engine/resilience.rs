@@ -1,0 +1,476 @@
+//! Per-vendor protection of the vendor and of the gateway: a circuit breaker, outbound
+//! concurrency and rate limits, and the retry policy with its budget.
+//!
+//! The breaker is written here rather than taken from a crate: the one candidate (failsafe)
+//! judges an exponential moving average that cannot open during the first whole-second window
+//! after start or after closing, admits any number of calls while half-open, and does not
+//! expose its state, which `GET /v1/vendors` must show. This one counts the failure rate of
+//! the calls in a rolling window, lets a fixed number of probes through, and says its state.
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::config::{CircuitConfig, LimitsConfig, RetryConfig};
+
+/// Why a call was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    CircuitOpen,
+    RateLimited,
+}
+
+/// Circuit state, as `GET /v1/vendors` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}
+
+const BUCKETS: u32 = 10;
+
+#[derive(Debug)]
+struct BreakerState {
+    mode: Mode,
+    /// (bucket start, successes, failures), oldest first.
+    window: VecDeque<(Instant, u32, u32)>,
+    probes_in_flight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    cfg: CircuitConfig,
+    state: Mutex<BreakerState>,
+}
+
+/// A call the breaker let through; `probe` when it tests a half-open circuit.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    probe: bool,
+}
+
+impl Breaker {
+    pub fn new(cfg: CircuitConfig) -> Breaker {
+        Breaker {
+            cfg,
+            state: Mutex::new(BreakerState {
+                mode: Mode::Closed,
+                window: VecDeque::new(),
+                probes_in_flight: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn state(&self) -> CircuitState {
+        match self.lock().mode {
+            Mode::Closed => CircuitState::Closed,
+            // an expired open period is half-open for the next caller
+            Mode::Open { until } if Instant::now() >= until => CircuitState::HalfOpen,
+            Mode::Open { .. } => CircuitState::Open,
+            Mode::HalfOpen => CircuitState::HalfOpen,
+        }
+    }
+
+    /// Asks to make a call.
+    pub fn admit(&self) -> Option<Ticket> {
+        let mut s = self.lock();
+        if let Mode::Open { until } = s.mode {
+            if Instant::now() < until {
+                return None;
+            }
+            s.mode = Mode::HalfOpen;
+            s.probes_in_flight = 0;
+            tracing::info!("circuit half-open: probing");
+        }
+        match s.mode {
+            Mode::Closed => Some(Ticket { probe: false }),
+            Mode::HalfOpen if s.probes_in_flight < self.cfg.half_open_probes.max(1) => {
+                s.probes_in_flight += 1;
+                Some(Ticket { probe: true })
+            }
+            _ => None,
+        }
+    }
+
+    /// Records how an admitted call went.
+    pub fn record(&self, ticket: Ticket, ok: bool) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        if ticket.probe {
+            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+            if s.mode != Mode::HalfOpen {
+                return;
+            }
+            if ok {
+                s.mode = Mode::Closed;
+                s.window.clear();
+                tracing::info!("circuit closed: a probe succeeded");
+            } else {
+                self.open(&mut s, now);
+            }
+            return;
+        }
+        if s.mode != Mode::Closed {
+            return; // a call admitted before the circuit opened
+        }
+        let window = Duration::from_millis(self.cfg.window_ms.max(1));
+        let bucket = window / BUCKETS;
+        while s
+            .window
+            .front()
+            .is_some_and(|(start, _, _)| now.duration_since(*start) >= window)
+        {
+            s.window.pop_front();
+        }
+        match s.window.back_mut() {
+            Some((start, okc, failc)) if now.duration_since(*start) < bucket => {
+                if ok {
+                    *okc += 1
+                } else {
+                    *failc += 1
+                }
+            }
+            _ => s.window.push_back((now, u32::from(ok), u32::from(!ok))),
+        }
+        let (oks, fails) = s.window.iter().fold((0u64, 0u64), |(a, b), (_, o, f)| {
+            (a + u64::from(*o), b + u64::from(*f))
+        });
+        let total = oks + fails;
+        if !ok
+            && total >= u64::from(self.cfg.min_calls.max(1))
+            && fails * 100 >= u64::from(self.cfg.failure_rate_percent) * total
+        {
+            self.open(&mut s, now);
+        }
+    }
+
+    fn open(&self, s: &mut BreakerState, now: Instant) {
+        s.mode = Mode::Open {
+            until: now + Duration::from_millis(self.cfg.open_ms),
+        };
+        s.window.clear();
+        tracing::warn!(open_ms = self.cfg.open_ms, "circuit opened");
+    }
+}
+
+/// The protections of one vendor, shared by all its operations.
+pub struct VendorGuard {
+    pub breaker: Option<Arc<Breaker>>,
+    concurrency: Option<Arc<Semaphore>>,
+    rate: Option<DefaultDirectRateLimiter>,
+    queue: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// What an admitted call holds until it ends. Dropped without `finish` (the call was
+/// cancelled by its deadline), it counts as a failure.
+pub struct Admitted {
+    breaker: Option<(Arc<Breaker>, Ticket)>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Admitted {
+    /// Records how the call went.
+    pub fn finish(mut self, ok: bool) {
+        if let Some((b, t)) = self.breaker.take() {
+            b.record(t, ok);
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some((b, t)) = self.breaker.take() {
+            b.record(t, false);
+        }
+    }
+}
+
+impl VendorGuard {
+    pub fn new(
+        retry: &RetryConfig,
+        circuit: Option<&CircuitConfig>,
+        limits: Option<&LimitsConfig>,
+    ) -> VendorGuard {
+        let rate = limits.and_then(|l| {
+            let rps = NonZeroU32::new(l.rps?)?;
+            let burst = l.burst.and_then(NonZeroU32::new).unwrap_or(rps);
+            Some(RateLimiter::direct(
+                Quota::per_second(rps).allow_burst(burst),
+            ))
+        });
+        VendorGuard {
+            breaker: circuit.cloned().map(|c| Arc::new(Breaker::new(c))),
+            concurrency: limits
+                .and_then(|l| l.max_concurrency)
+                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
+            rate,
+            queue: Duration::from_millis(limits.map_or(0, |l| l.queue_ms)),
+            retry: RetryPolicy::new(retry),
+        }
+    }
+
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker
+            .as_ref()
+            .map_or(CircuitState::Closed, |b| b.state())
+    }
+
+    /// Admits a call: the breaker first (fail fast), then the outbound limits, waiting at
+    /// most `queue_ms` for room.
+    pub async fn admit(&self) -> Result<Admitted, Refusal> {
+        let breaker = match &self.breaker {
+            Some(b) => Some((b.clone(), b.admit().ok_or(Refusal::CircuitOpen)?)),
+            None => None,
+        };
+        // from here a refusal drops `admitted`, which frees a probe slot as a failure would
+        let mut admitted = Admitted {
+            breaker,
+            _permit: None,
+        };
+        if let Some(sem) = &self.concurrency {
+            match tokio::time::timeout(self.queue, sem.clone().acquire_owned()).await {
+                Ok(Ok(p)) => admitted._permit = Some(p),
+                _ => return Err(Self::unused(admitted)),
+            }
+        }
+        if let Some(rate) = &self.rate
+            && tokio::time::timeout(self.queue, rate.until_ready())
+                .await
+                .is_err()
+        {
+            return Err(Self::unused(admitted));
+        }
+        Ok(admitted)
+    }
+
+    /// A call refused by the limits never reached the vendor: it frees its probe slot
+    /// without counting as a vendor failure.
+    fn unused(mut admitted: Admitted) -> Refusal {
+        if let Some((b, t)) = admitted.breaker.take()
+            && t.probe
+        {
+            let mut s = b.lock();
+            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+        }
+        Refusal::RateLimited
+    }
+}
+
+/// Retries of reads, bounded by attempts, the vendor deadline and a budget.
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub attempt_timeout: Option<Duration>,
+    backoff: Duration,
+    budget: Option<TpsBudget>,
+}
+
+impl RetryPolicy {
+    fn new(cfg: &RetryConfig) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: cfg.max_attempts.max(1),
+            attempt_timeout: (cfg.attempt_timeout_ms > 0)
+                .then(|| Duration::from_millis(cfg.attempt_timeout_ms)),
+            backoff: Duration::from_millis(cfg.backoff_ms),
+            // a few retries per second are always allowed, so a quiet vendor can still retry
+            budget: (cfg.max_attempts > 1).then(|| {
+                TpsBudget::new(
+                    Duration::from_secs(10),
+                    1,
+                    cfg.budget_percent as f32 / 100.0,
+                )
+            }),
+        }
+    }
+
+    /// Counts a first attempt towards the budget.
+    pub fn deposit(&self) {
+        if let Some(b) = &self.budget {
+            b.deposit();
+        }
+    }
+
+    /// Whether another attempt may follow attempt number `attempt` (1-based).
+    pub fn may_retry(&self, attempt: u32) -> bool {
+        attempt < self.max_attempts && self.budget.as_ref().is_some_and(Budget::withdraw)
+    }
+
+    /// Full-jitter exponential backoff before attempt `attempt + 1`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        use rand::RngExt;
+        let cap = self.backoff.saturating_mul(1 << attempt.min(10));
+        let ms = cap.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(0..=ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(min_calls: u32, open_ms: u64, probes: u32) -> Breaker {
+        Breaker::new(CircuitConfig {
+            failure_rate_percent: 50,
+            min_calls,
+            window_ms: 10_000,
+            open_ms,
+            half_open_probes: probes,
+        })
+    }
+
+    fn call(b: &Breaker, ok: bool) -> bool {
+        match b.admit() {
+            Some(t) => {
+                b.record(t, ok);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_at_the_failure_rate_then_probes_and_closes() {
+        let b = breaker(4, 1_000, 2);
+        assert!(call(&b, true));
+        assert!(call(&b, false));
+        assert!(call(&b, false));
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "3 calls are fewer than min_calls"
+        );
+        assert!(call(&b, false));
+        assert_eq!(b.state(), CircuitState::Open, "3 of 4 failed");
+        assert!(!call(&b, true), "open: fails fast");
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        // two probes at most while half-open
+        let p1 = b.admit().unwrap();
+        let p2 = b.admit().unwrap();
+        assert!(b.admit().is_none());
+        b.record(p1, true);
+        assert_eq!(b.state(), CircuitState::Closed);
+        b.record(p2, false); // a late probe result changes nothing once closed
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens() {
+        let b = breaker(1, 500, 1);
+        assert!(call(&b, false));
+        assert_eq!(b.state(), CircuitState::Open);
+        tokio::time::advance(Duration::from_millis(501)).await;
+        assert!(call(&b, false));
+        assert_eq!(b.state(), CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_leave_the_window() {
+        let b = breaker(4, 1_000, 1);
+        for _ in 0..3 {
+            call(&b, false);
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        call(&b, false);
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "only one failure is in the window"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_after_the_queue_time() {
+        let limits = LimitsConfig {
+            max_concurrency: Some(1),
+            rps: None,
+            burst: None,
+            queue_ms: 20,
+        };
+        let g = VendorGuard::new(&RetryConfig::default(), None, Some(&limits));
+        let held = g.admit().await.unwrap();
+        assert_eq!(g.admit().await.err(), Some(Refusal::RateLimited));
+        held.finish(true);
+        assert!(g.admit().await.is_ok());
+
+        let rate = LimitsConfig {
+            max_concurrency: None,
+            rps: Some(1),
+            burst: Some(2),
+            queue_ms: 10,
+        };
+        let g = VendorGuard::new(&RetryConfig::default(), None, Some(&rate));
+        assert!(g.admit().await.is_ok());
+        assert!(g.admit().await.is_ok());
+        assert_eq!(
+            g.admit().await.err(),
+            Some(Refusal::RateLimited),
+            "burst of 2 spent"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_cancelled_by_its_deadline_counts_as_a_failure() {
+        let cfg = CircuitConfig {
+            failure_rate_percent: 50,
+            min_calls: 1,
+            window_ms: 1_000,
+            open_ms: 1_000,
+            half_open_probes: 1,
+        };
+        let g = VendorGuard::new(&RetryConfig::default(), Some(&cfg), None);
+        let admitted = g.admit().await.unwrap();
+        drop(admitted);
+        assert_eq!(g.circuit(), CircuitState::Open);
+        assert_eq!(g.admit().await.err(), Some(Refusal::CircuitOpen));
+    }
+
+    #[test]
+    fn the_retry_budget_caps_retries_as_a_share_of_calls() {
+        let p = RetryPolicy::new(&RetryConfig {
+            max_attempts: 3,
+            attempt_timeout_ms: 0,
+            backoff_ms: 10,
+            budget_percent: 10,
+        });
+        for _ in 0..100 {
+            p.deposit();
+        }
+        let granted = (0..100).filter(|_| p.may_retry(1)).count();
+        // 10 % of 100 calls, plus the small per-second reserve
+        assert!((10..=25).contains(&granted), "{granted}");
+        assert!(!p.may_retry(3), "never past max_attempts");
+        let none = RetryPolicy::new(&RetryConfig::default());
+        assert!(!none.may_retry(1));
+        for a in 0..5 {
+            assert!(p.backoff(a) <= Duration::from_millis(10 << a));
+        }
+    }
+}
