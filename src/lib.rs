@@ -12,5 +12,6 @@ pub mod crypto;
 pub mod embedded;
 pub mod engine;
 pub mod http;
+pub mod idempotency;
 pub mod sandbox;
 pub mod telemetry;
