@@ -205,7 +205,15 @@ async fn zvcms_tokens_verify_and_every_request_has_a_fresh_nonce() {
     )
     .await;
     for _ in 0..3 {
-        let a = ask(&gw, json!({"ids": {"zvcms": "383933091455959041"}})).await;
+        // no-cache: every query reaches the vendor (the empty answer would be cached)
+        let a = support::send(
+            Request::post(gw.url("/v1/coupons/query"))
+                .header("content-type", "application/json")
+                .header("cache-control", "no-cache")
+                .body(Full::new(Bytes::from(json!({"member": {"ids": {"zvcms": "383933091455959041"}}}).to_string())))
+                .unwrap(),
+        )
+        .await;
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(
             a.body["sources"][0]["outcome"], "ok",
