@@ -210,7 +210,9 @@ async fn zvcms_tokens_verify_and_every_request_has_a_fresh_nonce() {
             Request::post(gw.url("/v1/coupons/query"))
                 .header("content-type", "application/json")
                 .header("cache-control", "no-cache")
-                .body(Full::new(Bytes::from(json!({"member": {"ids": {"zvcms": "383933091455959041"}}}).to_string())))
+                .body(Full::new(Bytes::from(
+                    json!({"member": {"ids": {"zvcms": "383933091455959041"}}}).to_string(),
+                )))
                 .unwrap(),
         )
         .await;

@@ -115,6 +115,12 @@ pub async fn call(
                 }
             }
         }
+        if count > 0 && out.rows.is_empty() {
+            // every item of the answer failed to map: the vendor is answering garbage
+            return Err(CallError::Shape(format!(
+                "none of the {count} items could be read (see the gateway log)"
+            )));
+        }
         let Some(paging) = &op.paging else { break };
         if count == 0 || !more_pages(paging, &doc, &mut page, seen_items) {
             break;

@@ -1,0 +1,352 @@
+//! The fault suite: the gateway against sandbox vendors that misbehave, over real sockets.
+//! For every fault the answer comes within the vendor deadline plus a small margin, with the
+//! right outcome and no panic; tasks and memory stay bounded; and the cache, the breaker and
+//! the retry budget keep their promises.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use coupon_gateway::embedded::{self, ROUTES_YAML};
+use coupon_gateway::sandbox::data::{self};
+use coupon_gateway::sandbox::{Fault, Sandbox};
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+/// op's deadline in the shipped routes.yaml.
+const DEADLINE: Duration = Duration::from_millis(800);
+/// What the gateway may add to a vendor deadline (scheduling on a loaded 2-core CI machine).
+const MARGIN: Duration = Duration::from_millis(700);
+
+async fn gateway(sb: &Sandbox, edit: impl Fn(String) -> String) -> embedded::Running {
+    let plan =
+        embedded::sandbox_plan("routes.yaml", &edit(ROUTES_YAML.to_owned()), sb, false).unwrap();
+    embedded::start(
+        plan,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+}
+
+/// Asks for an op member's coupons, bypassing the cache unless `cached`.
+async fn ask_op(gw: &embedded::Running, cached: bool) -> support::Answer {
+    let mut req =
+        Request::post(gw.url("/v1/coupons/query")).header("content-type", "application/json");
+    if !cached {
+        req = req.header("cache-control", "no-cache");
+    }
+    let body = json!({"member": {"ids": {"op": data::OP_MEMBER}}});
+    support::send(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
+}
+
+fn op_source(a: &support::Answer) -> &Value {
+    &a.body["sources"][0]
+}
+
+/// Resident memory of this process in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_is_answered_in_time_with_the_right_outcome() {
+    let sb = Sandbox::start().await.unwrap();
+    // without stale-if-error and the breaker, so each fault shows as itself (both have their
+    // own tests; eleven faults in a row would rightly open the circuit)
+    let gw = gateway(&sb, |t| {
+        t.replace("stale_if_error_ms: 600000", "stale_if_error_ms: 0")
+            .replacen("min_calls: 20", "min_calls: 100000", 1)
+    })
+    .await;
+    let cases: Vec<(&str, Fault, &str, &str)> = vec![
+        (
+            "refused connection",
+            Fault::RefuseConnections,
+            "error",
+            "cannot connect",
+        ),
+        (
+            "reset mid-body",
+            Fault::ResetMidBody,
+            "error",
+            "answer cut off",
+        ),
+        ("HTTP 500", Fault::Status(500), "error", "HTTP 500"),
+        (
+            "HTML instead of JSON",
+            Fault::Html,
+            "error",
+            "answer is not JSON",
+        ),
+        (
+            "truncated JSON",
+            Fault::TruncatedJson,
+            "error",
+            "answer is not JSON",
+        ),
+        (
+            "10 MB body",
+            Fault::HugeBody(10 * 1024 * 1024),
+            "error",
+            "answer larger than 4194304 bytes",
+        ),
+        (
+            "deeply nested JSON",
+            Fault::DeepNesting(100_000),
+            "error",
+            "answer is not JSON",
+        ),
+        (
+            "slow first byte",
+            Fault::Delay(Duration::from_secs(5)),
+            "timeout",
+            "no answer within 800 ms",
+        ),
+        (
+            "slow trickling body",
+            Fault::TrickleBody(Duration::from_millis(100)),
+            "timeout",
+            "no answer within 800 ms",
+        ),
+        (
+            "wrong types in fields",
+            Fault::WrongTypes,
+            "error",
+            "items could be read",
+        ),
+        (
+            "business error",
+            Fault::BusinessError,
+            "error",
+            "vendor error 500: 系统异常",
+        ),
+    ];
+    for (name, fault, outcome, error) in cases {
+        sb.op.set_fault(fault);
+        let started = Instant::now();
+        let a = ask_op(&gw, false).await;
+        let took = started.elapsed();
+        sb.op.clear_fault();
+        let src = op_source(&a);
+        assert_eq!(
+            a.status,
+            if outcome == "timeout" { 504 } else { 502 },
+            "{name}: {}",
+            a.body
+        );
+        assert_eq!(
+            a.headers["content-type"], "application/problem+json",
+            "{name}"
+        );
+        assert_eq!(src["outcome"], outcome, "{name}: {src}");
+        assert!(
+            src["error"].as_str().unwrap().contains(error),
+            "{name}: {src}"
+        );
+        assert!(took < DEADLINE + MARGIN, "{name} took {took:?}");
+        // the gateway is still healthy after it
+        let ok = ask_op(&gw, false).await;
+        assert_eq!(ok.status, 200, "{name}: the next call failed: {}", ok.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_leak_no_tasks_and_memory_stays_bounded() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let round = |n: usize| {
+        let gw = &gw;
+        let sb = &sb;
+        async move {
+            for i in 0..n {
+                let fault = match i % 4 {
+                    0 => Fault::HugeBody(10 * 1024 * 1024),
+                    1 => Fault::ResetMidBody,
+                    2 => Fault::Delay(Duration::from_secs(3)),
+                    _ => Fault::TruncatedJson,
+                };
+                sb.op.set_fault(fault);
+                let a = ask_op(gw, false).await;
+                assert!(a.status.is_server_error(), "{}", a.body);
+            }
+            sb.op.clear_fault();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    round(8).await;
+    let (tasks_before, rss_before) = (metrics.num_alive_tasks(), rss());
+    round(24).await;
+    let (tasks_after, rss_after) = (metrics.num_alive_tasks(), rss());
+    // a leak would grow with the number of faulty calls (24 more here)
+    assert!(
+        tasks_after <= tasks_before + 6,
+        "tasks {tasks_before} -> {tasks_after}"
+    );
+    // six 10 MB answers were refused at the 4 MiB limit without being kept
+    let grown = rss_after.saturating_sub(rss_before);
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "memory grew by {} MiB",
+        grown >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_identical_queries_make_one_vendor_call() {
+    let sb = Sandbox::start().await.unwrap();
+    // a slow vendor keeps all hundred queries in flight together
+    sb.op.set_fault(Fault::Delay(Duration::from_millis(300)));
+    let gw = gateway(&sb, |t| t).await;
+    let mut set = tokio::task::JoinSet::new();
+    let url = gw.url("/v1/coupons/query");
+    for _ in 0..100 {
+        let url = url.clone();
+        set.spawn(async move {
+            support::post_json(&url, &json!({"member": {"ids": {"op": data::OP_MEMBER}}})).await
+        });
+    }
+    let mut misses = 0;
+    while let Some(a) = set.join_next().await {
+        let a = a.unwrap();
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(op_source(&a)["count"], 11);
+        misses += usize::from(op_source(&a)["cache"] == "miss");
+    }
+    assert_eq!(sb.op.requests(), 1, "coalesced into one vendor call");
+    assert_eq!(misses, 1);
+    // and the next one is a plain hit
+    let a = ask_op(&gw, true).await;
+    assert_eq!(op_source(&a)["cache"], "hit");
+    assert_eq!(sb.op.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_vendor_is_served_stale_within_the_window() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t.replace("ttl_ms: 30000", "ttl_ms: 200")).await;
+    let fresh = ask_op(&gw, true).await;
+    assert_eq!(op_source(&fresh)["cache"], "miss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sb.op.set_fault(Fault::Status(503));
+    let a = ask_op(&gw, true).await;
+    assert_eq!(a.status, 200, "stale coupons are an answer: {}", a.body);
+    let src = op_source(&a);
+    assert_eq!(
+        src["outcome"], "error",
+        "the outcome still names the failure"
+    );
+    assert_eq!(src["cache"], "stale");
+    assert_eq!(src["count"], 11);
+    assert_eq!(a.body["complete"], false);
+    assert_eq!(a.body["coupons"].as_array().unwrap().len(), 11);
+    // no-cache also falls back to the last good answer when the vendor fails
+    let a = ask_op(&gw, false).await;
+    assert_eq!(op_source(&a)["cache"], "stale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_fails_fast_probes_and_closes() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        t.replacen("min_calls: 20", "min_calls: 4", 1)
+            .replacen("open_ms: 5000", "open_ms: 400", 1)
+            .replacen("max_attempts: 2", "max_attempts: 1", 1)
+    })
+    .await;
+    sb.op.set_fault(Fault::Status(500));
+    for _ in 0..4 {
+        assert_eq!(op_source(&ask_op(&gw, false).await)["outcome"], "error");
+    }
+    let vendors = support::get(&gw.url("/v1/vendors")).await;
+    assert_eq!(
+        vendors.body["vendors"][0]["circuit"], "open",
+        "{}",
+        vendors.body
+    );
+    let asked = sb.op.requests();
+    let started = Instant::now();
+    let a = ask_op(&gw, false).await;
+    assert_eq!(op_source(&a)["outcome"], "circuit_open", "{}", a.body);
+    assert!(started.elapsed() < Duration::from_millis(200), "fails fast");
+    assert_eq!(
+        sb.op.requests(),
+        asked,
+        "an open circuit does not call the vendor"
+    );
+    // after open_ms a probe goes through; the vendor is healthy again, so it closes
+    sb.op.clear_fault();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let vendors = support::get(&gw.url("/v1/vendors")).await;
+    assert_eq!(vendors.body["vendors"][0]["circuit"], "half_open");
+    let a = ask_op(&gw, false).await;
+    assert_eq!(op_source(&a)["outcome"], "ok", "{}", a.body);
+    let vendors = support::get(&gw.url("/v1/vendors")).await;
+    assert_eq!(vendors.body["vendors"][0]["circuit"], "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_recover_from_a_blip_but_respect_the_budget() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        t.replacen("max_attempts: 2", "max_attempts: 3", 1)
+            .replacen("min_calls: 20", "min_calls: 100000", 1) // keep the breaker out of it
+    })
+    .await;
+    // every call fails: without a budget, 40 calls would make 120 attempts
+    sb.op.set_fault(Fault::Status(500));
+    for _ in 0..40 {
+        assert_eq!(op_source(&ask_op(&gw, false).await)["outcome"], "error");
+    }
+    let attempts = sb.op.requests();
+    // 40 first attempts, plus 20 % of them, plus the budget's small per-second reserve
+    assert!(
+        (41..=40 + 8 + 12).contains(&attempts),
+        "{attempts} attempts"
+    );
+    let text = String::from_utf8(support::get(&gw.url("/metrics")).await.raw.to_vec()).unwrap();
+    assert!(
+        text.contains("cgw_vendor_retries_total{vendor=\"op\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_and_each_attempt_signed_afresh() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t).await;
+    // zvcms rejects a reused nonce: a retried 5xx with the same signature would fail with 40003
+    sb.zvcms.set_fault(Fault::Delay(Duration::from_millis(600)));
+    let a = support::send(
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from(
+                json!({"member": {"ids": {"zvcms": data::ZVCMS_MEMBER}}, "vendors": ["zvcms"]})
+                    .to_string(),
+            )))
+            .unwrap(),
+    )
+    .await;
+    // the first attempt timed out at 450 ms (the vendor consumed its nonce), the retry also
+    // waits: the deadline ends it as a timeout, never as a nonce error
+    let src = &a.body["sources"][0];
+    assert_eq!(src["outcome"], "timeout", "{src}");
+    assert!(
+        sb.zvcms.requests() >= 2,
+        "retried after the attempt timeout"
+    );
+    sb.zvcms.clear_fault();
+    let a = support::post_json(
+        &gw.url("/v1/coupons/query"),
+        &json!({"member": {"ids": {"zvcms": data::ZVCMS_MEMBER}}, "vendors": ["zvcms"]}),
+    )
+    .await;
+    assert_eq!(a.body["sources"][0]["outcome"], "ok", "{}", a.body);
+}
