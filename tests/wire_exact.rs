@@ -23,14 +23,19 @@ struct Captured {
     body: Bytes,
 }
 
-/// Records every request and answers `answer`.
-async fn capture_server(answer: &'static str) -> (String, Arc<Mutex<Vec<Captured>>>) {
+type Connections = Arc<std::sync::atomic::AtomicUsize>;
+
+/// Records every request and answers `answer`; counts the connections it accepts.
+async fn capture_server(answer: &'static str) -> (String, Arc<Mutex<Vec<Captured>>>, Connections) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let log2 = log.clone();
+    let connections = Connections::default();
+    let counter = connections.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let log = log2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -75,7 +80,7 @@ async fn capture_server(answer: &'static str) -> (String, Arc<Mutex<Vec<Captured
             });
         }
     });
-    (format!("http://{addr}"), log)
+    (format!("http://{addr}"), log, connections)
 }
 
 /// The shipped routes.yaml, `vendor` pointed at `url` with the kit's sandbox credentials,
@@ -112,7 +117,7 @@ async fn ask(gw: &embedded::Running, member: Value) -> support::Answer {
 
 #[tokio::test]
 async fn op_requests_match_the_kit_worked_example_byte_for_byte() {
-    let (url, log) = capture_server(r#"{"code":200,"message":"成功","data":[]}"#).await;
+    let (url, log, _) = capture_server(r#"{"code":200,"message":"成功","data":[]}"#).await;
     // the worked example's body carries UseStatus 2: add it to the shipped template
     let gw = gateway(
         "op",
@@ -153,7 +158,7 @@ async fn op_requests_match_the_kit_worked_example_byte_for_byte() {
 
 #[tokio::test]
 async fn hkl_param_is_the_kit_ciphertext_and_openid_is_used_without_an_id() {
-    let (url, log) = capture_server(r#"{"msg":"操作成功","code":0,"data":{"list":[]}}"#).await;
+    let (url, log, _) = capture_server(r#"{"msg":"操作成功","code":0,"data":{"list":[]}}"#).await;
     let gw = gateway(
         "hkl",
         &url,
@@ -191,7 +196,7 @@ async fn hkl_param_is_the_kit_ciphertext_and_openid_is_used_without_an_id() {
 
 #[tokio::test]
 async fn zvcms_tokens_verify_and_every_request_has_a_fresh_nonce() {
-    let (url, log) =
+    let (url, log, connections) =
         capture_server(r#"{"status":true,"code":"20004","message":"查询的信息不存在"}"#).await;
     let gw = gateway(
         "zvcms",
@@ -224,6 +229,9 @@ async fn zvcms_tokens_verify_and_every_request_has_a_fresh_nonce() {
         assert_eq!(a.body["sources"][0]["count"], 0);
     }
     let log = log.lock().unwrap();
+    assert_eq!(log.len(), 3);
+    // the three calls went over one pooled keep-alive connection
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     let mut nonces = std::collections::HashSet::new();
     for req in log.iter() {
         let b: Value = serde_json::from_slice(&req.body).unwrap();

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub max_vendor_response_bytes: u64,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// A client that has not sent its request headers after this long is disconnected.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             max_concurrency: 1024,
             max_vendor_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 5_000,
+            header_read_timeout_ms: 10_000,
         }
     }
 }

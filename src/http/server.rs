@@ -13,9 +13,6 @@ use tokio::net::TcpListener;
 use super::stack::app;
 use crate::app::AppState;
 
-/// A client that has not sent its request headers after this long is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves until `shutdown` completes, then drains for at most `shutdown_grace_ms`.
 pub async fn serve(
     listener: TcpListener,
@@ -28,7 +25,10 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        // slow clients: no headers after this long, and the connection is dropped
+        .header_read_timeout(Duration::from_millis(
+            state.plan.server.header_read_timeout_ms,
+        ));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
