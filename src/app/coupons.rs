@@ -1,16 +1,15 @@
 //! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use crate::app::AppState;
+use crate::app::ask_vendor;
 use crate::canonical::coupon::Coupon;
 use crate::canonical::merge::{Outcome, QueryAnswer, Source, VendorResult, Verdict, merge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits};
 use crate::config::IdentityKind;
-use crate::engine::cache::{Lookup, ResponseCache};
+use crate::engine::cache::Lookup;
 use crate::engine::call::{CallInput, CallOutput};
-use crate::engine::fanout::{self, call_with_deadline};
+use crate::engine::fanout;
 use crate::engine::plan::OperationPlan;
 
 /// Answers one query; `bypass_cache` when the caller sent `Cache-Control: no-cache`.
@@ -63,21 +62,9 @@ async fn ask(
             coupons: Vec::new(),
         };
     };
-    let started = Instant::now();
-    let fetch = async {
-        let attempt =
-            call_with_deadline(op, &state.upstream, &input, &state.guards[op.vendor.slot]).await;
-        attempt.result
-    };
-    let (result, lookup, stale) = match &state.caches[op.slot] {
-        None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
-        Some(cache) => {
-            let key = ResponseCache::key(vendor, &op.name, &input);
-            let (r, lookup, stale) = cache.get(key, bypass_cache, fetch).await;
-            (r, Some(lookup), stale)
-        }
-    };
-    let latency_ms = Some(started.elapsed().as_millis() as u64);
+    let asked = ask_vendor(state, op, &input, bypass_cache).await;
+    let (result, lookup, stale) = (asked.result, asked.lookup, asked.stale);
+    let latency_ms = Some(asked.latency.as_millis() as u64);
     let coupons_of = |out: &CallOutput| {
         out.rows
             .iter()
@@ -104,12 +91,7 @@ async fn ask(
             VendorResult {
                 source: Source {
                     vendor: vendor.to_owned(),
-                    outcome: match e.outcome() {
-                        "timeout" => Outcome::Timeout,
-                        "circuit_open" => Outcome::CircuitOpen,
-                        "rate_limited" => Outcome::RateLimited,
-                        _ => Outcome::Error,
-                    },
+                    outcome: e.outcome(),
                     count: served.map_or(0, |s| s.rows.len()),
                     latency_ms,
                     cache: lookup.map(Lookup::as_str),

@@ -1,6 +1,7 @@
 //! The gateway's use cases, one module per canonical route, over a shared [`AppState`].
 //! HTTP concerns (parsing, status codes, problem bodies) stay in `crate::http`.
 pub mod coupons;
+pub mod packages;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
-use crate::engine::cache::ResponseCache;
+use crate::engine::cache::{Lookup, ResponseCache};
+use crate::engine::call::{CallInput, CallOutput};
+use crate::engine::fanout::{Failure, call_with_deadline};
+use crate::engine::plan::OperationPlan;
 use crate::engine::plan::Plan;
 use crate::engine::resilience::VendorGuard;
 use crate::engine::upstream::Upstream;
@@ -30,7 +34,12 @@ impl AppState {
         let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
         let mut caches: Vec<Option<ResponseCache>> =
             (0..plan.operation_count).map(|_| None).collect();
-        for op in &plan.coupons_query.targets {
+        for op in plan
+            .coupons_query
+            .targets
+            .iter()
+            .chain(&plan.package_get.targets)
+        {
             caches[op.slot] = op.cache.as_ref().map(ResponseCache::new);
         }
         let guards = plan
@@ -75,5 +84,43 @@ impl AppState {
             })
             .collect();
         json!({ "vendors": vendors })
+    }
+}
+
+/// What asking one vendor produced: its answer (or why not), where it came from, the last
+/// good answer when it failed, and how long it took.
+pub struct Asked {
+    pub result: Result<Arc<CallOutput>, Arc<Failure>>,
+    pub lookup: Option<Lookup>,
+    pub stale: Option<Arc<CallOutput>>,
+    pub latency: std::time::Duration,
+}
+
+/// Asks `op`'s vendor through the operation's cache (when it has one) and the vendor's guard.
+pub async fn ask_vendor(
+    state: &AppState,
+    op: &OperationPlan,
+    input: &CallInput,
+    bypass_cache: bool,
+) -> Asked {
+    let started = tokio::time::Instant::now();
+    let fetch = async {
+        call_with_deadline(op, &state.upstream, input, &state.guards[op.vendor.slot])
+            .await
+            .result
+    };
+    let (result, lookup, stale) = match &state.caches[op.slot] {
+        None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
+        Some(cache) => {
+            let key = ResponseCache::key(&op.vendor.id, &op.name, input);
+            let (r, lookup, stale) = cache.get(key, bypass_cache, fetch).await;
+            (r, Some(lookup), stale)
+        }
+    };
+    Asked {
+        result,
+        lookup,
+        stale,
+        latency: started.elapsed(),
     }
 }

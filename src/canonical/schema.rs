@@ -28,9 +28,11 @@ pub enum FieldType {
     Enum(&'static [&'static str]),
     /// Any JSON value, passed through.
     Json,
+    /// A list of nested records of the given schema (`{path: …, fields: {…}}`).
+    Records(&'static [FieldDef]),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldDef {
     pub name: &'static str,
     pub ty: FieldType,
@@ -99,4 +101,70 @@ pub const COUPON: &[FieldDef] = &[
 /// Index of a field in a schema.
 pub fn slot(schema: &[FieldDef], name: &str) -> Option<usize> {
     schema.iter().position(|d| d.name == name)
+}
+
+pub const PACKAGE_STATUSES: &[&str] = &["active", "expired"];
+
+pub const REVIEW_STATUSES: &[&str] = &[
+    "pending_review",
+    "in_review",
+    "rejected",
+    "ready",
+    "published",
+    "closed",
+    "deleted",
+];
+
+/// A coupon template inside a gift package.
+pub const PACKAGE_COUPON: &[FieldDef] = &[
+    f("template_id", FieldType::Text),
+    f("name", FieldType::Text),
+    f("kind", FieldType::Enum(KINDS)),
+    f("amount_off", FieldType::Money),
+    f("percent_off", FieldType::Percent),
+    f("count", FieldType::Integer),
+    f("min_order", FieldType::Money),
+    f("max_discount", FieldType::Money),
+    f("valid_from", FieldType::Time),
+    f("valid_until", FieldType::Time),
+    f("valid_days_after_claim", FieldType::Integer),
+    f("product_kinds", FieldType::TextList),
+    f("channels", FieldType::TextList),
+];
+
+/// A vendor's gift package (API.md "Gift packages"). `vendor` is added by the route.
+pub const PACKAGE: &[FieldDef] = &[
+    req("id", FieldType::Text),
+    f("code", FieldType::Text),
+    f("name", FieldType::Text),
+    f("alias", FieldType::Text),
+    f("status", FieldType::Enum(PACKAGE_STATUSES)),
+    f("review_status", FieldType::Enum(REVIEW_STATUSES)),
+    f("claim_from", FieldType::Time),
+    f("claim_until", FieldType::Time),
+    f("total_limit", FieldType::Integer),
+    f("per_member_limit", FieldType::Integer),
+    f("channels", FieldType::TextList),
+    f("coupons", FieldType::Records(PACKAGE_COUPON)),
+];
+
+/// A mapped row as a JSON object (keys sorted, as serde_json's map keeps them); lists are
+/// `[]`, never null.
+pub fn to_object(
+    schema: &[FieldDef],
+    row: Vec<serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    schema
+        .iter()
+        .zip(row)
+        .map(|(d, v)| {
+            let v = match (d.ty, v) {
+                (FieldType::TextList | FieldType::Records(_), serde_json::Value::Null) => {
+                    serde_json::Value::Array(vec![])
+                }
+                (_, v) => v,
+            };
+            (d.name.to_owned(), v)
+        })
+        .collect()
 }

@@ -67,6 +67,23 @@ impl Default for ServerConfig {
 #[derive(Default)]
 pub struct RoutesSection {
     pub coupons_query: CouponsQueryRoute,
+    pub package_get: SingleRoute,
+}
+
+/// A route answered by one vendor's operation, named in the path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SingleRoute {
+    /// Name of the vendor operation that serves the route.
+    pub operation: String,
+}
+
+impl Default for SingleRoute {
+    fn default() -> Self {
+        SingleRoute {
+            operation: "get_package".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +316,9 @@ pub struct ResponseConfig {
     /// Conditions that, all holding, mean "nothing found": an empty result, not an error.
     #[serde(default)]
     pub empty: Vec<ConditionConfig>,
+    /// Conditions that, all holding, mean the record asked for does not exist (404).
+    #[serde(default)]
+    pub not_found: Vec<ConditionConfig>,
     #[serde(default)]
     pub error_code: Option<String>,
     #[serde(default)]

@@ -60,6 +60,8 @@ pub enum CallError {
     Shape(String),
     #[error("cannot build the request: {0}")]
     Build(String),
+    #[error("the vendor has no such record")]
+    NotFound,
 }
 
 impl CallError {
@@ -177,6 +179,9 @@ enum Judged<'a> {
 /// Applies the envelope rules: "nothing found", success, or a business error.
 fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError> {
     let r = &op.response;
+    if !r.not_found.is_empty() && r.not_found.iter().all(|c| c.holds(doc)) {
+        return Err(CallError::NotFound);
+    }
     if !r.empty.is_empty() && r.empty.iter().all(|c| c.holds(doc)) {
         return Ok(Judged::Empty);
     }

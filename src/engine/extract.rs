@@ -245,10 +245,15 @@ enum Convert {
     PayRateToPercentOff,
     Names(String),
     Time(TimeSpec),
+    /// Nested records: each element of the list mapped with its own fields.
+    Records {
+        schema: &'static [FieldDef],
+        fields: Vec<Option<FieldSpec>>,
+    },
 }
 
 const FIELD_KEYS: &str =
-    "path, value, when, map, default, convert, time, first_of, add_days, names_key";
+    "path, value, when, map, default, convert, time, first_of, add_days, names_key, fields";
 
 /// Compile context of a field: its definition and the vendor origin for URLs.
 pub struct FieldContext<'a> {
@@ -422,6 +427,48 @@ impl FieldSpec {
             },
             Some(_) => return Err(at("convert", "the name of a conversion".to_owned())),
         };
+        match (def.ty, m.get("fields")) {
+            (FieldType::Records(schema), Some(Value::Object(fields))) => {
+                let mut compiled: Vec<Option<FieldSpec>> = vec![None; schema.len()];
+                for (name, spec) in fields {
+                    let Some(slot) = crate::canonical::schema::slot(schema, name) else {
+                        let known: Vec<&str> = schema.iter().map(|d| d.name).collect();
+                        return Err(at(
+                            &format!("fields.{name}"),
+                            format!(
+                                "`{name}` is not a field of `{}` (known: {})",
+                                def.name,
+                                known.join(", ")
+                            ),
+                        ));
+                    };
+                    compiled[slot] = Some(
+                        FieldSpec::compile(spec, &schema[slot])
+                            .map_err(|(p, e)| (format!("fields.{name}{}", dotted(&p)), e))?,
+                    );
+                }
+                convert = Convert::Records {
+                    schema,
+                    fields: compiled,
+                };
+            }
+            (FieldType::Records(_), _) => {
+                return Err(at(
+                    "fields",
+                    format!(
+                        "`{}` is a list of records: give `path` and `fields: {{…}}`",
+                        def.name
+                    ),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(at(
+                    "fields",
+                    "`fields` is only for lists of records".to_owned(),
+                ));
+            }
+            (_, None) => {}
+        }
         if m.contains_key("names_key") && !matches!(convert, Convert::Names(_)) {
             return Err(at(
                 "names_key",
@@ -467,6 +514,12 @@ impl FieldSpec {
             return Ok(()); // each alternative was checked on its own
         }
         let fits = match (&self.convert, def.ty) {
+            (Convert::Natural, FieldType::Records(_)) => {
+                return Err((
+                    String::new(),
+                    format!("`{}` needs `fields: {{…}}`", def.name),
+                ));
+            }
             (Convert::Natural, FieldType::Time) => {
                 return Err((
                     String::new(),
@@ -481,6 +534,7 @@ impl FieldSpec {
             (Convert::ZheToPercentOff | Convert::PayRateToPercentOff, FieldType::Percent) => true,
             (Convert::Names(_), FieldType::TextList) => true,
             (Convert::Time(_), FieldType::Time) => true,
+            (Convert::Records { .. }, FieldType::Records(_)) => true,
             _ => false,
         };
         if fits {
@@ -547,6 +601,30 @@ impl FieldSpec {
                 }
                 Some(Value::String(convert::rfc3339_china(t)))
             }
+            Convert::Records { schema, fields } => {
+                let items = v.as_array()?;
+                let records = items
+                    .iter()
+                    .filter_map(|item| {
+                        let mut row = Vec::with_capacity(schema.len());
+                        for (def, spec) in schema.iter().zip(fields) {
+                            let cx = FieldContext {
+                                def,
+                                origin: cx.origin,
+                            };
+                            match spec.as_ref().and_then(|s| s.eval(item, &cx)) {
+                                Some(v) => row.push(v),
+                                None if def.required => return None,
+                                None => row.push(Value::Null),
+                            }
+                        }
+                        Some(Value::Object(crate::canonical::schema::to_object(
+                            schema, row,
+                        )))
+                    })
+                    .collect();
+                Some(Value::Array(records))
+            }
             Convert::Natural => natural(v, cx),
         }
     }
@@ -573,7 +651,7 @@ fn natural(v: &Value, cx: &FieldContext<'_>) -> Option<Value> {
             .filter(|s| allowed.contains(&s.as_str()))
             .map(Value::String),
         FieldType::Json => Some(v.clone()),
-        FieldType::Time => None, // rejected by `check`
+        FieldType::Time | FieldType::Records(_) => None, // rejected by `check`
     }
 }
 

@@ -10,6 +10,7 @@ use super::call::{CallError, CallInput, CallOutput, call};
 use super::plan::OperationPlan;
 use super::resilience::{Refusal, VendorGuard};
 use super::upstream::{TransportError, Upstream};
+use crate::canonical::merge::Outcome;
 use crate::telemetry;
 
 /// Why a vendor call produced nothing.
@@ -27,13 +28,15 @@ pub enum Failure {
 
 impl Failure {
     /// The `outcome` of API.md's `sources` entries.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
             Failure::Timeout(_)
-            | Failure::Call(CallError::Transport(TransportError::AttemptTimeout(_))) => "timeout",
-            Failure::CircuitOpen => "circuit_open",
-            Failure::RateLimited => "rate_limited",
-            Failure::Call(_) => "error",
+            | Failure::Call(CallError::Transport(TransportError::AttemptTimeout(_))) => {
+                Outcome::Timeout
+            }
+            Failure::CircuitOpen => Outcome::CircuitOpen,
+            Failure::RateLimited => Outcome::RateLimited,
+            Failure::Call(_) => Outcome::Error,
         }
     }
 }
@@ -73,7 +76,7 @@ pub async fn call_with_deadline(
     let latency = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(e) => e.outcome(),
+        Err(e) => e.outcome().as_str(),
     };
     span.record("outcome", outcome);
     if let Err(e) = &result {

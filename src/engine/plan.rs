@@ -28,6 +28,8 @@ pub struct Plan {
     /// Vendors in routes.yaml order.
     pub vendors: Vec<Arc<VendorPlan>>,
     pub coupons_query: RoutePlan,
+    /// `GET /v1/packages/{vendor}/{package_id}`.
+    pub package_get: RoutePlan,
     /// Number of compiled operations (the runtime slots).
     pub operation_count: usize,
 }
@@ -90,6 +92,7 @@ pub struct OperationPlan {
 pub struct ResponsePlan {
     pub success: Vec<Condition>,
     pub empty: Vec<Condition>,
+    pub not_found: Vec<Condition>,
     pub error_code: Option<JsonPath>,
     pub error_message: Option<JsonPath>,
     pub items: JsonPath,
@@ -121,11 +124,20 @@ pub enum Credentials {
 struct RouteKind {
     schema: &'static [FieldDef],
     inputs: &'static [&'static str],
+    /// The route asks about a member, so its operations say which identities they accept.
+    member: bool,
 }
 
 const COUPONS_QUERY: RouteKind = RouteKind {
     schema: schema::COUPON,
     inputs: &[],
+    member: true,
+};
+
+const PACKAGE_GET: RouteKind = RouteKind {
+    schema: schema::PACKAGE,
+    inputs: &["package_id"],
+    member: false,
 };
 
 impl Plan {
@@ -162,6 +174,7 @@ impl Plan {
         let order = loaded.index.order("vendors", cfg.vendors.keys());
         let mut vendors = Vec::new();
         let mut targets = Vec::new();
+        let mut package_targets = Vec::new();
         let mut slots = 0;
         for id in order {
             let v = &cfg.vendors[&id];
@@ -177,16 +190,20 @@ impl Plan {
             let secrets = credentials_of(loaded, &id, v, credentials, &mut errors, &mut warnings);
             for (name, op) in &v.operations {
                 let op_path = format!("{path}.operations.{name}");
-                if *name != route.operation {
+                let (kind, list) = if *name == route.operation {
+                    (&COUPONS_QUERY, &mut targets)
+                } else if *name == cfg.routes.package_get.operation {
+                    (&PACKAGE_GET, &mut package_targets)
+                } else {
                     errors.push(loaded.error(
                         &op_path,
                         format!(
-                            "no canonical route uses operation `{name}` (routes use: {})",
-                            route.operation
+                            "no canonical route uses operation `{name}` (routes use: {}, {})",
+                            route.operation, cfg.routes.package_get.operation
                         ),
                     ));
                     continue;
-                }
+                };
                 let mut cx = OpCompiler {
                     loaded,
                     vendor: &vendor,
@@ -194,10 +211,10 @@ impl Plan {
                     path: op_path,
                     errors: Vec::new(),
                 };
-                if let Some(mut plan) = cx.compile(name, op, &COUPONS_QUERY, secrets.clone()) {
+                if let Some(mut plan) = cx.compile(name, op, kind, secrets.clone()) {
                     plan.slot = slots;
                     slots += 1;
-                    targets.push(Arc::new(plan));
+                    list.push(Arc::new(plan));
                 }
                 errors.append(&mut cx.errors);
             }
@@ -214,6 +231,12 @@ impl Plan {
                 default_limit: route.default_limit,
                 max_limit: route.max_limit,
                 targets,
+            },
+            package_get: RoutePlan {
+                operation: cfg.routes.package_get.operation.clone(),
+                default_limit: 1,
+                max_limit: 1,
+                targets: package_targets,
             },
             operation_count: slots,
         };
@@ -477,10 +500,16 @@ impl OpCompiler<'_> {
         credentials: Vec<SecretString>,
     ) -> Option<OperationPlan> {
         let creds: Vec<&str> = self.cfg.credentials.keys().map(String::as_str).collect();
-        if op.identity.is_empty() {
+        if route.member && op.identity.is_empty() {
             self.err(
                 "identity",
                 "list the identities this operation accepts: member_id, openid",
+            );
+        }
+        if !route.member && !op.identity.is_empty() {
+            self.err(
+                "identity",
+                "this route is not about a member: leave `identity` out",
             );
         }
         let mut scope = OpScope {
@@ -726,6 +755,7 @@ impl OpCompiler<'_> {
         let r = &op.response;
         let success = self.conditions(&r.success, "response.success");
         let empty = self.conditions(&r.empty, "response.empty");
+        let not_found = self.conditions(&r.not_found, "response.not_found");
         let error_code = r
             .error_code
             .as_deref()
@@ -738,6 +768,7 @@ impl OpCompiler<'_> {
         Some(ResponsePlan {
             success,
             empty,
+            not_found,
             error_code,
             error_message,
             items,

@@ -11,7 +11,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::problem::Problem;
+use crate::app::packages::{self, PackageAnswer};
 use crate::app::{AppState, coupons};
+use crate::canonical::merge::Outcome;
 use crate::canonical::merge::Verdict;
 use crate::telemetry;
 
@@ -42,6 +44,9 @@ where
             "coupons_query",
             coupons_query(&state, req, &request_id).await,
         ),
+        (&Method::GET, path) if path.starts_with("/v1/packages/") => {
+            ("package_get", package(&state, &req, &request_id).await)
+        }
         (_, path) => ("unknown", not_routed(path, &request_id)),
     };
     telemetry::record_http(label, res.status().as_u16(), started.elapsed());
@@ -55,10 +60,14 @@ const ROUTES: &[(&str, &str)] = &[
     ("/metrics", "GET"),
     ("/v1/vendors", "GET"),
     ("/v1/coupons/query", "POST"),
+    ("/v1/packages/", "GET"),
 ];
 
 fn not_routed(path: &str, request_id: &str) -> Response<Full<Bytes>> {
-    match ROUTES.iter().find(|(p, _)| *p == path) {
+    let known = ROUTES
+        .iter()
+        .find(|(p, _)| *p == path || (p.ends_with('/') && path.starts_with(p)));
+    match known {
         Some((_, allow)) => {
             let mut res = Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -102,6 +111,68 @@ fn metrics(state: &AppState) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     res
+}
+
+/// Whether the caller sent `Cache-Control: no-cache` (ask the vendors afresh).
+fn no_cache<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+}
+
+async fn package<B>(
+    state: &Arc<AppState>,
+    req: &Request<B>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    let rest = req.uri().path().trim_start_matches("/v1/packages/");
+    let Some((vendor, id)) = rest
+        .split_once('/')
+        .filter(|(v, id)| !v.is_empty() && !id.contains('/'))
+    else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no such route: use /v1/packages/{vendor}/{package_id}",
+        )
+        .into_response(request_id);
+    };
+    match packages::get(state, vendor, id, no_cache(req)).await {
+        PackageAnswer::Found(body) => json_ok(&body),
+        PackageAnswer::NoSuchVendor => Problem::new(
+            StatusCode::NOT_FOUND,
+            "no configured vendor of that id offers gift packages",
+        )
+        .into_response(request_id),
+        PackageAnswer::BadId => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "a package id is letters, digits, `-` and `_` (at most 128)",
+        )
+        .into_response(request_id),
+        PackageAnswer::NotFound(source) => {
+            Problem::new(StatusCode::NOT_FOUND, "the vendor has no such package")
+                .with(
+                    "source",
+                    serde_json::to_value(&source).expect("sources serialize"),
+                )
+                .into_response(request_id)
+        }
+        PackageAnswer::Failed(source) => {
+            let status = if source.outcome == Outcome::Timeout {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            Problem::new(status, "the vendor did not answer")
+                .with(
+                    "source",
+                    serde_json::to_value(&source).expect("sources serialize"),
+                )
+                .into_response(request_id)
+        }
+    }
 }
 
 /// Reads a JSON body within the configured limit.
@@ -165,14 +236,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    // `Cache-Control: no-cache` asks every vendor afresh (and refreshes the cache)
-    let bypass_cache = req
-        .headers()
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"));
+    let bypass_cache = no_cache(&req);
     let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
         Ok(b) => b,
         Err(res) => return res,

@@ -1,0 +1,93 @@
+//! `GET /v1/packages/{vendor}/{package_id}`: one vendor's gift package.
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::app::{AppState, ask_vendor};
+use crate::canonical::merge::{Outcome, Source};
+use crate::canonical::schema::{PACKAGE, to_object};
+use crate::engine::cache::Lookup;
+use crate::engine::call::{CallError, CallInput};
+use crate::engine::fanout::Failure;
+
+pub enum PackageAnswer {
+    /// `{"package": {…}, "source": {…}}`
+    Found(Value),
+    /// The vendor has no such package.
+    NotFound(Source),
+    /// No vendor of that id offers packages.
+    NoSuchVendor,
+    /// The package id is not one a vendor could have.
+    BadId,
+    /// The vendor failed (`source.outcome` says how).
+    Failed(Source),
+}
+
+/// Package ids are opaque vendor ids: letters, digits, `-` and `_`, at most 128.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub async fn get(
+    state: &Arc<AppState>,
+    vendor: &str,
+    package_id: &str,
+    bypass_cache: bool,
+) -> PackageAnswer {
+    let Some(op) = state
+        .plan
+        .package_get
+        .targets
+        .iter()
+        .find(|op| op.vendor.id == vendor)
+    else {
+        return PackageAnswer::NoSuchVendor;
+    };
+    if !valid_id(package_id) {
+        return PackageAnswer::BadId;
+    }
+    let input = CallInput {
+        inputs: vec![Some(Value::String(package_id.to_owned()))],
+        ..CallInput::default()
+    };
+    let asked = ask_vendor(state, op, &input, bypass_cache).await;
+    let mut source = Source {
+        vendor: vendor.to_owned(),
+        outcome: Outcome::Ok,
+        count: 0,
+        latency_ms: Some(asked.latency.as_millis() as u64),
+        cache: asked.lookup.map(Lookup::as_str),
+        error: None,
+        dropped: 0,
+        truncated: false,
+    };
+    let answer = match &asked.result {
+        Ok(out) => Some(out.clone()),
+        Err(e) => {
+            if matches!(
+                **e,
+                Failure::Call(CallError::NotFound | CallError::Status(404))
+            ) {
+                source.error = Some(e.to_string());
+                return PackageAnswer::NotFound(source);
+            }
+            source.outcome = e.outcome();
+            source.error = Some(e.to_string());
+            asked.stale.clone()
+        }
+    };
+    let Some(row) = answer.as_ref().and_then(|out| out.rows.first()) else {
+        if source.outcome == Outcome::Ok {
+            return PackageAnswer::NotFound(source);
+        }
+        return PackageAnswer::Failed(source);
+    };
+    source.count = 1;
+    let mut package = to_object(PACKAGE, row.clone());
+    package.insert("vendor".to_owned(), Value::String(vendor.to_owned()));
+    PackageAnswer::Found(json!({ "package": package, "source": source }))
+}
