@@ -10,4 +10,5 @@ pub mod plan;
 pub mod resilience;
 pub mod steps;
 pub mod template;
+pub mod token;
 pub mod upstream;
