@@ -29,12 +29,7 @@ where
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let request_id = super::request_id(&req);
     let (label, res) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => ("healthz", json_ok(&json!({"status": "ok"}))),
         (&Method::GET, "/readyz") => ("readyz", readyz(&state, &request_id)),

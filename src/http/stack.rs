@@ -105,12 +105,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+        let request_id = super::request_id(&req);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
