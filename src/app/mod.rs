@@ -14,7 +14,8 @@ use crate::engine::call::{CallInput, CallOutput};
 use crate::engine::fanout::{Failure, call_with_deadline};
 use crate::engine::plan::OperationPlan;
 use crate::engine::plan::Plan;
-use crate::engine::resilience::VendorGuard;
+use crate::engine::resilience::{VendorAuth, VendorGuard};
+use crate::engine::token::TokenCache;
 use crate::engine::upstream::Upstream;
 
 /// Everything a request needs, built once at start-up.
@@ -45,7 +46,14 @@ impl AppState {
         let guards = plan
             .vendors
             .iter()
-            .map(|v| VendorGuard::new(&v.retry, v.circuit.as_ref(), v.limits.as_ref()))
+            .map(|v| {
+                let mut guard = VendorGuard::new(&v.retry, v.circuit.as_ref(), v.limits.as_ref());
+                guard.auth = plan.tokens[v.slot].clone().map(|token| VendorAuth {
+                    cache: TokenCache::new(token.refresh_before),
+                    plan: token,
+                });
+                guard
+            })
             .collect();
         Arc::new(AppState {
             plan: Arc::new(plan),

@@ -129,6 +129,34 @@ pub struct VendorConfig {
     /// Outbound limits (vendors publish QPS quotas); absent = unlimited.
     #[serde(default)]
     pub limits: Option<LimitsConfig>,
+    /// Token-endpoint auth; operations send the token with `{{auth.token}}`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub token: TokenEndpointConfig,
+}
+
+/// An access token fetched with the vendor's credentials, cached until shortly before it
+/// expires, shared by concurrent calls, and fetched anew (once) when a call is answered 401.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEndpointConfig {
+    pub request: RequestConfig,
+    /// JSONPath of the token in the answer.
+    pub token: String,
+    /// JSONPath of its lifetime in seconds.
+    pub expires_in: String,
+    /// The token is renewed this long before it expires.
+    #[serde(default = "default_refresh_before")]
+    pub refresh_before_ms: u64,
+}
+
+fn default_refresh_before() -> u64 {
+    60_000
 }
 
 /// Retries of reads: only after connect errors, 5xx answers and attempt timeouts, each
@@ -231,6 +259,9 @@ pub struct OperationConfig {
     /// `read` operations may be retried and cached; `write` ones never are.
     #[serde(default)]
     pub effect: Effect,
+    /// Named value maps for templates: `{{input.kind | map:ticket_type}}`.
+    #[serde(default)]
+    pub maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -15,10 +15,12 @@ use serde_json::Value;
 
 use super::convert;
 use super::extract::loosely_equal;
+use super::plan::RequestPlan;
 use super::plan::{OperationPlan, PagingPlan};
-use super::resilience::RetryPolicy;
+use super::resilience::{VendorAuth, VendorGuard};
 use super::steps::{PairStyle, Target};
 use super::template::{Ref, Values};
+use super::token::{FetchedToken, Token};
 use super::upstream::{TransportError, Upstream};
 use crate::config::{Effect, PagingStyle};
 use crate::crypto;
@@ -62,6 +64,8 @@ pub enum CallError {
     Build(String),
     #[error("the vendor has no such record")]
     NotFound,
+    #[error("cannot authenticate: {0}")]
+    Auth(String),
 }
 
 impl CallError {
@@ -79,7 +83,7 @@ pub async fn call(
     op: &OperationPlan,
     upstream: &Upstream,
     input: &CallInput,
-    retry: &RetryPolicy,
+    guard: &VendorGuard,
 ) -> Result<CallOutput, CallError> {
     let mut out = CallOutput::default();
     let mut page = PageState {
@@ -88,9 +92,9 @@ pub async fn call(
         cursor: None,
     };
     let mut seen_items: u64 = 0;
-    retry.deposit();
+    guard.retry.deposit();
     loop {
-        let res = exchange_with_retries(op, upstream, input, &page, retry).await?;
+        let res = exchange_with_retries(op, upstream, input, &page, guard).await?;
         if !res.status().is_success() {
             return Err(CallError::Status(res.status().as_u16()));
         }
@@ -143,17 +147,33 @@ async fn exchange_with_retries(
     upstream: &Upstream,
     input: &CallInput,
     page: &PageState,
-    retry: &RetryPolicy,
+    guard: &VendorGuard,
 ) -> Result<http::Response<Bytes>, CallError> {
+    let retry = &guard.retry;
+    let auth = guard.auth.as_ref().filter(|_| op.request.uses_auth);
+    let mut token = match auth {
+        Some(a) => Some(fetch_token(a, upstream).await?),
+        None => None,
+    };
+    let mut refreshed = false;
     let mut attempt = 1;
     loop {
-        let req = build_request(op, input, page)?;
+        let req = build_request(&op.request, input, page, token.as_ref())?;
         let result = match retry.attempt_timeout {
             Some(t) => tokio::time::timeout(t, upstream.exchange(req))
                 .await
                 .unwrap_or(Err(TransportError::AttemptTimeout(t))),
             None => upstream.exchange(req).await,
         };
+        // a 401 means the token was revoked: fetch a new one and try the call once more
+        if let (Some(a), Some(used), Ok(res)) = (auth, &token, &result) {
+            if res.status() == http::StatusCode::UNAUTHORIZED && !refreshed {
+                a.cache.invalidate(used);
+                token = Some(fetch_token(a, upstream).await?);
+                refreshed = true;
+                continue;
+            }
+        }
         let retriable = op.effect == Effect::Read
             && match &result {
                 Ok(res) => res.status().is_server_error(),
@@ -169,6 +189,50 @@ async fn exchange_with_retries(
         }
         return Ok(result?);
     }
+}
+
+/// The vendor's access token: cached, or fetched once for all concurrent callers.
+async fn fetch_token(auth: &VendorAuth, upstream: &Upstream) -> Result<Token, CallError> {
+    let fetch = || async {
+        let page = PageState {
+            number: 1,
+            size: 0,
+            cursor: None,
+        };
+        let req = build_request(&auth.plan.request, &CallInput::default(), &page, None)?;
+        let res = upstream.exchange(req).await?;
+        if !res.status().is_success() {
+            return Err(CallError::Auth(format!(
+                "the token endpoint answered HTTP {}",
+                res.status().as_u16()
+            )));
+        }
+        let doc: Value = serde_json::from_slice(res.body())
+            .map_err(|_| CallError::Auth("the token endpoint answer is not JSON".to_owned()))?;
+        let token = auth
+            .plan
+            .token
+            .first(&doc)
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                CallError::Auth("the token endpoint answer holds no token".to_owned())
+            })?;
+        let secs = auth
+            .plan
+            .expires_in
+            .first(&doc)
+            .and_then(convert::fen)
+            .unwrap_or(0);
+        Ok(FetchedToken {
+            token: secrecy::SecretString::from(token.to_owned()),
+            expires_in: std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+        })
+    };
+    auth.cache.get(fetch).await.map_err(|e| match &*e {
+        CallError::Auth(m) => CallError::Auth(m.clone()),
+        other => CallError::Auth(format!("token endpoint: {other}")),
+    })
 }
 
 enum Judged<'a> {
@@ -298,7 +362,8 @@ struct Rendered {
 
 /// Every value a template can name, for one attempt.
 struct AttemptValues<'a> {
-    op: &'a OperationPlan,
+    req: &'a RequestPlan,
+    token: Option<&'a Token>,
     input: &'a CallInput,
     page: &'a PageState,
     now_s: String,
@@ -311,12 +376,18 @@ struct AttemptValues<'a> {
 }
 
 impl<'a> AttemptValues<'a> {
-    fn new(op: &'a OperationPlan, input: &'a CallInput, page: &'a PageState) -> Self {
+    fn new(
+        req: &'a RequestPlan,
+        input: &'a CallInput,
+        page: &'a PageState,
+        token: Option<&'a Token>,
+    ) -> Self {
         use rand::RngExt;
         let now = Timestamp::now();
         let zoned = now.to_zoned(TimeZone::fixed(convert::china()));
         AttemptValues {
-            op,
+            req,
+            token,
             input,
             page,
             now_s: now.as_second().to_string(),
@@ -326,7 +397,7 @@ impl<'a> AttemptValues<'a> {
             nonce: rand::rng()
                 .random_range(100_000u64..=2_147_483_647)
                 .to_string(),
-            vars: vec![None; op.var_count],
+            vars: vec![None; req.var_count],
             request: None,
         }
     }
@@ -345,7 +416,7 @@ impl Values for AttemptValues<'_> {
             Ref::MemberId => self.input.member_id.as_deref().map(Cow::Borrowed),
             Ref::MemberOpenid => self.input.openid.as_deref().map(Cow::Borrowed),
             Ref::Cred(i) => self
-                .op
+                .req
                 .credentials
                 .get(i)
                 .map(|c| Cow::Borrowed(c.expose_secret())),
@@ -378,7 +449,12 @@ impl Values for AttemptValues<'_> {
             Ref::QuerySortedNameValue => self.sorted_query(PairStyle::NameValue),
             Ref::QuerySortedPairs => self.sorted_query(PairStyle::Pairs),
             Ref::QuerySortedPairsEncoded => self.sorted_query(PairStyle::PairsEncoded),
+            Ref::AuthToken => self.token.map(|t| Cow::Borrowed(t.expose())),
         }
+    }
+
+    fn mapped(&self, map: usize, key: &str) -> Option<String> {
+        self.req.maps.get(map)?.get(key).cloned()
     }
 
     fn json(&self, r: Ref) -> Option<Value> {
@@ -391,11 +467,12 @@ impl Values for AttemptValues<'_> {
 
 /// Builds and signs the request of one attempt.
 fn build_request(
-    op: &OperationPlan,
+    op: &RequestPlan,
     input: &CallInput,
     page: &PageState,
+    token: Option<&Token>,
 ) -> Result<Request<Full<Bytes>>, CallError> {
-    let mut values = AttemptValues::new(op, input, page);
+    let mut values = AttemptValues::new(op, input, page, token);
     let mut query: Vec<(String, String)> = Vec::with_capacity(op.query.len() + 2);
     let mut headers: Vec<(http::HeaderName, String)> = Vec::new();
 

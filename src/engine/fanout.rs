@@ -64,7 +64,7 @@ pub async fn call_with_deadline(
             Refusal::CircuitOpen => Failure::CircuitOpen,
             Refusal::RateLimited => Failure::RateLimited,
         })?;
-        let result = call(op, upstream, input, &guard.retry).await;
+        let result = call(op, upstream, input, guard).await;
         // a call cut off by the deadline drops `admitted`, which counts as a failure
         admitted.finish(result.is_ok());
         result.map_err(Failure::Call)

@@ -32,6 +32,8 @@ pub struct Plan {
     pub package_get: RoutePlan,
     /// Number of compiled operations (the runtime slots).
     pub operation_count: usize,
+    /// Token endpoints by vendor slot.
+    pub tokens: Vec<Option<Arc<TokenPlan>>>,
 }
 
 /// A canonical route and the vendor operations that serve it, in routes.yaml order.
@@ -62,12 +64,10 @@ pub struct VendorPlan {
     pub limits: Option<crate::config::LimitsConfig>,
 }
 
-/// One vendor operation, ready to run.
+/// How to build (and sign) one request: an operation's, or a token endpoint's.
 #[derive(Debug)]
-pub struct OperationPlan {
+pub struct RequestPlan {
     pub vendor: Arc<VendorPlan>,
-    pub name: String,
-    pub identity: Vec<IdentityKind>,
     pub credentials: Vec<SecretString>,
     pub method: Method,
     pub path: Template,
@@ -78,6 +78,28 @@ pub struct OperationPlan {
     /// Steps before this index run before the request is rendered; the rest sign it.
     pub render_at: usize,
     pub var_count: usize,
+    /// Value maps of `| map:NAME`, by index.
+    pub maps: Vec<std::collections::HashMap<String, String>>,
+    /// Whether a template sends `{{auth.token}}`.
+    pub uses_auth: bool,
+}
+
+/// A vendor's token endpoint.
+#[derive(Debug)]
+pub struct TokenPlan {
+    pub request: RequestPlan,
+    pub token: JsonPath,
+    pub expires_in: JsonPath,
+    pub refresh_before: Duration,
+}
+
+/// One vendor operation, ready to run.
+#[derive(Debug)]
+pub struct OperationPlan {
+    pub vendor: Arc<VendorPlan>,
+    pub name: String,
+    pub identity: Vec<IdentityKind>,
+    pub request: RequestPlan,
     pub inputs: Vec<String>,
     pub response: ResponsePlan,
     pub paging: Option<PagingPlan>,
@@ -126,18 +148,30 @@ struct RouteKind {
     inputs: &'static [&'static str],
     /// The route asks about a member, so its operations say which identities they accept.
     member: bool,
+    /// Its templates may send the vendor's `{{auth.token}}` (all but the token request).
+    auth_token: bool,
 }
 
 const COUPONS_QUERY: RouteKind = RouteKind {
     schema: schema::COUPON,
     inputs: &[],
     member: true,
+    auth_token: true,
+};
+
+/// The token endpoint, compiled like an operation without fields.
+const TOKEN: RouteKind = RouteKind {
+    schema: &[],
+    inputs: &[],
+    member: false,
+    auth_token: false,
 };
 
 const PACKAGE_GET: RouteKind = RouteKind {
     schema: schema::PACKAGE,
     inputs: &["package_id"],
     member: false,
+    auth_token: true,
 };
 
 impl Plan {
@@ -175,6 +209,7 @@ impl Plan {
         let mut vendors = Vec::new();
         let mut targets = Vec::new();
         let mut package_targets = Vec::new();
+        let mut tokens = Vec::new();
         let mut slots = 0;
         for id in order {
             let v = &cfg.vendors[&id];
@@ -188,6 +223,18 @@ impl Plan {
                 continue;
             };
             let secrets = credentials_of(loaded, &id, v, credentials, &mut errors, &mut warnings);
+            tokens.push(v.auth.as_ref().and_then(|auth| {
+                let mut cx = OpCompiler {
+                    loaded,
+                    vendor: &vendor,
+                    cfg: v,
+                    path: format!("{path}.auth.token"),
+                    errors: Vec::new(),
+                };
+                let plan = cx.token(auth, secrets.clone());
+                errors.append(&mut cx.errors);
+                plan.map(Arc::new)
+            }));
             for (name, op) in &v.operations {
                 let op_path = format!("{path}.operations.{name}");
                 let (kind, list) = if *name == route.operation {
@@ -239,6 +286,7 @@ impl Plan {
                 targets: package_targets,
             },
             operation_count: slots,
+            tokens,
         };
         Ok((plan, warnings))
     }
@@ -391,9 +439,17 @@ struct OpScope<'a> {
     vars: Vec<String>,
     paging: Option<PagingStyle>,
     in_step: bool,
+    /// Names of the operation's value maps.
+    maps: Vec<&'a str>,
+    /// The vendor has token-endpoint auth (and this is not the token request itself).
+    auth: bool,
 }
 
 impl Scope for OpScope<'_> {
+    fn map_index(&self, name: &str) -> Option<usize> {
+        self.maps.iter().position(|m| *m == name)
+    }
+
     fn resolve(&self, name: &str) -> Result<Ref, String> {
         let (ns, rest) = name.split_once('.').unwrap_or((name, ""));
         match (ns, rest) {
@@ -467,6 +523,10 @@ impl Scope for OpScope<'_> {
                 )),
             },
             ("request", _) => Err(format!("`{name}` is only available in signing steps")),
+            ("auth", "token") if self.auth => Ok(Ref::AuthToken),
+            ("auth", _) => Err(format!(
+                "`{name}` needs the vendor's `auth: {{token: …}}` (and is not available in the token request itself)"
+            )),
             _ => Err(format!(
                 "unknown name `{name}` (namespaces: member, cred, input, now, nonce, var, page, request)"
             )),
@@ -519,6 +579,8 @@ impl OpCompiler<'_> {
             vars: Vec::new(),
             paging: op.paging.as_ref().map(|p| p.style),
             in_step: true,
+            maps: op.maps.keys().map(String::as_str).collect(),
+            auth: self.cfg.auth.is_some() && route.auth_token,
         };
 
         // steps, in order; the request is rendered before the first step that reads it
@@ -693,19 +755,44 @@ impl OpCompiler<'_> {
         if !self.errors.is_empty() {
             return None;
         }
+        let uses_auth = path
+            .iter()
+            .flat_map(|p| p.refs())
+            .any(|r| r == Ref::AuthToken)
+            || query
+                .iter()
+                .flat_map(|(_, t)| t.refs())
+                .any(|r| r == Ref::AuthToken)
+            || headers
+                .iter()
+                .flat_map(|(_, t)| t.refs())
+                .any(|r| r == Ref::AuthToken)
+            || body
+                .as_ref()
+                .is_some_and(|b| b.refs().contains(&Ref::AuthToken))
+            || steps.iter().any(|s| s.refs().contains(&Ref::AuthToken));
         Some(OperationPlan {
             vendor: self.vendor.clone(),
             name: name.to_owned(),
             identity: op.identity.clone(),
-            credentials,
-            method,
-            path: path?,
-            query,
-            headers,
-            body,
-            steps,
-            render_at,
-            var_count,
+            request: RequestPlan {
+                vendor: self.vendor.clone(),
+                credentials,
+                method,
+                path: path?,
+                query,
+                headers,
+                body,
+                steps,
+                render_at,
+                var_count,
+                maps: op
+                    .maps
+                    .values()
+                    .map(|m| m.clone().into_iter().collect())
+                    .collect(),
+                uses_auth,
+            },
             inputs: route.inputs.iter().map(|s| s.to_string()).collect(),
             response: response?,
             paging,
@@ -713,6 +800,42 @@ impl OpCompiler<'_> {
             cache: op.cache.clone(),
             effect: op.effect,
             slot: 0,
+        })
+    }
+
+    /// Compiles the vendor's token endpoint.
+    fn token(
+        &mut self,
+        auth: &crate::config::AuthConfig,
+        credentials: Vec<SecretString>,
+    ) -> Option<TokenPlan> {
+        let t = &auth.token;
+        let op = OperationConfig {
+            identity: Vec::new(),
+            request: t.request.clone(),
+            steps: Vec::new(),
+            response: crate::config::ResponseConfig {
+                success: Vec::new(),
+                empty: Vec::new(),
+                not_found: Vec::new(),
+                error_code: None,
+                error_message: None,
+                items: "$".to_owned(),
+            },
+            paging: None,
+            fields: Default::default(),
+            cache: None,
+            effect: crate::config::Effect::Write,
+            maps: Default::default(),
+        };
+        let token = self.path(&t.token, "token");
+        let expires_in = self.path(&t.expires_in, "expires_in");
+        let plan = self.compile("token", &op, &TOKEN, credentials)?;
+        Some(TokenPlan {
+            request: plan.request,
+            token: token?,
+            expires_in: expires_in?,
+            refresh_before: Duration::from_millis(t.refresh_before_ms),
         })
     }
 
@@ -842,7 +965,7 @@ impl OpCompiler<'_> {
                 ok = false;
             }
         }
-        if op.fields.is_empty() {
+        if op.fields.is_empty() && !route.schema.is_empty() {
             self.err("fields", "map at least the required canonical fields");
             ok = false;
         }

@@ -180,8 +180,15 @@ impl Breaker {
     }
 }
 
+/// Token-endpoint auth of one vendor: how to fetch a token, and the cached one.
+pub struct VendorAuth {
+    pub plan: Arc<crate::engine::plan::TokenPlan>,
+    pub cache: crate::engine::token::TokenCache,
+}
+
 /// The protections of one vendor, shared by all its operations.
 pub struct VendorGuard {
+    pub auth: Option<VendorAuth>,
     pub breaker: Option<Arc<Breaker>>,
     concurrency: Option<Arc<Semaphore>>,
     rate: Option<DefaultDirectRateLimiter>,
@@ -227,6 +234,7 @@ impl VendorGuard {
             ))
         });
         VendorGuard {
+            auth: None,
             breaker: circuit.cloned().map(|c| Arc::new(Breaker::new(c))),
             concurrency: limits
                 .and_then(|l| l.max_concurrency)

@@ -44,6 +44,8 @@ pub enum Ref {
     QuerySortedNameValue,
     QuerySortedPairs,
     QuerySortedPairsEncoded,
+    /// The vendor's access token (token-endpoint auth).
+    AuthToken,
 }
 
 impl Ref {
@@ -61,14 +63,18 @@ impl Ref {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
     Text,
     Number,
     Json,
+    /// `| map:NAME`: the value translated by the operation's map NAME (absent when unmapped).
+    Map(usize),
+    /// `| then:TEXT`: TEXT when the value is present, absent otherwise.
+    Then(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
     pub name: Ref,
     pub filter: Filter,
@@ -90,6 +96,10 @@ pub struct Template {
 pub trait Scope {
     /// Resolves a dotted name, or says why it cannot be used here.
     fn resolve(&self, name: &str) -> Result<Ref, String>;
+    /// The index of the value map `name` (for `| map:NAME`).
+    fn map_index(&self, _name: &str) -> Option<usize> {
+        None
+    }
 }
 
 /// The values of one attempt.
@@ -99,6 +109,20 @@ pub trait Values {
     /// The JSON value of `r` (for `| json`); defaults to its text.
     fn json(&self, r: Ref) -> Option<Value> {
         self.text(r).map(|t| Value::String(t.into_owned()))
+    }
+    /// `key` translated by value map `map`.
+    fn mapped(&self, _map: usize, _key: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The text a placeholder contributes, after its filter.
+fn hole_text<'v>(p: &Placeholder, values: &'v dyn Values) -> Option<Cow<'v, str>> {
+    let v = values.text(p.name)?;
+    match &p.filter {
+        Filter::Map(m) => values.mapped(*m, &v).map(Cow::Owned),
+        Filter::Then(text) => Some(Cow::Owned(text.clone())),
+        Filter::Text | Filter::Number | Filter::Json => Some(v),
     }
 }
 
@@ -153,9 +177,9 @@ impl Template {
     }
 
     /// The placeholder when the template is exactly one placeholder.
-    pub fn whole(&self) -> Option<Placeholder> {
+    pub fn whole(&self) -> Option<&Placeholder> {
         match self.parts.as_slice() {
-            [Part::Hole(p)] => Some(*p),
+            [Part::Hole(p)] => Some(p),
             _ => None,
         }
     }
@@ -186,46 +210,51 @@ impl Template {
     }
 
     fn render_with(&self, values: &dyn Values, put: impl Fn(&str, &mut String)) -> Option<String> {
-        if let Some(p) = self.whole() {
-            let v = values.text(p.name)?;
-            let mut out = String::new();
-            put(&v, &mut out);
-            return Some(out);
-        }
         let mut out = String::new();
+        let (mut holes, mut present) = (0, 0);
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
                 Part::Hole(p) => {
-                    if let Some(v) = values.text(p.name) {
+                    holes += 1;
+                    if let Some(v) = hole_text(p, values) {
+                        present += 1;
                         put(&v, &mut out);
                     }
                 }
             }
         }
-        Some(out)
+        // a template whose every value is absent is absent (the field or parameter is left
+        // out); one with some values present renders the absent ones as empty text
+        (holes == 0 || present > 0).then_some(out)
     }
 }
 
 fn placeholder(inner: &str, scope: &dyn Scope) -> Result<Placeholder, String> {
-    let mut pieces = inner.split('|').map(str::trim);
-    let name = pieces.next().unwrap_or_default();
+    let (name, filter) = match inner.split_once('|') {
+        None => (inner.trim(), None),
+        Some((n, f)) => (n.trim(), Some(f.trim())),
+    };
     if name.is_empty() {
         return Err("empty placeholder `{{}}`".to_owned());
     }
-    let filter = match pieces.next() {
+    let filter = match filter {
         None => Filter::Text,
         Some("number") => Filter::Number,
         Some("json") => Filter::Json,
+        Some(f) if f.starts_with("then:") => Filter::Then(f["then:".len()..].to_owned()),
+        Some(f) if f.starts_with("map:") => {
+            let map = f["map:".len()..].trim();
+            Filter::Map(scope.map_index(map).ok_or_else(|| {
+                format!("`{{{{{inner}}}}}`: the operation has no value map `{map}` under `maps:`")
+            })?)
+        }
         Some(other) => {
             return Err(format!(
-                "unknown filter `{other}` in `{{{{{inner}}}}}` (known: number, json)"
+                "unknown filter `{other}` in `{{{{{inner}}}}}` (known: number, json, map:NAME, then:TEXT)"
             ));
         }
     };
-    if pieces.next().is_some() {
-        return Err(format!("only one filter is allowed in `{{{{{inner}}}}}`"));
-    }
     Ok(Placeholder {
         name: scope.resolve(name)?,
         filter,
@@ -358,15 +387,14 @@ impl JsonTemplate {
 
     fn is_absent(&self, values: &dyn Values) -> bool {
         match self {
-            JsonTemplate::Text(t) => t.whole().is_some_and(|p| values.text(p.name).is_none()),
+            JsonTemplate::Text(t) => t.render(values).is_none(),
             _ => false,
         }
     }
 }
 
-fn render_hole(p: Placeholder, values: &dyn Values) -> Result<Option<Value>, RenderError> {
-    Ok(match p.filter {
-        Filter::Text => values.text(p.name).map(|t| Value::String(t.into_owned())),
+fn render_hole(p: &Placeholder, values: &dyn Values) -> Result<Option<Value>, RenderError> {
+    Ok(match &p.filter {
         Filter::Json => values.json(p.name),
         Filter::Number => match values.text(p.name) {
             None => None,
@@ -376,6 +404,9 @@ fn render_hole(p: Placeholder, values: &dyn Values) -> Result<Option<Value>, Ren
                     .map_err(|_| RenderError::NotANumber)?,
             ),
         },
+        Filter::Text | Filter::Map(_) | Filter::Then(_) => {
+            hole_text(p, values).map(|t| Value::String(t.into_owned()))
+        }
     })
 }
 
@@ -426,6 +457,15 @@ mod tests {
         assert_eq!(t.render(&V).unwrap(), "aK1-s3b");
         let whole = Template::compile("{{member.openid}}", &S).unwrap();
         assert_eq!(whole.render(&V), None);
+        // every value absent: the template is absent; some present: the rest render empty
+        let cond = Template::compile(
+            "{{member.id | then:id,=;}}{{member.openid | then:openid,=;}}",
+            &S,
+        )
+        .unwrap();
+        assert_eq!(cond.render(&V).unwrap(), "id,=;");
+        let none = Template::compile("x{{member.openid}}y", &S).unwrap();
+        assert_eq!(none.render(&V), None);
         let path = Template::compile("/m/{{cred.secret}}/{{now.ms}}", &S).unwrap();
         assert_eq!(path.render_encoded(&V).unwrap(), "/m/s3/1700000000000");
     }
