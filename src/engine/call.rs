@@ -166,13 +166,14 @@ async fn exchange_with_retries(
             None => upstream.exchange(req).await,
         };
         // a 401 means the token was revoked: fetch a new one and try the call once more
-        if let (Some(a), Some(used), Ok(res)) = (auth, &token, &result) {
-            if res.status() == http::StatusCode::UNAUTHORIZED && !refreshed {
-                a.cache.invalidate(used);
-                token = Some(fetch_token(a, upstream).await?);
-                refreshed = true;
-                continue;
-            }
+        if let (Some(a), Some(used), Ok(res)) = (auth, &token, &result)
+            && res.status() == http::StatusCode::UNAUTHORIZED
+            && !refreshed
+        {
+            a.cache.invalidate(used);
+            token = Some(fetch_token(a, upstream).await?);
+            refreshed = true;
+            continue;
         }
         let retriable = op.effect == Effect::Read
             && match &result {
