@@ -101,7 +101,10 @@ async fn a_wrong_secret_is_refused_by_the_vendor_and_reported() {
     assert_eq!(acme.rejected.load(Ordering::SeqCst), 1);
     let src = &a.body["sources"][0];
     assert_eq!(src["outcome"], "error");
-    assert_eq!(src["error"], "HTTP 401");
+    assert_eq!(
+        src["error"], "HTTP 401: signature mismatch",
+        "the vendor's own message comes along"
+    );
     assert!(
         !a.raw.windows(11).any(|w| w == b"acme-secret"),
         "no credential in the body"

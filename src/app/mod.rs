@@ -2,6 +2,7 @@
 //! HTTP concerns (parsing, status codes, problem bodies) stay in `crate::http`.
 pub mod coupons;
 pub mod packages;
+pub mod templates;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use crate::engine::plan::Plan;
 use crate::engine::resilience::{VendorAuth, VendorGuard};
 use crate::engine::token::TokenCache;
 use crate::engine::upstream::Upstream;
+use crate::idempotency::{IdempotencyStore, MemoryStore};
 
 /// Everything a request needs, built once at start-up.
 pub struct AppState {
@@ -26,6 +28,8 @@ pub struct AppState {
     pub caches: Vec<Option<ResponseCache>>,
     /// Breakers, limits and retry budgets by vendor slot.
     pub guards: Vec<VendorGuard>,
+    /// Idempotency records of creates (`Idempotency-Key`).
+    pub idempotency: Arc<dyn IdempotencyStore>,
     pub metrics: PrometheusHandle,
     ready: AtomicBool,
 }
@@ -60,6 +64,7 @@ impl AppState {
             upstream,
             caches,
             guards,
+            idempotency: Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
             metrics: crate::telemetry::install_metrics(),
             ready: AtomicBool::new(true),
         })

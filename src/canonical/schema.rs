@@ -168,3 +168,18 @@ pub fn to_object(
         })
         .collect()
 }
+
+pub const TEMPLATE_KINDS: &[&str] = &["discount", "cash", "groupon", "gift"];
+
+/// A coupon template (API.md "Coupon templates"). `vendor` is added by the route.
+pub const TEMPLATE: &[FieldDef] = &[
+    req("id", FieldType::Text),
+    f("kind", FieldType::Enum(TEMPLATE_KINDS)),
+    f("title", FieldType::Text),
+    f("status", FieldType::Text),
+    f("begin_at", FieldType::Time),
+    f("end_at", FieldType::Time),
+    f("created_at", FieldType::Time),
+    f("updated_at", FieldType::Time),
+    f("card", FieldType::Json),
+];

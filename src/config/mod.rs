@@ -64,24 +64,38 @@ impl Default for ServerConfig {
 /// Which vendor operation serves each canonical route.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-#[derive(Default)]
 pub struct RoutesSection {
     pub coupons_query: CouponsQueryRoute,
     pub package_get: SingleRoute,
+    pub templates_create: SingleRoute,
+    pub templates_list: SingleRoute,
+    pub templates_update: SingleRoute,
 }
 
 /// A route answered by one vendor's operation, named in the path.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct SingleRoute {
     /// Name of the vendor operation that serves the route.
     pub operation: String,
 }
 
-impl Default for SingleRoute {
-    fn default() -> Self {
+impl SingleRoute {
+    fn named(operation: &str) -> SingleRoute {
         SingleRoute {
-            operation: "get_package".to_owned(),
+            operation: operation.to_owned(),
+        }
+    }
+}
+
+impl Default for RoutesSection {
+    fn default() -> Self {
+        RoutesSection {
+            coupons_query: CouponsQueryRoute::default(),
+            package_get: SingleRoute::named("get_package"),
+            templates_create: SingleRoute::named("create_template"),
+            templates_list: SingleRoute::named("list_templates"),
+            templates_update: SingleRoute::named("update_template"),
         }
     }
 }
@@ -354,8 +368,24 @@ pub struct ResponseConfig {
     pub error_code: Option<String>,
     #[serde(default)]
     pub error_message: Option<String>,
+    /// JSONPath of per-field messages in a 4xx answer (a vendor's validation errors).
+    #[serde(default)]
+    pub error_fields: Option<String>,
+    /// Where the answer says which page it is (routes that page through the vendor's list).
+    #[serde(default)]
+    pub page_info: Option<PageInfoConfig>,
     /// JSONPath of the item list (an array, or one object standing for a list of one).
     pub items: String,
+}
+
+/// JSONPaths of the vendor's page description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageInfoConfig {
+    pub page: String,
+    pub per_page: String,
+    pub total: String,
+    pub total_pages: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

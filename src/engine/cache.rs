@@ -166,7 +166,7 @@ impl ResponseCache {
         }
     }
 
-    pub async fn invalidate_all(&self) {
+    pub fn invalidate_all(&self) {
         self.fresh.invalidate_all();
         if let Some(last) = &self.last_good {
             last.invalidate_all();

@@ -46,6 +46,8 @@ pub struct CallOutput {
     pub truncated: bool,
     /// Bytes of the vendor's answers (the weight of a cached answer).
     pub bytes: usize,
+    /// The vendor's page description (`response.page_info`): page, per_page, total, total_pages.
+    pub page_info: Option<[i64; 4]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +68,20 @@ pub enum CallError {
     NotFound,
     #[error("cannot authenticate: {0}")]
     Auth(String),
+    /// The vendor refused the request (a 4xx with a JSON answer): its message and field errors.
+    #[error("HTTP {status}: {message}")]
+    Rejected {
+        status: u16,
+        message: String,
+        fields: Option<Value>,
+    },
 }
 
 impl CallError {
     /// The vendor's own status, for operations that pass 404 / 422 through.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            CallError::Status(s) => Some(*s),
+            CallError::Status(s) | CallError::Rejected { status: s, .. } => Some(*s),
             _ => None,
         }
     }
@@ -96,9 +105,14 @@ pub async fn call(
     loop {
         let res = exchange_with_retries(op, upstream, input, &page, guard).await?;
         if !res.status().is_success() {
-            return Err(CallError::Status(res.status().as_u16()));
+            return Err(refusal(op, res.status().as_u16(), res.body()));
         }
         let doc: Value = serde_json::from_slice(res.body()).map_err(|_| CallError::NotJson)?;
+        if let Some(pi) = &op.response.page_info {
+            let read =
+                |p: &super::extract::JsonPath| p.first(&doc).and_then(convert::fen).unwrap_or(0);
+            out.page_info = Some([read(&pi[0]), read(&pi[1]), read(&pi[2]), read(&pi[3])]);
+        }
         out.pages += 1;
         out.bytes += res.body().len();
         let items = match judge(op, &doc)? {
@@ -234,6 +248,35 @@ async fn fetch_token(auth: &VendorAuth, upstream: &Upstream) -> Result<Token, Ca
         CallError::Auth(m) => CallError::Auth(m.clone()),
         other => CallError::Auth(format!("token endpoint: {other}")),
     })
+}
+
+/// A non-2xx answer: a 4xx with a JSON body keeps the vendor's message and field errors.
+fn refusal(op: &OperationPlan, status: u16, body: &[u8]) -> CallError {
+    if !(400..500).contains(&status) {
+        return CallError::Status(status);
+    }
+    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+        return CallError::Status(status);
+    };
+    let mut message = op
+        .response
+        .error_message
+        .as_ref()
+        .and_then(|p| p.first(&doc))
+        .and_then(convert::text)
+        .unwrap_or_default();
+    message.truncate(message.floor_char_boundary(200));
+    let fields = op
+        .response
+        .error_fields
+        .as_ref()
+        .and_then(|p| p.first(&doc))
+        .cloned();
+    CallError::Rejected {
+        status,
+        message,
+        fields,
+    }
 }
 
 enum Judged<'a> {

@@ -30,6 +30,10 @@ pub struct Plan {
     pub coupons_query: RoutePlan,
     /// `GET /v1/packages/{vendor}/{package_id}`.
     pub package_get: RoutePlan,
+    /// `POST /v1/templates`, `GET /v1/templates`, `PUT /v1/templates/{vendor}/{id}`.
+    pub templates_create: RoutePlan,
+    pub templates_list: RoutePlan,
+    pub templates_update: RoutePlan,
     /// Number of compiled operations (the runtime slots).
     pub operation_count: usize,
     /// Token endpoints by vendor slot.
@@ -112,6 +116,8 @@ pub struct OperationPlan {
 
 #[derive(Debug)]
 pub struct ResponsePlan {
+    pub error_fields: Option<JsonPath>,
+    pub page_info: Option<[JsonPath; 4]>,
     pub success: Vec<Condition>,
     pub empty: Vec<Condition>,
     pub not_found: Vec<Condition>,
@@ -159,6 +165,27 @@ const COUPONS_QUERY: RouteKind = RouteKind {
     auth_token: true,
 };
 
+const TEMPLATES_CREATE: RouteKind = RouteKind {
+    schema: schema::TEMPLATE,
+    inputs: &["kind", "begin_at", "end_at", "sync", "card"],
+    member: false,
+    auth_token: true,
+};
+
+const TEMPLATES_LIST: RouteKind = RouteKind {
+    schema: schema::TEMPLATE,
+    inputs: &["kind", "active_on", "page", "per_page"],
+    member: false,
+    auth_token: true,
+};
+
+const TEMPLATES_UPDATE: RouteKind = RouteKind {
+    schema: schema::TEMPLATE,
+    inputs: &["id", "kind", "begin_at", "end_at", "sync", "card"],
+    member: false,
+    auth_token: true,
+};
+
 /// The token endpoint, compiled like an operation without fields.
 const TOKEN: RouteKind = RouteKind {
     schema: &[],
@@ -174,7 +201,34 @@ const PACKAGE_GET: RouteKind = RouteKind {
     auth_token: true,
 };
 
+impl RoutePlan {
+    fn single(operation: &str, targets: Vec<Arc<OperationPlan>>) -> RoutePlan {
+        RoutePlan {
+            operation: operation.to_owned(),
+            default_limit: 1,
+            max_limit: 1,
+            targets,
+        }
+    }
+
+    /// The operation of `vendor` on this route.
+    pub fn of(&self, vendor: &str) -> Option<&Arc<OperationPlan>> {
+        self.targets.iter().find(|op| op.vendor.id == vendor)
+    }
+}
+
 impl Plan {
+    /// Every compiled operation, for building runtime state by slot.
+    pub fn operations(&self) -> impl Iterator<Item = &Arc<OperationPlan>> {
+        self.coupons_query
+            .targets
+            .iter()
+            .chain(&self.package_get.targets)
+            .chain(&self.templates_create.targets)
+            .chain(&self.templates_list.targets)
+            .chain(&self.templates_update.targets)
+    }
+
     /// Compiles a loaded configuration. On failure, every error found.
     /// Warnings (missing credentials under `Credentials::Optional`) come back with the plan.
     pub fn compile(
@@ -209,6 +263,8 @@ impl Plan {
         let mut vendors = Vec::new();
         let mut targets = Vec::new();
         let mut package_targets = Vec::new();
+        let (mut create_targets, mut list_targets, mut update_targets) =
+            (Vec::new(), Vec::new(), Vec::new());
         let mut tokens = Vec::new();
         let mut slots = 0;
         for id in order {
@@ -237,16 +293,27 @@ impl Plan {
             }));
             for (name, op) in &v.operations {
                 let op_path = format!("{path}.operations.{name}");
+                let routes = &cfg.routes;
                 let (kind, list) = if *name == route.operation {
                     (&COUPONS_QUERY, &mut targets)
-                } else if *name == cfg.routes.package_get.operation {
+                } else if *name == routes.package_get.operation {
                     (&PACKAGE_GET, &mut package_targets)
+                } else if *name == routes.templates_create.operation {
+                    (&TEMPLATES_CREATE, &mut create_targets)
+                } else if *name == routes.templates_list.operation {
+                    (&TEMPLATES_LIST, &mut list_targets)
+                } else if *name == routes.templates_update.operation {
+                    (&TEMPLATES_UPDATE, &mut update_targets)
                 } else {
                     errors.push(loaded.error(
                         &op_path,
                         format!(
-                            "no canonical route uses operation `{name}` (routes use: {}, {})",
-                            route.operation, cfg.routes.package_get.operation
+                            "no canonical route uses operation `{name}` (routes use: {}, {}, {}, {}, {})",
+                            route.operation,
+                            routes.package_get.operation,
+                            routes.templates_create.operation,
+                            routes.templates_list.operation,
+                            routes.templates_update.operation
                         ),
                     ));
                     continue;
@@ -279,12 +346,16 @@ impl Plan {
                 max_limit: route.max_limit,
                 targets,
             },
-            package_get: RoutePlan {
-                operation: cfg.routes.package_get.operation.clone(),
-                default_limit: 1,
-                max_limit: 1,
-                targets: package_targets,
-            },
+            package_get: RoutePlan::single(&cfg.routes.package_get.operation, package_targets),
+            templates_create: RoutePlan::single(
+                &cfg.routes.templates_create.operation,
+                create_targets,
+            ),
+            templates_list: RoutePlan::single(&cfg.routes.templates_list.operation, list_targets),
+            templates_update: RoutePlan::single(
+                &cfg.routes.templates_update.operation,
+                update_targets,
+            ),
             operation_count: slots,
             tokens,
         };
@@ -820,6 +891,8 @@ impl OpCompiler<'_> {
                 not_found: Vec::new(),
                 error_code: None,
                 error_message: None,
+                error_fields: None,
+                page_info: None,
                 items: "$".to_owned(),
             },
             paging: None,
@@ -887,8 +960,29 @@ impl OpCompiler<'_> {
             .error_message
             .as_deref()
             .and_then(|p| self.path(p, "response.error_message"));
+        let error_fields = r
+            .error_fields
+            .as_deref()
+            .and_then(|p| self.path(p, "response.error_fields"));
+        let page_info = match &r.page_info {
+            None => None,
+            Some(pi) => {
+                let parts = [
+                    self.path(&pi.page, "response.page_info.page"),
+                    self.path(&pi.per_page, "response.page_info.per_page"),
+                    self.path(&pi.total, "response.page_info.total"),
+                    self.path(&pi.total_pages, "response.page_info.total_pages"),
+                ];
+                match parts {
+                    [Some(a), Some(b), Some(c), Some(d)] => Some([a, b, c, d]),
+                    _ => None,
+                }
+            }
+        };
         let items = self.path(&r.items, "response.items")?;
         Some(ResponsePlan {
+            error_fields,
+            page_info,
             success,
             empty,
             not_found,

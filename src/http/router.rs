@@ -12,9 +12,11 @@ use tokio::time::Instant;
 
 use super::problem::Problem;
 use crate::app::packages::{self, PackageAnswer};
+use crate::app::templates::{self, TemplateAnswer};
 use crate::app::{AppState, coupons};
 use crate::canonical::merge::Outcome;
 use crate::canonical::merge::Verdict;
+use crate::idempotency::{self, Claim, StoredResponse};
 use crate::telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +41,19 @@ where
             "coupons_query",
             coupons_query(&state, req, &request_id).await,
         ),
+        (&Method::POST, "/v1/templates") => (
+            "templates_create",
+            templates_create(&state, req, &request_id).await,
+        ),
+        (&Method::GET, "/v1/templates") => {
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let answer = templates::list(&state, &query, no_cache(&req)).await;
+            ("templates_list", template_response(answer, &request_id))
+        }
+        (&Method::PUT, path) if path.starts_with("/v1/templates/") => (
+            "templates_update",
+            templates_update(&state, req, &request_id).await,
+        ),
         (&Method::GET, path) if path.starts_with("/v1/packages/") => {
             ("package_get", package(&state, &req, &request_id).await)
         }
@@ -56,6 +71,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/vendors", "GET"),
     ("/v1/coupons/query", "POST"),
     ("/v1/packages/", "GET"),
+    ("/v1/templates", "GET, POST"),
+    ("/v1/templates/", "PUT"),
 ];
 
 fn not_routed(path: &str, request_id: &str) -> Response<Full<Bytes>> {
@@ -168,6 +185,171 @@ async fn package<B>(
                 .into_response(request_id)
         }
     }
+}
+
+fn template_response(answer: TemplateAnswer, request_id: &str) -> Response<Full<Bytes>> {
+    match answer {
+        TemplateAnswer::Ok(status, body) => {
+            let mut res = json_ok(&body);
+            *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            res
+        }
+        TemplateAnswer::Invalid(detail) => {
+            Problem::new(StatusCode::BAD_REQUEST, detail).into_response(request_id)
+        }
+        TemplateAnswer::NotFound(detail) => {
+            Problem::new(StatusCode::NOT_FOUND, detail).into_response(request_id)
+        }
+        TemplateAnswer::Rejected { message, errors } => {
+            let detail = if message.is_empty() {
+                "the vendor refused the input".to_owned()
+            } else {
+                message
+            };
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+                .with("errors", errors)
+                .into_response(request_id)
+        }
+        TemplateAnswer::Failed { timeout, error } => {
+            let status = if timeout {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            Problem::new(status, error).into_response(request_id)
+        }
+    }
+}
+
+/// `POST /v1/templates`; with `Idempotency-Key`, a repeat returns the first answer.
+async fn templates_create<B>(
+    state: &Arc<AppState>,
+    req: Request<B>,
+    request_id: &str,
+) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned));
+    let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let key = match key {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),
+        Some(_) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "`Idempotency-Key` is 1 to 255 visible ASCII characters",
+            )
+            .into_response(request_id);
+        }
+    };
+    let Some(key) = key else {
+        return template_response(templates::create(state, &body).await, request_id);
+    };
+    let scoped = format!("templates.create:{key}");
+    let claim = state
+        .idempotency
+        .claim(
+            &scoped,
+            &idempotency::fingerprint(&body),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    let pending = match claim {
+        Ok(Claim::Proceed(p)) => p,
+        Ok(Claim::Replay(stored)) => {
+            let mut res = Response::new(Full::new(stored.body));
+            *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
+                res.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return res;
+        }
+        Ok(Claim::Conflict) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "this Idempotency-Key was used with a different body",
+            )
+            .into_response(request_id);
+        }
+        Err(_) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "a request with this Idempotency-Key is still in progress",
+            )
+            .into_response(request_id);
+        }
+    };
+    let res = template_response(templates::create(state, &body).await, request_id);
+    // a definite answer (created, or refused by validation) is remembered; a vendor failure
+    // releases the key so the caller may try again
+    if res.status().is_success() || res.status().is_client_error() {
+        let (parts, body) = res.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        pending.complete(StoredResponse {
+            status: parts.status.as_u16(),
+            content_type,
+            body: bytes.clone(),
+        });
+        return Response::from_parts(parts, Full::new(bytes));
+    }
+    pending.abandon();
+    res
+}
+
+/// `PUT /v1/templates/{vendor}/{id}`.
+async fn templates_update<B>(
+    state: &Arc<AppState>,
+    req: Request<B>,
+    request_id: &str,
+) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let rest = req
+        .uri()
+        .path()
+        .trim_start_matches("/v1/templates/")
+        .to_owned();
+    let Some((vendor, id)) = rest
+        .split_once('/')
+        .filter(|(v, id)| !v.is_empty() && !id.contains('/'))
+    else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no such route: use /v1/templates/{vendor}/{id}",
+        )
+        .into_response(request_id);
+    };
+    let (vendor, id) = (vendor.to_owned(), id.to_owned());
+    let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    template_response(
+        templates::update(state, &vendor, &id, &body).await,
+        request_id,
+    )
 }
 
 /// Reads a JSON body within the configured limit.

@@ -1,0 +1,310 @@
+//! `/v1/templates` end to end against the strict wxcard simulator: token-endpoint auth
+//! (reuse, expiry, revocation, single flight), create for every kind, list with filters and
+//! paging, update, vendor 404/422, and idempotent creates.
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use coupon_gateway::embedded::{self, ROUTES_YAML};
+use coupon_gateway::sandbox::Sandbox;
+use coupon_gateway::sandbox::data::{day, ymd};
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+async fn setup_with(edit: impl Fn(String) -> String) -> (Sandbox, embedded::Running) {
+    let sb = Sandbox::start().await.unwrap();
+    let plan =
+        embedded::sandbox_plan("routes.yaml", &edit(ROUTES_YAML.to_owned()), &sb, false).unwrap();
+    (
+        sb,
+        embedded::start(
+            plan,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ),
+    )
+}
+
+async fn setup() -> (Sandbox, embedded::Running) {
+    setup_with(|t| t).await
+}
+
+fn card(kind: &str, title: &str) -> Value {
+    let mut c = json!({"base_info": {"title": title, "color": "Color010", "brand_name": "海底捞"}});
+    match kind {
+        "discount" => c["discount"] = json!(20),
+        "cash" => {
+            c["reduce_money"] = json!(2000);
+            c["least_cost"] = json!(10000);
+        }
+        "groupon" => c["deal_detail"] = json!("双人套餐"),
+        _ => c["gift"] = json!("生日蛋糕一个"),
+    }
+    c
+}
+
+fn create_body(kind: &str, title: &str) -> Value {
+    json!({"vendor": "wxcard", "kind": kind, "begin_at": ymd(day(1)), "end_at": ymd(day(31)), "sync": true, "card": card(kind, title)})
+}
+
+async fn post(gw: &embedded::Running, body: &Value, key: Option<&str>) -> support::Answer {
+    let mut req = Request::post(gw.url("/v1/templates")).header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    support::send(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
+}
+
+async fn list(gw: &embedded::Running, query: &str, fresh: bool) -> support::Answer {
+    let mut req = Request::get(gw.url(&format!("/v1/templates?{query}")));
+    if fresh {
+        req = req.header("cache-control", "no-cache");
+    }
+    support::send(req.body(Full::default()).unwrap()).await
+}
+
+fn ids(a: &support::Answer) -> Vec<String> {
+    a.body["templates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", a.body))
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_list_is_normalized_filtered_and_paged() {
+    let (_sb, gw) = setup().await;
+    let a = list(&gw, "vendor=wxcard", false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(ids(&a), ["1", "2", "3", "4"]);
+    assert_eq!(
+        a.body["page"],
+        json!({"page": 1, "per_page": 15, "total": 4, "total_pages": 1})
+    );
+    let t1 = &a.body["templates"][0];
+    assert_eq!(
+        (t1["vendor"].as_str(), t1["kind"].as_str()),
+        (Some("wxcard"), Some("discount"))
+    );
+    // UTC date objects become the template's UTC+08:00 days
+    assert_eq!(t1["begin_at"], format!("{}T00:00:00+08:00", ymd(day(-30))));
+    assert_eq!(t1["end_at"], format!("{}T23:59:59+08:00", ymd(day(60))));
+    assert_eq!(
+        t1["created_at"],
+        format!("{}T18:10:10+08:00", ymd(day(-31)))
+    );
+    assert_eq!(t1["updated_at"], Value::Null);
+    assert_eq!(a.body["templates"][1]["kind"], "cash");
+
+    assert_eq!(
+        ids(&list(&gw, "vendor=wxcard&kind=cash", false).await),
+        ["2"]
+    );
+    let on = |d: i64| format!("vendor=wxcard&active_on={}", ymd(day(d)));
+    assert_eq!(ids(&list(&gw, &on(40), false).await), ["1"]);
+    assert_eq!(
+        ids(&list(&gw, &format!("{}&kind=groupon", on(10)), false).await),
+        ["3"]
+    );
+    let p1 = list(&gw, "vendor=wxcard&per_page=3", false).await;
+    assert_eq!(ids(&p1), ["1", "2", "3"]);
+    assert_eq!(
+        p1.body["page"],
+        json!({"page": 1, "per_page": 3, "total": 4, "total_pages": 2})
+    );
+    let p2 = list(&gw, "vendor=wxcard&per_page=3&page=2", false).await;
+    assert_eq!(ids(&p2), ["4"]);
+    assert_eq!(p2.body["page"]["page"], 2);
+    // the vendor filter may be left out when one vendor offers templates
+    assert_eq!(ids(&list(&gw, "kind=gift", false).await), ["4"]);
+}
+
+#[tokio::test]
+async fn bad_list_queries_are_400_and_unknown_vendors_404() {
+    let (_sb, gw) = setup().await;
+    for (q, status) in [
+        ("kind=coupon", 400),
+        ("active_on=tomorrow", 400),
+        ("per_page=0", 400),
+        ("per_page=101", 400),
+        ("colour=red", 400),
+        ("vendor=op", 404),
+    ] {
+        let a = list(&gw, q, false).await;
+        assert_eq!(a.status, status, "{q}: {}", a.body);
+        assert_eq!(a.headers["content-type"], "application/problem+json");
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_reused_and_renewed_after_revocation() {
+    let (sb, gw) = setup().await;
+    for _ in 0..5 {
+        assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
+    }
+    assert_eq!(sb.token_requests(), 1, "one token for five calls");
+    sb.revoke_tokens();
+    let a = list(&gw, "vendor=wxcard", true).await;
+    assert_eq!(
+        a.status, 200,
+        "a 401 renews the token and retries once: {}",
+        a.body
+    );
+    assert_eq!(sb.token_requests(), 2);
+    assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
+    assert_eq!(sb.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn tokens_are_renewed_before_they_expire() {
+    let (sb, gw) =
+        setup_with(|t| t.replace("refresh_before_ms: 60000", "refresh_before_ms: 500")).await;
+    sb.set_token_ttl(Duration::from_secs(2));
+    assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
+    assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
+    assert_eq!(sb.token_requests(), 1);
+    tokio::time::sleep(Duration::from_millis(1_600)).await; // within 500 ms of expiry
+    assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
+    assert_eq!(sb.token_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_first_requests_fetch_one_token() {
+    let (sb, gw) = setup().await;
+    let mut set = tokio::task::JoinSet::new();
+    for n in 1..=50 {
+        let url = gw.url(&format!("/v1/templates?vendor=wxcard&per_page={n}"));
+        set.spawn(async move { support::get(&url).await.status });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    assert_eq!(sb.token_requests(), 1);
+    assert!(
+        sb.wxcard.requests() >= 51,
+        "fifty distinct lists reached the vendor"
+    );
+}
+
+#[tokio::test]
+async fn every_kind_is_created_and_lists_see_it_at_once() {
+    let (_sb, gw) = setup().await;
+    assert_eq!(ids(&list(&gw, "vendor=wxcard", false).await).len(), 4); // now cached
+    for (i, kind) in ["discount", "cash", "groupon", "gift"]
+        .into_iter()
+        .enumerate()
+    {
+        let a = post(&gw, &create_body(kind, &format!("新{kind}券")), None).await;
+        assert_eq!(a.status, 201, "{kind}: {}", a.body);
+        let t = &a.body["template"];
+        assert_eq!(t["id"], (5 + i).to_string());
+        assert_eq!(
+            (t["vendor"].as_str(), t["kind"].as_str()),
+            (Some("wxcard"), Some(kind))
+        );
+        assert_eq!(t["title"], format!("新{kind}券"));
+        assert_eq!(t["begin_at"], format!("{}T00:00:00+08:00", ymd(day(1))));
+        assert_eq!(t["end_at"], format!("{}T23:59:59+08:00", ymd(day(31))));
+        assert_eq!(t["card"]["base_info"]["title"], format!("新{kind}券"));
+    }
+    // the create dropped the cached list
+    assert_eq!(
+        ids(&list(&gw, "vendor=wxcard", false).await),
+        ["1", "2", "3", "4", "5", "6", "7", "8"]
+    );
+}
+
+#[tokio::test]
+async fn vendor_validation_errors_are_422_with_field_messages() {
+    let (_sb, gw) = setup().await;
+    let mut body = create_body("discount", "x");
+    body["card"]["discount"] = json!(150);
+    let a = post(&gw, &body, None).await;
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    assert!(
+        a.body["errors"]["ticket_info.discount"].is_array(),
+        "{}",
+        a.body
+    );
+    assert_eq!(a.body["detail"], "The given data was invalid.");
+    for (field, value, want) in [
+        ("kind", json!("coupon"), "unknown `kind`"),
+        ("begin_at", json!("1 Dec"), "yyyy-MM-dd"),
+        ("card", json!("x"), "card"),
+    ] {
+        let mut bad = create_body("cash", "x");
+        bad[field] = value;
+        let a = post(&gw, &bad, None).await;
+        assert_eq!(a.status, 400, "{field}");
+        assert!(
+            a.body["detail"].as_str().unwrap().contains(want),
+            "{}",
+            a.body
+        );
+    }
+    let mut other = create_body("cash", "x");
+    other["vendor"] = json!("acme");
+    assert_eq!(post(&gw, &other, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn updates_answer_200_and_unknown_ids_404() {
+    let (_sb, gw) = setup().await;
+    let mut body = create_body("cash", "满200减30");
+    body.as_object_mut().unwrap().remove("vendor");
+    body["card"]["reduce_money"] = json!(3000);
+    let put = |id: &str, body: &Value| {
+        support::send(
+            Request::put(gw.url(&format!("/v1/templates/wxcard/{id}")))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+    };
+    let a = put("2", &body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["template"]["id"], "2");
+    assert_eq!(a.body["template"]["title"], "满200减30");
+    assert_eq!(a.body["template"]["card"]["reduce_money"], 3000);
+    let a = put("999", &body).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    let listed = list(&gw, "vendor=wxcard&kind=cash", false).await;
+    assert_eq!(listed.body["templates"][0]["title"], "满200减30");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_create_repeated_concurrently_creates_one_template() {
+    let (sb, gw) = setup().await;
+    let body = create_body("gift", "生日券");
+    let gw = std::sync::Arc::new(gw);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (gw, body) = (gw.clone(), body.clone());
+        set.spawn(async move { post(&gw, &body, Some("order-42")).await });
+    }
+    let mut template_ids = std::collections::HashSet::new();
+    while let Some(a) = set.join_next().await {
+        let a = a.unwrap();
+        assert_eq!(a.status, 201, "{}", a.body);
+        template_ids.insert(a.body["template"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(template_ids.len(), 1, "every repeat got the first answer");
+    let all = list(&gw, "vendor=wxcard", true).await;
+    assert_eq!(
+        all.body["page"]["total"], 5,
+        "exactly one template was created"
+    );
+    // a later repeat replays; the same key with another body is a conflict
+    let again = post(&gw, &body, Some("order-42")).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        again.body["template"]["id"],
+        *template_ids.iter().next().unwrap()
+    );
+    let other = post(&gw, &create_body("gift", "另一张"), Some("order-42")).await;
+    assert_eq!(other.status, 409, "{}", other.body);
+    drop(sb);
+}
