@@ -292,7 +292,7 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_recover_from_a_blip_but_respect_the_budget() {
+async fn retries_of_a_failing_vendor_stay_within_the_budget() {
     let sb = Sandbox::start().await.unwrap();
     let gw = gateway(&sb, |t| {
         t.replacen("max_attempts: 2", "max_attempts: 3", 1)
@@ -318,10 +318,10 @@ async fn retries_recover_from_a_blip_but_respect_the_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_connection_is_retried_and_each_attempt_signed_afresh() {
+async fn an_attempt_timeout_is_retried_within_the_deadline() {
     let sb = Sandbox::start().await.unwrap();
     let gw = gateway(&sb, |t| t).await;
-    // zvcms rejects a reused nonce: a retried 5xx with the same signature would fail with 40003
+    // every attempt is slower than attempt_timeout_ms (450): the first is cut off and retried
     sb.zvcms.set_fault(Fault::Delay(Duration::from_millis(600)));
     let a = support::send(
         Request::post(gw.url("/v1/coupons/query"))
@@ -334,8 +334,7 @@ async fn a_refused_connection_is_retried_and_each_attempt_signed_afresh() {
             .unwrap(),
     )
     .await;
-    // the first attempt timed out at 450 ms (the vendor consumed its nonce), the retry also
-    // waits: the deadline ends it as a timeout, never as a nonce error
+    // the retry is slow too, so the vendor deadline (800 ms) ends the call as a timeout
     let src = &a.body["sources"][0];
     assert_eq!(src["outcome"], "timeout", "{src}");
     assert!(
@@ -349,4 +348,43 @@ async fn a_refused_connection_is_retried_and_each_attempt_signed_afresh() {
     )
     .await;
     assert_eq!(a.body["sources"][0]["outcome"], "ok", "{}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_echoing_a_credential_does_not_leak_it() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t).await;
+    let client = coupon_gateway::sandbox::OP_CLIENT;
+    let echo = format!(r#"{{"code":403,"message":"unknown client {client}","data":null}}"#);
+    sb.op.set_fault(Fault::Raw {
+        status: 200,
+        content_type: "application/json".into(),
+        body: Bytes::from(echo),
+    });
+    let a = ask_op(&gw, false).await;
+    assert_eq!(
+        op_source(&a)["error"],
+        "vendor error 403: unknown client …",
+        "{}",
+        a.body
+    );
+    assert!(!String::from_utf8_lossy(&a.raw).contains(client));
+    let text = String::from_utf8(support::get(&gw.url("/metrics")).await.raw.to_vec()).unwrap();
+    assert!(!text.contains(client));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_asking_for_missing_packages_do_not_open_the_circuit() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t.replace("min_calls: 20", "min_calls: 4")).await;
+    for n in 0..8 {
+        let a = support::get(&gw.url(&format!("/v1/packages/op/missing{n}"))).await;
+        assert_eq!(a.status, 404, "{}", a.body);
+    }
+    let vendors = support::get(&gw.url("/v1/vendors")).await;
+    assert_eq!(
+        vendors.body["vendors"][0]["circuit"], "closed",
+        "a 404 is not the vendor failing"
+    );
+    assert_eq!(op_source(&ask_op(&gw, false).await)["outcome"], "ok");
 }

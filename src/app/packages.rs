@@ -88,6 +88,8 @@ pub async fn get(
     };
     source.count = 1;
     let mut package = to_object(PACKAGE, row.clone());
+    // API.md: `id` is the package id the caller asked for
+    package.insert("id".to_owned(), Value::String(package_id.to_owned()));
     package.insert("vendor".to_owned(), Value::String(vendor.to_owned()));
     PackageAnswer::Found(json!({ "package": package, "source": source }))
 }

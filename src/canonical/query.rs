@@ -180,6 +180,11 @@ fn fingerprint(
             v
         })
     };
+    let vendors = vendors.as_ref().map(|v| {
+        let mut v = v.clone();
+        v.sort_unstable();
+        v
+    });
     let canonical = serde_json::json!([ids, openid, sorted(status), sorted(kinds), vendors]);
     crypto::hex_lower(&crypto::sha256(canonical.to_string().as_bytes())[..8])
 }
@@ -264,6 +269,16 @@ mod tests {
             let e = parse(body).unwrap_err();
             assert!(e.0.contains(want), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn the_vendors_filter_order_does_not_change_the_cursor() {
+        let q = parse(r#"{"member":{"ids":{"op":"a"}},"vendors":["op","hkl"]}"#).unwrap();
+        let c = q.cursor_at(5);
+        let again = parse(&format!(
+            r#"{{"member":{{"ids":{{"op":"a"}}}},"vendors":["hkl","op"],"cursor":"{c}"}}"#
+        ));
+        assert_eq!(again.unwrap().offset, 5);
     }
 
     #[test]

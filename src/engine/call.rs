@@ -103,6 +103,14 @@ pub async fn call(
     let mut seen_items: u64 = 0;
     guard.retry.deposit();
     loop {
+        if out.pages > 0 {
+            // a further page is a further request against the vendor's quota
+            guard.pace().await.map_err(|_| {
+                CallError::Transport(TransportError::Request(
+                    "over the vendor's outbound rate".to_owned(),
+                ))
+            })?;
+        }
         let res = exchange_with_retries(op, upstream, input, &page, guard).await?;
         if !res.status().is_success() {
             return Err(refusal(op, res.status().as_u16(), res.body()));
@@ -171,7 +179,18 @@ async fn exchange_with_retries(
     };
     let mut refreshed = false;
     let mut attempt = 1;
+    let mut first = true;
     loop {
+        // the call's admission paid for its first request; each further one (a retry, a 401
+        // renewal) takes its own share of the vendor's quota
+        if !first {
+            guard.pace().await.map_err(|_| {
+                CallError::Transport(TransportError::Request(
+                    "over the vendor's outbound rate".to_owned(),
+                ))
+            })?;
+        }
+        first = false;
         let req = build_request(&op.request, input, page, token.as_ref())?;
         let result = match retry.attempt_timeout {
             Some(t) => tokio::time::timeout(t, upstream.exchange(req))
@@ -250,6 +269,32 @@ async fn fetch_token(auth: &VendorAuth, upstream: &Upstream) -> Result<Token, Ca
     })
 }
 
+/// Vendor text goes into answers and logs: a vendor that echoes a credential back (a client
+/// id in "unknown client …") must not leak it. Each configured credential is replaced by `…`.
+fn scrub(req: &RequestPlan, text: String) -> String {
+    req.credentials.iter().fold(text, |t, c| {
+        let c = c.expose_secret();
+        if c.len() >= 4 && t.contains(c) {
+            t.replace(c, "…")
+        } else {
+            t
+        }
+    })
+}
+
+fn scrub_json(req: &RequestPlan, v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(scrub(req, s.clone())),
+        Value::Array(a) => Value::Array(a.iter().map(|x| scrub_json(req, x)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (scrub(req, k.clone()), scrub_json(req, x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// A non-2xx answer: a 4xx with a JSON body keeps the vendor's message and field errors.
 fn refusal(op: &OperationPlan, status: u16, body: &[u8]) -> CallError {
     if !(400..500).contains(&status) {
@@ -258,20 +303,21 @@ fn refusal(op: &OperationPlan, status: u16, body: &[u8]) -> CallError {
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
         return CallError::Status(status);
     };
-    let mut message = op
+    let message = op
         .response
         .error_message
         .as_ref()
         .and_then(|p| p.first(&doc))
         .and_then(convert::text)
         .unwrap_or_default();
+    let mut message = scrub(&op.request, message);
     message.truncate(message.floor_char_boundary(200));
     let fields = op
         .response
         .error_fields
         .as_ref()
         .and_then(|p| p.first(&doc))
-        .cloned();
+        .map(|f| scrub_json(&op.request, f));
     CallError::Rejected {
         status,
         message,
@@ -300,10 +346,10 @@ fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError
                 .and_then(convert::text)
                 .unwrap_or_default()
         };
-        let mut message = read(&r.error_message);
+        let mut message = scrub(&op.request, read(&r.error_message));
         message.truncate(message.floor_char_boundary(200));
         return Err(CallError::Business {
-            code: read(&r.error_code),
+            code: scrub(&op.request, read(&r.error_code)),
             message,
         });
     }

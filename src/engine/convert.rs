@@ -83,7 +83,7 @@ pub fn zhe_to_percent_off(v: &Value) -> Option<f64> {
     let d = Decimal::from_json(v)?;
     // 100 - x*10 computed in hundredths so 8.5 gives exactly 15.0
     let hundredths = d.scaled_exact(3)?; // x * 1000 = (x*10) in hundredths
-    let off = 10_000 - hundredths;
+    let off = 10_000i64.checked_sub(hundredths)?;
     (0..=10_000).contains(&off).then(|| off as f64 / 100.0)
 }
 
@@ -91,7 +91,7 @@ pub fn zhe_to_percent_off(v: &Value) -> Option<f64> {
 pub fn pay_rate_to_percent_off(v: &Value) -> Option<f64> {
     let d = Decimal::from_json(v)?;
     let hundredths = d.scaled_exact(4)?; // rate * 10000 = percent paid in hundredths
-    let off = 10_000 - hundredths;
+    let off = 10_000i64.checked_sub(hundredths)?;
     (0..=10_000).contains(&off).then(|| off as f64 / 100.0)
 }
 

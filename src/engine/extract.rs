@@ -596,7 +596,7 @@ impl FieldSpec {
                 if let Some(days) = &self.add_days {
                     let n = convert::fen(days.first(item)?)?;
                     t = t
-                        .checked_add(jiff::SignedDuration::from_hours(n.checked_mul(24)?))
+                        .checked_add(jiff::SignedDuration::from_secs(n.checked_mul(86_400)?))
                         .ok()?;
                 }
                 Some(Value::String(convert::rfc3339_china(t)))
@@ -837,6 +837,26 @@ mod tests {
         );
         let kind = json!({"path": "$.ticketType", "map": {"1": "cash"}, "default": "other"});
         assert_eq!(eval(kind, "kind", item), Some(json!("other")));
+    }
+
+    #[test]
+    fn absurd_vendor_numbers_give_null_not_a_panic() {
+        let until = json!({"path": "$.t", "time": {"formats": ["epoch_ms"]}, "add_days": "$.d"});
+        for d in [json!(200_000_000_000_000i64), json!(i64::MAX), json!(-9e18)] {
+            assert_eq!(
+                eval(
+                    until.clone(),
+                    "valid_until",
+                    json!({"t": 1448531062897i64, "d": d})
+                ),
+                None
+            );
+        }
+        let pct = json!({"path": "$.z", "convert": "zhe_to_percent_off"});
+        assert_eq!(
+            eval(pct, "percent_off", json!({"z": "-9223372036854775.808"})),
+            None
+        );
     }
 
     #[test]

@@ -27,6 +27,20 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether the failure says the vendor is unwell (what the breaker counts). A missing
+    /// record, a refused input or a bad configuration is not the vendor's fault.
+    pub fn is_vendor_fault(&self) -> bool {
+        match self {
+            Failure::Timeout(_) => true,
+            Failure::CircuitOpen | Failure::RateLimited => false,
+            Failure::Call(e) => match e {
+                CallError::NotFound | CallError::Rejected { .. } | CallError::Build(_) => false,
+                CallError::Status(s) => *s >= 500 || *s == 429,
+                _ => true,
+            },
+        }
+    }
+
     /// The `outcome` of API.md's `sources` entries.
     pub fn outcome(&self) -> Outcome {
         match self {
@@ -64,13 +78,17 @@ pub async fn call_with_deadline(
             Refusal::CircuitOpen => Failure::CircuitOpen,
             Refusal::RateLimited => Failure::RateLimited,
         })?;
-        let result = call(op, upstream, input, guard).await;
-        // a call cut off by the deadline drops `admitted`, which counts as a failure
-        admitted.finish(result.is_ok());
-        result.map_err(Failure::Call)
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let result = match tokio::time::timeout(remaining, call(op, upstream, input, guard)).await {
+            Ok(r) => r.map_err(Failure::Call),
+            Err(_) => Err(Failure::Timeout(deadline)),
+        };
+        admitted.finish(!result.as_ref().is_err_and(Failure::is_vendor_fault));
+        result
     };
     let result = match tokio::time::timeout(deadline, guarded.instrument(span.clone())).await {
         Ok(r) => r,
+        // only the admission wait can still run into the deadline here
         Err(_) => Err(Failure::Timeout(deadline)),
     };
     let latency = started.elapsed();

@@ -394,6 +394,56 @@ fn compile_vendor(
         errors.push(loaded.error(&path, "must not carry a query string"));
         return None;
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // it would be shown by GET /v1/vendors and in resolved image URLs
+        errors.push(loaded.error(
+            &path,
+            "must not carry a user or password: use `credentials`",
+        ));
+        return None;
+    }
+    const DAY_MS: u64 = 86_400_000;
+    for (key, value, max) in [
+        ("timeout_ms", v.timeout_ms, 10 * 60_000),
+        (
+            "retry.attempt_timeout_ms",
+            v.retry.attempt_timeout_ms,
+            10 * 60_000,
+        ),
+        ("retry.backoff_ms", v.retry.backoff_ms, 60_000),
+        (
+            "retry.budget_percent",
+            u64::from(v.retry.budget_percent),
+            100,
+        ),
+        (
+            "circuit.open_ms",
+            v.circuit.as_ref().map_or(0, |c| c.open_ms),
+            DAY_MS,
+        ),
+        (
+            "circuit.window_ms",
+            v.circuit.as_ref().map_or(0, |c| c.window_ms),
+            DAY_MS,
+        ),
+        (
+            "limits.queue_ms",
+            v.limits.as_ref().map_or(0, |l| l.queue_ms),
+            60_000,
+        ),
+        (
+            "auth.token.refresh_before_ms",
+            v.auth.as_ref().map_or(0, |a| a.token.refresh_before_ms),
+            DAY_MS,
+        ),
+    ] {
+        if value > max {
+            errors.push(loaded.error(
+                &format!("vendors.{id}.{key}"),
+                format!("must be at most {max}"),
+            ));
+        }
+    }
     if v.timeout_ms == 0 {
         errors.push(loaded.error(&format!("vendors.{id}.timeout_ms"), "must be more than 0"));
     }
@@ -811,6 +861,17 @@ impl OpCompiler<'_> {
 
         if op.cache.is_some() && op.effect == crate::config::Effect::Write {
             self.err("cache", "a write operation is never cached");
+        }
+        if let Some(c) = &op.cache
+            && c.ttl_ms
+                .saturating_add(c.stale_if_error_ms)
+                .saturating_add(c.empty_ttl_ms.unwrap_or(0))
+                > 30 * 86_400_000
+        {
+            self.err(
+                "cache",
+                "ttl_ms and stale_if_error_ms together are at most 30 days",
+            );
         }
         if let Some(c) = &op.cache
             && (c.ttl_ms == 0 || c.max_bytes == 0)

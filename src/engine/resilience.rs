@@ -171,6 +171,14 @@ impl Breaker {
         }
     }
 
+    /// An admitted call that ended without a verdict: frees its probe slot.
+    fn release(&self, ticket: Ticket) {
+        if ticket.probe {
+            let mut s = self.lock();
+            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+        }
+    }
+
     fn open(&self, s: &mut BreakerState, now: Instant) {
         s.mode = Mode::Open {
             until: now + Duration::from_millis(self.cfg.open_ms),
@@ -196,8 +204,9 @@ pub struct VendorGuard {
     pub retry: RetryPolicy,
 }
 
-/// What an admitted call holds until it ends. Dropped without `finish` (the call was
-/// cancelled by its deadline), it counts as a failure.
+/// What an admitted call holds until it ends. Dropped without `finish` (the caller went
+/// away), it records nothing, only frees its half-open probe slot: a client giving up says
+/// nothing about the vendor's health.
 pub struct Admitted {
     breaker: Option<(Arc<Breaker>, Ticket)>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -215,7 +224,7 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some((b, t)) = self.breaker.take() {
-            b.record(t, false);
+            b.release(t);
         }
     }
 }
@@ -269,25 +278,27 @@ impl VendorGuard {
                 _ => return Err(Self::unused(admitted)),
             }
         }
-        if let Some(rate) = &self.rate
-            && tokio::time::timeout(self.queue, rate.until_ready())
-                .await
-                .is_err()
-        {
+        if self.pace().await.is_err() {
             return Err(Self::unused(admitted));
         }
         Ok(admitted)
     }
 
-    /// A call refused by the limits never reached the vendor: it frees its probe slot
-    /// without counting as a vendor failure.
-    fn unused(mut admitted: Admitted) -> Refusal {
-        if let Some((b, t)) = admitted.breaker.take()
-            && t.probe
-        {
-            let mut s = b.lock();
-            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+    /// Waits (at most `queue_ms`) for room under the vendor's QPS quota. Every request sent
+    /// takes its share: pages and retries of one call included.
+    pub async fn pace(&self) -> Result<(), Refusal> {
+        match &self.rate {
+            Some(rate) => tokio::time::timeout(self.queue, rate.until_ready())
+                .await
+                .map_err(|_| Refusal::RateLimited),
+            None => Ok(()),
         }
+    }
+
+    /// A call refused by the limits never reached the vendor: it frees its probe slot
+    /// without counting as a vendor failure (dropping `admitted` does exactly that).
+    fn unused(admitted: Admitted) -> Refusal {
+        drop(admitted);
         Refusal::RateLimited
     }
 }
@@ -445,7 +456,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_call_cancelled_by_its_deadline_counts_as_a_failure() {
+    async fn a_call_its_caller_abandoned_says_nothing_about_the_vendor() {
         let cfg = CircuitConfig {
             failure_rate_percent: 50,
             min_calls: 1,
@@ -454,10 +465,16 @@ mod tests {
             half_open_probes: 1,
         };
         let g = VendorGuard::new(&RetryConfig::default(), Some(&cfg), None);
-        let admitted = g.admit().await.unwrap();
-        drop(admitted);
+        drop(g.admit().await.unwrap());
+        assert_eq!(g.circuit(), CircuitState::Closed);
+        g.admit().await.unwrap().finish(false);
         assert_eq!(g.circuit(), CircuitState::Open);
-        assert_eq!(g.admit().await.err(), Some(Refusal::CircuitOpen));
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        // an abandoned probe frees its slot, so the next caller can probe
+        drop(g.admit().await.unwrap());
+        let probe = g.admit().await.unwrap();
+        probe.finish(true);
+        assert_eq!(g.circuit(), CircuitState::Closed);
     }
 
     #[test]
