@@ -388,3 +388,35 @@ async fn callers_asking_for_missing_packages_do_not_open_the_circuit() {
     );
     assert_eq!(op_source(&ask_op(&gw, false).await)["outcome"], "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_outbound_cap_a_call_is_reported_rate_limited() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        t.replacen("max_concurrency: 256", "max_concurrency: 1", 1)
+            .replacen("queue_ms: 50", "queue_ms: 10", 1)
+    })
+    .await;
+    sb.op.set_fault(Fault::Delay(Duration::from_millis(300)));
+    let gw = std::sync::Arc::new(gw);
+    let first = {
+        let gw = gw.clone();
+        tokio::spawn(async move { ask_op(&gw, false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = ask_op(&gw, false).await;
+    assert_eq!(
+        op_source(&second)["outcome"],
+        "rate_limited",
+        "{}",
+        second.body
+    );
+    assert_eq!(second.status, 502);
+    let first = first.await.unwrap();
+    assert_eq!(op_source(&first)["outcome"], "ok", "{}", first.body);
+    assert_eq!(
+        sb.op.requests(),
+        1,
+        "the refused call never reached the vendor"
+    );
+}
