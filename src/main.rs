@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use coupon_gateway::config::{self, ConfigError};
 use coupon_gateway::embedded::{self, ROUTES_YAML};
 use coupon_gateway::engine::plan::{Credentials, Plan};
-use coupon_gateway::sandbox::{Sandbox, data};
+use coupon_gateway::sandbox::Sandbox;
 use coupon_gateway::{app::AppState, http, telemetry};
 
 #[derive(Debug, Parser)]
@@ -174,11 +174,8 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         }
         println!("coupon-gateway is serving on http://{addr} with the sandbox vendors. Try:\n");
         println!(
-            "curl -s http://{addr}/v1/coupons/query -H 'content-type: application/json' -d '{{\"member\":{{\"ids\":{{\"op\":\"{}\",\"hkl\":\"{}\",\"zvcms\":\"{}\"}},\"openid\":\"{}\"}}}}'\n",
-            data::OP_MEMBER,
-            data::HKL_MEMBER,
-            data::ZVCMS_MEMBER,
-            data::HKL_OPENID
+            "curl -s http://{addr}/v1/coupons/query -H 'content-type: application/json' -d '{}'\n",
+            coupon_gateway::sandbox::demo_query()
         );
     }
     http::server::serve(listener, state, shutdown_signal()).await;

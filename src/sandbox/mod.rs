@@ -335,3 +335,14 @@ impl Sandbox {
         self.wxcard.token_requests()
     }
 }
+
+/// The `POST /v1/coupons/query` body of the demo: a member known to every coupon simulator.
+pub fn demo_query() -> String {
+    serde_json::json!({
+        "member": {
+            "ids": {"op": data::OP_MEMBER, "hkl": data::HKL_MEMBER, "zvcms": data::ZVCMS_MEMBER},
+            "openid": data::HKL_OPENID,
+        }
+    })
+    .to_string()
+}
