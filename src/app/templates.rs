@@ -190,11 +190,13 @@ pub async fn create(state: &Arc<AppState>, body: &[u8]) -> TemplateAnswer {
         Ok(op) => op,
         Err(a) => return a,
     };
-    let asked = match run(state, op, write_inputs(&b), true).await {
+    let asked = run(state, op, write_inputs(&b), true).await;
+    // even a failed create may have created something: the lists are no longer known
+    invalidate_lists(state, &vendor);
+    let asked = match asked {
         Ok(a) => a,
         Err(a) => return a,
     };
-    invalidate_lists(state, &vendor);
     match asked.result.as_ref().ok().and_then(|out| out.rows.first()) {
         Some(row) => {
             TemplateAnswer::Ok(201, json!({ "template": template(&vendor, row, Some(&b)) }))
@@ -226,11 +228,12 @@ pub async fn update(state: &Arc<AppState>, vendor: &str, id: &str, body: &[u8]) 
     };
     let mut inputs = vec![Some(Value::String(id.to_owned()))];
     inputs.extend(write_inputs(&b));
-    let asked = match run(state, op, inputs, true).await {
+    let asked = run(state, op, inputs, true).await;
+    invalidate_lists(state, vendor);
+    let asked = match asked {
         Ok(a) => a,
         Err(a) => return a,
     };
-    invalidate_lists(state, vendor);
     match asked.result.as_ref().ok().and_then(|out| out.rows.first()) {
         Some(row) => {
             TemplateAnswer::Ok(200, json!({ "template": template(vendor, row, Some(&b)) }))

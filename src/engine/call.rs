@@ -68,6 +68,9 @@ pub enum CallError {
     NotFound,
     #[error("cannot authenticate: {0}")]
     Auth(String),
+    /// A further page or retry found no room under the vendor's QPS quota.
+    #[error("over the vendor's outbound rate")]
+    RateLimited,
     /// The vendor refused the request (a 4xx with a JSON answer): its message and field errors.
     #[error("HTTP {status}: {message}")]
     Rejected {
@@ -105,11 +108,7 @@ pub async fn call(
     loop {
         if out.pages > 0 {
             // a further page is a further request against the vendor's quota
-            guard.pace().await.map_err(|_| {
-                CallError::Transport(TransportError::Request(
-                    "over the vendor's outbound rate".to_owned(),
-                ))
-            })?;
+            guard.pace().await.map_err(|_| CallError::RateLimited)?;
         }
         let res = exchange_with_retries(op, upstream, input, &page, guard).await?;
         if !res.status().is_success() {
@@ -184,11 +183,7 @@ async fn exchange_with_retries(
         // the call's admission paid for its first request; each further one (a retry, a 401
         // renewal) takes its own share of the vendor's quota
         if !first {
-            guard.pace().await.map_err(|_| {
-                CallError::Transport(TransportError::Request(
-                    "over the vendor's outbound rate".to_owned(),
-                ))
-            })?;
+            guard.pace().await.map_err(|_| CallError::RateLimited)?;
         }
         first = false;
         let req = build_request(&op.request, input, page, token.as_ref())?;

@@ -34,7 +34,10 @@ impl Failure {
             Failure::Timeout(_) => true,
             Failure::CircuitOpen | Failure::RateLimited => false,
             Failure::Call(e) => match e {
-                CallError::NotFound | CallError::Rejected { .. } | CallError::Build(_) => false,
+                CallError::NotFound
+                | CallError::Rejected { .. }
+                | CallError::Build(_)
+                | CallError::RateLimited => false,
                 CallError::Status(s) => *s >= 500 || *s == 429,
                 _ => true,
             },
@@ -49,7 +52,7 @@ impl Failure {
                 Outcome::Timeout
             }
             Failure::CircuitOpen => Outcome::CircuitOpen,
-            Failure::RateLimited => Outcome::RateLimited,
+            Failure::RateLimited | Failure::Call(CallError::RateLimited) => Outcome::RateLimited,
             Failure::Call(_) => Outcome::Error,
         }
     }

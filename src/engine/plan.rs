@@ -156,6 +156,9 @@ struct RouteKind {
     member: bool,
     /// Its templates may send the vendor's `{{auth.token}}` (all but the token request).
     auth_token: bool,
+    /// The route changes data at the vendor: its operations must say `effect: write`, so
+    /// that nothing ever retries or caches them.
+    write: bool,
 }
 
 const COUPONS_QUERY: RouteKind = RouteKind {
@@ -163,6 +166,7 @@ const COUPONS_QUERY: RouteKind = RouteKind {
     inputs: &[],
     member: true,
     auth_token: true,
+    write: false,
 };
 
 const TEMPLATES_CREATE: RouteKind = RouteKind {
@@ -170,6 +174,7 @@ const TEMPLATES_CREATE: RouteKind = RouteKind {
     inputs: &["kind", "begin_at", "end_at", "sync", "card"],
     member: false,
     auth_token: true,
+    write: true,
 };
 
 const TEMPLATES_LIST: RouteKind = RouteKind {
@@ -177,6 +182,7 @@ const TEMPLATES_LIST: RouteKind = RouteKind {
     inputs: &["kind", "active_on", "page", "per_page"],
     member: false,
     auth_token: true,
+    write: false,
 };
 
 const TEMPLATES_UPDATE: RouteKind = RouteKind {
@@ -184,6 +190,7 @@ const TEMPLATES_UPDATE: RouteKind = RouteKind {
     inputs: &["id", "kind", "begin_at", "end_at", "sync", "card"],
     member: false,
     auth_token: true,
+    write: true,
 };
 
 /// The token endpoint, compiled like an operation without fields.
@@ -192,6 +199,7 @@ const TOKEN: RouteKind = RouteKind {
     inputs: &[],
     member: false,
     auth_token: false,
+    write: false,
 };
 
 const PACKAGE_GET: RouteKind = RouteKind {
@@ -199,6 +207,7 @@ const PACKAGE_GET: RouteKind = RouteKind {
     inputs: &["package_id"],
     member: false,
     auth_token: true,
+    write: false,
 };
 
 impl RoutePlan {
@@ -649,7 +658,7 @@ impl Scope for OpScope<'_> {
                 "`{name}` needs the vendor's `auth: {{token: …}}` (and is not available in the token request itself)"
             )),
             _ => Err(format!(
-                "unknown name `{name}` (namespaces: member, cred, input, now, nonce, var, page, request)"
+                "unknown name `{name}` (namespaces: member, cred, input, now, nonce, var, page, request, auth)"
             )),
         }
     }
@@ -859,6 +868,12 @@ impl OpCompiler<'_> {
             self.err("request.body", "a GET request has no body");
         }
 
+        if route.write && op.effect != crate::config::Effect::Write {
+            self.err(
+                "effect",
+                "this operation serves a create or update: set `effect: write` (a write is never retried)",
+            );
+        }
         if op.cache.is_some() && op.effect == crate::config::Effect::Write {
             self.err("cache", "a write operation is never cached");
         }
@@ -870,7 +885,7 @@ impl OpCompiler<'_> {
         {
             self.err(
                 "cache",
-                "ttl_ms and stale_if_error_ms together are at most 30 days",
+                "ttl_ms, empty_ttl_ms and stale_if_error_ms together are at most 30 days",
             );
         }
         if let Some(c) = &op.cache

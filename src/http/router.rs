@@ -241,7 +241,11 @@ where
     };
     let key = match key {
         None => None,
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 255 => Some(k),
+        Some(Ok(k))
+            if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(k)
+        }
         Some(_) => {
             return Problem::new(
                 StatusCode::BAD_REQUEST,
