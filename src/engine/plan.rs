@@ -1250,6 +1250,11 @@ mod tests {
                 "  max_concurrency: 0",
                 "must be more than 0",
             ),
+            (
+                "        effect: write              # never retried: a blind retry creates a second template\n",
+                "",
+                "set `effect: write`",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(ROUTES.contains(from), "fixture text moved: {from}");
