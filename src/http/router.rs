@@ -125,6 +125,13 @@ fn metrics(state: &AppState) -> Response<Full<Bytes>> {
     res
 }
 
+/// `{vendor}/{id}` after `prefix`, both non-empty, as owned strings.
+fn vendor_and_id(path: &str, prefix: &str) -> Option<(String, String)> {
+    let (vendor, id) = path.strip_prefix(prefix)?.split_once('/')?;
+    (!vendor.is_empty() && !id.is_empty() && !id.contains('/'))
+        .then(|| (vendor.to_owned(), id.to_owned()))
+}
+
 /// Whether the caller sent `Cache-Control: no-cache` (ask the vendors afresh).
 fn no_cache<B>(req: &Request<B>) -> bool {
     req.headers()
@@ -140,18 +147,14 @@ async fn package<B>(
     req: &Request<B>,
     request_id: &str,
 ) -> Response<Full<Bytes>> {
-    let rest = req.uri().path().trim_start_matches("/v1/packages/");
-    let Some((vendor, id)) = rest
-        .split_once('/')
-        .filter(|(v, id)| !v.is_empty() && !id.contains('/'))
-    else {
+    let Some((vendor, id)) = vendor_and_id(req.uri().path(), "/v1/packages/") else {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "no such route: use /v1/packages/{vendor}/{package_id}",
         )
         .into_response(request_id);
     };
-    match packages::get(state, vendor, id, no_cache(req)).await {
+    match packages::get(state, &vendor, &id, no_cache(req)).await {
         PackageAnswer::Found(body) => json_ok(&body),
         PackageAnswer::NoSuchVendor => Problem::new(
             StatusCode::NOT_FOUND,
@@ -330,22 +333,13 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let rest = req
-        .uri()
-        .path()
-        .trim_start_matches("/v1/templates/")
-        .to_owned();
-    let Some((vendor, id)) = rest
-        .split_once('/')
-        .filter(|(v, id)| !v.is_empty() && !id.contains('/'))
-    else {
+    let Some((vendor, id)) = vendor_and_id(req.uri().path(), "/v1/templates/") else {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "no such route: use /v1/templates/{vendor}/{id}",
         )
         .into_response(request_id);
     };
-    let (vendor, id) = (vendor.to_owned(), id.to_owned());
     let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
         Ok(b) => b,
         Err(res) => return res,
