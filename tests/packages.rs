@@ -176,3 +176,20 @@ async fn packages_are_cached_and_served_stale_when_op_fails() {
     );
     assert_eq!(stale.body["package"], first.body["package"]);
 }
+
+#[tokio::test]
+async fn a_vendor_http_404_with_a_json_body_is_a_missing_package() {
+    let (sb, gw) = setup().await;
+    sb.op.set_fault(Fault::Raw {
+        status: 404,
+        content_type: "application/json".into(),
+        body: bytes::Bytes::from_static(br#"{"code":404,"message":"not here","data":null}"#),
+    });
+    let a = package(&gw, "op", data::OP_PACKAGE_DATES).await;
+    assert_eq!(
+        a.status, 404,
+        "the same rule as the template routes: {}",
+        a.body
+    );
+    assert_eq!(a.body["source"]["error"], "HTTP 404: not here");
+}

@@ -7,7 +7,7 @@ use crate::app::{AppState, ask_vendor};
 use crate::canonical::merge::{Outcome, Source};
 use crate::canonical::schema::{PACKAGE, to_object};
 use crate::engine::cache::Lookup;
-use crate::engine::call::{CallError, CallInput};
+use crate::engine::call::CallInput;
 use crate::engine::fanout::Failure;
 
 pub enum PackageAnswer {
@@ -68,10 +68,7 @@ pub async fn get(
     let answer = match &asked.result {
         Ok(out) => Some(out.clone()),
         Err(e) => {
-            if matches!(
-                **e,
-                Failure::Call(CallError::NotFound | CallError::Status(404))
-            ) {
+            if matches!(&**e, Failure::Call(c) if c.is_not_found()) {
                 source.error = Some(e.to_string());
                 return PackageAnswer::NotFound(source);
             }

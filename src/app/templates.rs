@@ -105,9 +105,9 @@ async fn run(
 
 fn failure(e: &Failure) -> TemplateAnswer {
     match e {
-        Failure::Call(
-            CallError::Rejected { status: 404, .. } | CallError::Status(404) | CallError::NotFound,
-        ) => TemplateAnswer::NotFound("the vendor has no such template".to_owned()),
+        Failure::Call(c) if c.is_not_found() => {
+            TemplateAnswer::NotFound("the vendor has no such template".to_owned())
+        }
         Failure::Call(CallError::Rejected {
             status: 422,
             message,

@@ -81,12 +81,13 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The vendor's own status, for operations that pass 404 / 422 through.
-    pub fn http_status(&self) -> Option<u16> {
-        match self {
-            CallError::Status(s) | CallError::Rejected { status: s, .. } => Some(*s),
-            _ => None,
-        }
+    /// The vendor says the record asked for does not exist: a `not_found` rule matched, or it
+    /// answered HTTP 404 (with or without a JSON body).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            CallError::NotFound | CallError::Status(404) | CallError::Rejected { status: 404, .. }
+        )
     }
 }
 

@@ -3,7 +3,6 @@
 //!
 //! Compilation gathers every error (each with its YAML location) instead of stopping at the
 //! first, so `coupon-gateway validate` shows the whole list at once.
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -369,10 +368,6 @@ impl Plan {
             tokens,
         };
         Ok((plan, warnings))
-    }
-
-    pub fn vendor(&self, id: &str) -> Option<&Arc<VendorPlan>> {
-        self.vendors.iter().find(|v| v.id == id)
     }
 }
 
@@ -1145,14 +1140,6 @@ impl OpCompiler<'_> {
             origin: self.vendor.origin.clone(),
         })
     }
-}
-
-/// All operations by vendor, for `GET /v1/vendors`.
-pub fn operations_by_vendor(plan: &Plan) -> BTreeMap<String, Vec<String>> {
-    plan.vendors
-        .iter()
-        .map(|v| (v.id.clone(), v.operations.clone()))
-        .collect()
 }
 
 #[cfg(test)]

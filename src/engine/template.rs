@@ -161,12 +161,6 @@ impl Template {
         Ok(Template { parts })
     }
 
-    pub fn literal(text: &str) -> Template {
-        Template {
-            parts: vec![Part::Lit(text.to_owned())],
-        }
-    }
-
     pub fn of(name: Ref) -> Template {
         Template {
             parts: vec![Part::Hole(Placeholder {
