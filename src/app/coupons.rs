@@ -4,11 +4,10 @@ use std::sync::Arc;
 use crate::app::AppState;
 use crate::app::ask_vendor;
 use crate::canonical::coupon::Coupon;
-use crate::canonical::merge::{Outcome, QueryAnswer, Source, VendorResult, Verdict, merge};
+use crate::canonical::merge::{QueryAnswer, Source, VendorResult, Verdict, merge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits};
 use crate::config::IdentityKind;
-use crate::engine::cache::Lookup;
-use crate::engine::call::{CallInput, CallOutput};
+use crate::engine::call::CallInput;
 use crate::engine::fanout;
 use crate::engine::plan::OperationPlan;
 
@@ -63,44 +62,12 @@ async fn ask(
         };
     };
     let asked = ask_vendor(state, op, &input, bypass_cache).await;
-    let (result, lookup, stale) = (asked.result, asked.lookup, asked.stale);
-    let latency_ms = Some(asked.latency.as_millis() as u64);
-    let coupons_of = |out: &CallOutput| {
+    let (source, served) = asked.report(vendor);
+    let coupons = served.map_or_else(Vec::new, |out| {
         out.rows
             .iter()
             .map(|row| Coupon::from_row(vendor, row))
-            .collect::<Vec<_>>()
-    };
-    match result {
-        Ok(out) => VendorResult {
-            source: Source {
-                vendor: vendor.to_owned(),
-                outcome: Outcome::Ok,
-                count: out.rows.len(),
-                latency_ms,
-                cache: lookup.map(Lookup::as_str),
-                error: None,
-                dropped: out.dropped,
-                truncated: out.truncated,
-            },
-            coupons: coupons_of(&out),
-        },
-        Err(e) => {
-            // a failed vendor's last good answer is served within its stale-if-error window
-            let served = stale.as_deref();
-            VendorResult {
-                source: Source {
-                    vendor: vendor.to_owned(),
-                    outcome: e.outcome(),
-                    count: served.map_or(0, |s| s.rows.len()),
-                    latency_ms,
-                    cache: lookup.map(Lookup::as_str),
-                    error: Some(e.to_string()),
-                    dropped: served.map_or(0, |s| s.dropped),
-                    truncated: served.is_some_and(|s| s.truncated),
-                },
-                coupons: served.map(coupons_of).unwrap_or_default(),
-            }
-        }
-    }
+            .collect()
+    });
+    VendorResult { source, coupons }
 }

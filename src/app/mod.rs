@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::canonical::merge::{Outcome, Source};
 use crate::engine::cache::{Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
 use crate::engine::fanout::{Failure, call_with_deadline};
@@ -107,6 +108,32 @@ pub struct Asked {
     pub lookup: Option<Lookup>,
     pub stale: Option<Arc<CallOutput>>,
     pub latency: std::time::Duration,
+}
+
+impl Asked {
+    /// The `sources` entry of this call, and the answer served: the vendor's, or, when it
+    /// failed, its last good answer within the stale-if-error window.
+    pub fn report(&self, vendor: &str) -> (Source, Option<&CallOutput>) {
+        let served = match &self.result {
+            Ok(out) => Some(&**out),
+            Err(_) => self.stale.as_deref(),
+        };
+        let source = Source {
+            vendor: vendor.to_owned(),
+            outcome: self
+                .result
+                .as_ref()
+                .err()
+                .map_or(Outcome::Ok, |e| e.outcome()),
+            count: served.map_or(0, |s| s.rows.len()),
+            latency_ms: Some(self.latency.as_millis() as u64),
+            cache: self.lookup.map(Lookup::as_str),
+            error: self.result.as_ref().err().map(|e| e.to_string()),
+            dropped: served.map_or(0, |s| s.dropped),
+            truncated: served.is_some_and(|s| s.truncated),
+        };
+        (source, served)
+    }
 }
 
 /// Asks `op`'s vendor through the operation's cache (when it has one) and the vendor's guard.

@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use crate::app::{AppState, ask_vendor};
 use crate::canonical::merge::{Outcome, Source};
 use crate::canonical::schema::{PACKAGE, to_object};
-use crate::engine::cache::Lookup;
 use crate::engine::call::CallInput;
 use crate::engine::fanout::Failure;
 
@@ -55,29 +54,18 @@ pub async fn get(
         ..CallInput::default()
     };
     let asked = ask_vendor(state, op, &input, bypass_cache).await;
-    let mut source = Source {
-        vendor: vendor.to_owned(),
-        outcome: Outcome::Ok,
-        count: 0,
-        latency_ms: Some(asked.latency.as_millis() as u64),
-        cache: asked.lookup.map(Lookup::as_str),
-        error: None,
-        dropped: 0,
-        truncated: false,
-    };
-    let answer = match &asked.result {
-        Ok(out) => Some(out.clone()),
-        Err(e) => {
-            if matches!(&**e, Failure::Call(c) if c.is_not_found()) {
-                source.error = Some(e.to_string());
-                return PackageAnswer::NotFound(source);
-            }
-            source.outcome = e.outcome();
-            source.error = Some(e.to_string());
-            asked.stale.clone()
-        }
-    };
-    let Some(row) = answer.as_ref().and_then(|out| out.rows.first()) else {
+    let (mut source, served) = asked.report(vendor);
+    if let Err(e) = &asked.result
+        && matches!(&**e, Failure::Call(c) if c.is_not_found())
+    {
+        // the vendor answered: the package just is not there
+        source.outcome = Outcome::Ok;
+        source.count = 0;
+        source.dropped = 0;
+        source.truncated = false;
+        return PackageAnswer::NotFound(source);
+    }
+    let Some(row) = served.and_then(|out| out.rows.first()) else {
         if source.outcome == Outcome::Ok {
             return PackageAnswer::NotFound(source);
         }
