@@ -308,3 +308,32 @@ async fn an_idempotent_create_repeated_concurrently_creates_one_template() {
     assert_eq!(other.status, 409, "{}", other.body);
     drop(sb);
 }
+
+#[tokio::test]
+async fn the_template_list_is_cached_as_configured_and_a_create_drops_it() {
+    let (sb, gw) = setup().await;
+    assert_eq!(ids(&list(&gw, "vendor=wxcard", false).await).len(), 4);
+    let after_first = sb.wxcard.requests();
+    // the shipped `cache:` of list_templates answers a repeat without the vendor
+    assert_eq!(ids(&list(&gw, "vendor=wxcard", false).await).len(), 4);
+    assert_eq!(
+        sb.wxcard.requests(),
+        after_first,
+        "a repeat reached the vendor"
+    );
+    // another filter is another entry
+    list(&gw, "vendor=wxcard&kind=cash", false).await;
+    assert_eq!(sb.wxcard.requests(), after_first + 1);
+    // no-cache bypasses (and refreshes) the entry
+    list(&gw, "vendor=wxcard", true).await;
+    assert_eq!(sb.wxcard.requests(), after_first + 2);
+    let a = post(&gw, &create_body("cash", "缓存后新建"), None).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let before_list = sb.wxcard.requests();
+    assert_eq!(
+        ids(&list(&gw, "vendor=wxcard", false).await),
+        ["1", "2", "3", "4", "5"],
+        "the create dropped the cached list"
+    );
+    assert_eq!(sb.wxcard.requests(), before_list + 1);
+}

@@ -40,12 +40,8 @@ impl AppState {
         let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
         let mut caches: Vec<Option<ResponseCache>> =
             (0..plan.operation_count).map(|_| None).collect();
-        for op in plan
-            .coupons_query
-            .targets
-            .iter()
-            .chain(&plan.package_get.targets)
-        {
+        // every operation with a `cache:` gets one (the compiler refuses it on writes)
+        for op in plan.operations() {
             caches[op.slot] = op.cache.as_ref().map(ResponseCache::new);
         }
         let guards = plan
@@ -99,6 +95,17 @@ impl AppState {
             .collect();
         json!({ "vendors": vendors })
     }
+}
+
+/// A vendor record id in a path (`/v1/packages/{vendor}/{id}`, `/v1/templates/{vendor}/{id}`):
+/// opaque, but only letters, digits, `-` and `_`, at most 128, so it can never change the shape
+/// of a vendor request.
+pub fn is_record_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// What asking one vendor produced: its answer (or why not), where it came from, the last
@@ -162,5 +169,18 @@ pub async fn ask_vendor(
         lookup,
         stale,
         latency: started.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_record_id_rule_for_packages_and_templates() {
+        assert!(super::is_record_id("1bfb390c-_A"));
+        assert!(super::is_record_id(&"a".repeat(128)));
+        assert!(!super::is_record_id(&"a".repeat(129)));
+        for bad in ["", "a/b", "a b", "a%2F", "../x", "é"] {
+            assert!(!super::is_record_id(bad), "{bad:?}");
+        }
     }
 }

@@ -22,15 +22,6 @@ pub enum PackageAnswer {
     Failed(Source),
 }
 
-/// Package ids are opaque vendor ids: letters, digits, `-` and `_`, at most 128.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 pub async fn get(
     state: &Arc<AppState>,
     vendor: &str,
@@ -46,7 +37,7 @@ pub async fn get(
     else {
         return PackageAnswer::NoSuchVendor;
     };
-    if !valid_id(package_id) {
+    if !crate::app::is_record_id(package_id) {
         return PackageAnswer::BadId;
     }
     let input = CallInput {

@@ -130,14 +130,11 @@ fn template(vendor: &str, row: &[Value], body: Option<&TemplateBody>) -> Value {
     let mut t = to_object(TEMPLATE, row.to_vec());
     if let Some(b) = body {
         for (key, date, time) in [
-            ("begin_at", b.begin_at, "00:00:00"),
-            ("end_at", b.end_at, "23:59:59"),
+            ("begin_at", b.begin_at, (0, 0, 0)),
+            ("end_at", b.end_at, (23, 59, 59)),
         ] {
             if t.get(key).is_none_or(Value::is_null) {
-                t.insert(
-                    key.to_owned(),
-                    Value::String(format!("{}T{time}+08:00", date.strftime("%Y-%m-%d"))),
-                );
+                t.insert(key.to_owned(), Value::String(day_edge(date, time)));
             }
         }
         if t.get("card").is_none_or(Value::is_null) {
@@ -146,6 +143,16 @@ fn template(vendor: &str, row: &[Value], body: Option<&TemplateBody>) -> Value {
     }
     t.insert("vendor".to_owned(), Value::String(vendor.to_owned()));
     Value::Object(t)
+}
+
+/// `date` at the given time of day in the canonical zone, as a canonical time.
+fn day_edge(date: jiff::civil::Date, (h, m, s): (i8, i8, i8)) -> String {
+    let at = date.at(h, m, s, 0);
+    match at.to_zoned(jiff::tz::TimeZone::fixed(crate::engine::convert::china())) {
+        Ok(z) => crate::engine::convert::rfc3339_china(z.timestamp()),
+        // a civil date of the canonical API is always in jiff's range
+        Err(_) => String::new(),
+    }
 }
 
 /// A write changes the vendor's lists: drop their cached pages.
@@ -214,13 +221,10 @@ pub async fn update(state: &Arc<AppState>, vendor: &str, id: &str, body: &[u8]) 
         Ok(op) => op,
         Err(a) => return a,
     };
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    {
-        return TemplateAnswer::Invalid("a template id is letters, digits, `-` and `_`".to_owned());
+    if !crate::app::is_record_id(id) {
+        return TemplateAnswer::Invalid(
+            "a template id is letters, digits, `-` and `_` (at most 128)".to_owned(),
+        );
     }
     let b = match parse_body(body, false) {
         Ok(b) => b,

@@ -545,7 +545,8 @@ impl Values for AttemptValues<'_> {
 
     fn json(&self, r: Ref) -> Option<Value> {
         match r {
-            Ref::Input(i) => self.input.inputs.get(i)?.clone(),
+            // null is absent, as in `text`
+            Ref::Input(i) => self.input.inputs.get(i)?.clone().filter(|v| !v.is_null()),
             _ => self.text(r).map(|t| Value::String(t.into_owned())),
         }
     }

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 
 use super::extract::{Condition, FieldSpec, ItemMapper, JsonPath};
 use super::steps::{Step, Target};
-use super::template::{JsonTemplate, Ref, Scope, Template};
+use super::template::{JsonTemplate, Member, Ref, Scope, Template};
 use crate::canonical::schema::{self, FieldDef};
 use crate::config::load::env_var_for;
 use crate::config::{
@@ -103,7 +103,6 @@ pub struct OperationPlan {
     pub name: String,
     pub identity: Vec<IdentityKind>,
     pub request: RequestPlan,
-    pub inputs: Vec<String>,
     pub response: ResponsePlan,
     pub paging: Option<PagingPlan>,
     pub mapper: ItemMapper,
@@ -856,7 +855,7 @@ impl OpCompiler<'_> {
                     &format!("{at}.into"),
                     format!("the body already has `{field}`, or is not an object: reference `{{{{var.…}}}}` there instead"),
                 ),
-                None => body = Some(JsonTemplate::Object(vec![(field, t)])),
+                None => body = Some(JsonTemplate::Object(vec![Member::new(field, t)])),
             }
         }
         if body.is_some() && method == Method::GET && req.method.eq_ignore_ascii_case("GET") {
@@ -935,7 +934,6 @@ impl OpCompiler<'_> {
                     .collect(),
                 uses_auth,
             },
-            inputs: route.inputs.iter().map(|s| s.to_string()).collect(),
             response: response?,
             paging,
             mapper: mapper?,

@@ -185,10 +185,6 @@ impl Template {
         })
     }
 
-    pub fn reads_request(&self) -> bool {
-        self.refs().any(Ref::reads_request)
-    }
-
     /// Renders to text. A whole-placeholder template gives `None` when its value is absent;
     /// inside a longer template an absent value is empty text.
     pub fn render(&self, values: &dyn Values) -> Option<String> {
@@ -261,8 +257,27 @@ pub enum JsonTemplate {
     /// A value without placeholders, written as it is.
     Literal(Value),
     Text(Template),
-    Object(Vec<(String, JsonTemplate)>),
+    Object(Vec<Member>),
     Array(Vec<JsonTemplate>),
+}
+
+/// An object member: its key, JSON-escaped once when compiled, and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub key: String,
+    key_json: Vec<u8>,
+    pub value: JsonTemplate,
+}
+
+impl Member {
+    pub fn new(key: String, value: JsonTemplate) -> Member {
+        let key_json = serde_json::to_vec(&key).expect("a string serializes");
+        Member {
+            key,
+            key_json,
+            value,
+        }
+    }
 }
 
 impl JsonTemplate {
@@ -293,7 +308,7 @@ impl JsonTemplate {
                             let child = format!("{path}.{k}");
                             let t =
                                 JsonTemplate::compile(&map[&k], scope, &child, key_order, errors);
-                            (k, t)
+                            Member::new(k, t)
                         })
                         .collect(),
                 )
@@ -321,7 +336,7 @@ impl JsonTemplate {
         match self {
             JsonTemplate::Literal(_) => {}
             JsonTemplate::Text(t) => out.extend(t.refs()),
-            JsonTemplate::Object(fields) => fields.iter().for_each(|(_, t)| t.collect_refs(out)),
+            JsonTemplate::Object(fields) => fields.iter().for_each(|f| f.value.collect_refs(out)),
             JsonTemplate::Array(items) => items.iter().for_each(|t| t.collect_refs(out)),
         }
     }
@@ -329,8 +344,8 @@ impl JsonTemplate {
     /// Appends a top-level field (objects only).
     pub fn push_field(&mut self, key: String, value: JsonTemplate) -> bool {
         match self {
-            JsonTemplate::Object(fields) if !fields.iter().any(|(k, _)| *k == key) => {
-                fields.push((key, value));
+            JsonTemplate::Object(fields) if !fields.iter().any(|f| f.key == key) => {
+                fields.push(Member::new(key, value));
                 true
             }
             _ => false,
@@ -351,17 +366,19 @@ impl JsonTemplate {
             JsonTemplate::Object(fields) => {
                 out.push(b'{');
                 let mut first = true;
-                for (k, t) in fields {
-                    if t.is_absent(values) {
-                        continue;
-                    }
+                for f in fields {
+                    let mark = out.len();
                     if !first {
                         out.push(b',');
                     }
-                    first = false;
-                    write_json(out, &Value::String(k.clone()));
+                    out.extend_from_slice(&f.key_json);
                     out.push(b':');
-                    t.render(values, out)?;
+                    if f.value.render_member(values, out)? {
+                        first = false;
+                    } else {
+                        // an absent whole-placeholder value leaves its member out
+                        out.truncate(mark);
+                    }
                 }
                 out.push(b'}');
             }
@@ -379,10 +396,24 @@ impl JsonTemplate {
         Ok(())
     }
 
-    fn is_absent(&self, values: &dyn Values) -> bool {
+    /// Renders an object member's value once; false (and nothing useful written) when the
+    /// value is absent, so the caller drops the member.
+    fn render_member(&self, values: &dyn Values, out: &mut Vec<u8>) -> Result<bool, RenderError> {
         match self {
-            JsonTemplate::Text(t) => t.render(values).is_none(),
-            _ => false,
+            JsonTemplate::Text(t) => {
+                let value = match t.whole() {
+                    Some(p) => render_hole(p, values)?,
+                    None => t.render(values).map(Value::String),
+                };
+                match value {
+                    Some(v) => {
+                        write_json(out, &v);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+            other => other.render(values, out).map(|()| true),
         }
     }
 }
@@ -528,5 +559,26 @@ mod tests {
         JsonTemplate::compile(&body, &S, "body", &|_, k| k, &mut errors);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].0, "body.x.y");
+    }
+
+    #[test]
+    fn each_body_member_is_rendered_once() {
+        use std::cell::Cell;
+        struct Counting(Cell<usize>);
+        impl Values for Counting {
+            fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+                self.0.set(self.0.get() + 1);
+                (r == Ref::MemberId).then(|| "K1".into())
+            }
+        }
+        let body =
+            json!({"id": "{{member.id}}", "open": "{{member.openid}}", "k": "x{{member.id}}"});
+        let mut errors = Vec::new();
+        let t = JsonTemplate::compile(&body, &S, "body", &|_, k| k, &mut errors);
+        let values = Counting(Cell::new(0));
+        let mut out = Vec::new();
+        t.render(&values, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":"K1","k":"xK1"}"#);
+        assert_eq!(values.0.get(), 3, "one value read per placeholder");
     }
 }
