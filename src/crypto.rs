@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5}; // the `md-5` crate is imported as `md5`
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha1::Sha1;
-use sha2::Sha256;
+use sha2::{Sha256, Sha512};
 
 type DesEcbEnc = ecb::Encryptor<des::Des>;
 type DesEcbDec = ecb::Decryptor<des::Des>;
@@ -41,6 +41,17 @@ pub fn sha1(data: &[u8]) -> Vec<u8> {
 
 pub fn sha256(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
+}
+
+pub fn sha512(data: &[u8]) -> Vec<u8> {
+    Sha512::digest(data).to_vec()
+}
+
+pub fn hmac_sha512(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut mac =
+        <Hmac<Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
 }
 
 pub fn hmac_sha1(key: &[u8], msg: &[u8]) -> Vec<u8> {
@@ -76,6 +87,22 @@ pub fn hmac_sha256_verify(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
 pub fn des_ecb_encrypt(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let enc = DesEcbEnc::new_from_slice(key).map_err(|_| CryptoError::DesKeyLength)?;
     Ok(enc.encrypt_padded_vec::<Pkcs7>(plaintext))
+}
+
+/// A DES key checked and scheduled once, for encrypting many messages.
+#[derive(Clone)]
+pub struct DesEcbKey(DesEcbEnc);
+
+impl DesEcbKey {
+    pub fn new(key: &[u8]) -> Result<DesEcbKey, CryptoError> {
+        DesEcbEnc::new_from_slice(key)
+            .map(DesEcbKey)
+            .map_err(|_| CryptoError::DesKeyLength)
+    }
+
+    pub fn encrypt(&self, plaintext: &[u8]) -> Vec<u8> {
+        self.0.clone().encrypt_padded_vec::<Pkcs7>(plaintext)
+    }
 }
 
 pub fn des_ecb_decrypt(key: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -11,4 +11,5 @@ pub mod resilience;
 pub mod steps;
 pub mod template;
 pub mod token;
+pub mod transforms;
 pub mod upstream;

@@ -557,6 +557,8 @@ struct OpCompiler<'a> {
 /// Name resolution for one operation.
 struct OpScope<'a> {
     creds: Vec<&'a str>,
+    /// Credential values, so keys made of them are prepared once (empty ones are not known).
+    cred_values: &'a [SecretString],
     identity: &'a [IdentityKind],
     inputs: &'static [&'static str],
     /// Variables visible here (defined by earlier steps).
@@ -570,6 +572,19 @@ struct OpScope<'a> {
 }
 
 impl Scope for OpScope<'_> {
+    fn fixed(&self, r: Ref) -> Option<std::borrow::Cow<'_, str>> {
+        use secrecy::ExposeSecret;
+        match r {
+            Ref::Cred(i) => self
+                .cred_values
+                .get(i)
+                .map(|c| c.expose_secret())
+                .filter(|c| !c.is_empty())
+                .map(std::borrow::Cow::Borrowed),
+            _ => None,
+        }
+    }
+
     fn map_index(&self, name: &str) -> Option<usize> {
         self.maps.iter().position(|m| *m == name)
     }
@@ -698,6 +713,7 @@ impl OpCompiler<'_> {
         }
         let mut scope = OpScope {
             creds,
+            cred_values: &credentials,
             identity: &op.identity,
             inputs: route.inputs,
             vars: Vec::new(),
@@ -1249,6 +1265,23 @@ mod tests {
                 "{want}: {errors:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_des_key_of_known_credentials_is_checked_when_compiling() {
+        let text = ROUTES.replacen("des_key: ~", "des_key: short", 1);
+        let errors = compile(&text).unwrap_err();
+        let e = errors
+            .iter()
+            .find(|e| e.message.contains("8 bytes"))
+            .unwrap_or_else(|| panic!("{errors:#?}"));
+        assert!(e.path.contains("hkl") && e.path.contains("apply"), "{e:?}");
+        assert!(
+            !e.to_string().contains("short"),
+            "the credential is not in the message"
+        );
+        // an 8-byte key compiles
+        compile(&ROUTES.replacen("des_key: ~", "des_key: hklkey01", 1)).unwrap();
     }
 
     #[test]

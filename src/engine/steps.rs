@@ -3,11 +3,12 @@
 //!
 //! Transforms are typed while compiling: hashes, HMACs and DES produce bytes, encodings
 //! produce text, and a chain must end in text, so a step can never put raw binary into a
-//! header. Keys are templates (usually `{{cred.…}}`), rendered per attempt.
+//! header. The transforms themselves live in `engine::transforms`, one file per family.
 use http::HeaderName;
 use serde_json::Value;
 
 use super::template::{JsonTemplate, Scope, Template, Values};
+use super::transforms::{self, Accepts, Data, Produces};
 use crate::crypto;
 
 /// How sorted name/value pairs are joined.
@@ -72,23 +73,6 @@ pub enum StepInput {
     },
 }
 
-#[derive(Debug, Clone)]
-pub enum Transform {
-    Md5,
-    Sha1,
-    Sha256,
-    HmacSha1(Template),
-    HmacSha256(Template),
-    DesEcbPkcs5(Template),
-    HexLower,
-    HexUpper,
-    Base64,
-    Base64Url,
-    PercentEncode,
-    Upper,
-    Lower,
-}
-
 /// Where a step's result goes.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -101,7 +85,7 @@ pub enum Target {
 pub struct Step {
     pub name: String,
     pub input: StepInput,
-    pub transforms: Vec<Transform>,
+    pub transforms: Vec<transforms::Compiled>,
     pub target: Target,
 }
 
@@ -114,15 +98,13 @@ pub enum StepError {
 /// Errors found inside one step: (sub-path such as `apply.1`, message).
 pub type SubErrors = Vec<(String, String)>;
 
-const TRANSFORMS: &str = "md5, sha1, sha256, hmac_sha1, hmac_sha256, des_ecb_pkcs5, hex_lower, hex_upper, base64, base64url, percent_encode, upper, lower";
-
 impl Step {
     /// Compiles the `input` and `apply` parts of a step; errors are (sub-path, message).
     pub fn compile_parts(
         input: &Value,
         apply: &[Value],
         scope: &dyn Scope,
-    ) -> Result<(StepInput, Vec<Transform>), SubErrors> {
+    ) -> Result<(StepInput, Vec<transforms::Compiled>), SubErrors> {
         let mut errors = Vec::new();
         let input = match compile_input(input, scope) {
             Ok(i) => Some(i),
@@ -134,20 +116,15 @@ impl Step {
         let mut transforms = Vec::new();
         let mut binary = false;
         for (i, t) in apply.iter().enumerate() {
-            match compile_transform(t, scope) {
+            match transforms::compile(t, scope) {
                 Ok(t) => {
-                    if binary
-                        && matches!(
-                            t,
-                            Transform::PercentEncode | Transform::Upper | Transform::Lower
-                        )
-                    {
+                    if binary && t.accepts == Accepts::Text {
                         errors.push((
                             format!("apply.{i}"),
                             "this transform needs text, but the step has bytes here: encode them first (hex_lower, hex_upper, base64, base64url)".to_owned(),
                         ));
                     }
-                    binary = produces_bytes(&t, binary);
+                    binary = t.produces == Produces::Bytes;
                     transforms.push(t);
                 }
                 Err(e) => errors.push((format!("apply.{i}"), e)),
@@ -173,10 +150,7 @@ impl Step {
             StepInput::Sorted { pairs, .. } => pairs.iter().flat_map(|(_, t)| t.refs()).collect(),
         };
         for t in &self.transforms {
-            if let Transform::HmacSha1(k) | Transform::HmacSha256(k) | Transform::DesEcbPkcs5(k) = t
-            {
-                out.extend(k.refs());
-            }
+            out.extend(t.imp.refs());
         }
         out
     }
@@ -209,65 +183,12 @@ impl Step {
         };
         let mut data = Data::Text(input);
         for t in &self.transforms {
-            let key = |k: &Template| k.render(values).unwrap_or_default();
-            data = match (t, data) {
-                (Transform::Md5, d) => Data::Bytes(crypto::md5(d.bytes())),
-                (Transform::Sha1, d) => Data::Bytes(crypto::sha1(d.bytes())),
-                (Transform::Sha256, d) => Data::Bytes(crypto::sha256(d.bytes())),
-                (Transform::HmacSha1(k), d) => {
-                    Data::Bytes(crypto::hmac_sha1(key(k).as_bytes(), d.bytes()))
-                }
-                (Transform::HmacSha256(k), d) => {
-                    Data::Bytes(crypto::hmac_sha256(key(k).as_bytes(), d.bytes()))
-                }
-                (Transform::DesEcbPkcs5(k), d) => Data::Bytes(
-                    crypto::des_ecb_encrypt(key(k).as_bytes(), d.bytes())
-                        .map_err(|e| fail(e.to_string()))?,
-                ),
-                (Transform::HexLower, d) => Data::Text(crypto::hex_lower(d.bytes())),
-                (Transform::HexUpper, d) => Data::Text(crypto::hex_upper(d.bytes())),
-                (Transform::Base64, d) => Data::Text(crypto::base64(d.bytes())),
-                (Transform::Base64Url, d) => Data::Text(crypto::base64url(d.bytes())),
-                (Transform::PercentEncode, Data::Text(s)) => Data::Text(crypto::percent_encode(&s)),
-                (Transform::Upper, Data::Text(s)) => Data::Text(s.to_uppercase()),
-                (Transform::Lower, Data::Text(s)) => Data::Text(s.to_lowercase()),
-                // the compiler rejects text transforms on bytes
-                (_, Data::Bytes(_)) => return Err(fail("a text transform met bytes".to_owned())),
-            };
+            data = t.imp.run(data, values).map_err(fail)?;
         }
         match data {
             Data::Text(s) => Ok(s),
             Data::Bytes(_) => Err(fail("the step ended in bytes".to_owned())),
         }
-    }
-}
-
-enum Data {
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-impl Data {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Data::Text(s) => s.as_bytes(),
-            Data::Bytes(b) => b,
-        }
-    }
-}
-
-fn produces_bytes(t: &Transform, before: bool) -> bool {
-    match t {
-        Transform::Md5
-        | Transform::Sha1
-        | Transform::Sha256
-        | Transform::HmacSha1(_)
-        | Transform::HmacSha256(_)
-        | Transform::DesEcbPkcs5(_) => true,
-        Transform::HexLower | Transform::HexUpper | Transform::Base64 | Transform::Base64Url => {
-            false
-        }
-        Transform::PercentEncode | Transform::Upper | Transform::Lower => before,
     }
 }
 
@@ -340,49 +261,6 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
         _ => Err((
             "input".to_owned(),
             "must be a template string, `{json: …}` or a `sorted` mapping".to_owned(),
-        )),
-    }
-}
-
-fn compile_transform(t: &Value, scope: &dyn Scope) -> Result<Transform, String> {
-    let keyed = |name: &str, key: &Value| -> Result<Template, String> {
-        match key {
-            Value::String(k) => Template::compile(k, scope),
-            _ => Err(format!(
-                "`{name}` takes a key template, e.g. `{{{name}: \"{{{{cred.secret}}}}\"}}`"
-            )),
-        }
-    };
-    match t {
-        Value::String(name) => match name.as_str() {
-            "md5" => Ok(Transform::Md5),
-            "sha1" => Ok(Transform::Sha1),
-            "sha256" => Ok(Transform::Sha256),
-            "hex_lower" => Ok(Transform::HexLower),
-            "hex_upper" => Ok(Transform::HexUpper),
-            "base64" => Ok(Transform::Base64),
-            "base64url" => Ok(Transform::Base64Url),
-            "percent_encode" => Ok(Transform::PercentEncode),
-            "upper" => Ok(Transform::Upper),
-            "lower" => Ok(Transform::Lower),
-            "hmac_sha1" | "hmac_sha256" | "des_ecb_pkcs5" => Err(format!(
-                "`{name}` needs a key: write `{{{name}: \"{{{{cred.…}}}}\"}}`"
-            )),
-            other => Err(format!("unknown transform `{other}` (known: {TRANSFORMS})")),
-        },
-        Value::Object(map) if map.len() == 1 => {
-            let (name, key) = map.iter().next().expect("one entry");
-            match name.as_str() {
-                "hmac_sha1" => keyed(name, key).map(Transform::HmacSha1),
-                "hmac_sha256" => keyed(name, key).map(Transform::HmacSha256),
-                "des_ecb_pkcs5" => keyed(name, key).map(Transform::DesEcbPkcs5),
-                other => Err(format!(
-                    "unknown keyed transform `{other}` (keyed: hmac_sha1, hmac_sha256, des_ecb_pkcs5)"
-                )),
-            }
-        }
-        _ => Err(format!(
-            "a transform is a name or a one-key mapping (known: {TRANSFORMS})"
         )),
     }
 }

@@ -96,6 +96,11 @@ pub struct Template {
 pub trait Scope {
     /// Resolves a dotted name, or says why it cannot be used here.
     fn resolve(&self, name: &str) -> Result<Ref, String>;
+    /// The value of `r` when it is known at start-up (credentials, when serving), so keys
+    /// made only of such values can be prepared once.
+    fn fixed(&self, _r: Ref) -> Option<Cow<'_, str>> {
+        None
+    }
     /// The index of the value map `name` (for `| map:NAME`).
     fn map_index(&self, _name: &str) -> Option<usize> {
         None
