@@ -1,13 +1,17 @@
 //! docs/routes.md's reference tables are made from the registries of the configuration
 //! language, so the docs cannot drift from the code: this test fails when a generated block
 //! differs from what the registry says, and `UPDATE_DOCS=1` rewrites the blocks.
+use coupon_gateway::engine::compile::policy;
 use coupon_gateway::engine::transforms;
 
 const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/routes.md");
 
 /// Each generated block: its name and the text the registry makes for it.
 fn blocks() -> Vec<(&'static str, String)> {
-    vec![("transforms", transforms::reference_table())]
+    vec![
+        ("transforms", transforms::reference_table()),
+        ("bounds", policy::reference_table()),
+    ]
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
+use crate::engine::routes::RouteId;
 use std::sync::Arc;
 
 use crate::app::AppState;
@@ -18,7 +19,7 @@ pub async fn query(
     bypass_cache: bool,
 ) -> Result<(Verdict, QueryAnswer), InvalidQuery> {
     let plan = &state.plan;
-    let route = &plan.coupons_query;
+    let route = plan.route(RouteId::CouponsQuery);
     let known: Vec<&str> = plan.vendors.iter().map(|v| v.id.as_str()).collect();
     let limits = QueryLimits {
         default_limit: route.default_limit,

@@ -8,6 +8,7 @@ use crate::canonical::merge::{Outcome, Source};
 use crate::canonical::schema::{PACKAGE, to_object};
 use crate::engine::call::CallInput;
 use crate::engine::fanout::Failure;
+use crate::engine::routes::RouteId;
 
 pub enum PackageAnswer {
     /// `{"package": {…}, "source": {…}}`
@@ -28,13 +29,7 @@ pub async fn get(
     package_id: &str,
     bypass_cache: bool,
 ) -> PackageAnswer {
-    let Some(op) = state
-        .plan
-        .package_get
-        .targets
-        .iter()
-        .find(|op| op.vendor.id == vendor)
-    else {
+    let Some(op) = state.plan.route(RouteId::PackageGet).of(vendor) else {
         return PackageAnswer::NoSuchVendor;
     };
     if !crate::app::is_record_id(package_id) {

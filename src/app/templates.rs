@@ -1,5 +1,6 @@
 //! `/v1/templates`: create (idempotent with `Idempotency-Key`), list and update coupon
 //! templates of a template vendor (wxcard in routes.yaml).
+use crate::engine::routes::RouteId;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -157,7 +158,7 @@ fn day_edge(date: jiff::civil::Date, (h, m, s): (i8, i8, i8)) -> String {
 
 /// A write changes the vendor's lists: drop their cached pages.
 fn invalidate_lists(state: &AppState, vendor: &str) {
-    if let Some(list) = state.plan.templates_list.of(vendor)
+    if let Some(list) = state.plan.route(RouteId::TemplatesList).of(vendor)
         && let Some(cache) = &state.caches[list.slot]
     {
         cache.invalidate_all();
@@ -193,7 +194,7 @@ pub async fn create(state: &Arc<AppState>, body: &[u8]) -> TemplateAnswer {
         Err(e) => return TemplateAnswer::Invalid(e),
     };
     let vendor = b.vendor.clone().unwrap_or_default();
-    let op = match vendor_op(&state.plan.templates_create, &vendor) {
+    let op = match vendor_op(state.plan.route(RouteId::TemplatesCreate), &vendor) {
         Ok(op) => op,
         Err(a) => return a,
     };
@@ -217,7 +218,7 @@ pub async fn create(state: &Arc<AppState>, body: &[u8]) -> TemplateAnswer {
 
 /// `PUT /v1/templates/{vendor}/{id}`.
 pub async fn update(state: &Arc<AppState>, vendor: &str, id: &str, body: &[u8]) -> TemplateAnswer {
-    let op = match vendor_op(&state.plan.templates_update, vendor) {
+    let op = match vendor_op(state.plan.route(RouteId::TemplatesUpdate), vendor) {
         Ok(op) => op,
         Err(a) => return a,
     };
@@ -265,7 +266,7 @@ pub async fn list(state: &Arc<AppState>, query: &str, bypass_cache: bool) -> Tem
         }
         params.insert(k, v);
     }
-    let route = &state.plan.templates_list;
+    let route = state.plan.route(RouteId::TemplatesList);
     let vendor = match params.get("vendor") {
         Some(v) => v.clone(),
         None if route.targets.len() == 1 => route.targets[0].vendor.id.clone(),

@@ -3,11 +3,13 @@
 //! Nothing here knows a vendor: every vendor is data in the plan.
 pub mod cache;
 pub mod call;
+pub mod compile;
 pub mod convert;
 pub mod extract;
 pub mod fanout;
 pub mod plan;
 pub mod resilience;
+pub mod routes;
 pub mod steps;
 pub mod template;
 pub mod token;

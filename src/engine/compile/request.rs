@@ -1,0 +1,227 @@
+//! The request pass: method, path, query, headers, body and signing steps of one request —
+//! an operation's or a token endpoint's, compiled the same way.
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::{HeaderName, Method};
+use secrecy::SecretString;
+
+use super::Cx;
+use super::scope::OpScope;
+use crate::config::{Placement, RequestConfig, StepConfig};
+use crate::engine::plan::{RequestPlan, VendorPlan};
+use crate::engine::steps::{Step, Target};
+use crate::engine::template::{JsonTemplate, Member, Ref, Template};
+
+/// The methods a vendor request may use.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// Compiles a request and its steps. `scope` starts with `in_step` set and no variables.
+pub fn compile(
+    cx: &mut Cx<'_>,
+    vendor: &Arc<VendorPlan>,
+    credentials: Vec<SecretString>,
+    req: &RequestConfig,
+    steps: &[StepConfig],
+    maps: &BTreeMap<String, BTreeMap<String, String>>,
+    mut scope: OpScope<'_>,
+) -> Option<RequestPlan> {
+    let before = cx.errors.len();
+    let (steps, render_at, body_fields) = compile_steps(cx, steps, &mut scope);
+    let var_count = scope.vars.len();
+    // request templates see only the variables defined before the request is rendered
+    let pre_vars = steps[..render_at]
+        .iter()
+        .filter(|s| matches!(s.target, Target::Var(_)))
+        .count();
+    scope.vars.truncate(pre_vars);
+    scope.in_step = false;
+
+    let method = match Method::from_str(&req.method.to_ascii_uppercase()) {
+        Ok(m) if METHODS.contains(&m) => m,
+        _ => {
+            cx.err(
+                "request.method",
+                format!(
+                    "`{}` is not one of GET, POST, PUT, PATCH, DELETE",
+                    req.method
+                ),
+            );
+            Method::GET
+        }
+    };
+    let path = cx.template(&req.path, &scope, "request.path");
+    if !req.path.starts_with('/') {
+        cx.err("request.path", "must start with `/`");
+    }
+    let query: Vec<(String, Template)> = req
+        .query
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.clone(),
+                cx.template(v, &scope, &format!("request.query.{k}"))?,
+            ))
+        })
+        .collect();
+    let mut headers = Vec::new();
+    for (k, v) in &req.headers {
+        let at = format!("request.headers.{k}");
+        match HeaderName::from_str(k) {
+            Ok(h) => {
+                if let Some(t) = cx.template(v, &scope, &at) {
+                    headers.push((h, t));
+                }
+            }
+            Err(_) => cx.err(&at, format!("`{k}` is not a valid header name")),
+        }
+    }
+    let mut body = req.body.as_ref().map(|b| {
+        let mut errs = Vec::new();
+        let base = format!("{}.request.body", cx.path);
+        let index = &cx.loaded.index;
+        let order = |p: &str, keys: Vec<String>| index.order(p, keys.iter());
+        let t = JsonTemplate::compile(b, &scope, &base, &order, &mut errs);
+        for (p, e) in errs {
+            cx.errors.push(cx.loaded.error(&p, e));
+        }
+        t
+    });
+    // `into: {body: field}` adds a member holding the step's variable
+    for (field, var, at) in body_fields {
+        let t = JsonTemplate::Text(Template::of(Ref::Var(var)));
+        let pushed = body
+            .as_mut()
+            .map(|b| b.push_field(field.clone(), t.clone()));
+        match pushed {
+            Some(true) => {}
+            Some(false) => cx.err(
+                &format!("{at}.into"),
+                format!("the body already has `{field}`, or is not an object: reference `{{{{var.…}}}}` there instead"),
+            ),
+            None => body = Some(JsonTemplate::Object(vec![Member::new(field, t)])),
+        }
+    }
+    // (a misspelt method already has its own error)
+    if body.is_some() && method == Method::GET && req.method.eq_ignore_ascii_case("GET") {
+        cx.err("request.body", "a GET request has no body");
+    }
+    if cx.errors.len() > before {
+        return None;
+    }
+    let uses_auth = path
+        .iter()
+        .flat_map(|p| p.refs())
+        .any(|r| r == Ref::AuthToken)
+        || query
+            .iter()
+            .flat_map(|(_, t)| t.refs())
+            .any(|r| r == Ref::AuthToken)
+        || headers
+            .iter()
+            .flat_map(|(_, t)| t.refs())
+            .any(|r| r == Ref::AuthToken)
+        || body
+            .as_ref()
+            .is_some_and(|b| b.refs().contains(&Ref::AuthToken))
+        || steps.iter().any(|s| s.refs().contains(&Ref::AuthToken));
+    Some(RequestPlan {
+        vendor: vendor.clone(),
+        credentials,
+        method,
+        path: path?,
+        query,
+        headers,
+        body,
+        steps,
+        render_at,
+        var_count,
+        maps: maps
+            .values()
+            .map(|m| m.clone().into_iter().collect())
+            .collect(),
+        uses_auth,
+    })
+}
+
+/// Steps in order; the request is rendered before the first step that reads it. Returns the
+/// steps, that index, and the `into: {body: …}` placements (field, variable, location).
+fn compile_steps(
+    cx: &mut Cx<'_>,
+    configs: &[StepConfig],
+    scope: &mut OpScope<'_>,
+) -> (Vec<Step>, usize, Vec<(String, usize, String)>) {
+    let mut steps = Vec::new();
+    let mut render_at = None;
+    let mut body_fields = Vec::new();
+    for (i, s) in configs.iter().enumerate() {
+        let at = format!("steps.{i}");
+        let (input, transforms) = match Step::compile_parts(&s.input, &s.apply, &*scope) {
+            Ok(parts) => parts,
+            Err(errs) => {
+                for (p, e) in errs {
+                    cx.err(&format!("{at}.{p}"), format!("step `{}`: {e}", s.name));
+                }
+                continue;
+            }
+        };
+        let mut step = Step {
+            name: s.name.clone(),
+            input,
+            transforms,
+            target: Target::Var(0),
+        };
+        let reads = step.reads_request();
+        if reads && render_at.is_none() {
+            render_at = Some(steps.len());
+        }
+        step.target = match &s.into {
+            Placement::Var(v) | Placement::Body(v) => {
+                if reads {
+                    cx.err(
+                        &format!("{at}.into"),
+                        format!("step `{}` reads the rendered request, so its result can only go into a query parameter or header", s.name),
+                    );
+                }
+                if render_at.is_some() && !reads {
+                    cx.err(
+                        &format!("{at}.into"),
+                        format!("step `{}` comes after a signing step, so the request is already rendered: move it before", s.name),
+                    );
+                }
+                if scope.vars.contains(v) {
+                    cx.err(
+                        &format!("{at}.into"),
+                        format!("another step already puts its result in `{v}`"),
+                    );
+                }
+                if let Placement::Body(field) = &s.into {
+                    body_fields.push((field.clone(), scope.vars.len(), at.clone()));
+                }
+                scope.vars.push(v.clone());
+                Target::Var(scope.vars.len() - 1)
+            }
+            Placement::Query(q) => Target::Query(q.clone()),
+            Placement::Header(h) => match HeaderName::from_str(h) {
+                Ok(h) => Target::Header(h),
+                Err(_) => {
+                    cx.err(
+                        &format!("{at}.into.header"),
+                        format!("`{h}` is not a valid header name"),
+                    );
+                    continue;
+                }
+            },
+        };
+        steps.push(step);
+    }
+    let render_at = render_at.unwrap_or(steps.len());
+    (steps, render_at, body_fields)
+}
