@@ -2,6 +2,7 @@
 //! language, so the docs cannot drift from the code: this test fails when a generated block
 //! differs from what the registry says, and `UPDATE_DOCS=1` rewrites the blocks.
 use coupon_gateway::engine::compile::policy;
+use coupon_gateway::engine::conversions;
 use coupon_gateway::engine::transforms;
 
 const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/routes.md");
@@ -10,6 +11,7 @@ const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/routes.md");
 fn blocks() -> Vec<(&'static str, String)> {
     vec![
         ("transforms", transforms::reference_table()),
+        ("conversions", conversions::reference_table()),
         ("bounds", policy::reference_table()),
     ]
 }

@@ -6,12 +6,14 @@
 //! walked directly, which is two orders of magnitude cheaper than the general evaluator;
 //! anything else (filters, wildcards, descendants) runs through jsonpath-rust.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
+use super::conversions::{self, Conversion, ConversionKind};
 use super::convert::{self, DayBound, Decimal, TimeFormat, TimeSpec};
 use crate::canonical::schema::{FieldDef, FieldType};
 
@@ -239,11 +241,8 @@ enum Source {
 enum Convert {
     /// The field type's own reading.
     Natural,
-    Fen,
-    YuanToFen,
-    ZheToPercentOff,
-    PayRateToPercentOff,
-    Names(String),
+    /// A conversion of the registry (`convert: NAME`).
+    Named(&'static dyn ConversionKind, Arc<dyn Conversion>),
     Time(TimeSpec),
     /// Nested records: each element of the list mapped with its own fields.
     Records {
@@ -252,8 +251,19 @@ enum Convert {
     },
 }
 
-const FIELD_KEYS: &str =
-    "path, value, when, map, default, convert, time, first_of, add_days, names_key, fields";
+/// The keys of a field mapping; conversions add their own (`conversions::extra_keys`).
+const FIELD_KEYS: &[&str] = &[
+    "path", "value", "when", "map", "default", "convert", "time", "first_of", "add_days", "fields",
+];
+
+fn known_keys() -> String {
+    let keys: Vec<&str> = FIELD_KEYS
+        .iter()
+        .copied()
+        .chain(conversions::extra_keys())
+        .collect();
+    keys.join(", ")
+}
 
 /// Compile context of a field: its definition and the vendor origin for URLs.
 pub struct FieldContext<'a> {
@@ -286,8 +296,11 @@ impl FieldSpec {
             }
         };
         for k in m.keys() {
-            if !FIELD_KEYS.split(", ").any(|known| known == k) {
-                return Err(at(k, format!("unknown key `{k}` (known: {FIELD_KEYS})")));
+            if !FIELD_KEYS.contains(&k.as_str()) && !conversions::extra_keys().any(|e| e == k) {
+                return Err(at(
+                    k,
+                    format!("unknown key `{k}` (known: {})", known_keys()),
+                ));
             }
         }
         let sources = ["path", "value", "first_of"]
@@ -301,9 +314,10 @@ impl FieldSpec {
             ));
         }
         if m.contains_key("first_of")
-            && let Some(k) = ["map", "default", "convert", "time", "add_days", "names_key"]
-                .iter()
-                .find(|k| m.contains_key(**k))
+            && let Some(k) = ["map", "default", "convert", "time", "add_days"]
+                .into_iter()
+                .chain(conversions::extra_keys())
+                .find(|k| m.contains_key(*k))
         {
             return Err(at(
                 k,
@@ -405,28 +419,31 @@ impl FieldSpec {
         };
         let mut convert = match m.get("convert") {
             None => Convert::Natural,
-            Some(Value::String(c)) => match c.as_str() {
-                "fen" => Convert::Fen,
-                "yuan_to_fen" => Convert::YuanToFen,
-                "zhe_to_percent_off" => Convert::ZheToPercentOff,
-                "pay_rate_to_percent_off" => Convert::PayRateToPercentOff,
-                "names" => Convert::Names(
-                    m.get("names_key")
-                        .and_then(Value::as_str)
-                        .unwrap_or("name")
-                        .to_owned(),
-                ),
-                other => {
-                    return Err(at(
+            Some(Value::String(c)) => {
+                let kind = conversions::find(c).ok_or_else(|| {
+                    at(
                         "convert",
                         format!(
-                            "unknown conversion `{other}` (known: fen, yuan_to_fen, zhe_to_percent_off, pay_rate_to_percent_off, names; times use `time:`)"
+                            "unknown conversion `{c}` (known: {}; times use `time:`)",
+                            conversions::known()
                         ),
-                    ));
-                }
-            },
+                    )
+                })?;
+                Convert::Named(kind, kind.compile(m)?)
+            }
             Some(_) => return Err(at("convert", "the name of a conversion".to_owned())),
         };
+        // a conversion's own keys go with that conversion only
+        for k in conversions::extra_keys() {
+            let mine =
+                matches!(&convert, Convert::Named(kind, _) if kind.extra_keys().contains(&k));
+            if m.contains_key(k) && !mine {
+                return Err(at(
+                    k,
+                    format!("`{k}` goes with the conversion that reads it (`convert: …`)"),
+                ));
+            }
+        }
         match (def.ty, m.get("fields")) {
             (FieldType::Records(schema), Some(Value::Object(fields))) => {
                 let mut compiled: Vec<Option<FieldSpec>> = vec![None; schema.len()];
@@ -468,12 +485,6 @@ impl FieldSpec {
                 ));
             }
             (_, None) => {}
-        }
-        if m.contains_key("names_key") && !matches!(convert, Convert::Names(_)) {
-            return Err(at(
-                "names_key",
-                "`names_key` goes with `convert: names`".to_owned(),
-            ));
         }
         if let Some(t) = m.get("time") {
             if !matches!(convert, Convert::Natural) {
@@ -530,9 +541,7 @@ impl FieldSpec {
                 ));
             }
             (Convert::Natural, _) => true,
-            (Convert::Fen | Convert::YuanToFen, FieldType::Money | FieldType::Integer) => true,
-            (Convert::ZheToPercentOff | Convert::PayRateToPercentOff, FieldType::Percent) => true,
-            (Convert::Names(_), FieldType::TextList) => true,
+            (Convert::Named(kind, _), ty) => kind.fits(ty),
             (Convert::Time(_), FieldType::Time) => true,
             (Convert::Records { .. }, FieldType::Records(_)) => true,
             _ => false,
@@ -582,15 +591,8 @@ impl FieldSpec {
     }
 
     fn typed(&self, v: &Value, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
-        let money = |x: Option<i64>| x.map(Value::from);
-        let percent =
-            |x: Option<f64>| x.and_then(|p| serde_json::Number::from_f64(p).map(Value::Number));
         match &self.convert {
-            Convert::Fen => money(convert::fen(v)),
-            Convert::YuanToFen => money(convert::yuan_to_fen(v)),
-            Convert::ZheToPercentOff => percent(convert::zhe_to_percent_off(v)),
-            Convert::PayRateToPercentOff => percent(convert::pay_rate_to_percent_off(v)),
-            Convert::Names(key) => convert::names(v, key).map(Value::from),
+            Convert::Named(_, c) => c.apply(v),
             Convert::Time(spec) => {
                 let mut t = spec.read(v)?;
                 if let Some(days) = &self.add_days {

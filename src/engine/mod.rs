@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod call;
 pub mod compile;
+pub mod conversions;
 pub mod convert;
 pub mod extract;
 pub mod fanout;

@@ -1,0 +1,134 @@
+//! The `convert:` language of a field mapping: named readings of a vendor value into a
+//! canonical type (fen, yuan, 折, lists of names, …).
+//!
+//! Each family lives in a file of its own and implements [`ConversionKind`]: its name, the
+//! canonical types it can fill, the extra keys it reads beside `convert`, how it compiles, and
+//! its examples (which are its tests and the docs' table). [`REGISTRY`] lists every kind once.
+mod money;
+mod names;
+mod percent;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::canonical::schema::FieldType;
+
+/// A named conversion.
+pub trait ConversionKind: Sync {
+    fn name(&self) -> &'static str;
+    /// What it reads and gives, for the reference table.
+    fn summary(&self) -> &'static str;
+    /// The canonical field types it can fill, as the docs name them.
+    fn field_types(&self) -> &'static str;
+    fn fits(&self, ty: FieldType) -> bool;
+    /// Keys of the field mapping it reads besides `convert` (e.g. `names_key`).
+    fn extra_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Builds it from the field mapping; errors are (key, message).
+    fn compile(&self, field: &Map<String, Value>) -> Result<Arc<dyn Conversion>, (String, String)>;
+    /// Known answers: `(field mapping extras as JSON or "", vendor value as JSON, canonical
+    /// value as JSON)`.
+    fn examples(&self) -> &'static [(&'static str, &'static str, &'static str)];
+}
+
+impl std::fmt::Debug for dyn ConversionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A compiled conversion: the canonical value, or None when the vendor value cannot be read.
+pub trait Conversion: std::fmt::Debug + Send + Sync {
+    fn apply(&self, v: &Value) -> Option<Value>;
+}
+
+/// Every conversion, in documentation order.
+pub static REGISTRY: &[&dyn ConversionKind] = &[
+    &money::Fen,
+    &money::YuanToFen,
+    &percent::ZheToPercentOff,
+    &percent::PayRateToPercentOff,
+    &names::Names,
+];
+
+pub fn find(name: &str) -> Option<&'static dyn ConversionKind> {
+    REGISTRY.iter().copied().find(|k| k.name() == name)
+}
+
+/// `fen, yuan_to_fen, …` for "known: …" messages.
+pub fn known() -> String {
+    let names: Vec<&str> = REGISTRY.iter().map(|k| k.name()).collect();
+    names.join(", ")
+}
+
+/// Every extra key any conversion reads, for the field mapping's own key check.
+pub fn extra_keys() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().flat_map(|k| k.extra_keys().iter().copied())
+}
+
+/// The reference table of docs/routes.md, made from the registry and its examples.
+pub fn reference_table() -> String {
+    let mut out = String::from(
+        "| `convert` | reads → gives | field types | examples |\n| --- | --- | --- | --- |\n",
+    );
+    for k in REGISTRY {
+        let examples: Vec<String> = k
+            .examples()
+            .iter()
+            .map(|(extra, input, output)| {
+                let with = if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (with `{extra}`)")
+                };
+                format!("`{input}` → `{output}`{with}")
+            })
+            .collect();
+        let mut name = format!("`{}`", k.name());
+        for e in k.extra_keys() {
+            name.push_str(&format!(" (+ `{e}`)"));
+        }
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            k.summary(),
+            k.field_types(),
+            examples.join("; ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_conversion_meets_its_examples() {
+        for kind in REGISTRY {
+            assert!(
+                !kind.examples().is_empty(),
+                "`{}` has no examples",
+                kind.name()
+            );
+            for (extra, input, output) in kind.examples() {
+                let mut field = Map::new();
+                field.insert("convert".into(), Value::String(kind.name().into()));
+                if !extra.is_empty() {
+                    let extra: Value = serde_json::from_str(&format!("{{{extra}}}")).unwrap();
+                    field.extend(extra.as_object().unwrap().clone());
+                }
+                let c = kind.compile(&field).unwrap();
+                let input: Value = serde_json::from_str(input).unwrap();
+                let want: Value = serde_json::from_str(output).unwrap();
+                assert_eq!(
+                    c.apply(&input).unwrap_or(Value::Null),
+                    want,
+                    "{} of {input}",
+                    kind.name()
+                );
+            }
+        }
+    }
+}
