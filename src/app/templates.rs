@@ -149,8 +149,8 @@ fn template(vendor: &str, row: &[Value], body: Option<&TemplateBody>) -> Value {
 /// `date` at the given time of day in the canonical zone, as a canonical time.
 fn day_edge(date: jiff::civil::Date, (h, m, s): (i8, i8, i8)) -> String {
     let at = date.at(h, m, s, 0);
-    match at.to_zoned(jiff::tz::TimeZone::fixed(crate::engine::convert::china())) {
-        Ok(z) => crate::engine::convert::rfc3339_china(z.timestamp()),
+    match at.to_zoned(crate::engine::time::canonical_zone()) {
+        Ok(z) => crate::engine::time::canonical(z.timestamp()),
         // a civil date of the canonical API is always in jiff's range
         Err(_) => String::new(),
     }

@@ -8,8 +8,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::Full;
+use std::cell::OnceCell;
+
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -452,11 +453,11 @@ struct AttemptValues<'a> {
     token: Option<&'a Token>,
     input: &'a CallInput,
     page: &'a PageState,
-    now_s: String,
-    now_ms: String,
-    now_rfc3339: String,
-    now_date: String,
-    nonce: String,
+    /// One clock reading per attempt, written lazily into each layout the request uses.
+    now: Timestamp,
+    clock: Vec<OnceCell<String>>,
+    /// Drawn only if a template or step reads it.
+    nonce: OnceCell<String>,
     vars: Vec<Option<String>>,
     request: Option<Rendered>,
 }
@@ -468,21 +469,14 @@ impl<'a> AttemptValues<'a> {
         page: &'a PageState,
         token: Option<&'a Token>,
     ) -> Self {
-        use rand::RngExt;
-        let now = Timestamp::now();
-        let zoned = now.to_zoned(TimeZone::fixed(convert::china()));
         AttemptValues {
             req,
             token,
             input,
             page,
-            now_s: now.as_second().to_string(),
-            now_ms: now.as_millisecond().to_string(),
-            now_rfc3339: convert::rfc3339_china(now),
-            now_date: zoned.strftime("%Y-%m-%d").to_string(),
-            nonce: rand::rng()
-                .random_range(100_000u64..=2_147_483_647)
-                .to_string(),
+            now: Timestamp::now(),
+            clock: vec![OnceCell::new(); req.clock.len()],
+            nonce: OnceCell::new(),
             vars: vec![None; req.var_count],
             request: None,
         }
@@ -511,11 +505,17 @@ impl Values for AttemptValues<'_> {
                 Value::Null => None,
                 other => Some(Cow::Owned(other.to_string())),
             },
-            Ref::NowS => Some(Cow::Borrowed(&self.now_s)),
-            Ref::NowMs => Some(Cow::Borrowed(&self.now_ms)),
-            Ref::NowRfc3339 => Some(Cow::Borrowed(&self.now_rfc3339)),
-            Ref::NowDate => Some(Cow::Borrowed(&self.now_date)),
-            Ref::Nonce => Some(Cow::Borrowed(&self.nonce)),
+            Ref::Now(i) => {
+                let rendering = self.req.clock.get(i)?;
+                let text = self.clock[i].get_or_init(|| rendering.write(self.now));
+                Some(Cow::Borrowed(text))
+            }
+            Ref::Nonce => Some(Cow::Borrowed(self.nonce.get_or_init(|| {
+                use rand::RngExt;
+                rand::rng()
+                    .random_range(100_000u64..=2_147_483_647)
+                    .to_string()
+            }))),
             Ref::Var(i) => self.vars.get(i)?.as_deref().map(Cow::Borrowed),
             Ref::PageNumber => Some(Cow::Owned(self.page.number.to_string())),
             Ref::PageSize => Some(Cow::Owned(self.page.size.to_string())),

@@ -1,11 +1,8 @@
-//! Unit and time conversions applied to values read from vendor answers.
+//! Unit conversions and natural readings of values from vendor answers (times: `engine::time`).
 //!
 //! Money never goes through floating point: amounts are parsed as exact decimals
 //! (`"12.50"`, `12.5`, `"1250"`) and scaled with integer arithmetic. Vendors send numbers as
 //! JSON numbers or as strings; every conversion accepts both.
-use jiff::Timestamp;
-use jiff::civil::{Date, DateTime};
-use jiff::tz::{Offset, TimeZone};
 use serde_json::Value;
 
 /// An exact decimal: `units / 10^scale`.
@@ -110,115 +107,9 @@ pub fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// One accepted time format.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimeFormat {
-    EpochS,
-    EpochMs,
-    Rfc3339,
-    /// A strftime pattern; a pattern without a time of day is a date.
-    Pattern {
-        pattern: String,
-        date_only: bool,
-    },
-}
-
-impl TimeFormat {
-    pub fn parse(s: &str) -> Result<TimeFormat, String> {
-        Ok(match s {
-            "epoch_s" => TimeFormat::EpochS,
-            "epoch_ms" => TimeFormat::EpochMs,
-            "rfc3339" => TimeFormat::Rfc3339,
-            "date" | "yyyy-MM-dd" => TimeFormat::Pattern {
-                pattern: "%Y-%m-%d".to_owned(),
-                date_only: true,
-            },
-            "datetime" | "yyyy-MM-dd HH:mm:ss" => TimeFormat::Pattern {
-                pattern: "%Y-%m-%d %H:%M:%S".to_owned(),
-                date_only: false,
-            },
-            p if p.contains('%') => {
-                let date_only = !["%H", "%M", "%S", "%T", "%I", "%R"]
-                    .iter()
-                    .any(|t| p.contains(t));
-                // reject patterns jiff cannot use at all
-                let probe = jiff::civil::date(2020, 1, 2).at(3, 4, 5, 0);
-                jiff::fmt::strtime::format(p, probe)
-                    .map_err(|e| format!("bad time pattern `{p}`: {e}"))?;
-                TimeFormat::Pattern {
-                    pattern: p.to_owned(),
-                    date_only,
-                }
-            }
-            other => {
-                return Err(format!(
-                    "unknown time format `{other}` (known: epoch_s, epoch_ms, rfc3339, date, datetime, or a strftime pattern such as `%Y/%m/%d %H:%M`)"
-                ));
-            }
-        })
-    }
-}
-
-/// Which end of the day a date-only value stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DayBound {
-    Start,
-    End,
-}
-
-/// How to read a time: formats tried in order, the zone of times without an offset, and the
-/// end of the day a bare date means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimeSpec {
-    pub formats: Vec<TimeFormat>,
-    pub zone: Offset,
-    pub bound: DayBound,
-}
-
-/// The zone every canonical time is written in (and the vendors' default).
-pub fn china() -> Offset {
-    jiff::tz::offset(8)
-}
-
-impl TimeSpec {
-    pub fn read(&self, v: &Value) -> Option<Timestamp> {
-        self.formats.iter().find_map(|f| self.read_one(f, v))
-    }
-
-    fn read_one(&self, f: &TimeFormat, v: &Value) -> Option<Timestamp> {
-        let tz = TimeZone::fixed(self.zone);
-        match f {
-            TimeFormat::EpochS => Timestamp::from_second(integer(v)?).ok(),
-            TimeFormat::EpochMs => Timestamp::from_millisecond(integer(v)?).ok(),
-            TimeFormat::Rfc3339 => v.as_str()?.trim().parse::<Timestamp>().ok(),
-            TimeFormat::Pattern { pattern, date_only } => {
-                let s = v.as_str()?.trim();
-                if *date_only {
-                    let d = Date::strptime(pattern, s).ok()?;
-                    let t = match self.bound {
-                        DayBound::Start => d.at(0, 0, 0, 0),
-                        DayBound::End => d.at(23, 59, 59, 0),
-                    };
-                    t.to_zoned(tz).ok().map(|z| z.timestamp())
-                } else {
-                    let dt = DateTime::strptime(pattern, s).ok()?;
-                    dt.to_zoned(tz).ok().map(|z| z.timestamp())
-                }
-            }
-        }
-    }
-}
-
 /// An integer from a JSON integer, an integral float or a digit string.
 fn integer(v: &Value) -> Option<i64> {
     Decimal::from_json(v)?.scaled_exact(0)
-}
-
-/// RFC 3339 in UTC+08:00, seconds precision: `2015-11-25T00:00:00+08:00`.
-pub fn rfc3339_china(t: Timestamp) -> String {
-    t.to_zoned(TimeZone::fixed(china()))
-        .strftime("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
 }
 
 /// ISO weekdays 1–7 from `"1,2,3"` or `[1,2,3]`; empty means every day (None).
@@ -337,72 +228,6 @@ mod tests {
         assert_eq!(pay_rate_to_percent_off(&json!(0.85)), Some(15.0));
         assert_eq!(pay_rate_to_percent_off(&json!("0.7")), Some(30.0));
         assert_eq!(pay_rate_to_percent_off(&json!(1.2)), None);
-    }
-
-    fn spec(formats: &[&str], bound: DayBound) -> TimeSpec {
-        TimeSpec {
-            formats: formats
-                .iter()
-                .map(|f| TimeFormat::parse(f).unwrap())
-                .collect(),
-            zone: china(),
-            bound,
-        }
-    }
-
-    #[test]
-    fn times_in_every_vendor_format() {
-        let start = spec(&["epoch_ms", "date"], DayBound::Start);
-        let end = spec(&["epoch_ms", "date"], DayBound::End);
-        let t = |s: &TimeSpec, v: Value| s.read(&v).map(rfc3339_china);
-        assert_eq!(
-            t(&start, json!(1448380800000i64)).unwrap(),
-            "2015-11-25T00:00:00+08:00"
-        );
-        assert_eq!(
-            t(&end, json!(1449935999000i64)).unwrap(),
-            "2015-12-12T23:59:59+08:00"
-        );
-        assert_eq!(
-            t(&start, json!("2015-11-25")).unwrap(),
-            "2015-11-25T00:00:00+08:00"
-        );
-        assert_eq!(
-            t(&end, json!("2015-12-12")).unwrap(),
-            "2015-12-12T23:59:59+08:00"
-        );
-        assert_eq!(
-            t(&start, json!("1448380800000")).unwrap(),
-            "2015-11-25T00:00:00+08:00"
-        );
-        assert_eq!(t(&start, json!("yesterday")), None);
-
-        let dt = spec(&["datetime"], DayBound::Start);
-        assert_eq!(
-            t(&dt, json!("2019-08-24 00:00:00")).unwrap(),
-            "2019-08-24T00:00:00+08:00"
-        );
-        let secs = spec(&["epoch_s"], DayBound::Start);
-        assert_eq!(
-            t(&secs, json!(1547186244)).unwrap(),
-            "2019-01-11T13:57:24+08:00"
-        );
-        let rfc = spec(&["rfc3339"], DayBound::Start);
-        assert_eq!(
-            t(&rfc, json!("2026-11-30T16:00:00Z")).unwrap(),
-            "2026-12-01T00:00:00+08:00"
-        );
-        // a UTC wall-clock pattern (wxcard's list dates)
-        let utc = TimeSpec {
-            formats: vec![TimeFormat::parse("%Y-%m-%d %H:%M:%S%.f").unwrap()],
-            zone: jiff::tz::offset(0),
-            bound: DayBound::Start,
-        };
-        assert_eq!(
-            t(&utc, json!("2026-11-30 16:00:00.000000")).unwrap(),
-            "2026-12-01T00:00:00+08:00"
-        );
-        assert!(TimeFormat::parse("yesterday").is_err());
     }
 
     #[test]

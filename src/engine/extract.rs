@@ -14,7 +14,8 @@ use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
 use super::conversions::{self, Conversion, ConversionKind};
-use super::convert::{self, DayBound, Decimal, TimeFormat, TimeSpec};
+use super::convert::{self, Decimal};
+use super::time::{self, TimeSpec};
 use crate::canonical::schema::{FieldDef, FieldType};
 
 /// A compiled JSONPath.
@@ -493,7 +494,7 @@ impl FieldSpec {
                     "a field has `convert` or `time`, not both".to_owned(),
                 ));
             }
-            convert = Convert::Time(time_spec(t).map_err(|e| at("time", e))?);
+            convert = Convert::Time(TimeSpec::compile(t).map_err(|e| at("time", e))?);
         }
         let add_days = match m.get("add_days") {
             None => None,
@@ -601,7 +602,7 @@ impl FieldSpec {
                         .checked_add(jiff::SignedDuration::from_secs(n.checked_mul(86_400)?))
                         .ok()?;
                 }
-                Some(Value::String(convert::rfc3339_china(t)))
+                Some(Value::String(time::canonical(t)))
             }
             Convert::Records { schema, fields } => {
                 let items = v.as_array()?;
@@ -655,64 +656,6 @@ fn natural(v: &Value, cx: &FieldContext<'_>) -> Option<Value> {
         FieldType::Json => Some(v.clone()),
         FieldType::Time | FieldType::Records(_) => None, // rejected by `check`
     }
-}
-
-fn time_spec(v: &Value) -> Result<TimeSpec, String> {
-    let Value::Object(m) = v else {
-        return Err(
-            "`time` is a mapping `{formats: [...], zone: \"+08:00\", bound: start|end}`".to_owned(),
-        );
-    };
-    for k in m.keys() {
-        if !["formats", "zone", "bound"].contains(&k.as_str()) {
-            return Err(format!("unknown key `{k}` (known: formats, zone, bound)"));
-        }
-    }
-    let formats = match m.get("formats") {
-        Some(Value::Array(a)) if !a.is_empty() => a
-            .iter()
-            .map(|f| {
-                f.as_str()
-                    .ok_or("formats are strings".to_owned())
-                    .and_then(TimeFormat::parse)
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(Value::String(s)) => vec![TimeFormat::parse(s)?],
-        _ => return Err("`formats` lists at least one time format".to_owned()),
-    };
-    let zone = match m.get("zone").and_then(Value::as_str) {
-        None => convert::china(),
-        Some(z) => parse_offset(z)?,
-    };
-    let bound = match m.get("bound").and_then(Value::as_str) {
-        None | Some("start") => DayBound::Start,
-        Some("end") => DayBound::End,
-        Some(other) => return Err(format!("unknown bound `{other}` (start or end)")),
-    };
-    Ok(TimeSpec {
-        formats,
-        zone,
-        bound,
-    })
-}
-
-/// `+08:00`, `-05:30`, `UTC`, `Z`.
-pub fn parse_offset(z: &str) -> Result<jiff::tz::Offset, String> {
-    if z.eq_ignore_ascii_case("utc") || z == "Z" {
-        return Ok(jiff::tz::offset(0));
-    }
-    let bad = || format!("bad zone `{z}` (write it as +08:00, -05:30 or UTC)");
-    let (sign, rest) = match z.as_bytes().first() {
-        Some(b'+') => (1, &z[1..]),
-        Some(b'-') => (-1, &z[1..]),
-        _ => return Err(bad()),
-    };
-    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
-    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if h > 14 || m > 59 {
-        return Err(bad());
-    }
-    jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60)).map_err(|_| bad())
 }
 
 fn dotted(p: &str) -> String {

@@ -13,6 +13,7 @@ pub mod resilience;
 pub mod routes;
 pub mod steps;
 pub mod template;
+pub mod time;
 pub mod token;
 pub mod transforms;
 pub mod upstream;

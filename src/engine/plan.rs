@@ -84,6 +84,8 @@ pub struct RequestPlan {
     pub maps: Vec<std::collections::HashMap<String, String>>,
     /// Whether a template sends `{{auth.token}}`.
     pub uses_auth: bool,
+    /// How the attempt's clock is written, for each `Ref::Now(i)`.
+    pub clock: Vec<crate::engine::time::Rendering>,
 }
 
 /// A vendor's token endpoint.
@@ -271,6 +273,7 @@ fn operation(
         in_step: true,
         maps: op.maps.keys().map(String::as_str).collect(),
         auth: v.auth.is_some(),
+        clock: Default::default(),
     };
     let request = request::compile(
         cx,
@@ -321,6 +324,7 @@ fn token(
         in_step: true,
         maps: Vec::new(),
         auth: false,
+        clock: Default::default(),
     };
     let token = cx.path(&t.token, "token");
     let expires_in = cx.path(&t.expires_in, "expires_in");

@@ -9,7 +9,7 @@
 //! | `member.id`, `member.openid` | the identity chosen for this vendor (one of them is absent) |
 //! | `cred.<name>` | a credential declared under the vendor's `credentials` |
 //! | `input.<name>` | a canonical input of the route (e.g. `input.package_id`) |
-//! | `now.s`, `now.ms`, `now.rfc3339`, `now.date` | the attempt's clock (UTC+08:00 for text forms) |
+//! | `now.s`, `now.ms`, `now.rfc3339`, `now.date`, `now \| time:LAYOUT \| zone:ZONE` | the attempt's clock, in any layout and zone (`now.rfc3339` and `now.date` are UTC+08:00) |
 //! | `nonce` | a random positive integer, new for every attempt |
 //! | `var.<name>` | the result of an earlier step with `into: {var: name}` |
 //! | `page.number`, `page.size`, `page.cursor` | vendor-side paging state (`page.cursor` absent on the first page) |
@@ -29,10 +29,8 @@ pub enum Ref {
     MemberOpenid,
     Cred(usize),
     Input(usize),
-    NowS,
-    NowMs,
-    NowRfc3339,
-    NowDate,
+    /// The attempt's clock, written as entry N of the request's clock table.
+    Now(usize),
     Nonce,
     Var(usize),
     PageNumber,
@@ -63,7 +61,7 @@ impl Ref {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Filter {
     Text,
     Number,
@@ -72,22 +70,24 @@ pub enum Filter {
     Map(usize),
     /// `| then:TEXT`: TEXT when the value is present, absent otherwise.
     Then(String),
+    /// `| time:LAYOUT | zone:ZONE` on a canonical time input: re-written in that layout.
+    Time(crate::engine::time::Rendering),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Placeholder {
     pub name: Ref,
     pub filter: Filter,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Part {
     Lit(String),
     Hole(Placeholder),
 }
 
 /// A compiled template string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Template {
     parts: Vec<Part>,
 }
@@ -100,6 +100,11 @@ pub trait Scope {
     /// made only of such values can be prepared once.
     fn fixed(&self, _r: Ref) -> Option<Cow<'_, str>> {
         None
+    }
+    /// The clock written as `rendering` (`{{now | time:… | zone:…}}`): a `Ref::Now` into the
+    /// request's clock table.
+    fn clock(&self, _rendering: crate::engine::time::Rendering) -> Result<Ref, String> {
+        Err("the clock is not available here".to_owned())
     }
     /// The index of the value map `name` (for `| map:NAME`).
     fn map_index(&self, _name: &str) -> Option<usize> {
@@ -127,6 +132,7 @@ fn hole_text<'v>(p: &Placeholder, values: &'v dyn Values) -> Option<Cow<'v, str>
     match &p.filter {
         Filter::Map(m) => values.mapped(*m, &v).map(Cow::Owned),
         Filter::Then(text) => Some(Cow::Owned(text.clone())),
+        Filter::Time(r) => crate::engine::time::read_canonical(&v).map(|t| Cow::Owned(r.write(t))),
         Filter::Text | Filter::Number | Filter::Json => Some(v),
     }
 }
@@ -226,38 +232,103 @@ impl Template {
 }
 
 fn placeholder(inner: &str, scope: &dyn Scope) -> Result<Placeholder, String> {
-    let (name, filter) = match inner.split_once('|') {
+    let (name, filters) = match inner.split_once('|') {
         None => (inner.trim(), None),
-        Some((n, f)) => (n.trim(), Some(f.trim())),
+        Some((n, f)) => (n.trim(), Some(f)),
     };
     if name.is_empty() {
         return Err("empty placeholder `{{}}`".to_owned());
     }
-    let filter = match filter {
-        None => Filter::Text,
-        Some("number") => Filter::Number,
-        Some("json") => Filter::Json,
-        Some(f) if f.starts_with("then:") => Filter::Then(f["then:".len()..].to_owned()),
-        Some(f) if f.starts_with("map:") => {
-            let map = f["map:".len()..].trim();
-            Filter::Map(scope.map_index(map).ok_or_else(|| {
-                format!("`{{{{{inner}}}}}`: the operation has no value map `{map}` under `maps:`")
-            })?)
+    let mut filter = Filter::Text;
+    let (mut layout, mut zone) = (None, None);
+    let mut rest = filters;
+    while let Some(f) = rest {
+        // `then:TEXT` takes the rest of the placeholder, `|` included
+        let (this, next) = match f.trim_start().starts_with("then:") {
+            true => (f, None),
+            false => match f.split_once('|') {
+                Some((a, b)) => (a, Some(b)),
+                None => (f, None),
+            },
+        };
+        rest = next;
+        let this = this.trim();
+        let one = |f: Filter| -> Result<Filter, String> {
+            match filter {
+                Filter::Text => Ok(f),
+                _ => Err(format!(
+                    "`{{{{{inner}}}}}`: one of number, json, map:, then: at a time"
+                )),
+            }
+        };
+        match this {
+            "number" => filter = one(Filter::Number)?,
+            "json" => filter = one(Filter::Json)?,
+            f if f.starts_with("then:") => {
+                filter = one(Filter::Then(f["then:".len()..].to_owned()))?
+            }
+            f if f.starts_with("map:") => {
+                let map = f["map:".len()..].trim();
+                let i = scope.map_index(map).ok_or_else(|| {
+                    format!(
+                        "`{{{{{inner}}}}}`: the operation has no value map `{map}` under `maps:`"
+                    )
+                })?;
+                filter = one(Filter::Map(i))?;
+            }
+            f if f.starts_with("time:") => {
+                layout = Some(
+                    crate::engine::time::layout(f["time:".len()..].trim())
+                        .map_err(|e| format!("`{{{{{inner}}}}}`: {e}"))?,
+                );
+            }
+            f if f.starts_with("zone:") => {
+                zone = Some(
+                    crate::engine::time::zone(f["zone:".len()..].trim())
+                        .map_err(|e| format!("`{{{{{inner}}}}}`: {e}"))?,
+                );
+            }
+            other => {
+                return Err(format!(
+                    "unknown filter `{other}` in `{{{{{inner}}}}}` (known: number, json, map:NAME, then:TEXT, time:LAYOUT, zone:ZONE)"
+                ));
+            }
         }
-        Some(other) => {
+    }
+    if layout.is_none() && zone.is_some() {
+        return Err(format!(
+            "`{{{{{inner}}}}}`: `zone:` goes with `time:LAYOUT`"
+        ));
+    }
+    let rendering = layout.map(|layout| crate::engine::time::Rendering {
+        layout,
+        zone: zone.unwrap_or_else(crate::engine::time::canonical_zone),
+    });
+    let name = match (name, rendering) {
+        ("now", Some(r)) => scope.clock(r)?,
+        ("now", None) => {
             return Err(format!(
-                "unknown filter `{other}` in `{{{{{inner}}}}}` (known: number, json, map:NAME, then:TEXT)"
+                "`{{{{{inner}}}}}`: say how to write the clock: `now | time:LAYOUT` (and `| zone:ZONE`), or now.s, now.ms, now.rfc3339, now.date"
             ));
         }
+        (name, Some(r)) => {
+            filter = match filter {
+                Filter::Text => Filter::Time(r),
+                _ => {
+                    return Err(format!(
+                        "`{{{{{inner}}}}}`: `time:` does not combine with number, json, map: or then:"
+                    ));
+                }
+            };
+            scope.resolve(name)?
+        }
+        (name, None) => scope.resolve(name)?,
     };
-    Ok(Placeholder {
-        name: scope.resolve(name)?,
-        filter,
-    })
+    Ok(Placeholder { name, filter })
 }
 
 /// A JSON body template.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum JsonTemplate {
     /// A value without placeholders, written as it is.
     Literal(Value),
@@ -267,7 +338,7 @@ pub enum JsonTemplate {
 }
 
 /// An object member: its key, JSON-escaped once when compiled, and its value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Member {
     pub key: String,
     key_json: Vec<u8>,
@@ -434,7 +505,7 @@ fn render_hole(p: &Placeholder, values: &dyn Values) -> Result<Option<Value>, Re
                     .map_err(|_| RenderError::NotANumber)?,
             ),
         },
-        Filter::Text | Filter::Map(_) | Filter::Then(_) => {
+        Filter::Text | Filter::Map(_) | Filter::Then(_) | Filter::Time(_) => {
             hole_text(p, values).map(|t| Value::String(t.into_owned()))
         }
     })
@@ -457,7 +528,7 @@ mod tests {
                 "member.id" => Ok(Ref::MemberId),
                 "member.openid" => Ok(Ref::MemberOpenid),
                 "cred.secret" => Ok(Ref::Cred(0)),
-                "now.ms" => Ok(Ref::NowMs),
+                "now.ms" => Ok(Ref::Now(0)),
                 "input.obj" => Ok(Ref::Input(0)),
                 other => Err(format!("unknown name `{other}`")),
             }
@@ -470,7 +541,7 @@ mod tests {
             match r {
                 Ref::MemberId => Some("K1".into()),
                 Ref::Cred(0) => Some("s3".into()),
-                Ref::NowMs => Some("1700000000000".into()),
+                Ref::Now(0) => Some("1700000000000".into()),
                 Ref::Input(0) => Some("{}".into()),
                 _ => None,
             }

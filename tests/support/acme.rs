@@ -33,7 +33,7 @@ impl Acme {
 pub fn coupons() -> Vec<Value> {
     let day = |offset: i64| {
         let t = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * offset);
-        coupon_gateway::engine::convert::rfc3339_china(t)
+        coupon_gateway::engine::time::canonical(t)
     };
     vec![
         json!({"coupon_no": "A1", "title": "满100减12.5", "type": "CASH", "face_value": "12.50", "threshold": "100.00",

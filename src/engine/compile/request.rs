@@ -148,6 +148,7 @@ pub fn compile(
             .map(|m| m.clone().into_iter().collect())
             .collect(),
         uses_auth,
+        clock: scope.clock.into_inner(),
     })
 }
 

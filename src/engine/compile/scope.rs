@@ -2,12 +2,14 @@
 //! `nonce`, `var.*`, `page.*`, `request.*` and `auth.token`, each resolved to a [`Ref`] or
 //! refused with the reason.
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use super::list;
 use crate::config::{IdentityKind, PagingStyle};
 use crate::engine::template::{Ref, Scope};
+use crate::engine::time::{self, Rendering};
 
 /// Name resolution for one request (an operation's or a token endpoint's).
 pub struct OpScope<'a> {
@@ -25,6 +27,29 @@ pub struct OpScope<'a> {
     pub maps: Vec<&'a str>,
     /// The vendor has token-endpoint auth (and this is not the token request itself).
     pub auth: bool,
+    /// The clock renderings the request uses; `Ref::Now(i)` is entry i.
+    pub clock: RefCell<Vec<Rendering>>,
+}
+
+impl OpScope<'_> {
+    /// `now.s` and its kin: one of the layouts every vendor had before `| time:`.
+    fn legacy_clock(&self, name: &str) -> Result<Ref, String> {
+        let (layout, zone) = match name {
+            "s" => ("epoch_s", time::zone("UTC")),
+            "ms" => ("epoch_ms", time::zone("UTC")),
+            "rfc3339" => ("rfc3339", Ok(time::canonical_zone())),
+            "date" => ("date", Ok(time::canonical_zone())),
+            other => {
+                return Err(format!(
+                    "unknown `now.{other}` (known: now.s, now.ms, now.rfc3339, now.date, or `now | time:LAYOUT | zone:ZONE`)"
+                ));
+            }
+        };
+        self.clock(Rendering {
+            layout: time::layout(layout)?,
+            zone: zone?,
+        })
+    }
 }
 
 impl Scope for OpScope<'_> {
@@ -38,6 +63,12 @@ impl Scope for OpScope<'_> {
                 .map(Cow::Borrowed),
             _ => None,
         }
+    }
+
+    fn clock(&self, rendering: Rendering) -> Result<Ref, String> {
+        let mut clock = self.clock.borrow_mut();
+        clock.push(rendering);
+        Ok(Ref::Now(clock.len() - 1))
     }
 
     fn map_index(&self, name: &str) -> Option<usize> {
@@ -79,10 +110,7 @@ impl Scope for OpScope<'_> {
                 .position(|n| *n == i)
                 .map(Ref::Input)
                 .ok_or_else(|| format!("`{name}`: this route has no input `{i}` (inputs: {})", list(self.inputs))),
-            ("now", "s") => Ok(Ref::NowS),
-            ("now", "ms") => Ok(Ref::NowMs),
-            ("now", "rfc3339") => Ok(Ref::NowRfc3339),
-            ("now", "date") => Ok(Ref::NowDate),
+            ("now", n) => self.legacy_clock(n),
             ("nonce", "") => Ok(Ref::Nonce),
             ("var", v) => self
                 .vars
@@ -125,5 +153,71 @@ impl Scope for OpScope<'_> {
                 "unknown name `{name}` (namespaces: member, cred, input, now, nonce, var, page, request, auth)"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::template::{Template, Values};
+
+    fn scope() -> OpScope<'static> {
+        OpScope {
+            creds: Vec::new(),
+            cred_values: &[],
+            identity: &[],
+            inputs: &["begin_at"],
+            vars: Vec::new(),
+            paging: None,
+            in_step: false,
+            maps: Vec::new(),
+            auth: false,
+            clock: Default::default(),
+        }
+    }
+
+    /// Writes each clock entry for one fixed instant, as an attempt does.
+    struct At<'a>(&'a [Rendering], jiff::Timestamp);
+    impl Values for At<'_> {
+        fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+            match r {
+                Ref::Now(i) => Some(Cow::Owned(self.0[i].write(self.1))),
+                Ref::Input(0) => Some(Cow::Borrowed("2026-12-01")),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn the_clock_is_written_in_any_layout_and_zone() {
+        let s = scope();
+        let t = Template::compile(
+            "{{now | time:yyyy-MM-dd HH:mm:ss | zone:+08:00}}|{{now|time:rfc3339|zone:UTC}}|{{now | time:yyyyMMddHHmmss | zone:America/New_York}}|{{now.ms}}|{{now.rfc3339}}|{{now.date}}|{{now.s}}",
+            &s,
+        )
+        .unwrap();
+        let clock = s.clock.into_inner();
+        assert_eq!(clock.len(), 7, "one table entry per use");
+        let at = jiff::Timestamp::from_millisecond(1_448_531_062_897).unwrap();
+        assert_eq!(
+            t.render(&At(&clock, at)).unwrap(),
+            "2015-11-26 17:44:22|2015-11-26T09:44:22Z|20151126044422|1448531062897|2015-11-26T17:44:22+08:00|2015-11-26|1448531062"
+        );
+    }
+
+    #[test]
+    fn time_inputs_are_rewritten_and_mistakes_named() {
+        let s = scope();
+        let t = Template::compile("{{input.begin_at | time:epoch_ms | zone:UTC}}", &s).unwrap();
+        let at = jiff::Timestamp::from_second(0).unwrap();
+        // 2026-12-01 is the start of that day in UTC+08:00
+        assert_eq!(t.render(&At(&[], at)).unwrap(), "1796054400000");
+        let err = |src: &str| Template::compile(src, &scope()).unwrap_err();
+        assert!(err("{{now.utc}}").contains("known: now.s, now.ms, now.rfc3339, now.date"));
+        assert!(err("{{now}}").contains("now | time:LAYOUT"));
+        assert!(err("{{now | zone:UTC}}").contains("goes with `time:"));
+        assert!(err("{{now | time:julian}}").contains("unknown time layout"));
+        assert!(err("{{now | time:rfc3339 | zone:Mars/Base}}").contains("bad zone"));
+        assert!(err("{{input.begin_at | time:date | number}}").contains("does not combine"));
     }
 }
