@@ -3,6 +3,7 @@
 //! differs from what the registry says, and `UPDATE_DOCS=1` rewrites the blocks.
 use coupon_gateway::engine::compile::policy;
 use coupon_gateway::engine::conversions;
+use coupon_gateway::engine::formats;
 use coupon_gateway::engine::time;
 use coupon_gateway::engine::transforms;
 
@@ -12,6 +13,7 @@ const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/routes.md");
 fn blocks() -> Vec<(&'static str, String)> {
     vec![
         ("transforms", transforms::reference_table()),
+        ("formats", formats::reference_table()),
         ("conversions", conversions::reference_table()),
         ("time_layouts", time::reference_table()),
         ("bounds", policy::reference_table()),

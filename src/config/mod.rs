@@ -326,9 +326,12 @@ pub struct RequestConfig {
     pub query: BTreeMap<String, String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// JSON body template; string leaves may hold `{{…}}` placeholders.
+    /// Body template (a mapping); string leaves may hold `{{…}}` placeholders.
     #[serde(default)]
     pub body: Option<Value>,
+    /// How the body is written: `json` (default), `form`, `xml` or `{xml: {root: …}}`.
+    #[serde(default)]
+    pub format: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -376,6 +379,9 @@ pub struct ResponseConfig {
     pub page_info: Option<PageInfoConfig>,
     /// JSONPath of the item list (an array, or one object standing for a list of one).
     pub items: String,
+    /// How the answer is read: `json` (default) or `xml`.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// JSONPaths of the vendor's page description.

@@ -57,8 +57,9 @@ pub enum CallError {
     Transport(#[from] TransportError),
     #[error("HTTP {0}")]
     Status(u16),
-    #[error("answer is not JSON")]
-    NotJson,
+    /// The answer could not be read in the operation's format (`answer is not JSON`, …).
+    #[error("{0}")]
+    Unreadable(String),
     #[error("vendor error {code}: {message}")]
     Business { code: String, message: String },
     #[error("unexpected answer: {0}")]
@@ -116,7 +117,11 @@ pub async fn call(
         if !res.status().is_success() {
             return Err(refusal(op, res.status().as_u16(), res.body()));
         }
-        let doc: Value = serde_json::from_slice(res.body()).map_err(|_| CallError::NotJson)?;
+        let doc: Value = op
+            .request
+            .answer_format
+            .read(res.body())
+            .map_err(CallError::Unreadable)?;
         if let Some(pi) = &op.response.page_info {
             let read =
                 |p: &super::extract::JsonPath| p.first(&doc).and_then(convert::fen).unwrap_or(0);
@@ -297,7 +302,7 @@ fn refusal(op: &OperationPlan, status: u16, body: &[u8]) -> CallError {
     if !(400..500).contains(&status) {
         return CallError::Status(status);
     }
-    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+    let Ok(doc) = op.request.answer_format.read(body) else {
         return CallError::Status(status);
     };
     let message = op
@@ -598,9 +603,10 @@ fn build_request(
     let body = match &op.body {
         Some(t) => {
             let mut buf = Vec::with_capacity(256);
-            t.render(&values, &mut buf)
+            op.body_format
+                .write(t, &values, &mut buf)
                 .map_err(|e| CallError::Build(e.to_string()))?;
-            // templates write JSON text, so the bytes are UTF-8
+            // every format writes text, so the bytes are UTF-8
             String::from_utf8(buf).map_err(|e| CallError::Build(e.to_string()))?
         }
         None => String::new(),
@@ -634,10 +640,10 @@ fn build_request(
     let rendered = values.request.take().expect("rendered above");
     let mut req = Request::builder().method(op.method.clone()).uri(&uri);
     if op.body.is_some() && !headers.iter().any(|(h, _)| h == http::header::CONTENT_TYPE) {
-        req = req.header(http::header::CONTENT_TYPE, "application/json");
+        req = req.header(http::header::CONTENT_TYPE, op.body_format.content_type());
     }
     if !headers.iter().any(|(h, _)| h == http::header::ACCEPT) {
-        req = req.header(http::header::ACCEPT, "application/json");
+        req = req.header(http::header::ACCEPT, op.answer_format.accept());
     }
     for (h, v) in headers {
         let v = HeaderValue::from_str(&v).map_err(|_| {

@@ -8,6 +8,7 @@ pub mod conversions;
 pub mod convert;
 pub mod extract;
 pub mod fanout;
+pub mod formats;
 pub mod plan;
 pub mod resilience;
 pub mod routes;

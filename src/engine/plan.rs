@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use super::compile::scope::OpScope;
 use super::compile::{Cx, policy, request, response};
 use super::extract::{Condition, ItemMapper, JsonPath};
+use super::formats::{AnswerReader, BodyWriter};
 use super::routes::{ROUTES, RouteId, RouteKind};
 use super::steps::Step;
 use super::template::{JsonTemplate, Template};
@@ -76,6 +77,10 @@ pub struct RequestPlan {
     pub query: Vec<(String, Template)>,
     pub headers: Vec<(HeaderName, Template)>,
     pub body: Option<JsonTemplate>,
+    /// How the body is written (`request.format`).
+    pub body_format: Arc<dyn BodyWriter>,
+    /// How answers are read (`response.format`; JSON for token endpoints).
+    pub answer_format: Arc<dyn AnswerReader>,
     pub steps: Vec<Step>,
     /// Steps before this index run before the request is rendered; the rest sign it.
     pub render_at: usize,
@@ -282,6 +287,7 @@ fn operation(
         &op.request,
         &op.steps,
         &op.maps,
+        op.response.format.as_deref(),
         scope,
     );
     let response = response::envelope(cx, op);
@@ -335,6 +341,7 @@ fn token(
         &t.request,
         &[],
         &Default::default(),
+        None,
         scope,
     );
     Some(TokenPlan {

@@ -417,6 +417,41 @@ impl JsonTemplate {
         }
     }
 
+    /// The members of an object template.
+    pub fn members(&self) -> Option<&[Member]> {
+        match self {
+            JsonTemplate::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Whether it renders to one text value (no nested object or list).
+    pub fn is_scalar(&self) -> bool {
+        match self {
+            JsonTemplate::Text(_) => true,
+            JsonTemplate::Literal(v) => !v.is_array() && !v.is_object(),
+            _ => false,
+        }
+    }
+
+    /// The text of a scalar template (strings as they are, numbers and booleans as written),
+    /// or None when its value is absent (or it is not a scalar).
+    pub fn text(&self, values: &dyn Values) -> Result<Option<String>, RenderError> {
+        Ok(match self {
+            JsonTemplate::Text(t) => match t.whole() {
+                Some(p) => render_hole(p, values)?.and_then(|v| match v {
+                    Value::String(s) => Some(s),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                }),
+                None => t.render(values),
+            },
+            JsonTemplate::Literal(Value::String(s)) => Some(s.clone()),
+            JsonTemplate::Literal(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+            _ => None,
+        })
+    }
+
     /// Appends a top-level field (objects only).
     pub fn push_field(&mut self, key: String, value: JsonTemplate) -> bool {
         match self {

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use super::Cx;
 use super::scope::OpScope;
 use crate::config::{Placement, RequestConfig, StepConfig};
+use crate::engine::formats;
 use crate::engine::plan::{RequestPlan, VendorPlan};
 use crate::engine::steps::{Step, Target};
 use crate::engine::template::{JsonTemplate, Member, Ref, Template};
@@ -31,6 +32,7 @@ pub fn compile(
     req: &RequestConfig,
     steps: &[StepConfig],
     maps: &BTreeMap<String, BTreeMap<String, String>>,
+    answer_format: Option<&str>,
     mut scope: OpScope<'_>,
 ) -> Option<RequestPlan> {
     let before = cx.errors.len();
@@ -113,6 +115,19 @@ pub fn compile(
     if body.is_some() && method == Method::GET && req.method.eq_ignore_ascii_case("GET") {
         cx.err("request.body", "a GET request has no body");
     }
+    let body_format = match formats::writer(
+        req.format.as_ref(),
+        body.as_ref().unwrap_or(&JsonTemplate::Object(Vec::new())),
+    ) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            cx.err("request.format", e);
+            None
+        }
+    };
+    let answer_format = formats::reader(answer_format)
+        .map_err(|e| cx.err("response.format", e))
+        .ok();
     if cx.errors.len() > before {
         return None;
     }
@@ -140,6 +155,8 @@ pub fn compile(
         query,
         headers,
         body,
+        body_format: body_format?,
+        answer_format: answer_format?,
         steps,
         render_at,
         var_count,
