@@ -280,16 +280,13 @@ fn operation(
         auth: v.auth.is_some(),
         clock: Default::default(),
     };
-    let request = request::compile(
-        cx,
-        vendor,
-        credentials.clone(),
-        &op.request,
-        &op.steps,
-        &op.maps,
-        op.response.format.as_deref(),
-        scope,
-    );
+    let source = request::Source {
+        request: &op.request,
+        steps: &op.steps,
+        maps: &op.maps,
+        answer_format: op.response.format.as_deref(),
+    };
+    let request = request::compile(cx, vendor, credentials.clone(), source, scope);
     let response = response::envelope(cx, op);
     let paging = op.paging.as_ref().and_then(|p| response::paging(cx, p));
     let mapper = response::mapper(cx, op, route.schema, &vendor.origin);
@@ -334,16 +331,14 @@ fn token(
     };
     let token = cx.path(&t.token, "token");
     let expires_in = cx.path(&t.expires_in, "expires_in");
-    let request = request::compile(
-        cx,
-        vendor,
-        credentials.clone(),
-        &t.request,
-        &[],
-        &Default::default(),
-        None,
-        scope,
-    );
+    let no_maps = Default::default();
+    let source = request::Source {
+        request: &t.request,
+        steps: &[],
+        maps: &no_maps,
+        answer_format: None,
+    };
+    let request = request::compile(cx, vendor, credentials.clone(), source, scope);
     Some(TokenPlan {
         request: request?,
         token: token?,

@@ -24,17 +24,29 @@ const METHODS: [Method; 5] = [
     Method::DELETE,
 ];
 
+/// What routes.yaml says of one request.
+pub struct Source<'a> {
+    pub request: &'a RequestConfig,
+    pub steps: &'a [StepConfig],
+    pub maps: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// `response.format` (the answer's format decides the default `Accept`).
+    pub answer_format: Option<&'a str>,
+}
+
 /// Compiles a request and its steps. `scope` starts with `in_step` set and no variables.
 pub fn compile(
     cx: &mut Cx<'_>,
     vendor: &Arc<VendorPlan>,
     credentials: Vec<SecretString>,
-    req: &RequestConfig,
-    steps: &[StepConfig],
-    maps: &BTreeMap<String, BTreeMap<String, String>>,
-    answer_format: Option<&str>,
+    source: Source<'_>,
     mut scope: OpScope<'_>,
 ) -> Option<RequestPlan> {
+    let Source {
+        request: req,
+        steps,
+        maps,
+        answer_format,
+    } = source;
     let before = cx.errors.len();
     let (steps, render_at, body_fields) = compile_steps(cx, steps, &mut scope);
     let var_count = scope.vars.len();
