@@ -1,0 +1,404 @@
+//! Micro-benchmarks of the request hot path (`cargo bench --bench hot_path`).
+//!
+//! They go through the crate's public, high-level API only: the shipped routes.yaml is compiled
+//! into a `Plan` and each operation's own compiled pieces (its items path and item mapper) are
+//! run, so the numbers follow whatever the engine does internally. Signing blocks are the
+//! `crypto` primitives chained exactly as routes.yaml's steps chain them. The whole cached
+//! query runs in-process against the built-in sandbox vendors.
+//!
+//! Groups: `sign` (each signing/encryption block and each vendor's chain), `map` (a 100-item
+//! vendor answer: parse, items, map every item, build coupons), `merge` (300 coupons from three
+//! vendors: effective status, dedup, order), `serialize` (a 50-coupon answer), `cache` (key and
+//! a fresh hit), `query` (a whole cached 3-vendor query, without HTTP).
+use std::hint::black_box;
+use std::sync::Arc;
+
+use coupon_gateway::app::{AppState, coupons};
+use coupon_gateway::canonical::coupon::Coupon;
+use coupon_gateway::canonical::merge::{Outcome, Source, VendorResult, merge};
+use coupon_gateway::canonical::query::{CouponQuery, QueryLimits};
+use coupon_gateway::config::load_str;
+use coupon_gateway::crypto;
+use coupon_gateway::embedded::{ROUTES_YAML, sandbox_plan};
+use coupon_gateway::engine::cache::ResponseCache;
+use coupon_gateway::engine::call::{CallInput, CallOutput};
+use coupon_gateway::engine::plan::{Credentials, OperationPlan, Plan};
+use coupon_gateway::sandbox::{Sandbox, demo_query};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+fn plan() -> Plan {
+    let loaded = load_str("routes.yaml", ROUTES_YAML, false).expect("routes.yaml loads");
+    Plan::compile(&loaded, Credentials::Optional)
+        .expect("routes.yaml compiles")
+        .0
+}
+
+fn list_op<'a>(plan: &'a Plan, vendor: &str) -> &'a Arc<OperationPlan> {
+    plan.coupons_query
+        .of(vendor)
+        .unwrap_or_else(|| panic!("routes.yaml has no list_coupons for {vendor}"))
+}
+
+// ------------------------------------------------------------------ vendor answers
+
+/// Midnight in UTC+08:00, `offset` days from a fixed day, as epoch ms.
+fn cn_ms(offset: i64) -> i64 {
+    1_795_968_000_000 + offset * 86_400_000
+}
+
+fn cn_date(offset: i64) -> String {
+    let d = jiff::civil::date(2026, 12, 1)
+        .checked_add(jiff::Span::new().days(offset))
+        .expect("in range");
+    d.to_string()
+}
+
+fn op_answer(n: usize) -> Vec<u8> {
+    let items: Vec<Value> = (0..n as i64)
+        .map(|i| {
+            let discount = i % 3 == 1;
+            json!({
+                "_id": format!("c0ffee5a4d8b4e2f9a7c3e1b0d6f{i:04}"),
+                "userTicketCode": format!("74202651{i:04}"),
+                "ticketCode": format!("04687043{i:04}"),
+                "ticketName": if discount { "全品类5折券".to_owned() } else { format!("满{}减{}元券", 50 + i, 5 + i) },
+                "ticketRule": {
+                    "useStartTime": cn_ms(-3 - i % 20),
+                    "useEndTime": cn_ms(7 + i % 30) + 86_399_000,
+                    "productKinds": [{"id": "pk01", "name": "咖啡"}, {"id": "pk02", "name": "打车"}],
+                    "orderAmount": if discount { 0 } else { 5000 + 100 * i },
+                    "maxAmount": 3000,
+                    "delayDay": null,
+                },
+                "themeId": null, "themeName": null, "ticketPackageCode": "P20261101",
+                "orderId": null, "userId": "u0001", "ownerId": "u0001", "ownerType": 1,
+                "senderId": null, "verificationId": null,
+                "ticketType": if discount { 2 } else { 1 },
+                "ticketAmount": if discount { 5 } else { 500 + 100 * i },
+                "useStatus": ([2, 2, 1, 4, 5][(i % 5) as usize]),
+                "createCompanyId": "x1111111111",
+                "createTime": cn_ms(-3 - i % 20),
+                "updateTime": cn_ms(-3 - i % 20) + 3_600_000,
+                "sort": 1000,
+                "useChannels": [{"id": "ch01", "name": "NewWear微信公共号"}, {"id": "ch02", "name": "找我 微信公众号"}],
+            })
+        })
+        .collect();
+    serde_json::to_vec(
+        &json!({"code": 200, "message": "成功", "data": items, "page": null, "foot": null}),
+    )
+    .expect("serializes")
+}
+
+fn hkl_answer(n: usize) -> Vec<u8> {
+    let items: Vec<Value> = (0..n as i64)
+        .map(|i| {
+            json!({
+                "begDate": cn_date(-5 - i % 20), "cacStatus": 0, "content": "",
+                "cpnCode": format!("72807000{i:05}"), "cpnId": "", "cpnName": format!("新会员{}元午餐欢聚券", 20 + i),
+                "cpnType": "0", "cpnid": format!("H3UA24SI{i:04}"), "cpnids": [],
+                "endDate": cn_date(1 + i % 30), "id": format!("K1H93QDN{i:05}"),
+                "mmbid": "K1H93QDKI00B7", "openid": "oEv-It_aoh7mzEinzyPhnR0", "orgName": "", "orgUse": 0,
+                "orgcode": "", "picUrl": format!("/upload_img/20170718/170718{i:06}.jpg"), "sellScene": "",
+                "status": (["0", "0", "1", "2"][(i % 4) as usize]),
+                "timeLimit": if i % 2 == 1 { "11:00-14:00" } else { "" }, "useTime": "",
+                "weekLimit": if i % 2 == 1 { "6,7" } else { "" },
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({"code": 0, "msg": "成功", "data": {"list": items, "total": n}}))
+        .expect("serializes")
+}
+
+fn zvcms_answer(n: usize) -> Vec<u8> {
+    let items: Vec<Value> = (0..n as i64)
+        .map(|i| {
+            json!({
+                "beginAt": format!("{} 00:00:00", cn_date(-2 - i % 20)),
+                "cardId": format!("38393309145595{i:04}"), "channel": "zvcms-shop",
+                "couponId": format!("90{i:04}"), "couponType": (["0", "2", "3", "6"][(i % 4) as usize]),
+                "createdAt": format!("{} 10:00:00", cn_date(-10)), "customerId": "383933091455959041",
+                "title": format!("免费停车{}小时券", i + 1), "updatedAt": format!("{} 10:00:00", cn_date(-9)),
+                "useStatus": (["0", "0", "1", "6"][(i % 4) as usize]), "templateId": (7000 + i).to_string(),
+                "endAt": format!("{} 23:59:59", cn_date(5 + i % 30)),
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({"status": true, "code": "0", "message": "成功", "data": items}))
+        .expect("serializes")
+}
+
+/// What the pipeline does with one page of a vendor's answer, after the HTTP exchange:
+/// parse, take the items, map each one into a canonical row.
+fn map_answer(op: &OperationPlan, body: &[u8]) -> CallOutput {
+    let doc: Value = serde_json::from_slice(body).expect("JSON");
+    let items = op.response.items.first(&doc).expect("items");
+    let items: Vec<&Value> = match items {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    let mut out = CallOutput {
+        pages: 1,
+        bytes: body.len(),
+        ..CallOutput::default()
+    };
+    for item in items {
+        match op.mapper.map(item) {
+            Ok(row) => out.rows.push(row),
+            Err(_) => out.dropped += 1,
+        }
+    }
+    out
+}
+
+fn coupons_of(vendor: &str, out: &CallOutput) -> Vec<Coupon> {
+    out.rows
+        .iter()
+        .map(|row| Coupon::from_row(vendor, row))
+        .collect()
+}
+
+// ------------------------------------------------------------------ benches
+
+fn sign(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sign");
+    // op: md5(secret + sorted query + body + secret) → lowercase hex
+    let body = br#"{"OwnerType":1,"ChatId":"u00011234567890"}"#;
+    let op_input = {
+        let mut s =
+            b"op-sandbox-secretapiVersion01client70374ddd0f3641368d419b2d93127b8fversion2.0"
+                .to_vec();
+        s.extend_from_slice(body);
+        s.extend_from_slice(b"op-sandbox-secret");
+        s
+    };
+    g.bench_function("md5", |b| b.iter(|| crypto::md5(black_box(&op_input))));
+    let digest = crypto::md5(&op_input);
+    g.bench_function("hex_lower", |b| {
+        b.iter(|| crypto::hex_lower(black_box(&digest)))
+    });
+    g.bench_function("op_chain", |b| {
+        b.iter(|| crypto::hex_lower(&crypto::md5(black_box(&op_input))))
+    });
+    // hkl: DES-ECB/PKCS#5 of the business JSON → uppercase hex
+    let plain = br#"{"memberId":"K1H93QDKI00B7","platformId":"oEv-It_aoh7mzEinzyPhnR0-uVc41"}"#;
+    g.bench_function("des_ecb_pkcs5", |b| {
+        b.iter(|| crypto::des_ecb_encrypt(b"hklkey01", black_box(plain)))
+    });
+    let cipher = crypto::des_ecb_encrypt(b"hklkey01", plain).expect("8-byte key");
+    g.bench_function("hex_upper", |b| {
+        b.iter(|| crypto::hex_upper(black_box(&cipher)))
+    });
+    g.bench_function("hkl_chain", |b| {
+        b.iter(|| {
+            crypto::hex_upper(
+                &crypto::des_ecb_encrypt(b"hklkey01", black_box(plain)).expect("8-byte key"),
+            )
+        })
+    });
+    // zvcms: percent-encode(base64(HMAC-SHA1(secret, sorted auth fields)))
+    let msg = b"grantCode=782c281f62&nonce=658979&openId=6dc05b4ac175cf316d226252b05cf685&timestamp=1547186244";
+    g.bench_function("hmac_sha1", |b| {
+        b.iter(|| crypto::hmac_sha1(b"zv-sandbox-secret", black_box(msg)))
+    });
+    let tag = crypto::hmac_sha1(b"zv-sandbox-secret", msg);
+    g.bench_function("base64", |b| b.iter(|| crypto::base64(black_box(&tag))));
+    let b64 = crypto::base64(&tag);
+    g.bench_function("percent_encode", |b| {
+        b.iter(|| crypto::percent_encode(black_box(&b64)))
+    });
+    g.bench_function("zvcms_chain", |b| {
+        b.iter(|| {
+            crypto::percent_encode(&crypto::base64(&crypto::hmac_sha1(
+                b"zv-sandbox-secret",
+                black_box(msg),
+            )))
+        })
+    });
+    g.bench_function("hmac_sha256", |b| {
+        b.iter(|| crypto::hmac_sha256(b"zv-sandbox-secret", black_box(msg)))
+    });
+    g.finish();
+}
+
+fn map(c: &mut Criterion) {
+    let plan = plan();
+    let mut g = c.benchmark_group("map_100_items");
+    g.throughput(Throughput::Elements(100));
+    for (vendor, body) in [
+        ("op", op_answer(100)),
+        ("hkl", hkl_answer(100)),
+        ("zvcms", zvcms_answer(100)),
+    ] {
+        let op = list_op(&plan, vendor);
+        let out = map_answer(op, &body);
+        assert_eq!((out.rows.len(), out.dropped), (100, 0), "{vendor} maps");
+        g.bench_function(format!("{vendor}/parse"), |b| {
+            b.iter(|| serde_json::from_slice::<Value>(black_box(&body)).expect("JSON"))
+        });
+        g.bench_function(format!("{vendor}/parse_and_map"), |b| {
+            b.iter(|| map_answer(op, black_box(&body)))
+        });
+        // what every request does again with a cached answer
+        g.bench_function(format!("{vendor}/coupons_from_rows"), |b| {
+            b.iter(|| coupons_of(vendor, black_box(&out)))
+        });
+    }
+    g.finish();
+}
+
+fn three_vendors(plan: &Plan, per_vendor: usize) -> Vec<VendorResult> {
+    [
+        ("op", op_answer(per_vendor)),
+        ("hkl", hkl_answer(per_vendor)),
+        ("zvcms", zvcms_answer(per_vendor)),
+    ]
+    .into_iter()
+    .map(|(vendor, body)| {
+        let out = map_answer(list_op(plan, vendor), &body);
+        let coupons = coupons_of(vendor, &out);
+        VendorResult {
+            source: Source {
+                vendor: vendor.to_owned(),
+                outcome: Outcome::Ok,
+                count: coupons.len(),
+                latency_ms: Some(1),
+                cache: Some("hit"),
+                error: None,
+                dropped: 0,
+                truncated: false,
+            },
+            coupons,
+        }
+    })
+    .collect()
+}
+
+fn clone_results(results: &[VendorResult]) -> Vec<VendorResult> {
+    results
+        .iter()
+        .map(|r| VendorResult {
+            source: r.source.clone(),
+            coupons: r.coupons.clone(),
+        })
+        .collect()
+}
+
+fn query(limit: usize) -> CouponQuery {
+    let body = json!({
+        "member": {"ids": {"op": "u00011234567890", "hkl": "K1H93QDKI00B7", "zvcms": "383933091455959041"}},
+        "limit": limit,
+    });
+    CouponQuery::parse(
+        &serde_json::to_vec(&body).expect("serializes"),
+        QueryLimits {
+            default_limit: 100,
+            max_limit: 500,
+        },
+        &["op", "hkl", "zvcms", "wxcard"],
+    )
+    .expect("a valid query")
+}
+
+fn merge_and_serialize(c: &mut Criterion) {
+    let plan = plan();
+    let now = jiff::Timestamp::from_millisecond(cn_ms(0) + 12 * 3_600_000).expect("in range");
+    let results = three_vendors(&plan, 100);
+    let q500 = query(500);
+    let mut g = c.benchmark_group("merge");
+    g.throughput(Throughput::Elements(300));
+    g.bench_function("300_coupons", |b| {
+        b.iter_batched(
+            || clone_results(&results),
+            |r| merge(r, black_box(&q500), now),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("serialize");
+    let (_, answer) = merge(clone_results(&results), &query(50), now);
+    assert_eq!(answer.coupons.len(), 50);
+    let bytes = serde_json::to_vec(&answer).expect("serializes").len();
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("50_coupon_answer", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&answer)).expect("serializes"))
+    });
+    g.finish();
+}
+
+fn cache(c: &mut Criterion) {
+    let plan = plan();
+    let op = list_op(&plan, "op");
+    let cfg = op.cache.as_ref().expect("op's list_coupons is cached");
+    let input = CallInput {
+        member_id: Some("u00011234567890".to_owned()),
+        ..CallInput::default()
+    };
+    let mut g = c.benchmark_group("cache");
+    g.bench_function("key", |b| {
+        b.iter(|| ResponseCache::key(&op.vendor.id, &op.name, black_box(&input)))
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cache = ResponseCache::new(cfg);
+    let body = op_answer(11);
+    let answer = map_answer(op, &body);
+    let key = ResponseCache::key(&op.vendor.id, &op.name, &input);
+    rt.block_on(async {
+        let (r, _, _) = cache
+            .get(key.clone(), false, async {
+                Ok::<_, std::convert::Infallible>(answer)
+            })
+            .await;
+        assert!(r.is_ok());
+    });
+    g.bench_function("hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (r, lookup, _) = cache
+                .get(
+                    ResponseCache::key(&op.vendor.id, &op.name, black_box(&input)),
+                    false,
+                    async { Err::<CallOutput, _>("must not be called") },
+                )
+                .await;
+            assert!(r.is_ok());
+            lookup
+        })
+    });
+    g.finish();
+}
+
+fn whole_query(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_sandbox, state) = rt.block_on(async {
+        let sb = Sandbox::start().await.expect("sandbox starts");
+        let plan = sandbox_plan("routes.yaml", ROUTES_YAML, &sb, false).expect("plan");
+        (sb, AppState::new(plan))
+    });
+    let body = demo_query().into_bytes();
+    let first = rt.block_on(coupons::query(&state, &body, false));
+    let (_, answer) = first.expect("a valid query");
+    assert!(answer.complete, "every sandbox vendor answers");
+    let mut g = c.benchmark_group("query");
+    g.bench_function("cached_3_vendors", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (_, answer) = coupons::query(&state, black_box(&body), false)
+                .await
+                .expect("a valid query");
+            serde_json::to_vec(&answer).expect("serializes")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sign, map, merge_and_serialize, cache, whole_query);
+criterion_main!(benches);
