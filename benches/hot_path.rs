@@ -23,6 +23,7 @@ use coupon_gateway::embedded::{ROUTES_YAML, sandbox_plan};
 use coupon_gateway::engine::cache::ResponseCache;
 use coupon_gateway::engine::call::{CallInput, CallOutput};
 use coupon_gateway::engine::plan::{Credentials, OperationPlan, Plan};
+use coupon_gateway::engine::routes::RouteId;
 use coupon_gateway::sandbox::{Sandbox, demo_query};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -35,7 +36,7 @@ fn plan() -> Plan {
 }
 
 fn list_op<'a>(plan: &'a Plan, vendor: &str) -> &'a Arc<OperationPlan> {
-    plan.coupons_query
+    plan.route(RouteId::CouponsQuery)
         .of(vendor)
         .unwrap_or_else(|| panic!("routes.yaml has no list_coupons for {vendor}"))
 }
