@@ -447,6 +447,8 @@ struct PageState {
 struct Rendered {
     method: String,
     path: String,
+    /// Path and query as sent, for signatures over the request target.
+    target: String,
     body: String,
     /// Query parameters sorted by name (stable for repeated names).
     sorted_query: Vec<(String, String)>,
@@ -533,6 +535,10 @@ impl Values for AttemptValues<'_> {
                 .request
                 .as_ref()
                 .map(|r| Cow::Borrowed(r.path.as_str())),
+            Ref::RequestTarget => self
+                .request
+                .as_ref()
+                .map(|r| Cow::Borrowed(r.target.as_str())),
             Ref::RequestBody => self
                 .request
                 .as_ref()
@@ -611,33 +617,36 @@ fn build_request(
         }
         None => String::new(),
     };
-    let mut sorted_query = query.clone();
-    sorted_query.sort_by(|a, b| a.0.cmp(&b.0));
-    values.request = Some(Rendered {
-        method: op.method.as_str().to_owned(),
+    // the rendered request, as signing steps see it: only built when a step signs it
+    let mut body = body;
+    if op.render_at < op.steps.len() {
+        let mut sorted_query = query.clone();
+        sorted_query.sort_by(|a, b| a.0.cmp(&b.0));
         // the path the vendor receives: base_url's own path, then the operation's
-        path: format!("{}{path}", op.vendor.base_path),
-        body,
-        sorted_query,
-    });
-    run(
-        &mut values,
-        &mut query,
-        &mut headers,
-        op.render_at,
-        op.steps.len(),
-    )?;
+        let full_path = format!("{}{path}", op.vendor.base_path);
+        let mut target = full_path.clone();
+        push_query(&mut target, &query);
+        values.request = Some(Rendered {
+            method: op.method.as_str().to_owned(),
+            path: full_path,
+            target,
+            body,
+            sorted_query,
+        });
+        run(
+            &mut values,
+            &mut query,
+            &mut headers,
+            op.render_at,
+            op.steps.len(),
+        )?;
+        body = values.request.take().expect("rendered above").body;
+    }
 
     let mut uri = String::with_capacity(op.vendor.base_url.len() + path.len() + 64);
     uri.push_str(&op.vendor.base_url);
     uri.push_str(&path);
-    for (i, (k, v)) in query.iter().enumerate() {
-        uri.push(if i == 0 { '?' } else { '&' });
-        uri.push_str(&crypto::percent_encode(k));
-        uri.push('=');
-        uri.push_str(&crypto::percent_encode(v));
-    }
-    let rendered = values.request.take().expect("rendered above");
+    push_query(&mut uri, &query);
     let mut req = Request::builder().method(op.method.clone()).uri(&uri);
     if op.body.is_some() && !headers.iter().any(|(h, _)| h == http::header::CONTENT_TYPE) {
         req = req.header(http::header::CONTENT_TYPE, op.body_format.content_type());
@@ -653,11 +662,20 @@ fn build_request(
         })?;
         req = req.header(h, v);
     }
-    req.body(Full::new(Bytes::from(rendered.body)))
-        .map_err(|_| {
-            CallError::Build(format!(
-                "`{}{}` is not a valid URL",
-                op.vendor.base_url, path
-            ))
-        })
+    req.body(Full::new(Bytes::from(body))).map_err(|_| {
+        CallError::Build(format!(
+            "`{}{}` is not a valid URL",
+            op.vendor.base_url, path
+        ))
+    })
+}
+
+/// Appends `?k=v&…`, names and values RFC 3986-encoded, in order.
+fn push_query(out: &mut String, query: &[(String, String)]) {
+    for (i, (k, v)) in query.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(&crypto::percent_encode(k));
+        out.push('=');
+        out.push_str(&crypto::percent_encode(v));
+    }
 }

@@ -70,6 +70,8 @@ pub enum StepInput {
     Sorted {
         pairs: Vec<(String, Template)>,
         style: PairStyle,
+        /// Pairs whose value renders empty are left out too (not only absent ones).
+        skip_empty: bool,
     },
 }
 
@@ -173,10 +175,15 @@ impl Step {
                     .map_err(|e| fail(e.to_string()))?;
                 String::from_utf8(buf).map_err(|e| fail(e.to_string()))?
             }
-            StepInput::Sorted { pairs, style } => {
+            StepInput::Sorted {
+                pairs,
+                style,
+                skip_empty,
+            } => {
                 let rendered: Vec<(&str, String)> = pairs
                     .iter()
                     .filter_map(|(k, t)| t.render(values).map(|v| (k.as_str(), v)))
+                    .filter(|(_, v)| !(*skip_empty && v.is_empty()))
                     .collect();
                 style.join(rendered.iter().map(|(k, v)| (*k, v.as_str())))
             }
@@ -215,10 +222,10 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
         }
         Value::Object(map) => {
             for key in map.keys() {
-                if key != "sorted" && key != "style" {
+                if !["sorted", "style", "skip_empty"].contains(&key.as_str()) {
                     return Err((
                         format!("input.{key}"),
-                        "unknown key (an input is a template, `{json: …}`, or `sorted` with `style`)".to_owned(),
+                        "unknown key (an input is a template, `{json: …}`, or `sorted` with `style`, `skip_empty`, `exclude`)".to_owned(),
                     ));
                 }
             }
@@ -240,7 +247,7 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
             let Some(Value::Object(pairs)) = map.get("sorted") else {
                 return Err((
                     "input.sorted".to_owned(),
-                    "must be a mapping of name to template".to_owned(),
+                    "must be a mapping of name to template, `body` or `query`".to_owned(),
                 ));
             };
             // serde_json maps iterate in key order: the pairs come out sorted by name
@@ -256,7 +263,18 @@ fn compile_input(input: &Value, scope: &dyn Scope) -> Result<StepInput, (String,
                         .map_err(|e| (format!("input.sorted.{k}"), e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(StepInput::Sorted { pairs, style })
+            let skip_empty = match map.get("skip_empty") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(("input.skip_empty".to_owned(), "true or false".to_owned()));
+                }
+            };
+            Ok(StepInput::Sorted {
+                pairs,
+                style,
+                skip_empty,
+            })
         }
         _ => Err((
             "input".to_owned(),
@@ -359,6 +377,26 @@ mod tests {
         assert_eq!(
             s.run(&Member).unwrap(),
             "6B177EDF396081B2FE204C2B2DB191452417852A0235A46BEF363AE847E2AB1E"
+        );
+    }
+
+    #[test]
+    fn sorted_pairs_can_leave_empty_values_out() {
+        struct Empty;
+        impl Values for Empty {
+            fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+                match r {
+                    Ref::Input(0) => Some("".into()),
+                    Ref::Nonce => Some("n1".into()),
+                    _ => None,
+                }
+            }
+        }
+        let input = |skip: bool| json!({"style": "pairs", "skip_empty": skip, "sorted": {"b": "{{input.plain}}", "a": "{{nonce}}", "c": "{{cred.secret}}"}});
+        assert_eq!(step(input(true), json!([])).run(&Empty).unwrap(), "a=n1");
+        assert_eq!(
+            step(input(false), json!([])).run(&Empty).unwrap(),
+            "a=n1&b="
         );
     }
 

@@ -38,6 +38,8 @@ pub enum Ref {
     PageCursor,
     RequestMethod,
     RequestPath,
+    /// The path and query string as sent (`/v3/x?a=1`).
+    RequestTarget,
     RequestBody,
     QuerySortedNameValue,
     QuerySortedPairs,
@@ -53,6 +55,7 @@ impl Ref {
             self,
             Ref::RequestMethod
                 | Ref::RequestPath
+                | Ref::RequestTarget
                 | Ref::RequestBody
                 | Ref::QuerySortedNameValue
                 | Ref::QuerySortedPairs

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use secrecy::SecretString;
+use serde_json::Value;
 
 use super::Cx;
 use super::scope::OpScope;
@@ -48,7 +49,7 @@ pub fn compile(
         answer_format,
     } = source;
     let before = cx.errors.len();
-    let (steps, render_at, body_fields) = compile_steps(cx, steps, &mut scope);
+    let (steps, render_at, body_fields) = compile_steps(cx, steps, req, &mut scope);
     let var_count = scope.vars.len();
     // request templates see only the variables defined before the request is rendered
     let pre_vars = steps[..render_at]
@@ -186,6 +187,7 @@ pub fn compile(
 fn compile_steps(
     cx: &mut Cx<'_>,
     configs: &[StepConfig],
+    req: &RequestConfig,
     scope: &mut OpScope<'_>,
 ) -> (Vec<Step>, usize, Vec<(String, usize, String)>) {
     let mut steps = Vec::new();
@@ -193,7 +195,14 @@ fn compile_steps(
     let mut body_fields = Vec::new();
     for (i, s) in configs.iter().enumerate() {
         let at = format!("steps.{i}");
-        let (input, transforms) = match Step::compile_parts(&s.input, &s.apply, &*scope) {
+        let input = match expand_sorted(&s.input, req) {
+            Ok(input) => input,
+            Err((p, e)) => {
+                cx.err(&format!("{at}.{p}"), format!("step `{}`: {e}", s.name));
+                continue;
+            }
+        };
+        let (input, transforms) = match Step::compile_parts(&input, &s.apply, &*scope) {
             Ok(parts) => parts,
             Err(errs) => {
                 for (p, e) in errs {
@@ -254,4 +263,98 @@ fn compile_steps(
     }
     let render_at = render_at.unwrap_or(steps.len());
     (steps, render_at, body_fields)
+}
+
+/// `sorted: body` and `sorted: query` stand for the request's own body members or query
+/// parameters (scalars only, `exclude` left out), so a canonical string of "every parameter
+/// but the signature" is not written twice. Other inputs pass as they are.
+fn expand_sorted(input: &Value, req: &RequestConfig) -> Result<Value, (String, String)> {
+    let Value::Object(map) = input else {
+        return Ok(input.clone());
+    };
+    let Some(Value::String(source)) = map.get("sorted") else {
+        if map.contains_key("exclude") {
+            return Err((
+                "input.exclude".to_owned(),
+                "`exclude` goes with `sorted: body` or `sorted: query`".to_owned(),
+            ));
+        }
+        return Ok(input.clone());
+    };
+    let members: Vec<(String, Value)> = match source.as_str() {
+        "body" => match &req.body {
+            Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => {
+                return Err((
+                    "input.sorted".to_owned(),
+                    "`sorted: body` needs a request body mapping".to_owned(),
+                ));
+            }
+        },
+        "query" => req
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+        other => {
+            return Err((
+                "input.sorted".to_owned(),
+                format!("`sorted: {other}`: a mapping of name to template, `body` or `query`"),
+            ));
+        }
+    };
+    let exclude: Vec<&str> = match map.get("exclude") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(_) => return Err(("input.exclude".to_owned(), "a list of names".to_owned())),
+    };
+    let pairs: serde_json::Map<String, Value> = members
+        .into_iter()
+        .filter(|(k, v)| {
+            !exclude.contains(&k.as_str()) && !v.is_object() && !v.is_array() && !v.is_null()
+        })
+        .collect();
+    let mut out = map.clone();
+    out.remove("exclude");
+    out.insert("sorted".to_owned(), Value::Object(pairs));
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(body: Value) -> RequestConfig {
+        serde_json::from_value(json!({"method": "POST", "path": "/x", "query": {"v": "2.0", "sign_method": "md5"}, "body": body})).unwrap()
+    }
+
+    #[test]
+    fn sorted_body_and_query_stand_for_the_request_s_own_parameters() {
+        let r = req(
+            json!({"appid": "{{cred.app}}", "n": 1, "detail": {"a": 1}, "none": null, "sign_type": "MD5"}),
+        );
+        let input = json!({"sorted": "body", "style": "pairs", "skip_empty": true, "exclude": ["sign_type"]});
+        assert_eq!(
+            expand_sorted(&input, &r).unwrap(),
+            json!({"sorted": {"appid": "{{cred.app}}", "n": 1}, "style": "pairs", "skip_empty": true})
+        );
+        let q = expand_sorted(&json!({"sorted": "query", "style": "namevalue"}), &r).unwrap();
+        assert_eq!(q["sorted"], json!({"sign_method": "md5", "v": "2.0"}));
+        assert!(
+            expand_sorted(&json!({"sorted": "headers"}), &r)
+                .unwrap_err()
+                .1
+                .contains("`body` or `query`")
+        );
+        assert!(
+            expand_sorted(&json!({"sorted": {"a": "1"}, "exclude": ["a"]}), &r)
+                .unwrap_err()
+                .1
+                .contains("goes with")
+        );
+        let no_body: RequestConfig =
+            serde_json::from_value(json!({"method": "GET", "path": "/x"})).unwrap();
+        assert!(expand_sorted(&json!({"sorted": "body"}), &no_body).is_err());
+    }
 }

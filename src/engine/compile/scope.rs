@@ -136,12 +136,13 @@ impl Scope for OpScope<'_> {
             ("request", r) if self.in_step => match r {
                 "method" => Ok(Ref::RequestMethod),
                 "path" => Ok(Ref::RequestPath),
+                "target" => Ok(Ref::RequestTarget),
                 "body" => Ok(Ref::RequestBody),
                 "query.sorted_namevalue" => Ok(Ref::QuerySortedNameValue),
                 "query.sorted_pairs" => Ok(Ref::QuerySortedPairs),
                 "query.sorted_pairs_encoded" => Ok(Ref::QuerySortedPairsEncoded),
                 _ => Err(format!(
-                    "unknown `{name}` (known: request.method, request.path, request.body, request.query.sorted_namevalue, request.query.sorted_pairs, request.query.sorted_pairs_encoded)"
+                    "unknown `{name}` (known: request.method, request.path, request.target, request.body, request.query.sorted_namevalue, request.query.sorted_pairs, request.query.sorted_pairs_encoded)"
                 )),
             },
             ("request", _) => Err(format!("`{name}` is only available in signing steps")),
