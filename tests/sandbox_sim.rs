@@ -1760,3 +1760,21 @@ async fn received_keeps_each_request_as_it_arrived() {
     }
     assert_eq!(sb.hkl.received().len(), sandbox::RECEIVED_KEPT);
 }
+
+#[tokio::test]
+async fn refusing_connections_keeps_the_port_bound() {
+    // a simulator nobody connected to: no lingering connection holds its port
+    let sb = Sandbox::start().await.unwrap();
+    let addr = sb.zvcms.addr();
+    sb.zvcms.set_fault(Fault::RefuseConnections);
+    // bound, so a port-0 bind of a parallel test never picks it and a plain bind fails
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    assert!(other.bind(addr).is_err(), "the port was free to take");
+    drop(other);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    sb.zvcms.clear_fault();
+    assert_eq!(
+        zv_call(&sb.zvcms, json!({"customerId": data::ZVCMS_SINGLE})).await["code"],
+        "0"
+    );
+}

@@ -36,7 +36,8 @@
 //!
 //! * `RefuseConnections`: the listening socket is closed before `set_fault` returns and every
 //!   open connection is dropped, so connects get `ECONNREFUSED`; clearing it re-binds the same
-//!   port (SO_REUSEADDR).
+//!   port (SO_REUSEADDR). Meanwhile the port stays bound (without listening), so no other
+//!   socket can take it.
 //! * `TruncatedJson`: the first half of the normal answer, with a Content-Length matching it.
 //! * `ResetMidBody`: headers with the full Content-Length and the first half of the body, then
 //!   the connection is aborted.

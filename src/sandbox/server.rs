@@ -110,6 +110,9 @@ struct ListenerSlot {
     generation: u64,
     listener: Option<TcpListener>,
     accept_task: Option<tokio::task::JoinHandle<()>>,
+    /// While refusing connections: the port, bound but not listening (connects are refused,
+    /// and no other socket can take the port before we listen on it again).
+    reserved: Option<TcpSocket>,
 }
 
 pub(crate) struct SimInner {
@@ -156,6 +159,7 @@ impl SimInner {
                 generation: 0,
                 listener: None,
                 accept_task: None,
+                reserved: None,
             }),
             runtime: tokio::runtime::Handle::current(),
             conn_epoch: tokio::sync::watch::Sender::new(0),
@@ -168,6 +172,7 @@ impl SimInner {
         let mut slot = lock(&self.slot);
         slot.generation += 1;
         slot.listener = Some(listener);
+        slot.reserved = None;
         if let Some(old) = slot.accept_task.take() {
             old.abort();
         }
@@ -178,7 +183,7 @@ impl SimInner {
 
     /// Closes the listening socket right now (so connects are refused as soon as this returns)
     /// and drops every open connection.
-    fn stop_listening(&self) {
+    fn stop_listening(&self, keep_port: bool) {
         let mut slot = lock(&self.slot);
         slot.generation += 1;
         // Dropping the tokio listener closes the socket synchronously.
@@ -186,13 +191,21 @@ impl SimInner {
         if let Some(task) = slot.accept_task.take() {
             task.abort();
         }
+        if keep_port {
+            // best effort: without it the port is merely free for a while
+            slot.reserved = reserve(self.addr)
+                .inspect_err(|e| {
+                    tracing::debug!(vendor = self.vendor_id, error = %e, "sandbox could not reserve its port");
+                })
+                .ok();
+        }
         drop(slot);
         self.conn_epoch.send_modify(|e| *e += 1);
     }
 
-    /// Stops for good (used when a sandbox fails to start completely).
+    /// Stops for good, releasing the port (used when a sandbox fails to start completely).
     pub fn shutdown(&self) {
-        self.stop_listening();
+        self.stop_listening(false);
     }
 
     /// Re-binds the same port if we are not listening.
@@ -226,7 +239,7 @@ impl SimInner {
         self.open_gate();
         *lock(&self.fault) = Some(fault);
         if refuse {
-            self.stop_listening();
+            self.stop_listening(true);
         } else {
             self.ensure_listening();
         }
@@ -313,6 +326,20 @@ impl SimInner {
         self.requests.store(0, Ordering::SeqCst);
         lock(&self.received).clear();
     }
+}
+
+/// Binds `addr` without listening: connects are refused, and the port stays ours. SO_REUSEADDR
+/// on both lets `bind` listen on it again while this is held (Linux refuses a shared port
+/// only when one of the sockets listens).
+fn reserve(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
