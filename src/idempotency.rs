@@ -850,6 +850,26 @@ mod tests {
         let _ = MemoryStore::new(10, Duration::MAX);
     }
 
+    #[test]
+    fn records_live_for_the_configured_ttl_capped_at_a_thousand_years() {
+        let ttl = |store: MemoryStore| store.inner.completed.policy().time_to_live();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(
+            ttl(MemoryStore::new(10, MemoryStore::DEFAULT_TTL)),
+            Some(Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(ttl(MemoryStore::new(10, year * 999)), Some(year * 999));
+        assert_eq!(ttl(MemoryStore::new(10, Duration::MAX)), Some(year * 1000));
+    }
+
+    #[tokio::test]
+    async fn debug_shows_counts_not_keys() {
+        let store = MemoryStore::new(10, MemoryStore::DEFAULT_TTL);
+        let _held = proceed(&store, "templates.create:secret-key", "fp").await;
+        let text = format!("{store:?}");
+        assert_eq!(text, "MemoryStore { completed: 0, in_flight: 1 }");
+    }
+
     fn sha256_hex(bytes: &[u8]) -> String {
         crate::crypto::hex_lower(&crate::crypto::sha256(bytes))
     }
