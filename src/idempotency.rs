@@ -564,9 +564,21 @@ impl Canonicalizer<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
+    use tokio::time::Instant;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    /// Waits until every completed record has left the in-flight map for the cache (a task
+    /// `complete` spawns does that). The limit only turns a hang into a failure.
+    async fn settled(store: &MemoryStore) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !store.inner.flights().by_key.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("completed records reach the cache");
+    }
 
     fn response(status: u16, body: &'static str) -> StoredResponse {
         StoredResponse {
@@ -600,8 +612,7 @@ mod tests {
             Ok(Claim::Conflict)
         ));
         // Still answered from the cache once the record has left the in-flight map.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(store.inner.flights().by_key.len(), 0);
+        settled(&store).await;
         assert!(store.inner.completed.contains_key("templates.create:k1"));
         match store.claim("templates.create:k1", "fp-a", WAIT).await {
             Ok(Claim::Replay(replayed)) => assert_eq!(replayed, answer),
@@ -625,13 +636,7 @@ mod tests {
         proceed(&store, "k", "fp")
             .await
             .complete(response(201, "{}"));
-        for _ in 0..100 {
-            if store.inner.flights().by_key.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(store.inner.flights().by_key.is_empty());
+        settled(&store).await;
         assert!(store.try_begin("k", "fp", seen).is_none());
         // With a current view, a free key is claimable.
         let now = store.inner.flights().generation;
@@ -649,7 +654,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[tokio::test(start_paused = true)]
     async fn different_fingerprint_conflicts_while_in_flight() {
         let store = MemoryStore::new(100, MemoryStore::DEFAULT_TTL);
         let pending = proceed(&store, "k", "fp-a").await;
@@ -658,7 +663,8 @@ mod tests {
             store.claim("k", "fp-b", WAIT).await,
             Ok(Claim::Conflict)
         ));
-        assert!(started.elapsed() < Duration::from_secs(1), "must not wait");
+        // the paused clock only moves when something waits for it
+        assert_eq!(started.elapsed(), Duration::ZERO, "must not wait");
         pending.complete(response(201, "{}"));
     }
 
@@ -702,7 +708,9 @@ mod tests {
         assert_eq!(replays, 49);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    // On the paused clock a sleep ends only once every other task is idle: after the sleep
+    // below, all ten waiters are parked on the key, not just started.
+    #[tokio::test(start_paused = true)]
     async fn dropping_pending_releases_the_key_to_exactly_one_waiter() {
         let store = Arc::new(MemoryStore::new(100, MemoryStore::DEFAULT_TTL));
         let first = proceed(&store, "k", "fp").await;
@@ -757,7 +765,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[tokio::test(start_paused = true)]
     async fn wait_elapsing_while_in_progress_is_an_error() {
         let store = MemoryStore::new(100, MemoryStore::DEFAULT_TTL);
         let pending = proceed(&store, "k", "fp").await;
@@ -766,11 +774,11 @@ mod tests {
         let outcome = store.claim("k", "fp", Duration::from_millis(100)).await;
         let waited = started.elapsed();
         assert_eq!(outcome.err(), Some(IdempotencyError::InProgress));
+        // on the paused clock: exactly the wait, give or take the timer's millisecond
         assert!(
-            waited >= Duration::from_millis(100),
-            "gave up early: {waited:?}"
+            (Duration::from_millis(100)..Duration::from_millis(102)).contains(&waited),
+            "gave up at the wait: {waited:?}"
         );
-        assert!(waited < Duration::from_secs(2), "gave up late: {waited:?}");
 
         assert_eq!(
             store.claim("k", "fp", Duration::ZERO).await.err(),
@@ -840,6 +848,26 @@ mod tests {
     #[test]
     fn memory_store_tolerates_extreme_ttl() {
         let _ = MemoryStore::new(10, Duration::MAX);
+    }
+
+    #[test]
+    fn records_live_for_the_configured_ttl_capped_at_a_thousand_years() {
+        let ttl = |store: MemoryStore| store.inner.completed.policy().time_to_live();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(
+            ttl(MemoryStore::new(10, MemoryStore::DEFAULT_TTL)),
+            Some(Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(ttl(MemoryStore::new(10, year * 999)), Some(year * 999));
+        assert_eq!(ttl(MemoryStore::new(10, Duration::MAX)), Some(year * 1000));
+    }
+
+    #[tokio::test]
+    async fn debug_shows_counts_not_keys() {
+        let store = MemoryStore::new(10, MemoryStore::DEFAULT_TTL);
+        let _held = proceed(&store, "templates.create:secret-key", "fp").await;
+        let text = format!("{store:?}");
+        assert_eq!(text, "MemoryStore { completed: 0, in_flight: 1 }");
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {

@@ -14,10 +14,9 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-/// op's deadline in the shipped routes.yaml.
-const DEADLINE: Duration = Duration::from_millis(800);
-/// What the gateway may add to a vendor deadline (scheduling on a loaded 2-core CI machine).
-const MARGIN: Duration = Duration::from_millis(700);
+/// Far longer than op's deadline (800 ms in the shipped routes.yaml): an answer that takes this
+/// long means the deadline did not hold. A sanity limit, not a speed test.
+const DEADLINE_BROKEN: Duration = Duration::from_secs(8);
 
 async fn gateway(sb: &Sandbox, edit: impl Fn(String) -> String) -> embedded::Running {
     let plan =
@@ -104,7 +103,7 @@ async fn every_fault_is_answered_in_time_with_the_right_outcome() {
         ),
         (
             "slow first byte",
-            Fault::Delay(Duration::from_secs(5)),
+            Fault::Delay(Duration::from_secs(30)),
             "timeout",
             "no answer within 800 ms",
         ),
@@ -149,7 +148,7 @@ async fn every_fault_is_answered_in_time_with_the_right_outcome() {
             src["error"].as_str().unwrap().contains(error),
             "{name}: {src}"
         );
-        assert!(took < DEADLINE + MARGIN, "{name} took {took:?}");
+        assert!(took < DEADLINE_BROKEN, "{name} took {took:?}");
         // the gateway is still healthy after it
         let ok = ask_op(&gw, false).await;
         assert_eq!(ok.status, 200, "{name}: the next call failed: {}", ok.body);
@@ -169,7 +168,8 @@ async fn faults_leak_no_tasks_and_memory_stays_bounded() {
                 let fault = match i % 4 {
                     0 => Fault::HugeBody(10 * 1024 * 1024),
                     1 => Fault::ResetMidBody,
-                    2 => Fault::Delay(Duration::from_secs(3)),
+                    // held past the deadline; the next set_fault lets it go
+                    2 => Fault::Hold,
                     _ => Fault::TruncatedJson,
                 };
                 sb.op.set_fault(fault);
@@ -177,18 +177,22 @@ async fn faults_leak_no_tasks_and_memory_stays_bounded() {
                 assert!(a.status.is_server_error(), "{}", a.body);
             }
             sb.op.clear_fault();
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            support::until("the simulator holds nothing", || async {
+                sb.op.held() == 0
+            })
+            .await;
         }
     };
     round(8).await;
     let (tasks_before, rss_before) = (metrics.num_alive_tasks(), rss());
     round(24).await;
-    let (tasks_after, rss_after) = (metrics.num_alive_tasks(), rss());
-    // a leak would grow with the number of faulty calls (24 more here)
-    assert!(
-        tasks_after <= tasks_before + 6,
-        "tasks {tasks_before} -> {tasks_after}"
-    );
+    // a leak would grow with the number of faulty calls (24 more here) and never settle;
+    // connections that are merely closing settle soon
+    support::until("the tasks of 24 faulty calls end", || async {
+        metrics.num_alive_tasks() <= tasks_before + 6
+    })
+    .await;
+    let rss_after = rss();
     // six 10 MB answers were refused at the 4 MiB limit without being kept
     let grown = rss_after.saturating_sub(rss_before);
     assert!(
@@ -271,10 +275,8 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
         vendors.body
     );
     let asked = sb.op.requests();
-    let started = Instant::now();
     let a = ask_op(&gw, false).await;
     assert_eq!(op_source(&a)["outcome"], "circuit_open", "{}", a.body);
-    assert!(started.elapsed() < Duration::from_millis(200), "fails fast");
     assert_eq!(
         sb.op.requests(),
         asked,
@@ -282,13 +284,245 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     );
     // after open_ms a probe goes through; the vendor is healthy again, so it closes
     sb.op.clear_fault();
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    let vendors = support::get(&gw.url("/v1/vendors")).await;
-    assert_eq!(vendors.body["vendors"][0]["circuit"], "half_open");
+    support::until("the circuit turns half-open", || {
+        circuit_is(&gw, "half_open")
+    })
+    .await;
     let a = ask_op(&gw, false).await;
     assert_eq!(op_source(&a)["outcome"], "ok", "{}", a.body);
     let vendors = support::get(&gw.url("/v1/vendors")).await;
     assert_eq!(vendors.body["vendors"][0]["circuit"], "closed");
+}
+
+async fn circuit_is(gw: &embedded::Running, state: &str) -> bool {
+    support::get(&gw.url("/v1/vendors")).await.body["vendors"][0]["circuit"] == state
+}
+
+/// op's timeouts raised far above any scheduling delay, so that a request held by the
+/// simulator stays in flight until the test lets it go.
+fn patient_op(t: String) -> String {
+    t.replacen("timeout_ms: 800", "timeout_ms: 60000", 1)
+        .replacen("attempt_timeout_ms: 450", "attempt_timeout_ms: 30000", 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_circuit_lets_exactly_the_configured_probes_through() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        patient_op(t)
+            .replacen("min_calls: 20", "min_calls: 4", 1)
+            .replacen("open_ms: 5000", "open_ms: 200", 1)
+            .replacen("max_attempts: 2", "max_attempts: 1", 1)
+    })
+    .await;
+    assert!(ROUTES_YAML.contains("half_open_probes: 2"));
+    sb.op.set_fault(Fault::Status(500));
+    for _ in 0..4 {
+        assert_eq!(op_source(&ask_op(&gw, false).await)["outcome"], "error");
+    }
+    assert!(circuit_is(&gw, "open").await);
+    // the probes reach the vendor and stay there until released
+    sb.op.set_fault(Fault::Hold);
+    support::until("the circuit turns half-open", || {
+        circuit_is(&gw, "half_open")
+    })
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let probes: Vec<_> = (0..2)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { ask_op(&gw, false).await })
+        })
+        .collect();
+    support::within("two probes reach the vendor", sb.op.wait_held(2)).await;
+    let asked = sb.op.requests();
+    let third = ask_op(&gw, false).await;
+    assert_eq!(
+        op_source(&third)["outcome"],
+        "circuit_open",
+        "a third caller while two probes are out: {}",
+        third.body
+    );
+    assert_eq!(
+        sb.op.requests(),
+        asked,
+        "the third call never reached the vendor"
+    );
+    sb.op.clear_fault();
+    for probe in probes {
+        let a = probe.await.unwrap();
+        assert_eq!(op_source(&a)["outcome"], "ok", "{}", a.body);
+    }
+    assert!(circuit_is(&gw, "closed").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_succeeds_after_one_failure_with_a_fresh_signature_and_nonce() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t).await;
+    sb.zvcms.set_fault(Fault::FailFirst {
+        times: 1,
+        fault: Box::new(Fault::Status(503)),
+    });
+    let a = support::send(
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from(
+                json!({"member": {"ids": {"zvcms": data::ZVCMS_MEMBER}}, "vendors": ["zvcms"]})
+                    .to_string(),
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let src = &a.body["sources"][0];
+    assert_eq!(src["outcome"], "ok", "{src}");
+    assert!(src["count"].as_u64().unwrap() > 0, "{src}");
+    let attempts = sb.zvcms.received();
+    assert_eq!(attempts.len(), 2, "one failure, one retry");
+    let auth = |i: usize| -> (Value, Value) {
+        let body: Value = serde_json::from_slice(&attempts[i].body).unwrap();
+        (body["nonce"].clone(), body["token"].clone())
+    };
+    let (first, second) = (auth(0), auth(1));
+    assert!(first.0.is_string() && first.1.is_string(), "{first:?}");
+    assert_ne!(first.0, second.0, "the retry has a fresh nonce");
+    assert_ne!(first.1, second.1, "the retry is signed afresh");
+    let text = String::from_utf8(support::get(&gw.url("/metrics")).await.raw.to_vec()).unwrap();
+    assert!(
+        text.contains("cgw_vendor_retries_total{vendor=\"zvcms\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendors_are_asked_concurrently_not_one_after_another() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        t.replace("timeout_ms: 800", "timeout_ms: 60000")
+            .replace("attempt_timeout_ms: 450", "attempt_timeout_ms: 30000")
+    })
+    .await;
+    for sim in [&sb.op, &sb.hkl, &sb.zvcms] {
+        sim.set_fault(Fault::Hold);
+    }
+    let url = gw.url("/v1/coupons/query");
+    let query = tokio::spawn(async move {
+        support::send(
+            Request::post(url)
+                .header("content-type", "application/json")
+                .body(Full::new(
+                    Bytes::from(coupon_gateway::sandbox::demo_query()),
+                ))
+                .unwrap(),
+        )
+        .await
+    });
+    // asked one after another, the second vendor would never hear of it while the first is held
+    support::within("all three vendors asked at once", async {
+        sb.op.wait_held(1).await;
+        sb.hkl.wait_held(1).await;
+        sb.zvcms.wait_held(1).await;
+    })
+    .await;
+    sb.clear_faults();
+    let a = query.await.unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    for src in a.body["sources"].as_array().unwrap() {
+        assert_eq!(src["outcome"], "ok", "{src}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_body_over_the_limit_is_refused_before_it_ends() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t).await;
+    // 5 MiB (over the 4 MiB limit), then the body neither goes on nor ends: only a gateway
+    // that counts while it reads can say "too large"; one that reads to the end first waits
+    // for the deadline
+    sb.op.set_fault(Fault::StalledBody(5 * 1024 * 1024));
+    let a = ask_op(&gw, false).await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    let src = op_source(&a);
+    assert_eq!(src["outcome"], "error", "{src}");
+    assert_eq!(src["error"], "answer larger than 4194304 bytes", "{src}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_that_cannot_be_read_are_dropped_and_counted() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| t).await;
+    let good = json!({"_id": "good-1", "userTicketCode": "C1", "ticketCode": "T1",
+        "ticketName": "5元券", "ticketType": 1, "ticketAmount": 500, "useStatus": 2,
+        "ticketRule": {"useStartTime": "2026-01-01", "useEndTime": "2099-12-31"}});
+    let bad = |n: u32| json!({"_id": {"oid": n}, "useStatus": [n]});
+    let body = json!({"code": 200, "message": "ok", "data": [bad(1), good, bad(2)]});
+    sb.op.set_fault(Fault::Raw {
+        status: 200,
+        content_type: "application/json".into(),
+        body: Bytes::from(body.to_string()),
+    });
+    let a = ask_op(&gw, false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let src = op_source(&a);
+    assert_eq!(src["outcome"], "ok", "{src}");
+    assert_eq!(
+        (src["count"].as_u64(), src["dropped"].as_u64()),
+        (Some(1), Some(2)),
+        "{src}"
+    );
+    assert_eq!(a.body["coupons"][0]["id"], "op:good-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_stale_window_a_failing_vendor_is_not_served_stale() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        t.replacen("ttl_ms: 30000", "ttl_ms: 100", 1)
+            .replacen("stale_if_error_ms: 600000", "stale_if_error_ms: 200", 1)
+            .replacen("max_attempts: 2", "max_attempts: 1", 1)
+    })
+    .await;
+    assert_eq!(op_source(&ask_op(&gw, true).await)["cache"], "miss");
+    // real time, as the cache (moka) measures it; only a lower bound matters here
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sb.op.set_fault(Fault::Status(503));
+    let a = ask_op(&gw, true).await;
+    assert_eq!(
+        a.status, 502,
+        "a 300 ms old answer is past ttl + stale: {}",
+        a.body
+    );
+    assert_eq!(op_source(&a)["cache"], "miss", "{}", a.body);
+    assert_eq!(op_source(&a)["count"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbound_rps_cap_keeps_calls_within_the_quota() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = gateway(&sb, |t| {
+        t.replacen("rps: 1000", "rps: 1", 1)
+            .replacen("burst: 200", "burst: 1", 1)
+            .replacen("queue_ms: 50", "queue_ms: 0", 1)
+    })
+    .await;
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        outcomes.push(op_source(&ask_op(&gw, false).await)["outcome"].clone());
+    }
+    let secs = started.elapsed().as_secs();
+    let ok = outcomes.iter().filter(|o| *o == "ok").count() as u64;
+    let limited = outcomes.iter().filter(|o| *o == "rate_limited").count() as u64;
+    assert_eq!(ok + limited, 5, "{outcomes:?}");
+    assert!(
+        ok >= 1,
+        "the burst lets the first call through: {outcomes:?}"
+    );
+    // one call per second, plus the burst of one
+    assert!(ok <= 1 + secs, "{ok} calls in {secs} s: {outcomes:?}");
+    assert_eq!(sb.op.requests(), ok, "refused calls never reach the vendor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,17 +627,19 @@ async fn callers_asking_for_missing_packages_do_not_open_the_circuit() {
 async fn over_the_outbound_cap_a_call_is_reported_rate_limited() {
     let sb = Sandbox::start().await.unwrap();
     let gw = gateway(&sb, |t| {
-        t.replacen("max_concurrency: 256", "max_concurrency: 1", 1)
+        patient_op(t)
+            .replacen("max_concurrency: 256", "max_concurrency: 1", 1)
             .replacen("queue_ms: 50", "queue_ms: 10", 1)
     })
     .await;
-    sb.op.set_fault(Fault::Delay(Duration::from_millis(300)));
+    sb.op.set_fault(Fault::Hold);
     let gw = std::sync::Arc::new(gw);
     let first = {
         let gw = gw.clone();
         tokio::spawn(async move { ask_op(&gw, false).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // the first call holds the only slot while the vendor holds it
+    support::within("the first call reaches the vendor", sb.op.wait_held(1)).await;
     let second = ask_op(&gw, false).await;
     assert_eq!(
         op_source(&second)["outcome"],
@@ -412,6 +648,7 @@ async fn over_the_outbound_cap_a_call_is_reported_rate_limited() {
         second.body
     );
     assert_eq!(second.status, 502);
+    sb.op.clear_fault();
     let first = first.await.unwrap();
     assert_eq!(op_source(&first)["outcome"], "ok", "{}", first.body);
     assert_eq!(

@@ -193,3 +193,16 @@ async fn a_vendor_http_404_with_a_json_body_is_a_missing_package() {
     );
     assert_eq!(a.body["source"]["error"], "HTTP 404: not here");
 }
+
+#[tokio::test]
+async fn a_package_call_that_times_out_answers_504() {
+    let (sb, gw) = setup().await;
+    // never answered until cleared: the vendor deadline (800 ms) ends the call
+    sb.op.set_fault(Fault::Hold);
+    let a = package(&gw, "op", data::OP_PACKAGE).await;
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    assert_eq!(a.body["source"]["outcome"], "timeout", "{}", a.body);
+    assert_eq!(a.body["source"]["error"], "no answer within 800 ms");
+    sb.op.clear_fault();
+}

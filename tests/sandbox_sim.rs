@@ -965,8 +965,14 @@ async fn counters_control_route_h2c_and_fixed_ports() {
     );
     let r = post_json(&control, r#"{"fault":"refuse"}"#).await;
     assert_eq!(r.status, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(tokio::net::TcpStream::connect(sb.hkl.addr()).await.is_err());
+    // it takes effect shortly after the answer: wait for it, not for a fixed time
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while tokio::net::TcpStream::connect(sb.hkl.addr()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the control route's refuse took effect");
     sb.hkl.clear_fault();
     assert_eq!(
         post_json(&hkl_url(&sb), hkl_member_body()).await.json()["code"],
@@ -995,9 +1001,7 @@ async fn counters_control_route_h2c_and_fixed_ports() {
     }
 
     // fixed ports
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = free.local_addr().unwrap().port();
-    drop(free);
+    let port = free_fixed_port();
     let fixed = Sandbox::start_on("127.0.0.1".parse().unwrap(), [0, port, 0, 0])
         .await
         .unwrap();
@@ -1565,9 +1569,7 @@ fn handles_are_send_sync_and_clone() {
 async fn failed_start_releases_the_ports_it_took() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().port();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let op_port = free.local_addr().unwrap().port();
-    drop(free);
+    let op_port = free_fixed_port();
     // op starts, hkl cannot bind: the whole start fails and op's port is released again
     let err = Sandbox::start_on("127.0.0.1".parse().unwrap(), [op_port, busy, 0, 0]).await;
     assert!(err.is_err());
@@ -1590,5 +1592,189 @@ async fn failed_start_releases_the_ports_it_took() {
             .unwrap()
             .len(),
         2
+    );
+}
+
+/// A port that is free now and that no port-0 bind (of this or any parallel test) can take
+/// before the sandbox binds it: one below the kernel's ephemeral range, picked at random so
+/// that copies of this suite running side by side do not pick the same one.
+fn free_fixed_port() -> u16 {
+    use rand::RngExt;
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(12_000).max(1024);
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(low..ephemeral_low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{ephemeral_low}");
+}
+
+#[tokio::test]
+async fn fault_fail_first_fails_that_many_requests_then_answers() {
+    let sb = Sandbox::start().await.unwrap();
+    sb.hkl.set_fault(Fault::FailFirst {
+        times: 2,
+        fault: Box::new(Fault::Status(503)),
+    });
+    assert_eq!(
+        post_json(&hkl_url(&sb), hkl_member_body()).await.status,
+        503
+    );
+    assert_eq!(
+        post_json(&hkl_url(&sb), hkl_member_body()).await.status,
+        503
+    );
+    for _ in 0..2 {
+        let r = post_json(&hkl_url(&sb), hkl_member_body()).await;
+        assert_eq!((r.status, r.json()["code"].clone()), (200, json!(0)));
+    }
+    // setting it again starts the count again
+    sb.hkl.set_fault(Fault::FailFirst {
+        times: 1,
+        fault: Box::new(Fault::Html),
+    });
+    let r = post_json(&hkl_url(&sb), hkl_member_body()).await;
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(
+        post_json(&hkl_url(&sb), hkl_member_body()).await.json()["code"],
+        0
+    );
+    // and over the control route
+    let control = format!("{}/__sandbox/fault", sb.hkl.base_url());
+    let r = post_json(&control, r#"{"fault":"fail_first","times":1,"status":502}"#).await;
+    assert_eq!(r.json()["ok"], true);
+    assert_eq!(
+        post_json(&hkl_url(&sb), hkl_member_body()).await.status,
+        502
+    );
+    assert_eq!(
+        post_json(&hkl_url(&sb), hkl_member_body()).await.json()["code"],
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_hold_keeps_requests_until_released() {
+    let sb = Sandbox::start().await.unwrap();
+    sb.hkl.set_fault(Fault::Hold);
+    let url = hkl_url(&sb);
+    let ask = || {
+        let url = url.clone();
+        tokio::spawn(async move { post_json(&url, hkl_member_body()).await })
+    };
+    let (first, second) = (ask(), ask());
+    tokio::time::timeout(Duration::from_secs(10), sb.hkl.wait_held(2))
+        .await
+        .expect("both requests are held");
+    assert_eq!(sb.hkl.held(), 2);
+    assert!(!first.is_finished() && !second.is_finished());
+    sb.hkl.release(1);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while sb.hkl.held() != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("one request let go");
+    // clearing the fault lets every held request go; both get the normal answer
+    sb.hkl.clear_fault();
+    for r in [first.await.unwrap(), second.await.unwrap()] {
+        assert_eq!(r.json()["code"], 0);
+    }
+    assert_eq!(sb.hkl.held(), 0);
+    // a release before anyone waits lets the next request straight through
+    sb.hkl.set_fault(Fault::Hold);
+    sb.hkl.release(1);
+    assert_eq!(
+        post_json(&hkl_url(&sb), hkl_member_body()).await.json()["code"],
+        0
+    );
+    // the control route holds and releases too
+    let control = format!("{}/__sandbox/fault", sb.hkl.base_url());
+    assert_eq!(
+        post_json(&control, r#"{"fault":"hold"}"#).await.json()["ok"],
+        true
+    );
+    let third = ask();
+    tokio::time::timeout(Duration::from_secs(10), sb.hkl.wait_held(1))
+        .await
+        .expect("held");
+    let r = post_json(&control, r#"{"fault":"release","count":1}"#).await;
+    assert_eq!(r.json()["released"], 1);
+    assert_eq!(third.await.unwrap().json()["code"], 0);
+}
+
+#[tokio::test]
+async fn fault_stalled_body_sends_its_bytes_and_never_ends() {
+    let sb = Sandbox::start().await.unwrap();
+    sb.op.set_fault(Fault::StalledBody(300_000));
+    let res = client()
+        .request(
+            Request::post(format!("{}/anything", sb.op.base_url()))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get(header::CONTENT_LENGTH).is_none());
+    let mut body = res.into_body();
+    let mut got = Vec::new();
+    while got.len() < 300_000 {
+        let frame = body.frame().await.expect("more body").unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert!(got.starts_with(br#"{"code":200,"message":"stalled","data":["xxx"#));
+    // nothing more comes, and the body does not end (a correct simulator never finishes, so
+    // this short wait can only fail a broken one)
+    let next = tokio::time::timeout(Duration::from_millis(300), body.frame()).await;
+    assert!(next.is_err(), "the body went on or ended");
+}
+
+#[tokio::test]
+async fn received_keeps_each_request_as_it_arrived() {
+    let sb = Sandbox::start().await.unwrap();
+    let body = hkl_member_body();
+    post_json(&format!("{}?x=1", hkl_url(&sb)), body.clone()).await;
+    post_json(&format!("{}/elsewhere", sb.hkl.base_url()), "").await;
+    let got = sb.hkl.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].method.as_str(), got[0].path.as_str()),
+        ("POST", HKL_PATH)
+    );
+    assert_eq!(got[0].query, "x=1");
+    assert_eq!(got[0].body, body.as_bytes());
+    assert_eq!(got[0].headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(got[1].path, "/elsewhere");
+    sb.hkl.reset_counters();
+    assert!(sb.hkl.received().is_empty());
+    for _ in 0..(sandbox::RECEIVED_KEPT + 3) {
+        post_json(&format!("{}/x", sb.hkl.base_url()), "").await;
+    }
+    assert_eq!(sb.hkl.received().len(), sandbox::RECEIVED_KEPT);
+}
+
+#[tokio::test]
+async fn refusing_connections_keeps_the_port_bound() {
+    // a simulator nobody connected to: no lingering connection holds its port
+    let sb = Sandbox::start().await.unwrap();
+    let addr = sb.zvcms.addr();
+    sb.zvcms.set_fault(Fault::RefuseConnections);
+    // bound, so a port-0 bind of a parallel test never picks it and a plain bind fails
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    assert!(other.bind(addr).is_err(), "the port was free to take");
+    drop(other);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    sb.zvcms.clear_fault();
+    assert_eq!(
+        zv_call(&sb.zvcms, json!({"customerId": data::ZVCMS_SINGLE})).await["code"],
+        "0"
     );
 }

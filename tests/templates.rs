@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coupon_gateway::embedded::{self, ROUTES_YAML};
-use coupon_gateway::sandbox::Sandbox;
 use coupon_gateway::sandbox::data::{day, ymd};
+use coupon_gateway::sandbox::{Fault, Sandbox};
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -159,13 +159,14 @@ async fn tokens_are_reused_and_renewed_after_revocation() {
 
 #[tokio::test]
 async fn tokens_are_renewed_before_they_expire() {
+    // renewed 1.5 s after the fetch, expiring after 5 s: wide windows on either side
     let (sb, gw) =
-        setup_with(|t| t.replace("refresh_before_ms: 60000", "refresh_before_ms: 500")).await;
-    sb.set_token_ttl(Duration::from_secs(2));
+        setup_with(|t| t.replace("refresh_before_ms: 60000", "refresh_before_ms: 3500")).await;
+    sb.set_token_ttl(Duration::from_secs(5));
     assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
     assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
     assert_eq!(sb.token_requests(), 1);
-    tokio::time::sleep(Duration::from_millis(1_600)).await; // within 500 ms of expiry
+    tokio::time::sleep(Duration::from_millis(1_600)).await; // past the renewal point
     assert_eq!(list(&gw, "vendor=wxcard", true).await.status, 200);
     assert_eq!(sb.token_requests(), 2);
 }
@@ -336,4 +337,181 @@ async fn the_template_list_is_cached_as_configured_and_a_create_drops_it() {
         "the create dropped the cached list"
     );
     assert_eq!(sb.wxcard.requests(), before_list + 1);
+}
+
+/// wxcard's timeouts raised far above any scheduling delay, so that a request held by the
+/// simulator stays in flight until the test lets it go.
+fn patient_wxcard(t: String) -> String {
+    t.replacen("timeout_ms: 2000", "timeout_ms: 60000", 1)
+        .replacen("attempt_timeout_ms: 900", "attempt_timeout_ms: 30000", 1)
+}
+
+/// Fetches wxcard's token, then forgets every request so far: faults set afterwards meet the
+/// template calls only.
+async fn with_token(sb: &Sandbox, gw: &embedded::Running) {
+    assert_eq!(list(gw, "vendor=wxcard", true).await.status, 200);
+    assert_eq!(sb.token_requests(), 1);
+    sb.wxcard.reset_counters();
+}
+
+fn creates(sb: &Sandbox) -> usize {
+    sb.wxcard
+        .received()
+        .iter()
+        .filter(|r| r.method == http::Method::POST && r.path != "/auth/token")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_is_never_retried_after_a_vendor_failure() {
+    let (sb, gw) = setup().await;
+    with_token(&sb, &gw).await;
+    // a retry would succeed: only a gateway that never retries writes answers 502
+    sb.wxcard.set_fault(Fault::FailFirst {
+        times: 1,
+        fault: Box::new(Fault::Status(503)),
+    });
+    let a = post(&gw, &create_body("cash", "只试一次"), None).await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    assert_eq!(creates(&sb), 1, "the create was sent once");
+    let all = list(&gw, "vendor=wxcard", true).await;
+    assert_eq!(all.body["page"]["total"], 4, "no template was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_vendor_failure_the_idempotency_key_is_free_again() {
+    let (sb, gw) = setup().await;
+    with_token(&sb, &gw).await;
+    sb.wxcard.set_fault(Fault::FailFirst {
+        times: 1,
+        fault: Box::new(Fault::Status(500)),
+    });
+    let body = create_body("discount", "重试券");
+    let failed = post(&gw, &body, Some("retry-me")).await;
+    assert_eq!(failed.status, 502, "{}", failed.body);
+    // the failure is not remembered: the repeat asks the vendor and creates the template
+    let again = post(&gw, &body, Some("retry-me")).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert!(again.headers.get("idempotent-replayed").is_none());
+    assert_eq!(creates(&sb), 2);
+    // and that answer is the one remembered
+    let third = post(&gw, &body, Some("retry-me")).await;
+    assert_eq!(third.status, 201);
+    assert_eq!(third.headers["idempotent-replayed"], "true");
+    assert_eq!(third.body["template"]["id"], again.body["template"]["id"]);
+    assert_eq!(creates(&sb), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_key_is_in_flight_another_body_is_409_and_the_same_body_waits_for_its_answer() {
+    let (sb, gw) = setup_with(patient_wxcard).await;
+    with_token(&sb, &gw).await;
+    sb.wxcard.set_fault(Fault::Hold);
+    let gw = std::sync::Arc::new(gw);
+    let body = create_body("gift", "在途券");
+    let spawn_post = |body: Value| {
+        let gw = gw.clone();
+        tokio::spawn(async move { post(&gw, &body, Some("in-flight")).await })
+    };
+    let first = spawn_post(body.clone());
+    support::within("the create reaches the vendor", sb.wxcard.wait_held(1)).await;
+    let other = post(&gw, &create_body("gift", "另一张"), Some("in-flight")).await;
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert_eq!(other.headers["content-type"], "application/problem+json");
+    let same = spawn_post(body);
+    sb.wxcard.release(1);
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201, "{}", first.body);
+    let same = same.await.unwrap();
+    assert_eq!(same.status, 201, "{}", same.body);
+    assert_eq!(same.body["template"]["id"], first.body["template"]["id"]);
+    assert_eq!(creates(&sb), 1, "one template for the three requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_calls_that_time_out_answer_504() {
+    let (sb, gw) = setup().await;
+    with_token(&sb, &gw).await;
+    sb.wxcard.set_fault(Fault::Hold);
+    let a = post(&gw, &create_body("cash", "超时券"), None).await;
+    assert_eq!(a.status, 504, "create: {}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    let a = list(&gw, "vendor=wxcard", true).await;
+    assert_eq!(a.status, 504, "list: {}", a.body);
+    let mut update = create_body("cash", "超时券");
+    update.as_object_mut().unwrap().remove("vendor");
+    let a = support::send(
+        Request::put(gw.url("/v1/templates/wxcard/2"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(update.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 504, "update: {}", a.body);
+    sb.wxcard.clear_fault();
+}
+
+#[tokio::test]
+async fn template_bodies_must_be_json_and_within_the_limit() {
+    let (sb, gw) = setup().await;
+    let a = support::send(
+        Request::post(gw.url("/v1/templates"))
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(create_body("cash", "x").to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 415, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    // over the 1 MiB body limit of the shipped routes.yaml
+    let mut big = create_body("cash", "x");
+    big["card"]["base_info"]["description"] = json!("x".repeat(1024 * 1024));
+    let a = post(&gw, &big, None).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    let a = support::send(
+        Request::put(gw.url("/v1/templates/wxcard/2"))
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 415, "{}", a.body);
+    assert_eq!(sb.wxcard.requests(), 0, "nothing reached the vendor");
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_400_and_creates_nothing() {
+    let (sb, gw) = setup().await;
+    let long = "k".repeat(256);
+    for key in ["", "two words", "tab\tkey", long.as_str()] {
+        let a = post(&gw, &create_body("cash", "x"), Some(key)).await;
+        assert_eq!(a.status, 400, "{key:?}: {}", a.body);
+        assert!(
+            a.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Idempotency-Key"),
+            "{key:?}: {}",
+            a.body
+        );
+    }
+    // not ASCII
+    let a = support::send(
+        Request::post(gw.url("/v1/templates"))
+            .header("content-type", "application/json")
+            .header(
+                "idempotency-key",
+                http::HeaderValue::from_bytes("键".as_bytes()).unwrap(),
+            )
+            .body(Full::new(Bytes::from(create_body("cash", "x").to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(sb.wxcard.requests(), 0, "nothing reached the vendor");
+    // the longest valid key is fine
+    let a = post(&gw, &create_body("cash", "x"), Some(&"k".repeat(255))).await;
+    assert_eq!(a.status, 201, "{}", a.body);
 }

@@ -180,6 +180,9 @@ mod tests {
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    // moka measures time with the real clock, not tokio's: these tests let real time pass,
+    // and only ever wait for an expiry (a lower bound), never race one.
+
     fn cfg(ttl_ms: u64, stale_if_error_ms: u64) -> CacheConfig {
         CacheConfig {
             ttl_ms,
@@ -187,6 +190,16 @@ mod tests {
             stale_if_error_ms,
             max_bytes: 1 << 20,
         }
+    }
+
+    async fn failing(cache: &ResponseCache, k: &Arc<str>) -> (Lookup, Option<Answer>) {
+        let (r, l, stale) = cache
+            .get(k.clone(), false, async {
+                Err::<CallOutput, _>("down".to_owned())
+            })
+            .await;
+        assert_eq!(*r.unwrap_err(), "down");
+        (l, stale)
     }
 
     fn out(rows: usize) -> CallOutput {
@@ -229,27 +242,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_are_not_cached_and_fall_back_to_the_last_good_answer() {
-        let cache = ResponseCache::new(&cfg(100, 60_000));
+    async fn within_ttl_the_vendor_is_not_asked() {
+        let cache = ResponseCache::new(&cfg(60_000, 60_000));
         let k: Arc<str> = Arc::from("k");
         let (r, l, _) = cache
             .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
             .await;
         assert!(r.is_ok());
         assert_eq!(l, Lookup::Miss);
-        let (_, l, _) = cache
+        let (r, l, _) = cache
             .get(k.clone(), false, async {
                 Err::<CallOutput, _>("down".to_owned())
             })
             .await;
-        assert_eq!(l, Lookup::Hit, "within ttl the vendor is not asked");
-        tokio::time::sleep(Duration::from_millis(150)).await; // moka uses the real clock
-        let (r, l, stale) = cache
-            .get(k.clone(), false, async {
-                Err::<CallOutput, _>("down".to_owned())
-            })
+        assert_eq!((r.unwrap().rows.len(), l), (3, Lookup::Hit));
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached_and_fall_back_to_the_last_good_answer() {
+        let cache = ResponseCache::new(&cfg(50, 60_000));
+        let k: Arc<str> = Arc::from("k");
+        let (r, l, _) = cache
+            .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
             .await;
-        assert_eq!(*r.unwrap_err(), "down");
+        assert!(r.is_ok());
+        assert_eq!(l, Lookup::Miss);
+        tokio::time::sleep(Duration::from_millis(200)).await; // past ttl, far within the window
+        let (l, stale) = failing(&cache, &k).await;
         assert_eq!(l, Lookup::Stale);
         assert_eq!(stale.unwrap().rows.len(), 3);
         // the error was not cached: the next call asks again
@@ -258,14 +277,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn past_the_stale_window_the_last_good_answer_is_gone() {
+        let cache = ResponseCache::new(&cfg(50, 100));
+        let k: Arc<str> = Arc::from("k");
+        let (r, _, _) = cache
+            .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
+            .await;
+        assert!(r.is_ok());
+        tokio::time::sleep(Duration::from_millis(500)).await; // past ttl + stale_if_error (150)
+        let (l, stale) = failing(&cache, &k).await;
+        assert_eq!(l, Lookup::Miss, "nothing stale to serve");
+        assert!(stale.is_none());
+    }
+
+    #[tokio::test]
     async fn empty_answers_expire_sooner_and_bypass_refreshes() {
-        let cache = ResponseCache::new(&cfg(400, 0));
+        let cache = ResponseCache::new(&CacheConfig {
+            empty_ttl_ms: Some(100),
+            ..cfg(600_000, 0)
+        });
         let k: Arc<str> = Arc::from("k");
         let (r, _, _) = cache
             .get(k.clone(), false, async { Ok::<_, String>(out(0)) })
             .await;
         assert!(r.is_ok());
-        tokio::time::sleep(Duration::from_millis(250)).await; // past empty_ttl (200), within ttl
+        tokio::time::sleep(Duration::from_millis(300)).await; // past empty_ttl, far within ttl
         let (_, l, _) = cache
             .get(k.clone(), false, async { Ok::<_, String>(out(2)) })
             .await;

@@ -21,7 +21,8 @@
 //! keep-alive, and h2c with prior knowledge) on its own port, one tokio task per connection.
 //! Request bodies above 1 MiB are treated as malformed. Unknown paths answer HTTP 404.
 //! [`SimHandle::requests`] counts every HTTP request received on any path (control requests to
-//! `/__sandbox/fault` and rejected requests included).
+//! `/__sandbox/fault` and rejected requests included); [`SimHandle::received`] keeps the last
+//! ones as they arrived.
 //!
 //! # Faults
 //!
@@ -31,11 +32,12 @@
 //! request (or, for [`Fault::RefuseConnections`], at once). The vendor logic does not run for
 //! `Status`, `Html`, `BusinessError`, `WrongTypes`, `Raw`, `HugeBody` and `DeepNesting`; it does
 //! run (and so may e.g. create a wxcard template or consume a zvcms nonce) for `Delay`,
-//! `TruncatedJson`, `TrickleBody` and `ResetMidBody`, whose body is the normal answer.
+//! `Hold`, `TruncatedJson`, `TrickleBody` and `ResetMidBody`, whose body is the normal answer.
 //!
 //! * `RefuseConnections`: the listening socket is closed before `set_fault` returns and every
 //!   open connection is dropped, so connects get `ECONNREFUSED`; clearing it re-binds the same
-//!   port (SO_REUSEADDR).
+//!   port (SO_REUSEADDR). Meanwhile the port stays bound (without listening), so no other
+//!   socket can take it.
 //! * `TruncatedJson`: the first half of the normal answer, with a Content-Length matching it.
 //! * `ResetMidBody`: headers with the full Content-Length and the first half of the body, then
 //!   the connection is aborted.
@@ -46,6 +48,16 @@
 //! * `BusinessError`: op `{"code":500,"message":"系统异常",…}`; hkl `{"code":9999,"msg":…}`;
 //!   zvcms `{"status":false,"code":"50000","message":"系统错误"}`; wxcard HTTP 500
 //!   `{"message":"Server Error"}`.
+//! * `StalledBody(n)`: like `HugeBody(n)`, but after about `n` bytes the body neither goes on
+//!   nor ends; the connection stays open.
+//! * `Hold`: each request waits unanswered until [`SimHandle::release`]`(k)` lets `k` of them
+//!   go (first come, first served; a release with nobody waiting lets the next ones through
+//!   at once), or until the fault is cleared or replaced, which lets every one go. Then the
+//!   vendor answers normally. [`SimHandle::held`] / [`SimHandle::wait_held`] say how many are
+//!   waiting, so a test can order events without sleeping.
+//! * `FailFirst { times, fault }`: the first `times` requests after `set_fault` get `fault`
+//!   (`RefuseConnections` here drops the connection without an answer), the next ones the
+//!   normal answer.
 //! * `WrongTypes`: the success envelope with data fields of the wrong JSON types (op: ids are
 //!   objects, statuses strings/arrays; hkl: `data.list` is a string; zvcms: `cardId` an object,
 //!   `useStatus` an array, …; wxcard: `data` a string on lists, ids objects on single templates).
@@ -61,6 +73,8 @@
 //! {"fault":"truncated"}             {"fault":"reset"}         {"fault":"wrong_types"}
 //! {"fault":"huge","bytes":10485760} {"fault":"deep","depth":10000}
 //! {"fault":"trickle","ms":200}      {"fault":"raw","status":200,"content_type":"text/plain","body":"hi"}
+//! {"fault":"stalled","bytes":5242880}  {"fault":"hold"}     {"fault":"release","count":1}
+//! {"fault":"fail_first","times":1,"status":503}
 //! {"fault":"none"}                  (clears any fault)
 //! {"fault":"refuse"}                (takes effect 50 ms after the answer; can then only be
 //!                                    cleared from Rust with SimHandle::clear_fault)
@@ -162,6 +176,29 @@ pub enum Fault {
         content_type: String,
         body: bytes::Bytes,
     },
+    /// About this many bytes of a JSON body (no Content-Length), then nothing more: the body
+    /// never ends and the connection stays open.
+    StalledBody(usize),
+    /// Keep each request waiting, unanswered, until [`SimHandle::release`] lets it go (or the
+    /// fault is cleared or replaced); then answer normally. [`SimHandle::wait_held`] tells when
+    /// requests are waiting.
+    Hold,
+    /// Answer the first `times` requests (from `set_fault` on) with `fault`, then normally.
+    FailFirst { times: u32, fault: Box<Fault> },
+}
+
+/// How many requests [`SimHandle::received`] keeps.
+pub const RECEIVED_KEPT: usize = 256;
+
+/// A request as a simulator received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: http::Method,
+    pub path: String,
+    /// Raw query string (without `?`), empty when absent.
+    pub query: String,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
 }
 
 /// A running simulator. Cheap to clone; dropping the last handle leaves the server running until
@@ -217,7 +254,30 @@ impl SimHandle {
         self.inner.requests()
     }
 
-    /// Resets [`requests`](Self::requests) (and, on wxcard, `token_requests`) to 0.
+    /// The last requests received (at most [`RECEIVED_KEPT`]), oldest first, as they arrived:
+    /// what a test needs to compare two attempts (signatures, nonces, bodies).
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received()
+    }
+
+    /// Under [`Fault::Hold`]: lets `n` held (or future) requests go on.
+    pub fn release(&self, n: usize) {
+        self.inner.release(n);
+    }
+
+    /// Requests waiting under [`Fault::Hold`] right now.
+    pub fn held(&self) -> usize {
+        self.inner.held()
+    }
+
+    /// Waits until at least `n` requests are waiting under [`Fault::Hold`] (no time limit: wrap
+    /// it in a timeout).
+    pub async fn wait_held(&self, n: usize) {
+        self.inner.wait_held(n).await;
+    }
+
+    /// Resets [`requests`](Self::requests), [`received`](Self::received) (and, on wxcard,
+    /// `token_requests`) to 0.
     pub fn reset_counters(&self) {
         self.inner.reset_counters();
         if let Some(wx) = &self.wx {

@@ -4,9 +4,10 @@
 //!
 //! Vendors only see a fully read [`SimRequest`] and answer a [`SimReply`]; everything they do
 //! is synchronous and in memory, so no lock is ever held across an `.await`.
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
@@ -20,8 +21,9 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
 
-use super::Fault;
+use super::{Fault, RECEIVED_KEPT, Received};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type SimBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -108,6 +110,9 @@ struct ListenerSlot {
     generation: u64,
     listener: Option<TcpListener>,
     accept_task: Option<tokio::task::JoinHandle<()>>,
+    /// While refusing connections: the port, bound but not listening (connects are refused,
+    /// and no other socket can take the port before we listen on it again).
+    reserved: Option<TcpSocket>,
 }
 
 pub(crate) struct SimInner {
@@ -116,6 +121,15 @@ pub(crate) struct SimInner {
     vendor: Arc<dyn Vendor>,
     fault: Mutex<Option<Fault>>,
     requests: AtomicU64,
+    /// The last requests, oldest first.
+    received: Mutex<VecDeque<Received>>,
+    /// Requests `Fault::FailFirst` still fails.
+    fail_left: AtomicU32,
+    /// `Fault::Hold` waits for a permit of this gate; replacing the fault closes it (which lets
+    /// every waiter go) and puts a fresh one in its place.
+    gate: Mutex<Arc<Semaphore>>,
+    /// Requests waiting at the gate.
+    held: tokio::sync::watch::Sender<usize>,
     slot: Mutex<ListenerSlot>,
     runtime: tokio::runtime::Handle,
     /// Bumped to make every open connection drop (used when we stop listening).
@@ -137,10 +151,15 @@ impl SimInner {
             vendor,
             fault: Mutex::new(None),
             requests: AtomicU64::new(0),
+            received: Mutex::new(VecDeque::new()),
+            fail_left: AtomicU32::new(0),
+            gate: Mutex::new(Arc::new(Semaphore::new(0))),
+            held: tokio::sync::watch::Sender::new(0),
             slot: Mutex::new(ListenerSlot {
                 generation: 0,
                 listener: None,
                 accept_task: None,
+                reserved: None,
             }),
             runtime: tokio::runtime::Handle::current(),
             conn_epoch: tokio::sync::watch::Sender::new(0),
@@ -153,6 +172,7 @@ impl SimInner {
         let mut slot = lock(&self.slot);
         slot.generation += 1;
         slot.listener = Some(listener);
+        slot.reserved = None;
         if let Some(old) = slot.accept_task.take() {
             old.abort();
         }
@@ -163,7 +183,7 @@ impl SimInner {
 
     /// Closes the listening socket right now (so connects are refused as soon as this returns)
     /// and drops every open connection.
-    fn stop_listening(&self) {
+    fn stop_listening(&self, keep_port: bool) {
         let mut slot = lock(&self.slot);
         slot.generation += 1;
         // Dropping the tokio listener closes the socket synchronously.
@@ -171,13 +191,21 @@ impl SimInner {
         if let Some(task) = slot.accept_task.take() {
             task.abort();
         }
+        if keep_port {
+            // best effort: without it the port is merely free for a while
+            slot.reserved = reserve(self.addr)
+                .inspect_err(|e| {
+                    tracing::debug!(vendor = self.vendor_id, error = %e, "sandbox could not reserve its port");
+                })
+                .ok();
+        }
         drop(slot);
         self.conn_epoch.send_modify(|e| *e += 1);
     }
 
-    /// Stops for good (used when a sandbox fails to start completely).
+    /// Stops for good, releasing the port (used when a sandbox fails to start completely).
     pub fn shutdown(&self) {
-        self.stop_listening();
+        self.stop_listening(false);
     }
 
     /// Re-binds the same port if we are not listening.
@@ -205,9 +233,13 @@ impl SimInner {
 
     pub fn set_fault(self: &Arc<Self>, fault: Fault) {
         let refuse = matches!(fault, Fault::RefuseConnections);
+        if let Fault::FailFirst { times, .. } = &fault {
+            self.fail_left.store(*times, Ordering::SeqCst);
+        }
+        self.open_gate();
         *lock(&self.fault) = Some(fault);
         if refuse {
-            self.stop_listening();
+            self.stop_listening(true);
         } else {
             self.ensure_listening();
         }
@@ -215,7 +247,71 @@ impl SimInner {
 
     pub fn clear_fault(self: &Arc<Self>) {
         *lock(&self.fault) = None;
+        self.open_gate();
         self.ensure_listening();
+    }
+
+    /// Lets every request held so far go, with a fresh gate for the next `Hold`.
+    fn open_gate(&self) {
+        let old = std::mem::replace(&mut *lock(&self.gate), Arc::new(Semaphore::new(0)));
+        old.close();
+    }
+
+    pub fn release(&self, n: usize) {
+        lock(&self.gate).add_permits(n);
+    }
+
+    pub fn held(&self) -> usize {
+        *self.held.borrow()
+    }
+
+    pub async fn wait_held(&self, n: usize) {
+        let mut rx = self.held.subscribe();
+        // the sender lives as long as `self`, so this cannot fail
+        let _ = rx.wait_for(|held| *held >= n).await;
+    }
+
+    /// Waits at the gate (`Fault::Hold`); counted in `held` while waiting, even if the
+    /// client goes away meanwhile.
+    async fn hold(&self) {
+        struct Waiting<'a>(&'a tokio::sync::watch::Sender<usize>);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.send_modify(|n| *n -= 1);
+            }
+        }
+        let gate = Arc::clone(&lock(&self.gate));
+        self.held.send_modify(|n| *n += 1);
+        let _waiting = Waiting(&self.held);
+        // closed (fault replaced or cleared) lets the request go too
+        if let Ok(permit) = gate.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// Under `Fault::FailFirst`: whether this request is one of the first that fail.
+    fn take_failure(&self) -> bool {
+        self.fail_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.received).iter().cloned().collect()
+    }
+
+    fn record(&self, req: &SimRequest) {
+        let mut received = lock(&self.received);
+        if received.len() == RECEIVED_KEPT {
+            received.pop_front();
+        }
+        received.push_back(Received {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+        });
     }
 
     pub fn fault(&self) -> Option<Fault> {
@@ -228,7 +324,22 @@ impl SimInner {
 
     pub fn reset_counters(&self) {
         self.requests.store(0, Ordering::SeqCst);
+        lock(&self.received).clear();
     }
+}
+
+/// Binds `addr` without listening: connects are refused, and the port stays ours. SO_REUSEADDR
+/// on both lets `bind` listen on it again while this is held (Linux refuses a shared port
+/// only when one of the sockets listens).
+fn reserve(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -324,16 +435,27 @@ async fn serve_request(
         base_url: format!("http://{host}"),
     };
 
+    inner.record(&sim_req);
     if sim_req.path == "/__sandbox/fault" {
         return Ok(full_response(control(&inner, &sim_req)));
     }
 
-    let fault = inner.fault();
+    let fault = match inner.fault() {
+        Some(Fault::FailFirst { fault, .. }) => inner.take_failure().then_some(*fault),
+        other => other,
+    };
     let Some(fault) = fault else {
         return Ok(full_response(inner.vendor.handle(&sim_req)));
     };
     let reply = match fault {
         Fault::RefuseConnections => return Err(Dropped("refusing connections")),
+        // nested: the outer one already chose this request
+        Fault::FailFirst { .. } => inner.vendor.handle(&sim_req),
+        Fault::Hold => {
+            inner.hold().await;
+            inner.vendor.handle(&sim_req)
+        }
+        Fault::StalledBody(size) => return Ok(stalled_response(size)),
         Fault::Delay(d) => {
             tokio::time::sleep(d).await;
             inner.vendor.handle(&sim_req)
@@ -477,6 +599,28 @@ fn huge_response(size: usize) -> Response<SimBody> {
     )
 }
 
+/// About `size` bytes of the start of a JSON body (no Content-Length), then a body that never
+/// goes on and never ends.
+fn stalled_response(size: usize) -> Response<SimBody> {
+    const CHUNK: usize = 64 * 1024;
+    let head: &'static [u8] = br#"{"code":200,"message":"stalled","data":["#;
+    let mut element = Vec::with_capacity(CHUNK);
+    element.push(b'"');
+    element.resize(CHUNK - 2, b'x');
+    element.extend_from_slice(b"\",");
+    let element = Bytes::from(element);
+    let n = size.saturating_sub(head.len()).div_ceil(CHUNK);
+    let chunks = std::iter::once(Bytes::from_static(head)).chain(std::iter::repeat_n(element, n));
+    let stream = futures_util::stream::iter(chunks.map(|b| Ok::<_, BoxError>(Frame::data(b))))
+        .chain(futures_util::stream::pending());
+    stream_response(
+        200,
+        "application/json;charset=UTF-8",
+        None,
+        StreamBody::new(stream).boxed_unsync(),
+    )
+}
+
 /// The normal answer, 7 bytes at a time with `pause` before every chunk after the first.
 fn trickle_response(reply: SimReply, pause: Duration) -> Response<SimBody> {
     const STEP: usize = 7;
@@ -566,6 +710,28 @@ fn control(inner: &Arc<SimInner>, req: &SimRequest) -> SimReply {
         ))),
         "reset" | "reset_mid_body" => Some(Fault::ResetMidBody),
         "wrong_types" => Some(Fault::WrongTypes),
+        "stalled" | "stalled_body" => Some(Fault::StalledBody(
+            usize::try_from(num("bytes").unwrap_or(5 * 1024 * 1024)).unwrap_or(usize::MAX),
+        )),
+        "hold" => Some(Fault::Hold),
+        "release" => {
+            let count = usize::try_from(num("count").unwrap_or(1)).unwrap_or(usize::MAX);
+            inner.release(count);
+            return SimReply::json(
+                200,
+                &json!({"ok": true, "vendor": inner.vendor_id, "released": count}),
+            );
+        }
+        "fail_first" => Some(Fault::FailFirst {
+            times: num("times")
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(1),
+            fault: Box::new(Fault::Status(
+                num("status")
+                    .and_then(|s| u16::try_from(s).ok())
+                    .unwrap_or(503),
+            )),
+        }),
         "raw" => Some(Fault::Raw {
             status: num("status")
                 .and_then(|s| u16::try_from(s).ok())

@@ -10,6 +10,35 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use std::future::Future;
+use std::time::Duration;
+
+/// The longest a test waits for something that should happen at once. Only a sanity limit
+/// (it turns a hang into a failure on a loaded 2-core machine); tests never rely on speed.
+pub const SANITY: Duration = Duration::from_secs(10);
+
+/// `fut`, or a panic naming `what` after [`SANITY`].
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(SANITY, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what}: did not happen within {SANITY:?}"),
+    }
+}
+
+/// Polls `check` until it says true (for state only visible by asking, such as a circuit
+/// turning half-open); panics naming `what` after [`SANITY`].
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
