@@ -19,7 +19,12 @@ pub async fn query(
 ) -> Result<(Verdict, QueryAnswer), InvalidQuery> {
     let plan = &state.plan;
     let route = &plan.coupons_query;
-    let known: Vec<&str> = plan.vendors.iter().map(|v| v.id.as_str()).collect();
+    // the vendors that can be asked: those offering the route's operation
+    let known: Vec<&str> = route
+        .targets
+        .iter()
+        .map(|op| op.vendor.id.as_str())
+        .collect();
     let limits = QueryLimits {
         default_limit: route.default_limit,
         max_limit: route.max_limit,

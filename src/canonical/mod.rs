@@ -4,3 +4,4 @@ pub mod coupon;
 pub mod merge;
 pub mod query;
 pub mod schema;
+pub mod strict;

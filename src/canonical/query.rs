@@ -2,13 +2,20 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::schema::{KINDS, STATUSES};
+use super::strict::{self, clip};
 use crate::crypto;
 
-/// The request body as API.md gives it. Unknown top-level fields are ignored (callers may be
-/// newer than the gateway); unknown filter values are refused.
+/// Members of the query body, and of its `member` object.
+pub const QUERY_MEMBERS: &[&str] = &["member", "status", "kinds", "vendors", "limit", "cursor"];
+pub const MEMBER_MEMBERS: &[&str] = &["ids", "openid"];
+
+/// The request body as the contract gives it. Strict: an unknown or repeated member is refused
+/// (checked by `strict` before this type is read), as is an unknown filter value.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryBody {
     pub member: MemberBody,
     #[serde(default)]
@@ -24,6 +31,7 @@ pub struct QueryBody {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemberBody {
     #[serde(default)]
     pub ids: BTreeMap<String, String>,
@@ -57,23 +65,38 @@ pub struct QueryLimits {
 pub struct InvalidQuery(pub String);
 
 impl CouponQuery {
-    /// Parses and validates a body; `known_vendors` are the ids routes.yaml configures.
+    /// Parses and validates a body; `known_vendors` are the vendors that offer the route's
+    /// operation, in routes.yaml order.
     pub fn parse(
         body: &[u8],
         limits: QueryLimits,
         known_vendors: &[&str],
     ) -> Result<CouponQuery, InvalidQuery> {
-        let b: QueryBody = serde_json::from_slice(body)
-            .map_err(|e| InvalidQuery(format!("the body is not a valid query: {e}")))?;
+        let invalid = |e: String| InvalidQuery(format!("the body is not a valid query: {e}"));
+        let value = strict::parse_object(body, QUERY_MEMBERS).map_err(invalid)?;
+        if let Some(Value::Object(member)) = value.get("member") {
+            strict::known_members(member, MEMBER_MEMBERS, "member").map_err(invalid)?;
+            if let Some(Value::Object(ids)) = member.get("ids")
+                && let Some(unknown) = ids.keys().find(|k| !known_vendors.contains(&k.as_str()))
+            {
+                return Err(InvalidQuery(format!(
+                    "unknown vendor `{}` in `member.ids`{}",
+                    clip(unknown),
+                    strict::hint(unknown, known_vendors)
+                )));
+            }
+        }
+        let b: QueryBody =
+            serde_json::from_value(Value::Object(value)).map_err(|e| invalid(e.to_string()))?;
         let status = closed_set("status", b.status, STATUSES)?;
         let kinds = closed_set("kinds", b.kinds, KINDS)?;
         if let Some(vs) = &b.vendors
             && let Some(unknown) = vs.iter().find(|v| !known_vendors.contains(&v.as_str()))
         {
             return Err(InvalidQuery(format!(
-                "unknown vendor `{}` in `vendors` (known: {})",
+                "unknown vendor `{}` in `vendors`{}",
                 clip(unknown),
-                known_vendors.join(", ")
+                strict::hint(unknown, known_vendors)
             )));
         }
         for (vendor, id) in &b.member.ids {
@@ -151,19 +174,14 @@ fn closed_set(
         .map(|v| {
             allowed.iter().copied().find(|a| a == v).ok_or_else(|| {
                 InvalidQuery(format!(
-                    "unknown value `{}` in `{field}` (known: {})",
+                    "unknown value `{}` in `{field}`{}",
                     clip(v),
-                    allowed.join(", ")
+                    strict::hint(v, allowed)
                 ))
             })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// Caller text quoted in an error is kept short.
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 fn fingerprint(
@@ -264,6 +282,57 @@ mod tests {
             ),
             (r#"{"member":{},"cursor":"garbage"}"#, "not a cursor"),
             (r#"{"member":{"ids":{"op":5}}}"#, "not a valid query"),
+        ];
+        for (body, want) in cases {
+            let e = parse(body).unwrap_err();
+            assert!(e.0.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn typos_and_repeats_are_refused_with_the_nearest_name() {
+        let cases = [
+            (
+                r#"{"member":{},"kind":["cash"]}"#,
+                "unknown member `kind` (did you mean `kinds`?)",
+            ),
+            (
+                r#"{"member":{},"statuses":["used"]}"#,
+                "unknown member `statuses` (did you mean `status`?)",
+            ),
+            (
+                r#"{"member":{},"vendor":["op"]}"#,
+                "unknown member `vendor` (did you mean `vendors`?)",
+            ),
+            (
+                r#"{"member":{},"Limit":1}"#,
+                "unknown member `Limit` (did you mean `limit`?)",
+            ),
+            (
+                r#"{"member":{"id":{}}}"#,
+                "unknown member `member.id` (did you mean `ids`?)",
+            ),
+            (
+                r#"{"member":{"ids":{"hlk":"x"}}}"#,
+                "unknown vendor `hlk` in `member.ids` (did you mean `hkl`?)",
+            ),
+            (
+                r#"{"member":{"ids":{"acme":"x"}}}"#,
+                "unknown vendor `acme` in `member.ids` (known: op, hkl, zvcms)",
+            ),
+            (
+                r#"{"member":{},"limit":1,"limit":2}"#,
+                "duplicate member `limit`",
+            ),
+            (
+                r#"{"member":{"ids":{"op":"a","op":"b"}}}"#,
+                "duplicate member `member.ids.op`",
+            ),
+            (
+                r#"{"member":{},"status":["usabel"]}"#,
+                "unknown value `usabel` in `status` (did you mean `usable`?)",
+            ),
+            ("[]", "must be a JSON object"),
         ];
         for (body, want) in cases {
             let e = parse(body).unwrap_err();

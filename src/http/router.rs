@@ -16,10 +16,23 @@ use crate::app::templates::{self, TemplateAnswer};
 use crate::app::{AppState, coupons};
 use crate::canonical::merge::Outcome;
 use crate::canonical::merge::Verdict;
+use crate::canonical::strict;
 use crate::idempotency::{self, Claim, StoredResponse};
 use crate::telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request headers larger than this in total, or more of them than [`MAX_HEADERS`], are
+/// answered 431. The server's own parser allows more (see `server.rs`), so that these
+/// answers are problem+json with the request id instead of the parser's bare 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 200;
+
+/// Query parameters of `GET /v1/templates`; every other route takes none.
+const TEMPLATE_LIST_PARAMS: &[&str] = &["vendor", "kind", "active_on", "page", "per_page"];
+/// Members of the `POST /v1/templates` body, and of `PUT` (the vendor is in its path).
+const TEMPLATE_CREATE_MEMBERS: &[&str] = &["vendor", "kind", "begin_at", "end_at", "sync", "card"];
+const TEMPLATE_UPDATE_MEMBERS: &[&str] = &["kind", "begin_at", "end_at", "sync", "card"];
 
 /// Handles one request. Never fails: every error is an answer.
 pub async fn route<B>(
@@ -32,46 +45,121 @@ where
 {
     let started = Instant::now();
     let request_id = super::request_id(&req);
-    let (label, res) = match (req.method(), req.uri().path()) {
+    let head = req.method() == Method::HEAD;
+    let (label, res) = if let Some(problem) = check_request(&req) {
+        ("refused", problem.into_response(&request_id))
+    } else {
+        dispatch(&state, req, &request_id).await
+    };
+    telemetry::record_http(label, res.status().as_u16(), started.elapsed());
+    Ok(if head { without_body(res) } else { res })
+}
+
+/// `HEAD` is answered wherever `GET` is: the same status and headers, no body.
+fn without_body(res: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (mut parts, body) = res.into_parts();
+    let len = body.size_hint().exact().unwrap_or(0);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Response::from_parts(parts, Full::default())
+}
+
+/// What is refused before routing: oversized headers (431), and query parameters the route
+/// does not take (400).
+fn check_request<B>(req: &Request<B>) -> Option<Problem> {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if bytes > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+        return Some(Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request headers are larger than the gateway accepts \
+                 ({MAX_HEADER_BYTES} bytes, {MAX_HEADERS} fields)"
+            ),
+        ));
+    }
+    let path = req.uri().path();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let known = if get && path == "/v1/templates" {
+        TEMPLATE_LIST_PARAMS
+    } else {
+        &[]
+    };
+    // an unknown path or method is answered 404/405 first
+    if !is_routed(req.method(), path) {
+        return None;
+    }
+    strict::check_query(req.uri().query(), known)
+        .err()
+        .map(|e| Problem::new(StatusCode::BAD_REQUEST, e))
+}
+
+fn is_routed(method: &Method, path: &str) -> bool {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTES.iter().any(|(p, allow)| {
+        (*p == path || (p.ends_with('/') && path.starts_with(p)))
+            && allow.split(", ").any(|m| m == method)
+    })
+}
+
+async fn dispatch<B>(
+    state: &Arc<AppState>,
+    req: Request<B>,
+    request_id: &str,
+) -> (&'static str, Response<Full<Bytes>>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let method = match *req.method() {
+        Method::HEAD => Method::GET,
+        ref m => m.clone(),
+    };
+    match (&method, req.uri().path()) {
         (&Method::GET, "/healthz") => ("healthz", json_ok(&json!({"status": "ok"}))),
-        (&Method::GET, "/readyz") => ("readyz", readyz(&state, &request_id)),
-        (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
+        (&Method::GET, "/readyz") => ("readyz", readyz(state, request_id)),
+        (&Method::GET, "/metrics") => ("metrics", metrics(state)),
         (&Method::GET, "/v1/vendors") => ("vendors", json_ok(&state.vendors())),
-        (&Method::POST, "/v1/coupons/query") => (
-            "coupons_query",
-            coupons_query(&state, req, &request_id).await,
-        ),
+        (&Method::POST, "/v1/coupons/query") => {
+            ("coupons_query", coupons_query(state, req, request_id).await)
+        }
         (&Method::POST, "/v1/templates") => (
             "templates_create",
-            templates_create(&state, req, &request_id).await,
+            templates_create(state, req, request_id).await,
         ),
         (&Method::GET, "/v1/templates") => {
             let query = req.uri().query().unwrap_or("").to_owned();
-            let answer = templates::list(&state, &query, no_cache(&req)).await;
-            ("templates_list", template_response(answer, &request_id))
+            let answer = templates::list(state, &query, no_cache(&req)).await;
+            ("templates_list", template_response(answer, request_id))
         }
         (&Method::PUT, path) if path.starts_with("/v1/templates/") => (
             "templates_update",
-            templates_update(&state, req, &request_id).await,
+            templates_update(state, req, request_id).await,
         ),
         (&Method::GET, path) if path.starts_with("/v1/packages/") => {
-            ("package_get", package(&state, &req, &request_id).await)
+            ("package_get", package(state, &req, request_id).await)
         }
-        (_, path) => ("unknown", not_routed(path, &request_id)),
-    };
-    telemetry::record_http(label, res.status().as_u16(), started.elapsed());
-    Ok(res)
+        (_, path) => ("unknown", not_routed(path, request_id)),
+    }
 }
 
-/// Paths and the methods they take, for 405 vs 404.
+/// Paths and the methods they take, for 405 vs 404 (`HEAD` goes wherever `GET` does).
 const ROUTES: &[(&str, &str)] = &[
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-    ("/v1/vendors", "GET"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/v1/vendors", "GET, HEAD"),
     ("/v1/coupons/query", "POST"),
-    ("/v1/packages/", "GET"),
-    ("/v1/templates", "GET, POST"),
+    ("/v1/packages/", "GET, HEAD"),
+    ("/v1/templates", "GET, HEAD, POST"),
     ("/v1/templates/", "PUT"),
 ];
 
@@ -242,6 +330,9 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
+    if let Err(e) = strict::parse_object(&body, TEMPLATE_CREATE_MEMBERS) {
+        return Problem::new(StatusCode::BAD_REQUEST, e).into_response(request_id);
+    }
     let key = match key {
         None => None,
         Some(Ok(k))
@@ -344,6 +435,9 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
+    if let Err(e) = strict::parse_object(&body, TEMPLATE_UPDATE_MEMBERS) {
+        return Problem::new(StatusCode::BAD_REQUEST, e).into_response(request_id);
+    }
     template_response(
         templates::update(state, &vendor, &id, &body).await,
         request_id,

@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 use super::stack::app;
 use crate::app::AppState;
 
+/// Header bytes the HTTP parser buffers before it answers a bare 431 and closes.
+const PARSER_MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 /// Serves until `shutdown` completes, then drains for at most `shutdown_grace_ms`.
 pub async fn serve(
     listener: TcpListener,
@@ -22,8 +25,15 @@ pub async fn serve(
     let grace = Duration::from_millis(state.plan.server.shutdown_grace_ms);
     let svc = app(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // the parser's own limits are far above the router's (`MAX_HEADER_BYTES`), so that
+    // oversized headers get the router's problem+json 431 rather than the parser's bare one
+    builder
+        .http2()
+        .max_header_list_size(PARSER_MAX_HEADER_BYTES as u32);
     builder
         .http1()
+        .max_buf_size(PARSER_MAX_HEADER_BYTES)
+        .max_headers(4 * super::router::MAX_HEADERS)
         .timer(TokioTimer::new())
         // slow clients: no headers after this long, and the connection is dropped
         .header_read_timeout(Duration::from_millis(
