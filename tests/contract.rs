@@ -188,3 +188,33 @@ async fn head_is_answered_wherever_get_is() {
     assert_eq!(a.status, 405);
     assert_eq!(a.headers["allow"], "POST");
 }
+
+#[tokio::test]
+async fn a_required_vendor_that_fails_makes_the_query_a_502_with_sources() {
+    let (sb, gw) = setup().await;
+    sb.hkl
+        .set_fault(coupon_gateway::sandbox::Fault::Status(500));
+    let url = gw.url("/v1/coupons/query");
+    let member = json!({"ids": {"op": data::OP_MEMBER, "hkl": data::HKL_MEMBER}});
+    // default: a partial answer is a 200
+    let a = support::post_json(&url, &json!({"member": member})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["complete"], false);
+    let a = support::post_json(&url, &json!({"member": member, "require": ["op"]})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    for require in [json!(["hkl"]), json!("all"), json!(["op", "hkl"])] {
+        let a = support::post_json(&url, &json!({"member": member, "require": require})).await;
+        assert_problem(&a, 502);
+        let sources = a.body["sources"].as_array().expect("sources");
+        let hkl = sources.iter().find(|s| s["vendor"] == "hkl").unwrap();
+        assert_eq!(hkl["outcome"], "error", "{}", a.body);
+        assert!(a.body.get("coupons").is_none());
+    }
+    // a vendor named in `require` but skipped for want of an identity did not answer either
+    let a = support::post_json(
+        &url,
+        &json!({"member": {"ids": {"op": data::OP_MEMBER}}, "require": ["zvcms"]}),
+    )
+    .await;
+    assert_problem(&a, 502);
+}

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::coupon::Coupon;
-use super::query::CouponQuery;
+use super::query::{CouponQuery, Require};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +94,8 @@ pub enum Verdict {
     AllTimedOut,
     /// 502: every vendor asked failed, not all by timing out.
     AllFailed,
+    /// 502: some vendor the request's `require` names did not answer.
+    RequiredFailed,
 }
 
 /// Merges results given in routes.yaml order.
@@ -120,6 +122,21 @@ pub fn merge(
     let complete = results
         .iter()
         .all(|r| matches!(r.source.outcome, Outcome::Ok | Outcome::Skipped));
+    // a required vendor answers only with `ok`: skipped, failed or served stale does not do
+    let required_failed = match &q.require {
+        Require::Any => false,
+        Require::All => !complete,
+        Require::Vendors(vs) => vs.iter().any(|v| {
+            !results
+                .iter()
+                .any(|r| &r.source.vendor == v && r.source.outcome == Outcome::Ok)
+        }),
+    };
+    let verdict = if verdict == Verdict::Answered && required_failed {
+        Verdict::RequiredFailed
+    } else {
+        verdict
+    };
 
     let mut seen = HashSet::new();
     let mut sources = Vec::with_capacity(results.len());
@@ -385,6 +402,57 @@ mod tests {
         let (_, p3) = merge(vec![ok("a", a)], &q3, now());
         assert_eq!(p3.coupons.len(), 1);
         assert_eq!(p3.next_cursor, None);
+    }
+
+    #[test]
+    fn required_vendors_that_did_not_answer_fail_the_query() {
+        let v = |body: &str, rs: Vec<VendorResult>| merge(rs, &query(body), now()).0;
+        let mixed = || vec![ok("a", vec![]), failed("b", Outcome::Timeout)];
+        assert_eq!(v(r#"{"member":{}}"#, mixed()), Verdict::Answered);
+        assert_eq!(
+            v(r#"{"member":{},"require":["a"]}"#, mixed()),
+            Verdict::Answered
+        );
+        assert_eq!(
+            v(r#"{"member":{},"require":["b"]}"#, mixed()),
+            Verdict::RequiredFailed
+        );
+        assert_eq!(
+            v(r#"{"member":{},"require":"all"}"#, mixed()),
+            Verdict::RequiredFailed
+        );
+        let skipped = || {
+            vec![
+                ok("a", vec![]),
+                VendorResult {
+                    source: Source::skipped("c", "no identity for c".into()),
+                    coupons: vec![],
+                },
+            ]
+        };
+        assert_eq!(
+            v(r#"{"member":{},"require":"all"}"#, skipped()),
+            Verdict::Answered
+        );
+        assert_eq!(
+            v(r#"{"member":{},"require":["c"]}"#, skipped()),
+            Verdict::RequiredFailed
+        );
+        let mut stale = failed("b", Outcome::Error);
+        stale.source.cache = Some("stale");
+        assert_eq!(
+            v(
+                r#"{"member":{},"require":["b"]}"#,
+                vec![ok("a", vec![]), stale]
+            ),
+            Verdict::RequiredFailed
+        );
+        // every vendor timing out stays a 504
+        let all_out = vec![failed("a", Outcome::Timeout), failed("b", Outcome::Timeout)];
+        assert_eq!(
+            v(r#"{"member":{},"require":["a"]}"#, all_out),
+            Verdict::AllTimedOut
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use super::strict::{self, clip};
 use crate::crypto;
 
 /// Members of the query body, and of its `member` object.
-pub const QUERY_MEMBERS: &[&str] = &["member", "status", "kinds", "vendors", "limit", "cursor"];
+pub const QUERY_MEMBERS: &[&str] = &[
+    "member", "status", "kinds", "vendors", "limit", "cursor", "require",
+];
 pub const MEMBER_MEMBERS: &[&str] = &["ids", "openid"];
 
 /// The request body as the contract gives it. Strict: an unknown or repeated member is refused
@@ -28,6 +30,21 @@ pub struct QueryBody {
     pub limit: Option<i64>,
     #[serde(default)]
     pub cursor: Option<String>,
+    /// `"all"` or a list of vendor ids that must answer (an addition to the contract).
+    #[serde(default)]
+    pub require: Option<Value>,
+}
+
+/// Which vendors must answer for the query to succeed; otherwise it is a 502 with `sources`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Require {
+    /// The default: 200 as long as one vendor answered.
+    #[default]
+    Any,
+    /// Every vendor asked must answer (502 unless `complete`).
+    All,
+    /// These vendors must be asked and answer.
+    Vendors(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +66,7 @@ pub struct CouponQuery {
     pub vendors: Option<Vec<String>>,
     pub limit: usize,
     pub offset: usize,
+    pub require: Require,
     /// Fingerprint of everything but paging: a cursor only continues the query it came from.
     pub fingerprint: String,
 }
@@ -124,6 +142,7 @@ impl CouponQuery {
                 )));
             }
         };
+        let require = require(b.require, known_vendors, &b.vendors)?;
         let openid = b.member.openid.filter(|o| !o.is_empty());
         let fingerprint = fingerprint(&b.member.ids, &openid, &status, &kinds, &b.vendors);
         let offset = match &b.cursor {
@@ -141,6 +160,7 @@ impl CouponQuery {
             vendors: b.vendors,
             limit,
             offset,
+            require,
             fingerprint,
         })
     }
@@ -159,6 +179,51 @@ impl CouponQuery {
         }
         .encode()
     }
+}
+
+/// Reads `require`: `"all"`, or a list of vendors that can be asked (and are not excluded by
+/// the request's own `vendors` filter).
+fn require(
+    value: Option<Value>,
+    known_vendors: &[&str],
+    filter: &Option<Vec<String>>,
+) -> Result<Require, InvalidQuery> {
+    let shape = || InvalidQuery("`require` is \"all\" or a list of vendor ids".to_owned());
+    let list = match value {
+        None | Some(Value::Null) => return Ok(Require::Any),
+        Some(Value::String(s)) if s == "all" => return Ok(Require::All),
+        Some(Value::String(s)) => {
+            return Err(InvalidQuery(format!(
+                "`require` is \"all\" or a list of vendor ids, not `{}`{}",
+                clip(&s),
+                strict::hint(&s, &["all"])
+            )));
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(shape()),
+    };
+    let mut vendors: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        let Value::String(v) = item else {
+            return Err(shape());
+        };
+        if !known_vendors.contains(&v.as_str()) {
+            return Err(InvalidQuery(format!(
+                "unknown vendor `{}` in `require`{}",
+                clip(&v),
+                strict::hint(&v, known_vendors)
+            )));
+        }
+        if filter.as_ref().is_some_and(|f| !f.contains(&v)) {
+            return Err(InvalidQuery(format!(
+                "`require` names `{v}`, which the `vendors` filter leaves out"
+            )));
+        }
+        if !vendors.contains(&v) {
+            vendors.push(v);
+        }
+    }
+    Ok(Require::Vendors(vendors))
 }
 
 fn closed_set(
@@ -333,11 +398,36 @@ mod tests {
                 "unknown value `usabel` in `status` (did you mean `usable`?)",
             ),
             ("[]", "must be a JSON object"),
+            (r#"{"member":{},"require":"al"}"#, "did you mean `all`?"),
+            (
+                r#"{"member":{},"require":["hlk"]}"#,
+                "unknown vendor `hlk` in `require` (did you mean `hkl`?)",
+            ),
+            (r#"{"member":{},"require":[1]}"#, "a list of vendor ids"),
+            (
+                r#"{"member":{},"require":["op"],"vendors":["hkl"]}"#,
+                "leaves out",
+            ),
         ];
         for (body, want) in cases {
             let e = parse(body).unwrap_err();
             assert!(e.0.contains(want), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn require_is_all_or_a_list_of_vendors() {
+        assert_eq!(parse(r#"{"member":{}}"#).unwrap().require, Require::Any);
+        assert_eq!(
+            parse(r#"{"member":{},"require":"all"}"#).unwrap().require,
+            Require::All
+        );
+        assert_eq!(
+            parse(r#"{"member":{},"require":["op","op","hkl"]}"#)
+                .unwrap()
+                .require,
+            Require::Vendors(vec!["op".into(), "hkl".into()])
+        );
     }
 
     #[test]

@@ -526,6 +526,10 @@ where
                 Verdict::AllTimedOut => {
                     (StatusCode::GATEWAY_TIMEOUT, "every vendor asked timed out")
                 }
+                Verdict::RequiredFailed => (
+                    StatusCode::BAD_GATEWAY,
+                    "a vendor the request requires did not answer",
+                ),
                 _ => (StatusCode::BAD_GATEWAY, "every vendor asked failed"),
             };
             let sources = serde_json::to_value(&answer.sources).expect("sources serialize");
