@@ -218,3 +218,113 @@ async fn a_required_vendor_that_fails_makes_the_query_a_502_with_sources() {
     .await;
     assert_problem(&a, 502);
 }
+
+/// Pages through every coupon of `member`, `limit` at a time, calling `between` before each
+/// page after the first; the ids in the order seen.
+async fn page_through(
+    gw: &embedded::Running,
+    member: &serde_json::Value,
+    limit: usize,
+    mut between: impl FnMut(usize),
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor = serde_json::Value::Null;
+    for page in 0.. {
+        if page > 0 {
+            between(page);
+        }
+        let a = support::send(
+            Request::post(gw.url("/v1/coupons/query"))
+                .header("content-type", "application/json")
+                .header("cache-control", "no-cache")
+                .body(Full::new(Bytes::from(
+                    json!({"member": member, "limit": limit, "cursor": cursor}).to_string(),
+                )))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, 200, "page {page}: {}", a.body);
+        for c in a.body["coupons"].as_array().unwrap() {
+            seen.push(c["id"].as_str().unwrap().to_owned());
+        }
+        cursor = a.body["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+        assert!(page < 100, "paging does not end");
+    }
+    seen
+}
+
+#[tokio::test]
+async fn paging_while_a_vendors_data_changes_shows_each_unchanged_coupon_once() {
+    let sb = Sandbox::start().await.unwrap();
+    // no stale answers: a failing vendor's coupons really leave the list
+    let yaml = ROUTES_YAML.replace("stale_if_error_ms: 600000", "stale_if_error_ms: 0");
+    let plan = embedded::sandbox_plan("routes.yaml", &yaml, &sb, false).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = embedded::start(plan, listener);
+    let member = json!({"ids": {"op": data::OP_MEMBER, "hkl": data::HKL_MEMBER, "zvcms": data::ZVCMS_MEMBER}});
+    let all = page_through(&gw, &member, 500, |_| {}).await;
+    assert!(all.len() > 12, "{all:?}");
+    // hkl's coupons vanish after page 1 and come back after page 3
+    let seen = page_through(&gw, &member, 4, |page| match page {
+        1 => sb
+            .hkl
+            .set_fault(coupon_gateway::sandbox::Fault::Status(500)),
+        3 => sb.hkl.clear_fault(),
+        _ => {}
+    })
+    .await;
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no coupon twice: {seen:?}");
+    for id in all.iter().filter(|id| !id.starts_with("hkl:")) {
+        assert!(seen.contains(id), "{id} was skipped: {seen:?}");
+    }
+    // the order is still the merged order
+    let order: Vec<&String> = all.iter().filter(|id| seen.contains(id)).collect();
+    assert_eq!(order, seen.iter().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_tampered_foreign_or_garbage_cursor_is_a_clear_400() {
+    let (_sb, gw) = setup().await;
+    let url = gw.url("/v1/coupons/query");
+    let member = json!({"ids": {"op": data::OP_MEMBER}});
+    let a = support::post_json(&url, &json!({"member": member, "limit": 1})).await;
+    let cursor = a.body["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let a = support::post_json(
+        &url,
+        &json!({"member": member, "limit": 1, "cursor": cursor}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let mut tampered = cursor.clone().into_bytes();
+    tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let cases = [
+        (
+            json!({"member": member, "cursor": tampered}),
+            "not a cursor this gateway issued",
+        ),
+        (
+            json!({"member": member, "cursor": "abc"}),
+            "not a cursor this gateway issued",
+        ),
+        (
+            json!({"member": member, "kinds": ["cash"], "cursor": cursor}),
+            "belongs to another query",
+        ),
+    ];
+    for (body, want) in cases {
+        let a = support::post_json(&url, &body).await;
+        assert_problem(&a, 400);
+        let detail = a.body["detail"].as_str().unwrap();
+        assert!(detail.contains(want), "{body}: {detail}");
+    }
+}

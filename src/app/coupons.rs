@@ -29,14 +29,15 @@ pub async fn query(
         default_limit: route.default_limit,
         max_limit: route.max_limit,
     };
-    let q = CouponQuery::parse(body, limits, &known)?;
+    let now = jiff::Timestamp::now();
+    let q = CouponQuery::parse(body, limits, &known, &state.cursors, now)?;
     let asks = route
         .targets
         .iter()
         .filter(|op| q.considers(&op.vendor.id))
         .map(|op| ask(state, op, &q, bypass_cache));
     let results = fanout::all(asks).await;
-    Ok(merge(results, &q, jiff::Timestamp::now()))
+    Ok(merge(results, &q, now))
 }
 
 /// The identity to send to `op`'s vendor: the first kind it accepts that the caller gave.

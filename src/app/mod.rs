@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::canonical::cursor::CursorSigner;
 use crate::canonical::merge::{Outcome, Source};
 use crate::engine::cache::{Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
@@ -32,6 +33,8 @@ pub struct AppState {
     /// Idempotency records of creates (`Idempotency-Key`).
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub metrics: PrometheusHandle,
+    /// Signs and checks paging cursors.
+    pub cursors: CursorSigner,
     ready: AtomicBool,
 }
 
@@ -67,6 +70,7 @@ impl AppState {
             guards,
             idempotency: Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
             metrics: crate::telemetry::install_metrics(),
+            cursors: CursorSigner::random(),
             ready: AtomicBool::new(true),
         })
     }

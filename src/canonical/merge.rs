@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::coupon::Coupon;
+use super::cursor::SortKey;
 use super::query::{CouponQuery, Require};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -157,24 +158,19 @@ pub fn merge(
             }
         }
     }
-    coupons.sort_by(|a, b| {
-        rank(&a.status)
-            .cmp(&rank(&b.status))
-            // null valid_until sorts last
-            .then_with(|| match (a.until_ts, b.until_ts) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            })
-            .then_with(|| a.vendor.cmp(&b.vendor))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let total = coupons.len();
-    let start = q.offset.min(total);
-    let end = start.saturating_add(q.limit).min(total);
-    let page: Vec<Coupon> = coupons.drain(start..end).collect();
-    let next_cursor = (end < total).then(|| q.cursor_at(end));
+    let mut keyed: Vec<(SortKey, Coupon)> =
+        coupons.into_iter().map(|c| (sort_key(&c), c)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    // keyset paging: the page starts strictly after the previous page's last key, in the
+    // list as it is now
+    let start = q
+        .after
+        .as_ref()
+        .map_or(0, |after| keyed.partition_point(|(k, _)| k <= after));
+    let end = start.saturating_add(q.limit).min(keyed.len());
+    let next_cursor =
+        (end < keyed.len() && end > start).then(|| q.cursor_after(&keyed[end - 1].0, now));
+    let page: Vec<Coupon> = keyed.drain(start..end).map(|(_, c)| c).collect();
     (
         verdict,
         QueryAnswer {
@@ -184,6 +180,17 @@ pub fn merge(
             next_cursor,
         },
     )
+}
+
+/// A coupon's place in the order: usable, pending, the rest; then `valid_until` (null
+/// last), vendor, id.
+pub fn sort_key(c: &Coupon) -> SortKey {
+    SortKey {
+        r: rank(&c.status),
+        u: c.until_ts.map(|t| t.as_millisecond()),
+        v: c.vendor.clone(),
+        i: c.id.clone(),
+    }
 }
 
 fn rank(status: &str) -> u8 {
@@ -241,8 +248,11 @@ mod tests {
             default_limit: 100,
             max_limit: 500,
         };
-        CouponQuery::parse(body.as_bytes(), limits, &["a", "b", "c"]).unwrap()
+        CouponQuery::parse(body.as_bytes(), limits, &["a", "b", "c"], &SIGNER, now()).unwrap()
     }
+
+    static SIGNER: std::sync::LazyLock<crate::canonical::cursor::CursorSigner> =
+        std::sync::LazyLock::new(crate::canonical::cursor::CursorSigner::random);
 
     fn now() -> jiff::Timestamp {
         "2015-12-01T00:00:00+08:00".parse().unwrap()
@@ -453,6 +463,28 @@ mod tests {
             v(r#"{"member":{},"require":["a"]}"#, all_out),
             Verdict::AllTimedOut
         );
+    }
+
+    #[test]
+    fn pages_neither_skip_nor_repeat_a_coupon_when_the_list_changes() {
+        let c = |i: u32| coupon("a", &format!("{i:02}"), "usable", "cash", None);
+        let q = query(r#"{"member":{},"limit":3}"#);
+        let (_, p1) = merge(vec![ok("a", (0..8).map(c).collect())], &q, now());
+        let ids = |p: &QueryAnswer| p.coupons.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&p1), ["a:00", "a:01", "a:02"]);
+        // before page 2: a coupon already shown goes, one before the cursor arrives, one
+        // after it arrives too
+        let changed: Vec<Coupon> = [1, 3, 4, 5, 6, 7, 9]
+            .into_iter()
+            .map(c)
+            .chain([coupon("a", "00a", "usable", "cash", None)])
+            .collect();
+        let cursor = p1.next_cursor.unwrap();
+        let q2 = query(&format!(
+            r#"{{"member":{{}},"limit":3,"cursor":"{cursor}"}}"#
+        ));
+        let (_, p2) = merge(vec![ok("a", changed)], &q2, now());
+        assert_eq!(ids(&p2), ["a:03", "a:04", "a:05"]);
     }
 
     #[test]

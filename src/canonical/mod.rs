@@ -1,6 +1,7 @@
 //! The canonical API of `shared/API.md`: its records, validation of requests, and the merge of
 //! vendor answers. No HTTP and no vendors here.
 pub mod coupon;
+pub mod cursor;
 pub mod merge;
 pub mod query;
 pub mod schema;

@@ -1,9 +1,10 @@
 //! `POST /v1/coupons/query`: the request body, its validation, and the opaque cursor.
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::cursor::{CursorSigner, SortKey};
 use super::schema::{KINDS, STATUSES};
 use super::strict::{self, clip};
 use crate::crypto;
@@ -65,10 +66,12 @@ pub struct CouponQuery {
     pub kinds: Option<Vec<&'static str>>,
     pub vendors: Option<Vec<String>>,
     pub limit: usize,
-    pub offset: usize,
+    /// The sort key of the last coupon of the previous page (from `cursor`).
+    pub after: Option<SortKey>,
     pub require: Require,
     /// Fingerprint of everything but paging: a cursor only continues the query it came from.
     pub fingerprint: String,
+    signer: CursorSigner,
 }
 
 /// Limits of the route (from routes.yaml).
@@ -84,11 +87,13 @@ pub struct InvalidQuery(pub String);
 
 impl CouponQuery {
     /// Parses and validates a body; `known_vendors` are the vendors that offer the route's
-    /// operation, in routes.yaml order.
+    /// operation, in routes.yaml order; `signer` checks the cursor at `now`.
     pub fn parse(
         body: &[u8],
         limits: QueryLimits,
         known_vendors: &[&str],
+        signer: &CursorSigner,
+        now: jiff::Timestamp,
     ) -> Result<CouponQuery, InvalidQuery> {
         let invalid = |e: String| InvalidQuery(format!("the body is not a valid query: {e}"));
         let value = strict::parse_object(body, QUERY_MEMBERS).map_err(invalid)?;
@@ -145,12 +150,13 @@ impl CouponQuery {
         let require = require(b.require, known_vendors, &b.vendors)?;
         let openid = b.member.openid.filter(|o| !o.is_empty());
         let fingerprint = fingerprint(&b.member.ids, &openid, &status, &kinds, &b.vendors);
-        let offset = match &b.cursor {
-            None => 0,
-            Some(c) => Cursor::decode(c)
-                .filter(|c| c.q == fingerprint)
-                .map(|c| c.o)
-                .ok_or_else(|| InvalidQuery("`cursor` is not a cursor of this query".to_owned()))?,
+        let after = match &b.cursor {
+            None => None,
+            Some(c) => Some(
+                signer
+                    .check(c, &fingerprint, now)
+                    .map_err(|e| InvalidQuery(e.to_string()))?,
+            ),
         };
         Ok(CouponQuery {
             ids: b.member.ids,
@@ -159,9 +165,10 @@ impl CouponQuery {
             kinds,
             vendors: b.vendors,
             limit,
-            offset,
+            after,
             require,
             fingerprint,
+            signer: signer.clone(),
         })
     }
 
@@ -172,12 +179,9 @@ impl CouponQuery {
             .is_none_or(|vs| vs.iter().any(|v| v == vendor))
     }
 
-    pub fn cursor_at(&self, offset: usize) -> String {
-        Cursor {
-            o: offset,
-            q: self.fingerprint.clone(),
-        }
-        .encode()
+    /// The cursor of the page after the one ending at `last`.
+    pub fn cursor_after(&self, last: &SortKey, now: jiff::Timestamp) -> String {
+        self.signer.issue(&self.fingerprint, last, now)
     }
 }
 
@@ -272,31 +276,6 @@ fn fingerprint(
     crypto::hex_lower(&crypto::sha256(canonical.to_string().as_bytes())[..8])
 }
 
-/// Opaque to callers: base64url JSON of an offset and the query fingerprint.
-#[derive(Debug, Serialize, Deserialize)]
-struct Cursor {
-    o: usize,
-    q: String,
-}
-
-impl Cursor {
-    fn encode(&self) -> String {
-        crypto::base64url(
-            serde_json::to_string(self)
-                .expect("cursor serializes")
-                .as_bytes(),
-        )
-    }
-
-    fn decode(s: &str) -> Option<Cursor> {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s)
-            .ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,8 +286,24 @@ mod tests {
     };
     const VENDORS: &[&str] = &["op", "hkl", "zvcms"];
 
+    static SIGNER: std::sync::LazyLock<CursorSigner> =
+        std::sync::LazyLock::new(CursorSigner::random);
+
+    fn now() -> jiff::Timestamp {
+        "2026-11-25T12:00:00Z".parse().unwrap()
+    }
+
     fn parse(body: &str) -> Result<CouponQuery, InvalidQuery> {
-        CouponQuery::parse(body.as_bytes(), LIMITS, VENDORS)
+        CouponQuery::parse(body.as_bytes(), LIMITS, VENDORS, &SIGNER, now())
+    }
+
+    fn key() -> SortKey {
+        SortKey {
+            r: 0,
+            u: None,
+            v: "op".into(),
+            i: "op:1".into(),
+        }
     }
 
     #[test]
@@ -317,7 +312,7 @@ mod tests {
             "status":["usable"],"kinds":["cash","discount"],"vendors":["op","hkl","zvcms"],"limit":50,"cursor":null}"#)
         .unwrap();
         assert_eq!(q.limit, 50);
-        assert_eq!(q.offset, 0);
+        assert_eq!(q.after, None);
         assert_eq!(q.status, Some(vec!["usable"]));
         assert!(q.considers("zvcms"));
     }
@@ -345,7 +340,10 @@ mod tests {
                 r#"{"member":{"ids":{"op":""}}}"#,
                 "`member.ids.op` is empty",
             ),
-            (r#"{"member":{},"cursor":"garbage"}"#, "not a cursor"),
+            (
+                r#"{"member":{},"cursor":"garbage"}"#,
+                "not a cursor this gateway issued",
+            ),
             (r#"{"member":{"ids":{"op":5}}}"#, "not a valid query"),
         ];
         for (body, want) in cases {
@@ -433,26 +431,26 @@ mod tests {
     #[test]
     fn the_vendors_filter_order_does_not_change_the_cursor() {
         let q = parse(r#"{"member":{"ids":{"op":"a"}},"vendors":["op","hkl"]}"#).unwrap();
-        let c = q.cursor_at(5);
+        let c = q.cursor_after(&key(), now());
         let again = parse(&format!(
             r#"{{"member":{{"ids":{{"op":"a"}}}},"vendors":["hkl","op"],"cursor":"{c}"}}"#
         ));
-        assert_eq!(again.unwrap().offset, 5);
+        assert_eq!(again.unwrap().after, Some(key()));
     }
 
     #[test]
     fn cursors_continue_only_their_own_query() {
         let q = parse(r#"{"member":{"ids":{"op":"a"}},"status":["usable","used"]}"#).unwrap();
-        let c = q.cursor_at(40);
+        let c = q.cursor_after(&key(), now());
         // the same query with its filter values in another order accepts it
         let again = parse(&format!(
             r#"{{"member":{{"ids":{{"op":"a"}}}},"status":["used","usable"],"cursor":"{c}"}}"#
         ))
         .unwrap();
-        assert_eq!(again.offset, 40);
+        assert_eq!(again.after, Some(key()));
         let other = parse(&format!(
             r#"{{"member":{{"ids":{{"op":"b"}}}},"cursor":"{c}"}}"#
         ));
-        assert!(other.is_err());
+        assert!(other.unwrap_err().0.contains("another query"));
     }
 }
