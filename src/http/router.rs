@@ -128,6 +128,7 @@ where
         (&Method::GET, "/readyz") => ("readyz", readyz(state, request_id)),
         (&Method::GET, "/metrics") => ("metrics", metrics(state)),
         (&Method::GET, "/v1/vendors") => ("vendors", json_ok(&state.vendors())),
+        (&Method::GET, "/openapi.json") => ("openapi", openapi()),
         (&Method::POST, "/v1/coupons/query") => {
             ("coupons_query", coupons_query(state, req, request_id).await)
         }
@@ -157,6 +158,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
     ("/v1/vendors", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
     ("/v1/coupons/query", "POST"),
     ("/v1/packages/", "GET, HEAD"),
     ("/v1/templates", "GET, HEAD, POST"),
@@ -194,6 +196,15 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
 
 fn json_ok(body: &serde_json::Value) -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, body)
+}
+
+fn openapi() -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(super::openapi::OPENAPI_JSON.clone()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 fn readyz(state: &AppState, request_id: &str) -> Response<Full<Bytes>> {

@@ -23,6 +23,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let grace = Duration::from_millis(state.plan.server.shutdown_grace_ms);
+    // convert the OpenAPI document now rather than on the first request for it
+    std::sync::LazyLock::force(&super::openapi::OPENAPI_JSON);
     let svc = app(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // the parser's own limits are far above the router's (`MAX_HEADER_BYTES`), so that
