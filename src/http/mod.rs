@@ -1,4 +1,5 @@
 //! The HTTP edge: server, the tower stack, routing and problem+json errors.
+pub mod auth;
 pub mod openapi;
 pub mod problem;
 pub mod router;

@@ -10,6 +10,7 @@ use hyper::body::Body;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::auth::{self, Caller, Callers, RateState};
 use super::problem::Problem;
 use crate::app::packages::{self, PackageAnswer};
 use crate::app::templates::{self, TemplateAnswer};
@@ -46,13 +47,123 @@ where
     let started = Instant::now();
     let request_id = super::request_id(&req);
     let head = req.method() == Method::HEAD;
-    let (label, res) = if let Some(problem) = check_request(&req) {
-        ("refused", problem.into_response(&request_id))
+    let name = route_name(req.method(), req.uri().path());
+    let callers = state.callers();
+    let mut who = "anonymous";
+    let res = if let Some(problem) = check_request(&req) {
+        problem.into_response(&request_id)
     } else {
-        dispatch(&state, req, &request_id).await
+        match admit(callers.as_deref(), name, req.headers(), &request_id) {
+            Admission::Refused(label, res) => {
+                who = label;
+                *res
+            }
+            Admission::Admitted(caller, rate) => {
+                if let Some(c) = caller {
+                    who = c.name.as_str();
+                    tracing::Span::current().record("caller", who);
+                }
+                let mut res = dispatch(&state, name, req, &request_id, caller).await;
+                if let Some(rate) = rate {
+                    rate.apply(res.headers_mut());
+                }
+                res
+            }
+        }
     };
-    telemetry::record_http(label, res.status().as_u16(), started.elapsed());
+    telemetry::record_http(name, res.status().as_u16(), started.elapsed());
+    if callers.is_some() {
+        auth::record(who, name, res.status().as_u16());
+    }
     Ok(if head { without_body(res) } else { res })
+}
+
+/// Whether a request goes on to its route.
+enum Admission<'c> {
+    /// Yes: its caller (when callers are configured and the route is not open) and rate state.
+    Admitted(Option<&'c Caller>, Option<RateState>),
+    /// No: the 401, 403 or 429 answer, with the caller label for metrics.
+    Refused(&'c str, Box<Response<Full<Bytes>>>),
+}
+
+fn admit<'c>(
+    callers: Option<&'c Callers>,
+    route: &'static str,
+    headers: &http::HeaderMap,
+    request_id: &str,
+) -> Admission<'c> {
+    let Some(callers) = callers else {
+        return Admission::Admitted(None, None);
+    };
+    if auth::OPEN_ROUTES.contains(&route) {
+        return Admission::Admitted(None, None);
+    }
+    let caller = match callers.identify(headers) {
+        Ok(c) => c,
+        Err(problem) => {
+            let mut res = problem.into_response(request_id);
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Admission::Refused("unauthenticated", Box::new(res));
+        }
+    };
+    tracing::Span::current().record("caller", caller.name.as_str());
+    if !caller.may_route(route) {
+        let res = Problem::new(
+            StatusCode::FORBIDDEN,
+            format!("caller `{}` may not use {route}", caller.name),
+        )
+        .into_response(request_id);
+        return Admission::Refused(caller.name.as_str(), Box::new(res));
+    }
+    match caller.admit(route) {
+        Ok(rate) => Admission::Admitted(Some(caller), rate),
+        Err((problem, rate, retry_after)) => {
+            let mut res = problem.into_response(request_id);
+            rate.apply(res.headers_mut());
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Admission::Refused(caller.name.as_str(), Box::new(res))
+        }
+    }
+}
+
+/// 403 when a limited caller names a vendor it may not reach.
+fn vendor_refused(
+    caller: Option<&Caller>,
+    vendor: &str,
+    request_id: &str,
+) -> Option<Response<Full<Bytes>>> {
+    let c = caller?;
+    (!c.may_vendor(vendor)).then(|| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "caller `{}` may not reach vendor `{}`",
+                c.name,
+                strict::clip(vendor)
+            ),
+        )
+        .into_response(request_id)
+    })
+}
+
+/// The route's name (for metrics, logs and `callers:`), by method and path.
+fn route_name(method: &Method, path: &str) -> &'static str {
+    let get = *method == Method::GET || *method == Method::HEAD;
+    match path {
+        "/healthz" if get => "healthz",
+        "/readyz" if get => "readyz",
+        "/metrics" if get => "metrics",
+        "/v1/vendors" if get => "vendors",
+        "/openapi.json" if get => "openapi",
+        "/v1/coupons/query" if *method == Method::POST => "coupons_query",
+        "/v1/templates" if *method == Method::POST => "templates_create",
+        "/v1/templates" if get => "templates_list",
+        p if *method == Method::PUT && p.starts_with("/v1/templates/") => "templates_update",
+        p if get && p.starts_with("/v1/packages/") => "package_get",
+        _ => "unknown",
+    }
 }
 
 /// `HEAD` is answered wherever `GET` is: the same status and headers, no body.
@@ -112,43 +223,52 @@ fn is_routed(method: &Method, path: &str) -> bool {
 
 async fn dispatch<B>(
     state: &Arc<AppState>,
+    name: &'static str,
     req: Request<B>,
     request_id: &str,
-) -> (&'static str, Response<Full<Bytes>>)
+    caller: Option<&Caller>,
+) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let method = match *req.method() {
-        Method::HEAD => Method::GET,
-        ref m => m.clone(),
-    };
-    match (&method, req.uri().path()) {
-        (&Method::GET, "/healthz") => ("healthz", json_ok(&json!({"status": "ok"}))),
-        (&Method::GET, "/readyz") => ("readyz", readyz(state, request_id)),
-        (&Method::GET, "/metrics") => ("metrics", metrics(state)),
-        (&Method::GET, "/v1/vendors") => ("vendors", json_ok(&state.vendors())),
-        (&Method::GET, "/openapi.json") => ("openapi", openapi()),
-        (&Method::POST, "/v1/coupons/query") => {
-            ("coupons_query", coupons_query(state, req, request_id).await)
-        }
-        (&Method::POST, "/v1/templates") => (
-            "templates_create",
-            templates_create(state, req, request_id).await,
-        ),
-        (&Method::GET, "/v1/templates") => {
+    match name {
+        "healthz" => json_ok(&json!({"status": "ok"})),
+        "readyz" => readyz(state, request_id),
+        "metrics" => metrics(state),
+        "vendors" => json_ok(&state.vendors()),
+        "openapi" => openapi(),
+        "coupons_query" => coupons_query(state, req, request_id, caller).await,
+        "templates_create" => templates_create(state, req, request_id, caller).await,
+        "templates_list" => {
             let query = req.uri().query().unwrap_or("").to_owned();
+            let vendor = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("vendor="))
+                .map(|v| crate::crypto::percent_decode(v).unwrap_or_default());
+            if let Some(res) = vendor.and_then(|v| vendor_refused(caller, &v, request_id)) {
+                return res;
+            }
             let answer = templates::list(state, &query, no_cache(&req)).await;
-            ("templates_list", template_response(answer, request_id))
+            template_response(answer, request_id)
         }
-        (&Method::PUT, path) if path.starts_with("/v1/templates/") => (
-            "templates_update",
-            templates_update(state, req, request_id).await,
-        ),
-        (&Method::GET, path) if path.starts_with("/v1/packages/") => {
-            ("package_get", package(state, &req, request_id).await)
+        "templates_update" => {
+            if let Some((vendor, _)) = vendor_and_id(req.uri().path(), "/v1/templates/")
+                && let Some(res) = vendor_refused(caller, &vendor, request_id)
+            {
+                return res;
+            }
+            templates_update(state, req, request_id).await
         }
-        (_, path) => ("unknown", not_routed(path, request_id)),
+        "package_get" => {
+            if let Some((vendor, _)) = vendor_and_id(req.uri().path(), "/v1/packages/")
+                && let Some(res) = vendor_refused(caller, &vendor, request_id)
+            {
+                return res;
+            }
+            package(state, &req, request_id).await
+        }
+        _ => not_routed(req.uri().path(), request_id),
     }
 }
 
@@ -328,6 +448,7 @@ async fn templates_create<B>(
     state: &Arc<AppState>,
     req: Request<B>,
     request_id: &str,
+    caller: Option<&Caller>,
 ) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -341,8 +462,15 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
-    if let Err(e) = strict::parse_object(&body, TEMPLATE_CREATE_MEMBERS) {
-        return Problem::new(StatusCode::BAD_REQUEST, e).into_response(request_id);
+    match strict::parse_object(&body, TEMPLATE_CREATE_MEMBERS) {
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e).into_response(request_id),
+        Ok(m) => {
+            if let Some(vendor) = m.get("vendor").and_then(|v| v.as_str())
+                && let Some(res) = vendor_refused(caller, vendor, request_id)
+            {
+                return res;
+            }
+        }
     }
     let key = match key {
         None => None,
@@ -511,6 +639,7 @@ async fn coupons_query<B>(
     state: &Arc<AppState>,
     req: Request<B>,
     request_id: &str,
+    caller: Option<&Caller>,
 ) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -521,8 +650,13 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
-    match coupons::query(state, &body, bypass_cache).await {
-        Err(e) => Problem::new(StatusCode::BAD_REQUEST, e.0).into_response(request_id),
+    match coupons::query(state, &body, bypass_cache, caller.and_then(Caller::vendors)).await {
+        Err(coupons::Refused::Invalid(e)) => {
+            Problem::new(StatusCode::BAD_REQUEST, e.0).into_response(request_id)
+        }
+        Err(coupons::Refused::Forbidden(e)) => {
+            Problem::new(StatusCode::FORBIDDEN, e).into_response(request_id)
+        }
         Ok((Verdict::Answered, answer)) => {
             let body = serde_json::to_vec(&answer).expect("answers serialize");
             let mut res = Response::new(Full::new(Bytes::from(body)));

@@ -25,6 +25,21 @@ pub async fn serve(
     let grace = Duration::from_millis(state.plan.server.shutdown_grace_ms);
     // convert the OpenAPI document now rather than on the first request for it
     std::sync::LazyLock::force(&super::openapi::OPENAPI_JSON);
+    if let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+        && state.callers().is_none()
+    {
+        tracing::warn!(
+            %addr,
+            "NO CALLER AUTHENTICATION on a listener beyond loopback: anyone who can reach this \
+             port can read any member's coupons and create templates; configure `callers:` \
+             in routes.yaml"
+        );
+        eprintln!(
+            "WARNING: coupon-gateway listens on {addr} with no caller authentication \
+             (configure `callers:` in routes.yaml)"
+        );
+    }
     let svc = app(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // the parser's own limits are far above the router's (`MAX_HEADER_BYTES`), so that

@@ -60,7 +60,7 @@ pub fn app(
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, caller = tracing::field::Empty)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ProblemBodiesLayer)
