@@ -8,6 +8,7 @@
 //!   clients:
 //!     orders:
 //!       keys: ["sha256:9f86d08…"]  # hashes only; several for rotation
+//!       jwt_subjects: [orders-svc] # and/or JWTs (see `jwt:`) whose `sub` is this
 //!       routes: [coupons_query]    # default: every route
 //!       vendors: [op, hkl]         # default: every vendor
 //!       rate: {rps: 50, burst: 100}        # per route
@@ -24,9 +25,63 @@ pub struct CallersConfig {
     /// header (e.g. `x-api-key`) carries the key alone.
     #[serde(default = "default_header")]
     pub header: String,
+    /// JWTs as an alternative to API keys: checked against a JWKS.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
     /// Callers by name (the name appears on metrics and access logs).
     #[serde(default)]
     pub clients: BTreeMap<String, CallerConfig>,
+}
+
+/// Bearer JWTs signed by an identity provider whose keys are published as a JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Where the key set is fetched (and fetched again to follow key rotation).
+    pub jwks_url: String,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must include.
+    pub audience: String,
+    /// The claim naming the caller (matched against a caller's `jwt_subjects`).
+    #[serde(default = "default_claim")]
+    pub caller_claim: String,
+    /// Signature algorithms accepted (default: the asymmetric ones).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Keys are fetched again after this long.
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+    /// A token with a key id not in the set triggers a fetch, at most this often.
+    #[serde(default = "default_min_refetch_ms")]
+    pub min_refetch_ms: u64,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+}
+
+fn default_claim() -> String {
+    "sub".to_owned()
+}
+
+fn default_algorithms() -> Vec<String> {
+    [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_refresh_ms() -> u64 {
+    300_000
+}
+
+fn default_min_refetch_ms() -> u64 {
+    10_000
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 fn default_header() -> String {
@@ -40,6 +95,9 @@ pub struct CallerConfig {
     /// configured). More than one lets a key be rotated without downtime.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Values of the JWT's caller claim (`sub` by default) that are this caller.
+    #[serde(default)]
+    pub jwt_subjects: Vec<String>,
     /// Canonical routes the caller may use (`coupons_query`, `package_get`,
     /// `templates_create`, `templates_list`, `templates_update`, `vendors`, `metrics`);
     /// absent: all of them.

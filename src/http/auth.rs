@@ -14,6 +14,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use super::jwt::JwtVerifier;
 use super::problem::Problem;
 use crate::canonical::strict;
 use crate::config::callers::{CallersConfig, RateConfig};
@@ -40,6 +41,8 @@ pub struct Callers {
     header: HeaderName,
     bearer: bool,
     by_key: HashMap<[u8; 32], usize>,
+    jwt: Option<JwtVerifier>,
+    by_subject: HashMap<String, usize>,
     callers: Vec<Caller>,
 }
 
@@ -103,6 +106,14 @@ impl Callers {
             }
         };
         let bearer = header == http::header::AUTHORIZATION;
+        let jwt = cfg
+            .jwt
+            .as_ref()
+            .and_then(|j| JwtVerifier::build(j, &mut errors));
+        if jwt.is_some() && !bearer {
+            errors.push("callers.jwt: tokens come as `Authorization: Bearer`; leave `header` at its default".to_owned());
+        }
+        let mut by_subject = HashMap::new();
         let mut by_key = HashMap::new();
         let mut callers = Vec::new();
         for (name, c) in &cfg.clients {
@@ -117,8 +128,21 @@ impl Callers {
                     "{at}: a caller name is 1 to 64 letters, digits, `-`, `_` or `.`"
                 ));
             }
-            if c.keys.is_empty() {
-                errors.push(format!("{at}.keys: a caller needs at least one key hash"));
+            if c.keys.is_empty() && c.jwt_subjects.is_empty() {
+                errors.push(format!(
+                    "{at}: a caller needs `keys` (hashes) or `jwt_subjects`"
+                ));
+            }
+            if !c.jwt_subjects.is_empty() && cfg.jwt.is_none() {
+                errors.push(format!("{at}.jwt_subjects: needs a `callers.jwt` section"));
+            }
+            for s in &c.jwt_subjects {
+                if by_subject.insert(s.clone(), callers.len()).is_some() {
+                    errors.push(format!(
+                        "{at}.jwt_subjects: `{}` is already another caller's",
+                        strict::clip(s)
+                    ));
+                }
             }
             for (i, k) in c.keys.iter().enumerate() {
                 match parse_hash(k) {
@@ -192,6 +216,8 @@ impl Callers {
                 header,
                 bearer,
                 by_key,
+                jwt,
+                by_subject,
                 callers,
             })
         } else {
@@ -213,8 +239,9 @@ impl Callers {
         self.callers.iter().map(|c| c.name.as_str())
     }
 
-    /// The caller presenting a valid key, or a 401 saying what is missing.
-    pub fn identify(&self, headers: &HeaderMap) -> Result<&Caller, Problem> {
+    /// The caller presenting a valid key or token, or a 401 saying what is missing (403 for
+    /// a valid token of a subject that is no configured caller).
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<&Caller, Problem> {
         let unauthenticated = |detail: String| Problem::new(StatusCode::UNAUTHORIZED, detail);
         let Some(value) = headers.get(&self.header) else {
             return Err(unauthenticated(if self.bearer {
@@ -236,6 +263,24 @@ impl Callers {
         } else {
             value
         };
+        if let Some(jwt) = &self.jwt
+            && key.bytes().filter(|b| *b == b'.').count() == 2
+        {
+            let subject = jwt.verify(key).await?;
+            return self
+                .by_subject
+                .get(&subject)
+                .map(|&i| &self.callers[i])
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "the token's subject `{}` is not a configured caller",
+                            strict::clip(&subject)
+                        ),
+                    )
+                });
+        }
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&crypto::sha256(key.as_bytes()));
         self.by_key
@@ -357,6 +402,7 @@ mod tests {
             "orders".to_owned(),
             CallerConfig {
                 keys: vec![key_hash("k-orders")],
+                jwt_subjects: vec![],
                 routes: Some(vec!["coupons_query".into()]),
                 vendors: Some(vec!["a".into()]),
                 rate: Some(RateConfig { rps: 1, burst: 2 }),
@@ -365,6 +411,7 @@ mod tests {
         );
         CallersConfig {
             header: header.into(),
+            jwt: None,
             clients,
         }
     }
@@ -378,17 +425,19 @@ mod tests {
         h
     }
 
-    #[test]
-    fn a_key_names_its_caller_and_anything_else_is_401() {
+    #[tokio::test]
+    async fn a_key_names_its_caller_and_anything_else_is_401() {
         let c = Callers::build(&config("authorization"), &["a", "b"]).unwrap();
         assert_eq!(
             c.identify(&headers("authorization", "Bearer k-orders"))
+                .await
                 .unwrap()
                 .name,
             "orders"
         );
         assert_eq!(
             c.identify(&headers("authorization", "bearer  k-orders"))
+                .await
                 .unwrap()
                 .name,
             "orders"
@@ -398,23 +447,27 @@ mod tests {
             ("authorization", "k-orders", "must be `Bearer <key>`"),
             ("authorization", "Bearer nope", "not one this gateway knows"),
         ] {
-            let p = c.identify(&headers(name, value)).err().unwrap();
+            let p = c.identify(&headers(name, value)).await.err().unwrap();
             assert_eq!(p.status, StatusCode::UNAUTHORIZED);
             assert!(p.detail.contains(want), "{value}: {}", p.detail);
             assert!(!p.detail.contains("nope"), "keys are never echoed");
         }
         let x = Callers::build(&config("X-Api-Key"), &["a"]).unwrap();
         assert_eq!(
-            x.identify(&headers("x-api-key", "k-orders")).unwrap().name,
+            x.identify(&headers("x-api-key", "k-orders"))
+                .await
+                .unwrap()
+                .name,
             "orders"
         );
     }
 
-    #[test]
-    fn routes_vendors_and_rates_are_the_callers() {
+    #[tokio::test]
+    async fn routes_vendors_and_rates_are_the_callers() {
         let c = Callers::build(&config("authorization"), &["a", "b"]).unwrap();
         let o = c
             .identify(&headers("authorization", "Bearer k-orders"))
+            .await
             .unwrap();
         assert!(o.may_route("coupons_query") && !o.may_route("templates_create"));
         assert!(o.may_vendor("a") && !o.may_vendor("b"));

@@ -53,7 +53,7 @@ where
     let res = if let Some(problem) = check_request(&req) {
         problem.into_response(&request_id)
     } else {
-        match admit(callers.as_deref(), name, req.headers(), &request_id) {
+        match admit(callers.as_deref(), name, req.headers(), &request_id).await {
             Admission::Refused(label, res) => {
                 who = label;
                 *res
@@ -86,7 +86,7 @@ enum Admission<'c> {
     Refused(&'c str, Box<Response<Full<Bytes>>>),
 }
 
-fn admit<'c>(
+async fn admit<'c>(
     callers: Option<&'c Callers>,
     route: &'static str,
     headers: &http::HeaderMap,
@@ -98,12 +98,15 @@ fn admit<'c>(
     if auth::OPEN_ROUTES.contains(&route) {
         return Admission::Admitted(None, None);
     }
-    let caller = match callers.identify(headers) {
+    let caller = match callers.identify(headers).await {
         Ok(c) => c,
         Err(problem) => {
+            let unauthenticated = problem.status == StatusCode::UNAUTHORIZED;
             let mut res = problem.into_response(request_id);
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            if unauthenticated {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             return Admission::Refused("unauthenticated", Box::new(res));
         }
     };
