@@ -124,3 +124,65 @@ proptest! {
         let _ = strict::check_query(Some(&q), &["vendor", "kind"]);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Every field conversion takes any JSON a vendor might send without panicking, and what
+    /// it produces keeps its type's promises.
+    #[test]
+    fn field_conversions_never_panic_on_any_vendor_value(v in json_value(), origin in "\\PC{0,20}") {
+        use coupon_gateway::engine::convert;
+        let _ = convert::fen(&v);
+        let _ = convert::yuan_to_fen(&v);
+        let _ = convert::number(&v);
+        let _ = convert::text(&v);
+        let _ = convert::url(&v, &origin);
+        let _ = convert::names(&v, "name");
+        if let Some(p) = convert::zhe_to_percent_off(&v) {
+            prop_assert!(p.is_finite(), "{p}");
+        }
+        if let Some(p) = convert::pay_rate_to_percent_off(&v) {
+            prop_assert!(p.is_finite(), "{p}");
+        }
+        if let Some(days) = convert::weekdays(&v) {
+            prop_assert!(days.iter().all(|d| (1..=7).contains(d)), "{days:?}");
+        }
+        if let Some(ranges) = convert::hour_ranges(&v) {
+            for (from, to) in ranges {
+                prop_assert!(from.len() == 5 && to.len() == 5, "{from}-{to}");
+            }
+        }
+    }
+
+    #[test]
+    fn decimals_and_time_formats_parse_any_text_without_panicking(s in "\\PC{0,40}") {
+        use coupon_gateway::engine::convert::{Decimal, TimeFormat};
+        if let Some(d) = Decimal::parse(&s) {
+            let _ = d.scaled_exact(2);
+            let _ = d.to_f64();
+        }
+        let _ = TimeFormat::parse(&s);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Vendor times in every format, from any value (huge epochs, odd text), never panic.
+    #[test]
+    fn time_reading_never_panics(v in prop_oneof![json_value(), any::<i64>().prop_map(Value::from), "[0-9: T/-]{0,25}".prop_map(Value::String)]) {
+        use coupon_gateway::engine::convert::{DayBound, TimeFormat, TimeSpec, china};
+        for bound in [DayBound::Start, DayBound::End] {
+            let spec = TimeSpec {
+                formats: ["epoch_s", "epoch_ms", "rfc3339", "yyyy-MM-dd"]
+                    .into_iter()
+                    .map(|f| TimeFormat::parse(f).unwrap())
+                    .collect(),
+                zone: china(),
+                bound,
+            };
+            let _ = spec.read(&v);
+        }
+    }
+}
