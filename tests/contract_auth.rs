@@ -14,12 +14,14 @@ use serde_json::{Value, json};
 
 const ORDERS_KEY: &str = "orders-key-5f1c2e0a9b7d";
 const ADMIN_KEY: &str = "admin-key-0c4a81e6d2f3";
+const READER_KEY: &str = "reader-key-77b1d09e5c2a";
 
 fn callers_yaml() -> String {
     format!(
-        "\ncallers:\n  clients:\n    orders:\n      keys: [\"{}\"]\n      routes: [coupons_query, package_get]\n      vendors: [op, zvcms]\n      rate: {{rps: 1, burst: 3}}\n    admin:\n      keys: [\"{}\"]\n",
+        "\ncallers:\n  clients:\n    orders:\n      keys: [\"{}\"]\n      routes: [coupons_query, package_get]\n      vendors: [op, zvcms]\n      rate: {{rps: 1, burst: 3}}\n    admin:\n      keys: [\"{}\"]\n    reader:\n      keys: [\"{}\"]\n      routes: [templates_list]\n      vendors: [op]\n",
         key_hash(ORDERS_KEY),
-        key_hash(ADMIN_KEY)
+        key_hash(ADMIN_KEY),
+        key_hash(READER_KEY)
     )
 }
 
@@ -159,6 +161,15 @@ async fn callers_are_held_to_their_routes_and_vendors() {
         .map(|s| s["vendor"].as_str().unwrap())
         .collect();
     assert_eq!(vendors, ["op", "zvcms"]);
+    // a vendor named however the route reads it, or implied by its absence, is checked
+    for path in [
+        "/v1/templates?vendor=wxcard",
+        "/v1/templates?%76endor=wxcard",
+        "/v1/templates",
+    ] {
+        let a = call(&gw, Some(READER_KEY), "GET", path, None).await;
+        assert_problem(&a, 403, "may not reach vendor `wxcard`");
+    }
     // the admin caller has every route and vendor
     let a = call(
         &gw,

@@ -78,6 +78,23 @@ pub fn check_query(query: Option<&str>, known: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// The decoded value of parameter `name` (names and values percent-decoded, `+` a space in
+/// values), as the route's own reader sees it.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_encoding::percent_decode_str(k).decode_utf8().ok()?;
+            (k == name).then(|| {
+                percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+}
+
 /// ` (did you mean `kinds`?)` when one known name is close to `given`, else ` (known: …)`.
 pub fn hint(given: &str, known: &[&str]) -> String {
     match nearest(given, known) {

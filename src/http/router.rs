@@ -244,14 +244,14 @@ where
         "coupons_query" => coupons_query(state, req, request_id, caller).await,
         "templates_create" => templates_create(state, req, request_id, caller).await,
         "templates_list" => {
-            let query = req.uri().query().unwrap_or("").to_owned();
-            let vendor = query
-                .split('&')
-                .find_map(|p| p.strip_prefix("vendor="))
-                .map(|v| crate::crypto::percent_decode(v).unwrap_or_default());
+            // the vendor asked, as the list reads it: the `vendor` parameter, or the only one
+            let route = &state.plan.templates_list;
+            let vendor = strict::query_param(req.uri().query(), "vendor")
+                .or_else(|| (route.targets.len() == 1).then(|| route.targets[0].vendor.id.clone()));
             if let Some(res) = vendor.and_then(|v| vendor_refused(caller, &v, request_id)) {
                 return res;
             }
+            let query = req.uri().query().unwrap_or("").to_owned();
             let answer = templates::list(state, &query, no_cache(&req)).await;
             template_response(answer, request_id)
         }
