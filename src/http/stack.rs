@@ -11,7 +11,7 @@
 //! | OverloadAnswers | shedding (`Overloaded`) becomes an answer: 503 with Retry-After |
 //! | LoadShed + ConcurrencyLimit | at most `max_concurrency` requests in progress; beyond it shed at once instead of queueing |
 //! | Timeout | the whole request within `request_timeout_ms` (504) |
-//! | router | the canonical handlers |
+//! | router | 431 for oversized headers, strict query strings, callers (401/403/429, `auth.rs`), then the canonical handlers |
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
