@@ -1,6 +1,6 @@
 //! Bad input at scale: the query parser, the strict reader, the cursor, every field
-//! conversion and every signing block never panic, and
-//! every refusal is a clear reason (answered 400). The memory test is tests/contract_load.rs.
+//! conversion and every signing block never panic, and every refusal is a clear reason
+//! (answered 400). The memory test is tests/contract_load.rs.
 use coupon_gateway::canonical::cursor::{CursorSigner, SortKey};
 use coupon_gateway::canonical::query::{CouponQuery, QueryLimits};
 use coupon_gateway::canonical::strict;

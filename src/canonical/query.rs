@@ -284,7 +284,7 @@ mod tests {
         default_limit: 100,
         max_limit: 500,
     };
-    const VENDORS: &[&str] = &["op", "hkl", "zvcms"];
+    const VENDORS: &[&str] = &["alpha", "beta", "gamma"];
 
     static SIGNER: std::sync::LazyLock<CursorSigner> =
         std::sync::LazyLock::new(CursorSigner::random);
@@ -301,20 +301,20 @@ mod tests {
         SortKey {
             r: 0,
             u: None,
-            v: "op".into(),
-            i: "op:1".into(),
+            v: "alpha".into(),
+            i: "alpha:1".into(),
         }
     }
 
     #[test]
     fn the_api_example_parses() {
-        let q = parse(r#"{"member":{"ids":{"op":"u00011234567890","hkl":"K1H93QDKI00B7"},"openid":"oEv"},
-            "status":["usable"],"kinds":["cash","discount"],"vendors":["op","hkl","zvcms"],"limit":50,"cursor":null}"#)
+        let q = parse(r#"{"member":{"ids":{"alpha":"u00011234567890","beta":"K1H93QDKI00B7"},"openid":"oEv"},
+            "status":["usable"],"kinds":["cash","discount"],"vendors":["alpha","beta","gamma"],"limit":50,"cursor":null}"#)
         .unwrap();
         assert_eq!(q.limit, 50);
         assert_eq!(q.after, None);
         assert_eq!(q.status, Some(vec!["usable"]));
-        assert!(q.considers("zvcms"));
+        assert!(q.considers("gamma"));
     }
 
     #[test]
@@ -337,14 +337,14 @@ mod tests {
             (r#"{"member":{},"limit":0}"#, "between 1 and 500"),
             (r#"{"member":{},"limit":501}"#, "between 1 and 500"),
             (
-                r#"{"member":{"ids":{"op":""}}}"#,
-                "`member.ids.op` is empty",
+                r#"{"member":{"ids":{"alpha":""}}}"#,
+                "`member.ids.alpha` is empty",
             ),
             (
                 r#"{"member":{},"cursor":"garbage"}"#,
                 "not a cursor this gateway issued",
             ),
-            (r#"{"member":{"ids":{"op":5}}}"#, "not a valid query"),
+            (r#"{"member":{"ids":{"alpha":5}}}"#, "not a valid query"),
         ];
         for (body, want) in cases {
             let e = parse(body).unwrap_err();
@@ -364,7 +364,7 @@ mod tests {
                 "unknown member `statuses` (did you mean `status`?)",
             ),
             (
-                r#"{"member":{},"vendor":["op"]}"#,
+                r#"{"member":{},"vendor":["alpha"]}"#,
                 "unknown member `vendor` (did you mean `vendors`?)",
             ),
             (
@@ -376,20 +376,20 @@ mod tests {
                 "unknown member `member.id` (did you mean `ids`?)",
             ),
             (
-                r#"{"member":{"ids":{"hlk":"x"}}}"#,
-                "unknown vendor `hlk` in `member.ids` (did you mean `hkl`?)",
+                r#"{"member":{"ids":{"betta":"x"}}}"#,
+                "unknown vendor `betta` in `member.ids` (did you mean `beta`?)",
             ),
             (
                 r#"{"member":{"ids":{"acme":"x"}}}"#,
-                "unknown vendor `acme` in `member.ids` (known: op, hkl, zvcms)",
+                "unknown vendor `acme` in `member.ids` (known: alpha, beta, gamma)",
             ),
             (
                 r#"{"member":{},"limit":1,"limit":2}"#,
                 "duplicate member `limit`",
             ),
             (
-                r#"{"member":{"ids":{"op":"a","op":"b"}}}"#,
-                "duplicate member `member.ids.op`",
+                r#"{"member":{"ids":{"alpha":"a","alpha":"b"}}}"#,
+                "duplicate member `member.ids.alpha`",
             ),
             (
                 r#"{"member":{},"status":["usabel"]}"#,
@@ -398,12 +398,12 @@ mod tests {
             ("[]", "must be a JSON object"),
             (r#"{"member":{},"require":"al"}"#, "did you mean `all`?"),
             (
-                r#"{"member":{},"require":["hlk"]}"#,
-                "unknown vendor `hlk` in `require` (did you mean `hkl`?)",
+                r#"{"member":{},"require":["betta"]}"#,
+                "unknown vendor `betta` in `require` (did you mean `beta`?)",
             ),
             (r#"{"member":{},"require":[1]}"#, "a list of vendor ids"),
             (
-                r#"{"member":{},"require":["op"],"vendors":["hkl"]}"#,
+                r#"{"member":{},"require":["alpha"],"vendors":["beta"]}"#,
                 "leaves out",
             ),
         ];
@@ -421,35 +421,35 @@ mod tests {
             Require::All
         );
         assert_eq!(
-            parse(r#"{"member":{},"require":["op","op","hkl"]}"#)
+            parse(r#"{"member":{},"require":["alpha","alpha","beta"]}"#)
                 .unwrap()
                 .require,
-            Require::Vendors(vec!["op".into(), "hkl".into()])
+            Require::Vendors(vec!["alpha".into(), "beta".into()])
         );
     }
 
     #[test]
     fn the_vendors_filter_order_does_not_change_the_cursor() {
-        let q = parse(r#"{"member":{"ids":{"op":"a"}},"vendors":["op","hkl"]}"#).unwrap();
+        let q = parse(r#"{"member":{"ids":{"alpha":"a"}},"vendors":["alpha","beta"]}"#).unwrap();
         let c = q.cursor_after(&key(), now());
         let again = parse(&format!(
-            r#"{{"member":{{"ids":{{"op":"a"}}}},"vendors":["hkl","op"],"cursor":"{c}"}}"#
+            r#"{{"member":{{"ids":{{"alpha":"a"}}}},"vendors":["beta","alpha"],"cursor":"{c}"}}"#
         ));
         assert_eq!(again.unwrap().after, Some(key()));
     }
 
     #[test]
     fn cursors_continue_only_their_own_query() {
-        let q = parse(r#"{"member":{"ids":{"op":"a"}},"status":["usable","used"]}"#).unwrap();
+        let q = parse(r#"{"member":{"ids":{"alpha":"a"}},"status":["usable","used"]}"#).unwrap();
         let c = q.cursor_after(&key(), now());
         // the same query with its filter values in another order accepts it
         let again = parse(&format!(
-            r#"{{"member":{{"ids":{{"op":"a"}}}},"status":["used","usable"],"cursor":"{c}"}}"#
+            r#"{{"member":{{"ids":{{"alpha":"a"}}}},"status":["used","usable"],"cursor":"{c}"}}"#
         ))
         .unwrap();
         assert_eq!(again.after, Some(key()));
         let other = parse(&format!(
-            r#"{{"member":{{"ids":{{"op":"b"}}}},"cursor":"{c}"}}"#
+            r#"{{"member":{{"ids":{{"alpha":"b"}}}},"cursor":"{c}"}}"#
         ));
         assert!(other.unwrap_err().0.contains("another query"));
     }

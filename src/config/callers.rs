@@ -10,7 +10,7 @@
 //!       keys: ["sha256:9f86d08…"]  # hashes only; several for rotation
 //!       jwt_subjects: [orders-svc] # and/or JWTs (see `jwt:`) whose `sub` is this
 //!       routes: [coupons_query]    # default: every route
-//!       vendors: [op, hkl]         # default: every vendor
+//!       vendors: [alpha, beta]     # default: every vendor
 //!       rate: {rps: 50, burst: 100}        # per route
 //!       route_rates: {coupons_query: {rps: 10, burst: 20}}
 //! ```
