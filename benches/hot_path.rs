@@ -298,6 +298,8 @@ fn query(limit: usize) -> CouponQuery {
             max_limit: 500,
         },
         &["op", "hkl", "zvcms", "wxcard"],
+        &coupon_gateway::canonical::cursor::CursorSigner::from_secret(b"bench"),
+        jiff::Timestamp::now(),
     )
     .expect("a valid query")
 }
@@ -386,13 +388,13 @@ fn whole_query(c: &mut Criterion) {
         (sb, AppState::new(plan))
     });
     let body = demo_query().into_bytes();
-    let first = rt.block_on(coupons::query(&state, &body, false));
+    let first = rt.block_on(coupons::query(&state, &body, false, None));
     let (_, answer) = first.expect("a valid query");
     assert!(answer.complete, "every sandbox vendor answers");
     let mut g = c.benchmark_group("query");
     g.bench_function("cached_3_vendors", |b| {
         b.to_async(&rt).iter(|| async {
-            let (_, answer) = coupons::query(&state, black_box(&body), false)
+            let (_, answer) = coupons::query(&state, black_box(&body), false, None)
                 .await
                 .expect("a valid query");
             serde_json::to_vec(&answer).expect("serializes")

@@ -78,6 +78,13 @@ fn validate(path: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(errors) = http::auth::Callers::from_config(&loaded.config) {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{path}: {} error(s)", errors.len());
+        return ExitCode::from(1);
+    }
     match Plan::compile(&loaded, Credentials::Optional) {
         Ok((plan, warnings)) => {
             for w in &warnings {
@@ -102,6 +109,7 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
     let path = config_path
         .clone()
         .unwrap_or_else(|| "routes.yaml".to_owned());
+    let callers: Option<config::RoutesConfig>;
     let (plan, sandbox_handle) = if sandbox {
         let sb = match Sandbox::start().await {
             Ok(sb) => sb,
@@ -127,7 +135,13 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
             text
         };
         match embedded::sandbox_plan(&name, &text, &sb, true) {
-            Ok(p) => (p, Some(sb)),
+            Ok(p) => {
+                // the plan does not keep `callers:`; read it from the same text
+                callers = config::load_str(&name, &text, true)
+                    .ok()
+                    .and_then(|l| l.config.callers.is_some().then_some(l.config));
+                (p, Some(sb))
+            }
             Err(errors) => {
                 print_errors(&errors);
                 return ExitCode::from(1);
@@ -141,6 +155,7 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        callers = Some(loaded.config.clone());
         match Plan::compile(&loaded, Credentials::Required) {
             Ok((p, warnings)) => {
                 for w in &warnings {
@@ -167,6 +182,16 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or(listen);
     let state = AppState::new(plan);
+    match callers.as_ref().map(http::auth::Callers::from_config) {
+        None | Some(Ok(None)) => {}
+        Some(Ok(Some(c))) => state.set_callers(Some(c)),
+        Some(Err(errors)) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    }
     tracing::info!(%addr, vendors = state.plan.vendors.len(), "coupon-gateway serving");
     if let Some(sb) = &sandbox_handle {
         for (id, sim) in sb.vendors() {

@@ -4,12 +4,13 @@ pub mod coupons;
 pub mod packages;
 pub mod templates;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::canonical::cursor::CursorSigner;
 use crate::canonical::merge::{Outcome, Source};
 use crate::engine::cache::{Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
@@ -19,6 +20,7 @@ use crate::engine::plan::Plan;
 use crate::engine::resilience::{VendorAuth, VendorGuard};
 use crate::engine::token::TokenCache;
 use crate::engine::upstream::Upstream;
+use crate::http::auth::Callers;
 use crate::idempotency::{IdempotencyStore, MemoryStore};
 
 /// Everything a request needs, built once at start-up.
@@ -32,6 +34,10 @@ pub struct AppState {
     /// Idempotency records of creates (`Idempotency-Key`).
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub metrics: PrometheusHandle,
+    /// Signs and checks paging cursors.
+    pub cursors: CursorSigner,
+    /// Who may call (none: anyone); set once at start-up.
+    callers: RwLock<Option<Arc<Callers>>>,
     ready: AtomicBool,
 }
 
@@ -63,8 +69,22 @@ impl AppState {
             guards,
             idempotency: Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
             metrics: crate::telemetry::install_metrics(),
+            cursors: CursorSigner::random(),
+            callers: RwLock::new(None),
             ready: AtomicBool::new(true),
         })
+    }
+
+    /// The callers of the `callers:` section; `None` serves anyone.
+    pub fn callers(&self) -> Option<Arc<Callers>> {
+        self.callers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_callers(&self, callers: Option<Callers>) {
+        *self.callers.write().unwrap_or_else(|e| e.into_inner()) = callers.map(Arc::new);
     }
 
     /// Whether `/readyz` says ready: false while shutting down, so balancers drain first.

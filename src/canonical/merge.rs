@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::coupon::Coupon;
-use super::query::CouponQuery;
+use super::cursor::SortKey;
+use super::query::{CouponQuery, Require};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +95,8 @@ pub enum Verdict {
     AllTimedOut,
     /// 502: every vendor asked failed, not all by timing out.
     AllFailed,
+    /// 502: some vendor the request's `require` names did not answer.
+    RequiredFailed,
 }
 
 /// Merges results given in routes.yaml order.
@@ -120,6 +123,21 @@ pub fn merge(
     let complete = results
         .iter()
         .all(|r| matches!(r.source.outcome, Outcome::Ok | Outcome::Skipped));
+    // a required vendor answers only with `ok`: skipped, failed or served stale does not do
+    let required_failed = match &q.require {
+        Require::Any => false,
+        Require::All => !complete,
+        Require::Vendors(vs) => vs.iter().any(|v| {
+            !results
+                .iter()
+                .any(|r| &r.source.vendor == v && r.source.outcome == Outcome::Ok)
+        }),
+    };
+    let verdict = if verdict == Verdict::Answered && required_failed {
+        Verdict::RequiredFailed
+    } else {
+        verdict
+    };
 
     let mut seen = HashSet::new();
     let mut sources = Vec::with_capacity(results.len());
@@ -140,24 +158,19 @@ pub fn merge(
             }
         }
     }
-    coupons.sort_by(|a, b| {
-        rank(&a.status)
-            .cmp(&rank(&b.status))
-            // null valid_until sorts last
-            .then_with(|| match (a.until_ts, b.until_ts) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            })
-            .then_with(|| a.vendor.cmp(&b.vendor))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let total = coupons.len();
-    let start = q.offset.min(total);
-    let end = start.saturating_add(q.limit).min(total);
-    let page: Vec<Coupon> = coupons.drain(start..end).collect();
-    let next_cursor = (end < total).then(|| q.cursor_at(end));
+    let mut keyed: Vec<(SortKey, Coupon)> =
+        coupons.into_iter().map(|c| (sort_key(&c), c)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    // keyset paging: the page starts strictly after the previous page's last key, in the
+    // list as it is now
+    let start = q
+        .after
+        .as_ref()
+        .map_or(0, |after| keyed.partition_point(|(k, _)| k <= after));
+    let end = start.saturating_add(q.limit).min(keyed.len());
+    let next_cursor =
+        (end < keyed.len() && end > start).then(|| q.cursor_after(&keyed[end - 1].0, now));
+    let page: Vec<Coupon> = keyed.drain(start..end).map(|(_, c)| c).collect();
     (
         verdict,
         QueryAnswer {
@@ -167,6 +180,17 @@ pub fn merge(
             next_cursor,
         },
     )
+}
+
+/// A coupon's place in the order: usable, pending, the rest; then `valid_until` (null
+/// last), vendor, id.
+pub fn sort_key(c: &Coupon) -> SortKey {
+    SortKey {
+        r: rank(&c.status),
+        u: c.until_ts.map(|t| t.as_millisecond()),
+        v: c.vendor.clone(),
+        i: c.id.clone(),
+    }
 }
 
 fn rank(status: &str) -> u8 {
@@ -224,8 +248,11 @@ mod tests {
             default_limit: 100,
             max_limit: 500,
         };
-        CouponQuery::parse(body.as_bytes(), limits, &["a", "b", "c"]).unwrap()
+        CouponQuery::parse(body.as_bytes(), limits, &["a", "b", "c"], &SIGNER, now()).unwrap()
     }
+
+    static SIGNER: std::sync::LazyLock<crate::canonical::cursor::CursorSigner> =
+        std::sync::LazyLock::new(crate::canonical::cursor::CursorSigner::random);
 
     fn now() -> jiff::Timestamp {
         "2015-12-01T00:00:00+08:00".parse().unwrap()
@@ -385,6 +412,79 @@ mod tests {
         let (_, p3) = merge(vec![ok("a", a)], &q3, now());
         assert_eq!(p3.coupons.len(), 1);
         assert_eq!(p3.next_cursor, None);
+    }
+
+    #[test]
+    fn required_vendors_that_did_not_answer_fail_the_query() {
+        let v = |body: &str, rs: Vec<VendorResult>| merge(rs, &query(body), now()).0;
+        let mixed = || vec![ok("a", vec![]), failed("b", Outcome::Timeout)];
+        assert_eq!(v(r#"{"member":{}}"#, mixed()), Verdict::Answered);
+        assert_eq!(
+            v(r#"{"member":{},"require":["a"]}"#, mixed()),
+            Verdict::Answered
+        );
+        assert_eq!(
+            v(r#"{"member":{},"require":["b"]}"#, mixed()),
+            Verdict::RequiredFailed
+        );
+        assert_eq!(
+            v(r#"{"member":{},"require":"all"}"#, mixed()),
+            Verdict::RequiredFailed
+        );
+        let skipped = || {
+            vec![
+                ok("a", vec![]),
+                VendorResult {
+                    source: Source::skipped("c", "no identity for c".into()),
+                    coupons: vec![],
+                },
+            ]
+        };
+        assert_eq!(
+            v(r#"{"member":{},"require":"all"}"#, skipped()),
+            Verdict::Answered
+        );
+        assert_eq!(
+            v(r#"{"member":{},"require":["c"]}"#, skipped()),
+            Verdict::RequiredFailed
+        );
+        let mut stale = failed("b", Outcome::Error);
+        stale.source.cache = Some("stale");
+        assert_eq!(
+            v(
+                r#"{"member":{},"require":["b"]}"#,
+                vec![ok("a", vec![]), stale]
+            ),
+            Verdict::RequiredFailed
+        );
+        // every vendor timing out stays a 504
+        let all_out = vec![failed("a", Outcome::Timeout), failed("b", Outcome::Timeout)];
+        assert_eq!(
+            v(r#"{"member":{},"require":["a"]}"#, all_out),
+            Verdict::AllTimedOut
+        );
+    }
+
+    #[test]
+    fn pages_neither_skip_nor_repeat_a_coupon_when_the_list_changes() {
+        let c = |i: u32| coupon("a", &format!("{i:02}"), "usable", "cash", None);
+        let q = query(r#"{"member":{},"limit":3}"#);
+        let (_, p1) = merge(vec![ok("a", (0..8).map(c).collect())], &q, now());
+        let ids = |p: &QueryAnswer| p.coupons.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&p1), ["a:00", "a:01", "a:02"]);
+        // before page 2: a coupon already shown goes, one before the cursor arrives, one
+        // after it arrives too
+        let changed: Vec<Coupon> = [1, 3, 4, 5, 6, 7, 9]
+            .into_iter()
+            .map(c)
+            .chain([coupon("a", "00a", "usable", "cash", None)])
+            .collect();
+        let cursor = p1.next_cursor.unwrap();
+        let q2 = query(&format!(
+            r#"{{"member":{{}},"limit":3,"cursor":"{cursor}"}}"#
+        ));
+        let (_, p2) = merge(vec![ok("a", changed)], &q2, now());
+        assert_eq!(ids(&p2), ["a:03", "a:04", "a:05"]);
     }
 
     #[test]

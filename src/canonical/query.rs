@@ -1,14 +1,24 @@
 //! `POST /v1/coupons/query`: the request body, its validation, and the opaque cursor.
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde_json::Value;
 
+use super::cursor::{CursorSigner, SortKey};
 use super::schema::{KINDS, STATUSES};
+use super::strict::{self, clip};
 use crate::crypto;
 
-/// The request body as API.md gives it. Unknown top-level fields are ignored (callers may be
-/// newer than the gateway); unknown filter values are refused.
+/// Members of the query body, and of its `member` object.
+pub const QUERY_MEMBERS: &[&str] = &[
+    "member", "status", "kinds", "vendors", "limit", "cursor", "require",
+];
+pub const MEMBER_MEMBERS: &[&str] = &["ids", "openid"];
+
+/// The request body as the contract gives it. Strict: an unknown or repeated member is refused
+/// (checked by `strict` before this type is read), as is an unknown filter value.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueryBody {
     pub member: MemberBody,
     #[serde(default)]
@@ -21,9 +31,25 @@ pub struct QueryBody {
     pub limit: Option<i64>,
     #[serde(default)]
     pub cursor: Option<String>,
+    /// `"all"` or a list of vendor ids that must answer (an addition to the contract).
+    #[serde(default)]
+    pub require: Option<Value>,
+}
+
+/// Which vendors must answer for the query to succeed; otherwise it is a 502 with `sources`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Require {
+    /// The default: 200 as long as one vendor answered.
+    #[default]
+    Any,
+    /// Every vendor asked must answer (502 unless `complete`).
+    All,
+    /// These vendors must be asked and answer.
+    Vendors(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemberBody {
     #[serde(default)]
     pub ids: BTreeMap<String, String>,
@@ -40,9 +66,12 @@ pub struct CouponQuery {
     pub kinds: Option<Vec<&'static str>>,
     pub vendors: Option<Vec<String>>,
     pub limit: usize,
-    pub offset: usize,
+    /// The sort key of the last coupon of the previous page (from `cursor`).
+    pub after: Option<SortKey>,
+    pub require: Require,
     /// Fingerprint of everything but paging: a cursor only continues the query it came from.
     pub fingerprint: String,
+    signer: CursorSigner,
 }
 
 /// Limits of the route (from routes.yaml).
@@ -57,23 +86,40 @@ pub struct QueryLimits {
 pub struct InvalidQuery(pub String);
 
 impl CouponQuery {
-    /// Parses and validates a body; `known_vendors` are the ids routes.yaml configures.
+    /// Parses and validates a body; `known_vendors` are the vendors that offer the route's
+    /// operation, in routes.yaml order; `signer` checks the cursor at `now`.
     pub fn parse(
         body: &[u8],
         limits: QueryLimits,
         known_vendors: &[&str],
+        signer: &CursorSigner,
+        now: jiff::Timestamp,
     ) -> Result<CouponQuery, InvalidQuery> {
-        let b: QueryBody = serde_json::from_slice(body)
-            .map_err(|e| InvalidQuery(format!("the body is not a valid query: {e}")))?;
+        let invalid = |e: String| InvalidQuery(format!("the body is not a valid query: {e}"));
+        let value = strict::parse_object(body, QUERY_MEMBERS).map_err(invalid)?;
+        if let Some(Value::Object(member)) = value.get("member") {
+            strict::known_members(member, MEMBER_MEMBERS, "member").map_err(invalid)?;
+            if let Some(Value::Object(ids)) = member.get("ids")
+                && let Some(unknown) = ids.keys().find(|k| !known_vendors.contains(&k.as_str()))
+            {
+                return Err(InvalidQuery(format!(
+                    "unknown vendor `{}` in `member.ids`{}",
+                    clip(unknown),
+                    strict::hint(unknown, known_vendors)
+                )));
+            }
+        }
+        let b: QueryBody =
+            serde_json::from_value(Value::Object(value)).map_err(|e| invalid(e.to_string()))?;
         let status = closed_set("status", b.status, STATUSES)?;
         let kinds = closed_set("kinds", b.kinds, KINDS)?;
         if let Some(vs) = &b.vendors
             && let Some(unknown) = vs.iter().find(|v| !known_vendors.contains(&v.as_str()))
         {
             return Err(InvalidQuery(format!(
-                "unknown vendor `{}` in `vendors` (known: {})",
+                "unknown vendor `{}` in `vendors`{}",
                 clip(unknown),
-                known_vendors.join(", ")
+                strict::hint(unknown, known_vendors)
             )));
         }
         for (vendor, id) in &b.member.ids {
@@ -101,14 +147,16 @@ impl CouponQuery {
                 )));
             }
         };
+        let require = require(b.require, known_vendors, &b.vendors)?;
         let openid = b.member.openid.filter(|o| !o.is_empty());
         let fingerprint = fingerprint(&b.member.ids, &openid, &status, &kinds, &b.vendors);
-        let offset = match &b.cursor {
-            None => 0,
-            Some(c) => Cursor::decode(c)
-                .filter(|c| c.q == fingerprint)
-                .map(|c| c.o)
-                .ok_or_else(|| InvalidQuery("`cursor` is not a cursor of this query".to_owned()))?,
+        let after = match &b.cursor {
+            None => None,
+            Some(c) => Some(
+                signer
+                    .check(c, &fingerprint, now)
+                    .map_err(|e| InvalidQuery(e.to_string()))?,
+            ),
         };
         Ok(CouponQuery {
             ids: b.member.ids,
@@ -117,8 +165,10 @@ impl CouponQuery {
             kinds,
             vendors: b.vendors,
             limit,
-            offset,
+            after,
+            require,
             fingerprint,
+            signer: signer.clone(),
         })
     }
 
@@ -129,13 +179,55 @@ impl CouponQuery {
             .is_none_or(|vs| vs.iter().any(|v| v == vendor))
     }
 
-    pub fn cursor_at(&self, offset: usize) -> String {
-        Cursor {
-            o: offset,
-            q: self.fingerprint.clone(),
-        }
-        .encode()
+    /// The cursor of the page after the one ending at `last`.
+    pub fn cursor_after(&self, last: &SortKey, now: jiff::Timestamp) -> String {
+        self.signer.issue(&self.fingerprint, last, now)
     }
+}
+
+/// Reads `require`: `"all"`, or a list of vendors that can be asked (and are not excluded by
+/// the request's own `vendors` filter).
+fn require(
+    value: Option<Value>,
+    known_vendors: &[&str],
+    filter: &Option<Vec<String>>,
+) -> Result<Require, InvalidQuery> {
+    let shape = || InvalidQuery("`require` is \"all\" or a list of vendor ids".to_owned());
+    let list = match value {
+        None | Some(Value::Null) => return Ok(Require::Any),
+        Some(Value::String(s)) if s == "all" => return Ok(Require::All),
+        Some(Value::String(s)) => {
+            return Err(InvalidQuery(format!(
+                "`require` is \"all\" or a list of vendor ids, not `{}`{}",
+                clip(&s),
+                strict::hint(&s, &["all"])
+            )));
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(shape()),
+    };
+    let mut vendors: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        let Value::String(v) = item else {
+            return Err(shape());
+        };
+        if !known_vendors.contains(&v.as_str()) {
+            return Err(InvalidQuery(format!(
+                "unknown vendor `{}` in `require`{}",
+                clip(&v),
+                strict::hint(&v, known_vendors)
+            )));
+        }
+        if filter.as_ref().is_some_and(|f| !f.contains(&v)) {
+            return Err(InvalidQuery(format!(
+                "`require` names `{v}`, which the `vendors` filter leaves out"
+            )));
+        }
+        if !vendors.contains(&v) {
+            vendors.push(v);
+        }
+    }
+    Ok(Require::Vendors(vendors))
 }
 
 fn closed_set(
@@ -151,19 +243,14 @@ fn closed_set(
         .map(|v| {
             allowed.iter().copied().find(|a| a == v).ok_or_else(|| {
                 InvalidQuery(format!(
-                    "unknown value `{}` in `{field}` (known: {})",
+                    "unknown value `{}` in `{field}`{}",
                     clip(v),
-                    allowed.join(", ")
+                    strict::hint(v, allowed)
                 ))
             })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// Caller text quoted in an error is kept short.
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 fn fingerprint(
@@ -189,31 +276,6 @@ fn fingerprint(
     crypto::hex_lower(&crypto::sha256(canonical.to_string().as_bytes())[..8])
 }
 
-/// Opaque to callers: base64url JSON of an offset and the query fingerprint.
-#[derive(Debug, Serialize, Deserialize)]
-struct Cursor {
-    o: usize,
-    q: String,
-}
-
-impl Cursor {
-    fn encode(&self) -> String {
-        crypto::base64url(
-            serde_json::to_string(self)
-                .expect("cursor serializes")
-                .as_bytes(),
-        )
-    }
-
-    fn decode(s: &str) -> Option<Cursor> {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s)
-            .ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,21 +284,37 @@ mod tests {
         default_limit: 100,
         max_limit: 500,
     };
-    const VENDORS: &[&str] = &["op", "hkl", "zvcms"];
+    const VENDORS: &[&str] = &["alpha", "beta", "gamma"];
+
+    static SIGNER: std::sync::LazyLock<CursorSigner> =
+        std::sync::LazyLock::new(CursorSigner::random);
+
+    fn now() -> jiff::Timestamp {
+        "2026-11-25T12:00:00Z".parse().unwrap()
+    }
 
     fn parse(body: &str) -> Result<CouponQuery, InvalidQuery> {
-        CouponQuery::parse(body.as_bytes(), LIMITS, VENDORS)
+        CouponQuery::parse(body.as_bytes(), LIMITS, VENDORS, &SIGNER, now())
+    }
+
+    fn key() -> SortKey {
+        SortKey {
+            r: 0,
+            u: None,
+            v: "alpha".into(),
+            i: "alpha:1".into(),
+        }
     }
 
     #[test]
     fn the_api_example_parses() {
-        let q = parse(r#"{"member":{"ids":{"op":"u00011234567890","hkl":"K1H93QDKI00B7"},"openid":"oEv"},
-            "status":["usable"],"kinds":["cash","discount"],"vendors":["op","hkl","zvcms"],"limit":50,"cursor":null}"#)
+        let q = parse(r#"{"member":{"ids":{"alpha":"u00011234567890","beta":"K1H93QDKI00B7"},"openid":"oEv"},
+            "status":["usable"],"kinds":["cash","discount"],"vendors":["alpha","beta","gamma"],"limit":50,"cursor":null}"#)
         .unwrap();
         assert_eq!(q.limit, 50);
-        assert_eq!(q.offset, 0);
+        assert_eq!(q.after, None);
         assert_eq!(q.status, Some(vec!["usable"]));
-        assert!(q.considers("zvcms"));
+        assert!(q.considers("gamma"));
     }
 
     #[test]
@@ -259,11 +337,14 @@ mod tests {
             (r#"{"member":{},"limit":0}"#, "between 1 and 500"),
             (r#"{"member":{},"limit":501}"#, "between 1 and 500"),
             (
-                r#"{"member":{"ids":{"op":""}}}"#,
-                "`member.ids.op` is empty",
+                r#"{"member":{"ids":{"alpha":""}}}"#,
+                "`member.ids.alpha` is empty",
             ),
-            (r#"{"member":{},"cursor":"garbage"}"#, "not a cursor"),
-            (r#"{"member":{"ids":{"op":5}}}"#, "not a valid query"),
+            (
+                r#"{"member":{},"cursor":"garbage"}"#,
+                "not a cursor this gateway issued",
+            ),
+            (r#"{"member":{"ids":{"alpha":5}}}"#, "not a valid query"),
         ];
         for (body, want) in cases {
             let e = parse(body).unwrap_err();
@@ -272,28 +353,104 @@ mod tests {
     }
 
     #[test]
+    fn typos_and_repeats_are_refused_with_the_nearest_name() {
+        let cases = [
+            (
+                r#"{"member":{},"kind":["cash"]}"#,
+                "unknown member `kind` (did you mean `kinds`?)",
+            ),
+            (
+                r#"{"member":{},"statuses":["used"]}"#,
+                "unknown member `statuses` (did you mean `status`?)",
+            ),
+            (
+                r#"{"member":{},"vendor":["alpha"]}"#,
+                "unknown member `vendor` (did you mean `vendors`?)",
+            ),
+            (
+                r#"{"member":{},"Limit":1}"#,
+                "unknown member `Limit` (did you mean `limit`?)",
+            ),
+            (
+                r#"{"member":{"id":{}}}"#,
+                "unknown member `member.id` (did you mean `ids`?)",
+            ),
+            (
+                r#"{"member":{"ids":{"betta":"x"}}}"#,
+                "unknown vendor `betta` in `member.ids` (did you mean `beta`?)",
+            ),
+            (
+                r#"{"member":{"ids":{"acme":"x"}}}"#,
+                "unknown vendor `acme` in `member.ids` (known: alpha, beta, gamma)",
+            ),
+            (
+                r#"{"member":{},"limit":1,"limit":2}"#,
+                "duplicate member `limit`",
+            ),
+            (
+                r#"{"member":{"ids":{"alpha":"a","alpha":"b"}}}"#,
+                "duplicate member `member.ids.alpha`",
+            ),
+            (
+                r#"{"member":{},"status":["usabel"]}"#,
+                "unknown value `usabel` in `status` (did you mean `usable`?)",
+            ),
+            ("[]", "must be a JSON object"),
+            (r#"{"member":{},"require":"al"}"#, "did you mean `all`?"),
+            (
+                r#"{"member":{},"require":["betta"]}"#,
+                "unknown vendor `betta` in `require` (did you mean `beta`?)",
+            ),
+            (r#"{"member":{},"require":[1]}"#, "a list of vendor ids"),
+            (
+                r#"{"member":{},"require":["alpha"],"vendors":["beta"]}"#,
+                "leaves out",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse(body).unwrap_err();
+            assert!(e.0.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn require_is_all_or_a_list_of_vendors() {
+        assert_eq!(parse(r#"{"member":{}}"#).unwrap().require, Require::Any);
+        assert_eq!(
+            parse(r#"{"member":{},"require":"all"}"#).unwrap().require,
+            Require::All
+        );
+        assert_eq!(
+            parse(r#"{"member":{},"require":["alpha","alpha","beta"]}"#)
+                .unwrap()
+                .require,
+            Require::Vendors(vec!["alpha".into(), "beta".into()])
+        );
+    }
+
+    #[test]
     fn the_vendors_filter_order_does_not_change_the_cursor() {
-        let q = parse(r#"{"member":{"ids":{"op":"a"}},"vendors":["op","hkl"]}"#).unwrap();
-        let c = q.cursor_at(5);
+        let q = parse(r#"{"member":{"ids":{"alpha":"a"}},"vendors":["alpha","beta"]}"#).unwrap();
+        let c = q.cursor_after(&key(), now());
         let again = parse(&format!(
-            r#"{{"member":{{"ids":{{"op":"a"}}}},"vendors":["hkl","op"],"cursor":"{c}"}}"#
+            r#"{{"member":{{"ids":{{"alpha":"a"}}}},"vendors":["beta","alpha"],"cursor":"{c}"}}"#
         ));
-        assert_eq!(again.unwrap().offset, 5);
+        assert_eq!(again.unwrap().after, Some(key()));
     }
 
     #[test]
     fn cursors_continue_only_their_own_query() {
-        let q = parse(r#"{"member":{"ids":{"op":"a"}},"status":["usable","used"]}"#).unwrap();
-        let c = q.cursor_at(40);
+        let q = parse(r#"{"member":{"ids":{"alpha":"a"}},"status":["usable","used"]}"#).unwrap();
+        let c = q.cursor_after(&key(), now());
         // the same query with its filter values in another order accepts it
         let again = parse(&format!(
-            r#"{{"member":{{"ids":{{"op":"a"}}}},"status":["used","usable"],"cursor":"{c}"}}"#
+            r#"{{"member":{{"ids":{{"alpha":"a"}}}},"status":["used","usable"],"cursor":"{c}"}}"#
         ))
         .unwrap();
-        assert_eq!(again.offset, 40);
+        assert_eq!(again.after, Some(key()));
         let other = parse(&format!(
-            r#"{{"member":{{"ids":{{"op":"b"}}}},"cursor":"{c}"}}"#
+            r#"{{"member":{{"ids":{{"alpha":"b"}}}},"cursor":"{c}"}}"#
         ));
-        assert!(other.is_err());
+        assert!(other.unwrap_err().0.contains("another query"));
     }
 }

@@ -6,6 +6,7 @@
 //! transforms, field mappings) are kept as JSON values and compiled by hand, so that every
 //! mistake in them gets its own message and YAML location instead of serde's "did not match any
 //! variant". See docs/routes.md for the language itself.
+pub mod callers;
 pub mod load;
 pub mod locate;
 
@@ -26,6 +27,9 @@ pub struct RoutesConfig {
     pub routes: RoutesSection,
     #[serde(default)]
     pub vendors: BTreeMap<String, VendorConfig>,
+    /// Caller authentication, permissions and rates; absent: anyone may call.
+    #[serde(default)]
+    pub callers: Option<callers::CallersConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

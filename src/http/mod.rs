@@ -1,4 +1,7 @@
 //! The HTTP edge: server, the tower stack, routing and problem+json errors.
+pub mod auth;
+pub mod jwt;
+pub mod openapi;
 pub mod problem;
 pub mod router;
 pub mod server;

@@ -70,6 +70,7 @@ fn kind(status: StatusCode) -> (&'static str, &'static str) {
         415 => ("unsupported-media-type", "The request body must be JSON"),
         422 => ("vendor-validation", "The vendor refused the input"),
         429 => ("rate-limited", "The caller is over its rate"),
+        431 => ("headers-too-large", "The request headers are too large"),
         502 => ("vendors-failed", "No vendor answered"),
         503 => ("overloaded", "The gateway is overloaded; retry shortly"),
         504 => ("timeout", "No answer in time"),
@@ -83,6 +84,7 @@ pub fn for_bare_status(status: StatusCode) -> Problem {
     let detail = match status.as_u16() {
         408 => "the request was not received in time",
         413 => "the request body is larger than the gateway accepts",
+        431 => "the request headers are larger than the gateway accepts",
         503 => "too many requests in progress",
         504 => "the request took longer than the gateway allows",
         500 => "the gateway failed unexpectedly; the request id identifies it in the logs",

@@ -10,16 +10,30 @@ use hyper::body::Body;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::auth::{self, Caller, Callers, RateState};
 use super::problem::Problem;
 use crate::app::packages::{self, PackageAnswer};
 use crate::app::templates::{self, TemplateAnswer};
 use crate::app::{AppState, coupons};
 use crate::canonical::merge::Outcome;
 use crate::canonical::merge::Verdict;
+use crate::canonical::strict;
 use crate::idempotency::{self, Claim, StoredResponse};
 use crate::telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request headers larger than this in total, or more of them than [`MAX_HEADERS`], are
+/// answered 431. The server's own parser allows more (see `server.rs`), so that these
+/// answers are problem+json with the request id instead of the parser's bare 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 200;
+
+/// Query parameters of `GET /v1/templates`; every other route takes none.
+const TEMPLATE_LIST_PARAMS: &[&str] = &["vendor", "kind", "active_on", "page", "per_page"];
+/// Members of the `POST /v1/templates` body, and of `PUT` (the vendor is in its path).
+const TEMPLATE_CREATE_MEMBERS: &[&str] = &["vendor", "kind", "begin_at", "end_at", "sync", "card"];
+const TEMPLATE_UPDATE_MEMBERS: &[&str] = &["kind", "begin_at", "end_at", "sync", "card"];
 
 /// Handles one request. Never fails: every error is an answer.
 pub async fn route<B>(
@@ -32,46 +46,247 @@ where
 {
     let started = Instant::now();
     let request_id = super::request_id(&req);
-    let (label, res) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => ("healthz", json_ok(&json!({"status": "ok"}))),
-        (&Method::GET, "/readyz") => ("readyz", readyz(&state, &request_id)),
-        (&Method::GET, "/metrics") => ("metrics", metrics(&state)),
-        (&Method::GET, "/v1/vendors") => ("vendors", json_ok(&state.vendors())),
-        (&Method::POST, "/v1/coupons/query") => (
-            "coupons_query",
-            coupons_query(&state, req, &request_id).await,
-        ),
-        (&Method::POST, "/v1/templates") => (
-            "templates_create",
-            templates_create(&state, req, &request_id).await,
-        ),
-        (&Method::GET, "/v1/templates") => {
-            let query = req.uri().query().unwrap_or("").to_owned();
-            let answer = templates::list(&state, &query, no_cache(&req)).await;
-            ("templates_list", template_response(answer, &request_id))
+    let head = req.method() == Method::HEAD;
+    let name = route_name(req.method(), req.uri().path());
+    let callers = state.callers();
+    let mut who = "anonymous";
+    let res = if let Some(problem) = check_request(&req) {
+        problem.into_response(&request_id)
+    } else {
+        match admit(callers.as_deref(), name, req.headers(), &request_id).await {
+            Admission::Refused(label, res) => {
+                who = label;
+                *res
+            }
+            Admission::Admitted(caller, rate) => {
+                if let Some(c) = caller {
+                    who = c.name.as_str();
+                    tracing::Span::current().record("caller", who);
+                }
+                let mut res = dispatch(&state, name, req, &request_id, caller).await;
+                if let Some(rate) = rate {
+                    rate.apply(res.headers_mut());
+                }
+                res
+            }
         }
-        (&Method::PUT, path) if path.starts_with("/v1/templates/") => (
-            "templates_update",
-            templates_update(&state, req, &request_id).await,
-        ),
-        (&Method::GET, path) if path.starts_with("/v1/packages/") => {
-            ("package_get", package(&state, &req, &request_id).await)
-        }
-        (_, path) => ("unknown", not_routed(path, &request_id)),
     };
-    telemetry::record_http(label, res.status().as_u16(), started.elapsed());
-    Ok(res)
+    telemetry::record_http(name, res.status().as_u16(), started.elapsed());
+    if callers.is_some() {
+        auth::record(who, name, res.status().as_u16());
+    }
+    Ok(if head { without_body(res) } else { res })
 }
 
-/// Paths and the methods they take, for 405 vs 404.
+/// Whether a request goes on to its route.
+enum Admission<'c> {
+    /// Yes: its caller (when callers are configured and the route is not open) and rate state.
+    Admitted(Option<&'c Caller>, Option<RateState>),
+    /// No: the 401, 403 or 429 answer, with the caller label for metrics.
+    Refused(&'c str, Box<Response<Full<Bytes>>>),
+}
+
+async fn admit<'c>(
+    callers: Option<&'c Callers>,
+    route: &'static str,
+    headers: &http::HeaderMap,
+    request_id: &str,
+) -> Admission<'c> {
+    let Some(callers) = callers else {
+        return Admission::Admitted(None, None);
+    };
+    if auth::OPEN_ROUTES.contains(&route) {
+        return Admission::Admitted(None, None);
+    }
+    let caller = match callers.identify(headers).await {
+        Ok(c) => c,
+        Err(problem) => {
+            let unauthenticated = problem.status == StatusCode::UNAUTHORIZED;
+            let mut res = problem.into_response(request_id);
+            if unauthenticated {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return Admission::Refused("unauthenticated", Box::new(res));
+        }
+    };
+    tracing::Span::current().record("caller", caller.name.as_str());
+    if !caller.may_route(route) {
+        let res = Problem::new(
+            StatusCode::FORBIDDEN,
+            format!("caller `{}` may not use {route}", caller.name),
+        )
+        .into_response(request_id);
+        return Admission::Refused(caller.name.as_str(), Box::new(res));
+    }
+    match caller.admit(route) {
+        Ok(rate) => Admission::Admitted(Some(caller), rate),
+        Err((problem, rate, retry_after)) => {
+            let mut res = problem.into_response(request_id);
+            rate.apply(res.headers_mut());
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Admission::Refused(caller.name.as_str(), Box::new(res))
+        }
+    }
+}
+
+/// 403 when a limited caller names a vendor it may not reach.
+fn vendor_refused(
+    caller: Option<&Caller>,
+    vendor: &str,
+    request_id: &str,
+) -> Option<Response<Full<Bytes>>> {
+    let c = caller?;
+    (!c.may_vendor(vendor)).then(|| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "caller `{}` may not reach vendor `{}`",
+                c.name,
+                strict::clip(vendor)
+            ),
+        )
+        .into_response(request_id)
+    })
+}
+
+/// The route's name (for metrics, logs and `callers:`), by method and path.
+fn route_name(method: &Method, path: &str) -> &'static str {
+    let get = *method == Method::GET || *method == Method::HEAD;
+    match path {
+        "/healthz" if get => "healthz",
+        "/readyz" if get => "readyz",
+        "/metrics" if get => "metrics",
+        "/v1/vendors" if get => "vendors",
+        "/openapi.json" if get => "openapi",
+        "/v1/coupons/query" if *method == Method::POST => "coupons_query",
+        "/v1/templates" if *method == Method::POST => "templates_create",
+        "/v1/templates" if get => "templates_list",
+        p if *method == Method::PUT && p.starts_with("/v1/templates/") => "templates_update",
+        p if get && p.starts_with("/v1/packages/") => "package_get",
+        _ => "unknown",
+    }
+}
+
+/// `HEAD` is answered wherever `GET` is: the same status and headers, no body.
+fn without_body(res: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (mut parts, body) = res.into_parts();
+    let len = body.size_hint().exact().unwrap_or(0);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Response::from_parts(parts, Full::default())
+}
+
+/// What is refused before routing: oversized headers (431), and query parameters the route
+/// does not take (400).
+fn check_request<B>(req: &Request<B>) -> Option<Problem> {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if bytes > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+        return Some(Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request headers are larger than the gateway accepts \
+                 ({MAX_HEADER_BYTES} bytes, {MAX_HEADERS} fields)"
+            ),
+        ));
+    }
+    let path = req.uri().path();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let known = if get && path == "/v1/templates" {
+        TEMPLATE_LIST_PARAMS
+    } else {
+        &[]
+    };
+    // an unknown path or method is answered 404/405 first
+    if !is_routed(req.method(), path) {
+        return None;
+    }
+    strict::check_query(req.uri().query(), known)
+        .err()
+        .map(|e| Problem::new(StatusCode::BAD_REQUEST, e))
+}
+
+fn is_routed(method: &Method, path: &str) -> bool {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTES.iter().any(|(p, allow)| {
+        (*p == path || (p.ends_with('/') && path.starts_with(p)))
+            && allow.split(", ").any(|m| m == method)
+    })
+}
+
+async fn dispatch<B>(
+    state: &Arc<AppState>,
+    name: &'static str,
+    req: Request<B>,
+    request_id: &str,
+    caller: Option<&Caller>,
+) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match name {
+        "healthz" => json_ok(&json!({"status": "ok"})),
+        "readyz" => readyz(state, request_id),
+        "metrics" => metrics(state),
+        "vendors" => json_ok(&state.vendors()),
+        "openapi" => openapi(),
+        "coupons_query" => coupons_query(state, req, request_id, caller).await,
+        "templates_create" => templates_create(state, req, request_id, caller).await,
+        "templates_list" => {
+            // the vendor asked, as the list reads it: the `vendor` parameter, or the only one
+            let route = state
+                .plan
+                .route(crate::engine::routes::RouteId::TemplatesList);
+            let vendor = strict::query_param(req.uri().query(), "vendor")
+                .or_else(|| (route.targets.len() == 1).then(|| route.targets[0].vendor.id.clone()));
+            if let Some(res) = vendor.and_then(|v| vendor_refused(caller, &v, request_id)) {
+                return res;
+            }
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let answer = templates::list(state, &query, no_cache(&req)).await;
+            template_response(answer, request_id)
+        }
+        "templates_update" => {
+            if let Some((vendor, _)) = vendor_and_id(req.uri().path(), "/v1/templates/")
+                && let Some(res) = vendor_refused(caller, &vendor, request_id)
+            {
+                return res;
+            }
+            templates_update(state, req, request_id).await
+        }
+        "package_get" => {
+            if let Some((vendor, _)) = vendor_and_id(req.uri().path(), "/v1/packages/")
+                && let Some(res) = vendor_refused(caller, &vendor, request_id)
+            {
+                return res;
+            }
+            package(state, &req, request_id).await
+        }
+        _ => not_routed(req.uri().path(), request_id),
+    }
+}
+
+/// Paths and the methods they take, for 405 vs 404 (`HEAD` goes wherever `GET` does).
 const ROUTES: &[(&str, &str)] = &[
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-    ("/v1/vendors", "GET"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/v1/vendors", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
     ("/v1/coupons/query", "POST"),
-    ("/v1/packages/", "GET"),
-    ("/v1/templates", "GET, POST"),
+    ("/v1/packages/", "GET, HEAD"),
+    ("/v1/templates", "GET, HEAD, POST"),
     ("/v1/templates/", "PUT"),
 ];
 
@@ -106,6 +321,15 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<
 
 fn json_ok(body: &serde_json::Value) -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, body)
+}
+
+fn openapi() -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(super::openapi::OPENAPI_JSON.clone()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 fn readyz(state: &AppState, request_id: &str) -> Response<Full<Bytes>> {
@@ -229,6 +453,7 @@ async fn templates_create<B>(
     state: &Arc<AppState>,
     req: Request<B>,
     request_id: &str,
+    caller: Option<&Caller>,
 ) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -242,6 +467,16 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
+    match strict::parse_object(&body, TEMPLATE_CREATE_MEMBERS) {
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, e).into_response(request_id),
+        Ok(m) => {
+            if let Some(vendor) = m.get("vendor").and_then(|v| v.as_str())
+                && let Some(res) = vendor_refused(caller, vendor, request_id)
+            {
+                return res;
+            }
+        }
+    }
     let key = match key {
         None => None,
         Some(Ok(k))
@@ -344,6 +579,9 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
+    if let Err(e) = strict::parse_object(&body, TEMPLATE_UPDATE_MEMBERS) {
+        return Problem::new(StatusCode::BAD_REQUEST, e).into_response(request_id);
+    }
     template_response(
         templates::update(state, &vendor, &id, &body).await,
         request_id,
@@ -406,6 +644,7 @@ async fn coupons_query<B>(
     state: &Arc<AppState>,
     req: Request<B>,
     request_id: &str,
+    caller: Option<&Caller>,
 ) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes>,
@@ -416,8 +655,13 @@ where
         Ok(b) => b,
         Err(res) => return res,
     };
-    match coupons::query(state, &body, bypass_cache).await {
-        Err(e) => Problem::new(StatusCode::BAD_REQUEST, e.0).into_response(request_id),
+    match coupons::query(state, &body, bypass_cache, caller.and_then(Caller::vendors)).await {
+        Err(coupons::Refused::Invalid(e)) => {
+            Problem::new(StatusCode::BAD_REQUEST, e.0).into_response(request_id)
+        }
+        Err(coupons::Refused::Forbidden(e)) => {
+            Problem::new(StatusCode::FORBIDDEN, e).into_response(request_id)
+        }
         Ok((Verdict::Answered, answer)) => {
             let body = serde_json::to_vec(&answer).expect("answers serialize");
             let mut res = Response::new(Full::new(Bytes::from(body)));
@@ -432,6 +676,10 @@ where
                 Verdict::AllTimedOut => {
                     (StatusCode::GATEWAY_TIMEOUT, "every vendor asked timed out")
                 }
+                Verdict::RequiredFailed => (
+                    StatusCode::BAD_GATEWAY,
+                    "a vendor the request requires did not answer",
+                ),
                 _ => (StatusCode::BAD_GATEWAY, "every vendor asked failed"),
             };
             let sources = serde_json::to_value(&answer.sources).expect("sources serialize");

@@ -11,7 +11,7 @@
 //! | OverloadAnswers | shedding (`Overloaded`) becomes an answer: 503 with Retry-After |
 //! | LoadShed + ConcurrencyLimit | at most `max_concurrency` requests in progress; beyond it shed at once instead of queueing |
 //! | Timeout | the whole request within `request_timeout_ms` (504) |
-//! | router | the canonical handlers |
+//! | router | 431 for oversized headers, strict query strings, callers (401/403/429, `auth.rs`), then the canonical handlers |
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -60,7 +60,7 @@ pub fn app(
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, caller = tracing::field::Empty)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ProblemBodiesLayer)
