@@ -589,6 +589,52 @@ async fn a_claim_while_redis_is_down_is_unavailable_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_replica_died_is_refused_until_its_lease_ends() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(None).await;
+    let mut cfg = shared_config(&redis);
+    cfg.idempotency_lease_ms = 300;
+    let replica = |cfg: &SharedConfig| {
+        RedisStore::new(Arc::new(Shared::new(cfg).unwrap()), Duration::from_secs(60))
+    };
+    let (dying, other) = (replica(&cfg), replica(&cfg));
+    match dying.claim("k", "fp", Duration::ZERO).await {
+        // the replica dies mid-request: nothing settles its claim
+        Ok(Claim::Proceed(pending)) => std::mem::forget(pending),
+        other => panic!("expected Proceed, got {other:?}"),
+    }
+    assert_eq!(
+        other.claim("k", "fp", Duration::ZERO).await.err(),
+        Some(IdempotencyError::InProgress),
+        "within the lease a repeat is not run again"
+    );
+    assert!(matches!(
+        other.claim("k", "fp-other", Duration::ZERO).await,
+        Ok(Claim::Conflict)
+    ));
+    until("the lease ends and a repeat may proceed", || async {
+        match other.claim("k", "fp", Duration::ZERO).await {
+            Ok(Claim::Proceed(p)) => {
+                p.complete(coupon_gateway::idempotency::StoredResponse {
+                    status: 201,
+                    content_type: "application/json".to_owned(),
+                    body: Bytes::from_static(b"{}"),
+                });
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    until("the answer is replayed to the other replica", || async {
+        matches!(dying.claim("k", "fp", Duration::ZERO).await, Ok(Claim::Replay(r)) if r.status == 201)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_limiter_costs_one_round_trip_per_call() {
     if !redis_available() {
         return;

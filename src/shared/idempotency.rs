@@ -9,7 +9,7 @@
 //!
 //! A claim is one Lua call (SET NX, else the current value), so exactly one request proceeds.
 //! Completing or releasing checks the owner, so a claim whose lease ran out never overwrites
-//! the next holder's. Whenever Redis cannot be asked, `claim` answers
+//! the next holder's. The lease must outlast a request (`server.request_timeout_ms`). Whenever Redis cannot be asked, `claim` answers
 //! [`IdempotencyError::Unavailable`] and the request is refused: running it could create a
 //! second record.
 use std::sync::Arc;
@@ -30,10 +30,11 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false en
 return redis.call('GET', KEYS[1])
 ";
 
-/// Replaces the claim of owner ARGV[1] (the prefix `R:<owner>:`) with the answer.
+/// Replaces the claim of owner ARGV[1] (the prefix `R:<owner>:`) with the answer; also when
+/// the claim's lease ran out and nobody claimed the key since (the answer is still the truth).
 const COMPLETE: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+if not v or string.sub(v, 1, #ARGV[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
