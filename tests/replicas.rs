@@ -400,6 +400,76 @@ async fn a_member_asked_through_three_replicas_within_the_ttl_is_one_vendor_call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_serves_another_replicas_stale_answer_when_the_vendor_fails() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(None).await;
+    let sb = Sandbox::start().await.unwrap();
+    // list_coupons: fresh for 300 ms, then kept 10 min (the shipped stale_if_error_ms)
+    let yaml = routes(&redis, |t| {
+        t.replace("ttl_ms: 30000 ", "ttl_ms: 300 ")
+            .replace("empty_ttl_ms: 5000 ", "empty_ttl_ms: 300 ")
+    });
+    assert!(
+        yaml.contains("stale_if_error_ms"),
+        "the shipped file keeps stale answers"
+    );
+    let gws = replicas(&sb, &yaml).await;
+    let a = query(&gws[0], false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let keys = || async { redis.keys("test:c:*:list_coupons:*").await };
+    until("the answers are in the shared cache", || async {
+        keys().await.len() == 3
+    })
+    .await;
+    // past the ttl (the shared copy has only its stale-if-error time left)
+    let stale_ms = i64::try_from(600_000u64).unwrap();
+    until("the shared answers are past their ttl", || async {
+        let mut conn = redis.conn().await;
+        let mut all_stale = true;
+        for k in keys().await {
+            let left: i64 = redis::cmd("PTTL")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            all_stale &= left <= stale_ms;
+        }
+        all_stale
+    })
+    .await;
+
+    let (op_id, op) = sb.vendors()[0];
+    op.set_fault(coupon_gateway::sandbox::Fault::Status(500));
+    // replica 1 never held this answer: it comes from the shared level
+    let b = query(&gws[1], false).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    let source = b.body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["vendor"] == op_id)
+        .unwrap()
+        .clone();
+    assert_eq!(source["cache"], "stale", "{source}");
+    assert_ne!(source["outcome"], "ok", "{source}");
+    let from = |body: &Value| {
+        body["coupons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["vendor"] == op_id)
+            .count()
+    };
+    assert!(
+        from(&b.body) > 0 && from(&b.body) == from(&a.body),
+        "{}",
+        b.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_vendor_quota_is_held_across_replicas_within_ten_percent() {
     if !redis_available() {
         return;
@@ -497,6 +567,18 @@ async fn with_redis_down_reads_are_answered_keyed_writes_refused_and_sharing_res
         assert!(!gw.state.shared.as_ref().expect("shared tier").is_up());
     }
     assert_eq!(template_total(&gws[1]).await, before, "nothing was created");
+    // a revoked token is renewed by each replica on its own: one fetch per replica
+    let fetched = sb.token_requests();
+    sb.revoke_tokens();
+    for gw in &gws {
+        template_total(gw).await;
+        template_total(gw).await;
+    }
+    assert_eq!(
+        sb.token_requests(),
+        fetched + 3,
+        "one token fetch per replica"
+    );
 
     redis.restart().await;
     // the next keyed write after retry_ms probes Redis and finds it back

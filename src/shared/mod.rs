@@ -117,6 +117,8 @@ impl Shared {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return None;
         }
+        // the connection manager spawns its tasks on the current runtime
+        tokio::runtime::Handle::try_current().ok()?;
         let mut info = url.into_connection_info().ok()?;
         let mut settings = info.redis_settings().clone();
         if let Some(user) = &cfg.username {
