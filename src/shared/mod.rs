@@ -264,3 +264,90 @@ impl Runnable for Call<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::shared::Sensitive;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A Redis that accepts connections and never answers: every command takes the timeout.
+    fn silent_redis() -> std::net::TcpListener {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_down_redis_is_one_log_line_and_requests_do_not_wait_on_it() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let silent = silent_redis();
+        let cfg = SharedConfig {
+            redis_url: Some(Sensitive::new(format!(
+                "redis://:pw-not-logged@127.0.0.1:{}/0",
+                silent.local_addr().unwrap().port()
+            ))),
+            timeout_ms: 100,
+            retry_ms: 60_000,
+            ..SharedConfig::default()
+        };
+        let shared = Shared::new(&cfg).expect("configured");
+        let started = Instant::now();
+        for _ in 0..50 {
+            let r: Result<Option<String>, _> =
+                shared.run(Piece::Cache, redis::cmd("GET").arg("k")).await;
+            assert_eq!(r, Err(Unavailable));
+        }
+        // the first command gives up at its timeout, the 49 others skip Redis at once
+        // (waiting on it each time would take 50 × 100 ms)
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_millis(1_000), "{took:?}");
+        assert!(!shared.is_up());
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.matches("shared tier (Redis) unavailable").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("pw-not-logged"), "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unusable_url_is_a_tier_that_is_always_down() {
+        for url in ["http://127.0.0.1:6379", "redis://[bad", "rediss://"] {
+            let cfg = SharedConfig {
+                redis_url: Some(Sensitive::new(url)),
+                ..SharedConfig::default()
+            };
+            let shared = Shared::new(&cfg).expect("configured");
+            let r: Result<Option<String>, _> =
+                shared.run(Piece::Tokens, redis::cmd("GET").arg("k")).await;
+            assert_eq!(r, Err(Unavailable), "{url}");
+        }
+        assert!(
+            Shared::new(&SharedConfig::default()).is_none(),
+            "off by default"
+        );
+    }
+}
