@@ -400,6 +400,51 @@ async fn a_member_asked_through_three_replicas_within_the_ttl_is_one_vendor_call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_across_replicas_are_one_vendor_call() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(None).await;
+    let sb = Sandbox::start().await.unwrap();
+    let gws = Arc::new(replicas(&sb, &routes(&redis, |t| t)).await);
+    // slow vendors, so that every replica misses while the first call is still out
+    for (_, sim) in &sb.vendors()[..3] {
+        sim.set_fault(coupon_gateway::sandbox::Fault::Delay(
+            Duration::from_millis(300),
+        ));
+        sim.reset_counters();
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(9));
+    let tasks: Vec<_> = (0..9)
+        .map(|i| {
+            let (gws, barrier) = (Arc::clone(&gws), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                query(&gws[i % 3], false).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["coupons"], answers[0].body["coupons"]);
+    }
+    // one replica asked each vendor (the demo member's coupons are one page per vendor)
+    let asked: Vec<u64> = sb.vendors()[..3]
+        .iter()
+        .map(|(_, s)| s.requests())
+        .collect();
+    assert_eq!(
+        asked,
+        [1, 1, 1],
+        "one vendor call per vendor for nine queries on three replicas"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_serves_another_replicas_stale_answer_when_the_vendor_fails() {
     if !redis_available() {
         return;

@@ -55,7 +55,13 @@ impl AppState {
             caches[op.slot] = op.cache.as_ref().map(|cfg| match &shared {
                 Some(s) => ResponseCache::with_shared(
                     cfg,
-                    SharedAnswers::new(Arc::clone(s), &op.vendor.id, &op.name, cfg),
+                    SharedAnswers::new(
+                        Arc::clone(s),
+                        &op.vendor.id,
+                        &op.name,
+                        cfg,
+                        op.vendor.timeout,
+                    ),
                 ),
                 None => ResponseCache::new(cfg),
             });

@@ -184,10 +184,30 @@ impl ResponseCache {
                         None => {}
                     }
                 }
-                let out = fetch.await?;
+                // coalesce with the other replicas: one asks the vendor, the others wait for it
+                let filling = match &self.shared {
+                    Some(shared) if !shared.begin_fill(&key).await => {
+                        if let Some(Found::Fresh { answer, left }) = shared.wait_fill(&key).await {
+                            from_shared.store(true, Ordering::Relaxed);
+                            return Ok(Entry {
+                                answer: Arc::new(answer),
+                                left: Some(left),
+                            });
+                        }
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                let out = fetch.await;
                 if let Some(shared) = &self.shared {
-                    shared.put(&key, &out);
+                    match (&out, filling) {
+                        (_, true) => shared.finish_fill(&key, out.as_ref().ok()).await,
+                        (Ok(out), false) => shared.put(&key, out),
+                        (Err(_), false) => {}
+                    }
                 }
+                let out = out?;
                 Ok(Entry {
                     answer: Arc::new(out),
                     left: None,
