@@ -33,9 +33,77 @@ use serde_json::{Value, json};
 /// A `redis-server` of this test: loopback, no persistence, its own temp dir, killed on drop.
 struct RedisServer {
     port: u16,
+    /// With TLS: the port of `rediss://` (the plain port stays open for the test itself).
+    tls_port: Option<u16>,
     dir: PathBuf,
     password: Option<String>,
     child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "openssl {args:?}");
+    };
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cgw-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 /// Whether `redis-server` can be run; `false` (after saying why) means "skip this test".
@@ -62,6 +130,10 @@ impl RedisServer {
     /// Starts a server on a free loopback port (a port found free can be taken before
     /// redis-server binds it, so a failed start is tried again on another).
     async fn start(password: Option<&str>) -> RedisServer {
+        Self::start_with(password, false).await
+    }
+
+    async fn start_with(password: Option<&str>, tls: bool) -> RedisServer {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "cgw-redis-{}-{}",
@@ -69,13 +141,13 @@ impl RedisServer {
             SEQ.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        if tls {
+            make_certificates(&dir);
+        }
         for _ in 0..10 {
-            let port = StdListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
             let mut server = RedisServer {
-                port,
+                port: free_port(),
+                tls_port: tls.then(free_port),
                 dir: dir.clone(),
                 password: password.map(str::to_owned),
                 child: None,
@@ -105,6 +177,20 @@ impl RedisServer {
             .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if let Some(tls_port) = self.tls_port {
+            cmd.args([
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(self.dir.join("server.crt"))
+            .arg("--tls-key-file")
+            .arg(self.dir.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(self.dir.join("ca.crt"));
         }
         let Ok(mut child) = cmd.spawn() else {
             return false;
@@ -684,6 +770,54 @@ async fn auth_comes_from_the_password_setting_and_a_wrong_one_is_unavailable() {
     let shared = Shared::new(&cfg).unwrap();
     assert!(!format!("{shared:?}").contains("wrong"));
     let store = RedisStore::new(Arc::new(shared), Duration::from_secs(60));
+    assert_eq!(
+        store.claim("k2", "fp", Duration::ZERO).await.err(),
+        Some(IdempotencyError::Unavailable)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_trusts_the_configured_ca_and_nothing_else() {
+    if !redis_available() {
+        return;
+    }
+    let openssl = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !openssl {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs openssl to make the test certificates"
+        );
+        eprintln!("SKIPPED: openssl is not installed; it makes the TLS test's certificates");
+        return;
+    }
+    let redis = RedisServer::start_with(None, true).await;
+    let tls_port = redis.tls_port.expect("a TLS port");
+    let mut cfg = shared_config(&redis);
+    cfg.redis_url = Some(Sensitive::new(format!("rediss://127.0.0.1:{tls_port}/0")));
+    cfg.timeout_ms = 1_000; // a handshake on a busy machine
+    cfg.tls_ca_file = Some(redis.dir.join("ca.crt").to_string_lossy().into_owned());
+    assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    let store = RedisStore::new(
+        Arc::new(Shared::new(&cfg).unwrap()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        matches!(
+            store.claim("k", "fp", Duration::ZERO).await,
+            Ok(Claim::Proceed(_))
+        ),
+        "TLS with the private CA"
+    );
+    // the system's roots do not know the test CA: the certificate is refused
+    cfg.tls_ca_file = None;
+    let store = RedisStore::new(
+        Arc::new(Shared::new(&cfg).unwrap()),
+        Duration::from_secs(60),
+    );
     assert_eq!(
         store.claim("k2", "fp", Duration::ZERO).await.err(),
         Some(IdempotencyError::Unavailable)

@@ -15,6 +15,9 @@ pub struct SharedConfig {
     pub username: Option<String>,
     /// AUTH password, e.g. from `CGW_SERVER__SHARED__PASSWORD`; never logged.
     pub password: Option<Sensitive>,
+    /// With `rediss://`: a PEM file of the CA certificates to trust instead of the system's
+    /// (a Redis whose certificate a private CA signed).
+    pub tls_ca_file: Option<String>,
     /// Longest wait for one Redis command; past it the command counts as failed and the
     /// request goes on with the local tier (or a keyed write is refused with 503).
     pub timeout_ms: u64,
@@ -37,6 +40,7 @@ impl Default for SharedConfig {
             redis_url: None,
             username: None,
             password: None,
+            tls_ca_file: None,
             timeout_ms: 80,
             retry_ms: 1_000,
             key_prefix: "cgw:".to_owned(),
@@ -60,6 +64,14 @@ impl SharedConfig {
                     "not a valid redis:// or rediss:// URL".to_owned(),
                 ));
             }
+        }
+        if self.tls_ca_file.is_some()
+            && !self
+                .redis_url
+                .as_ref()
+                .is_some_and(|u| u.expose().starts_with("rediss://"))
+        {
+            out.push(("tls_ca_file", "needs a rediss:// redis_url".to_owned()));
         }
         for (key, value) in [
             ("timeout_ms", self.timeout_ms),

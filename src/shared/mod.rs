@@ -128,7 +128,20 @@ impl Shared {
             settings = settings.set_password(password.expose());
         }
         info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).ok()?;
+        let client = match &cfg.tls_ca_file {
+            Some(path) => {
+                let Ok(pem) = std::fs::read(path) else {
+                    tracing::error!(path, "server.shared.tls_ca_file cannot be read");
+                    return None;
+                };
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(info, certs).ok()?
+            }
+            None => redis::Client::open(info).ok()?,
+        };
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
