@@ -109,8 +109,42 @@ impl fmt::Debug for Sensitive {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's large Error
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_sets_the_url_user_and_password_and_keeps_them_strings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "CGW_SERVER__SHARED__REDIS_URL",
+                "rediss://redis.internal:6380/0",
+            );
+            jail.set_env("CGW_SERVER__SHARED__USERNAME", "gateway");
+            jail.set_env("CGW_SERVER__SHARED__PASSWORD", "0012345");
+            jail.set_env("CGW_SERVER__SHARED__TIMEOUT_MS", "50");
+            let loaded = crate::config::load_str("routes.yaml", "server: {}\n", true).unwrap();
+            let shared = &loaded.config.server.shared;
+            assert_eq!(
+                shared.redis_url.as_ref().map(Sensitive::expose),
+                Some("rediss://redis.internal:6380/0")
+            );
+            assert_eq!(shared.username.as_deref(), Some("gateway"));
+            assert_eq!(
+                shared.password.as_ref().map(Sensitive::expose),
+                Some("0012345")
+            );
+            assert_eq!(shared.timeout_ms, 50);
+            assert_eq!(shared.key_prefix, "cgw:", "the rest keeps its defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn off_by_default() {
+        let loaded = crate::config::load_str("routes.yaml", "server: {}\n", false).unwrap();
+        assert!(loaded.config.server.shared.redis_url.is_none());
+    }
 
     #[test]
     fn debug_hides_the_url_and_password() {
