@@ -17,8 +17,10 @@
 //!   [`Pending::abandon`]) releases the key: waiters race to claim it again and exactly one of
 //!   them proceeds.
 //!
-//! [`MemoryStore`] is the in-process store; a shared store (e.g. Redis, for several replicas)
-//! would implement [`IdempotencyStore`] as well.
+//! [`MemoryStore`] is the in-process store; `crate::shared::idempotency::RedisStore` is the
+//! one several replicas share. A store that cannot tell whether a key is free (its backend is
+//! down) answers [`IdempotencyError::Unavailable`]: the request must then be refused, never
+//! run, since running it could create a second record.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -58,6 +60,10 @@ pub enum IdempotencyError {
     /// Another request holding the same key was still running when the wait elapsed.
     #[error("a request with this idempotency key is still in progress")]
     InProgress,
+    /// The store could not be asked (a shared store whose backend is down or too slow):
+    /// refuse the request (503) rather than risk a second creation.
+    #[error("the idempotency records cannot be reached")]
+    Unavailable,
 }
 
 /// The future returned by [`IdempotencyStore::claim`].
@@ -254,10 +260,12 @@ impl MemoryStore {
             },
         );
         Some(Pending {
-            inner: Arc::clone(&self.inner),
+            backend: Backend::Memory {
+                inner: Arc::clone(&self.inner),
+                id,
+            },
             key: key.to_owned(),
             fingerprint: fingerprint.to_owned(),
-            id,
             settled: false,
         })
     }
@@ -276,12 +284,27 @@ impl IdempotencyStore for MemoryStore {
 /// wakes waiters, which then race to claim again: exactly one proceeds.
 #[must_use = "dropping a Pending releases the idempotency key; call complete() with the answer"]
 pub struct Pending {
-    inner: Arc<Inner>,
+    backend: Backend,
     key: String,
     fingerprint: String,
-    id: u64,
     /// Completed or released: nothing left for `Drop` to do.
     settled: bool,
+}
+
+/// Where a claim is held.
+enum Backend {
+    /// In a [`MemoryStore`]; `id` identifies this claim's flight.
+    Memory { inner: Arc<Inner>, id: u64 },
+    /// In another store, which settles it (taken when settled).
+    Other(Option<Box<dyn Settle>>),
+}
+
+/// How another store (e.g. Redis) settles a claim it handed out in a [`Pending`].
+pub trait Settle: Send + Sync + 'static {
+    /// Remembers `response` for the request whose fingerprint was `fingerprint`.
+    fn complete(self: Box<Self>, fingerprint: String, response: StoredResponse);
+    /// Frees the key without remembering anything.
+    fn release(self: Box<Self>);
 }
 
 impl fmt::Debug for Pending {
@@ -294,6 +317,16 @@ impl fmt::Debug for Pending {
 }
 
 impl Pending {
+    /// A claim of `key` held in another store, which `settle` completes or releases.
+    pub fn settled_by(key: &str, fingerprint: &str, settle: Box<dyn Settle>) -> Pending {
+        Pending {
+            backend: Backend::Other(Some(settle)),
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            settled: false,
+        }
+    }
+
     /// Remembers `response` for the key (for the store's TTL) and hands it to every waiter.
     ///
     /// Waiters and new claims see the answer at once; it reaches the bounded cache on a tokio
@@ -301,34 +334,45 @@ impl Pending {
     /// one the waiters still get the answer but it is not remembered, and a warning is logged.
     pub fn complete(mut self, response: StoredResponse) {
         self.settled = true;
+        let fingerprint = std::mem::take(&mut self.fingerprint);
+        let (inner, id) = match &mut self.backend {
+            Backend::Memory { inner, id } => (Arc::clone(inner), *id),
+            Backend::Other(settle) => {
+                if let Some(settle) = settle.take() {
+                    settle.complete(fingerprint, response);
+                }
+                return;
+            }
+        };
         let record = Arc::new(Record {
-            fingerprint: std::mem::take(&mut self.fingerprint),
+            fingerprint,
             response,
         });
         {
-            let flights = self.inner.flights();
+            let flights = inner.flights();
             match flights.by_key.get(&self.key) {
-                Some(flight) if flight.id == self.id => {
+                Some(flight) if flight.id == id => {
                     flight.phase.send_replace(Phase::Done(Arc::clone(&record)));
                 }
                 // Cannot happen: only this guard removes its own entry.
                 _ => return,
             }
         }
-        let inner = Arc::clone(&self.inner);
         let key = self.key.clone();
-        let id = self.id;
-        let store = async move {
-            inner.completed.insert(key.clone(), record).await;
-            // Only now leave the map; the generation bump tells racing claims to look again.
-            let mut flights = inner.flights();
-            if flights
-                .by_key
-                .get(&key)
-                .is_some_and(|flight| flight.id == id)
-            {
-                flights.by_key.remove(&key);
-                flights.generation = flights.generation.wrapping_add(1);
+        let store = {
+            let inner = Arc::clone(&inner);
+            async move {
+                inner.completed.insert(key.clone(), record).await;
+                // Only now leave the map; the generation bump tells racing claims to look again.
+                let mut flights = inner.flights();
+                if flights
+                    .by_key
+                    .get(&key)
+                    .is_some_and(|flight| flight.id == id)
+                {
+                    flights.by_key.remove(&key);
+                    flights.generation = flights.generation.wrapping_add(1);
+                }
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -342,7 +386,7 @@ impl Pending {
                     "idempotency record not stored: complete() called outside a tokio runtime"
                 );
                 // Waiters already hold the answer; a later repeat may try again.
-                let mut flights = self.inner.flights();
+                let mut flights = inner.flights();
                 if flights
                     .by_key
                     .get(&self.key)
@@ -366,11 +410,20 @@ impl Pending {
             return;
         }
         self.settled = true;
-        let mut flights = self.inner.flights();
+        let (inner, id) = match &mut self.backend {
+            Backend::Memory { inner, id } => (inner, *id),
+            Backend::Other(settle) => {
+                if let Some(settle) = settle.take() {
+                    settle.release();
+                }
+                return;
+            }
+        };
+        let mut flights = inner.flights();
         if flights
             .by_key
             .get(&self.key)
-            .is_some_and(|flight| flight.id == self.id)
+            .is_some_and(|flight| flight.id == id)
             && let Some(flight) = flights.by_key.remove(&self.key)
         {
             flight.phase.send_replace(Phase::Released);

@@ -14,4 +14,5 @@ pub mod engine;
 pub mod http;
 pub mod idempotency;
 pub mod sandbox;
+pub mod shared;
 pub mod telemetry;

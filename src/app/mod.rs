@@ -22,6 +22,10 @@ use crate::engine::token::TokenCache;
 use crate::engine::upstream::Upstream;
 use crate::http::auth::Callers;
 use crate::idempotency::{IdempotencyStore, MemoryStore};
+use crate::shared::Shared;
+use crate::shared::cache::SharedAnswers;
+use crate::shared::idempotency::RedisStore;
+use crate::shared::tokens::SharedTokens;
 
 /// Everything a request needs, built once at start-up.
 pub struct AppState {
@@ -38,39 +42,71 @@ pub struct AppState {
     pub cursors: CursorSigner,
     /// Who may call (none: anyone); set once at start-up.
     callers: RwLock<Option<Arc<Callers>>>,
+    /// The tier replicas share (`server.shared`), when configured.
+    pub shared: Option<Arc<Shared>>,
     ready: AtomicBool,
 }
 
 impl AppState {
     pub fn new(plan: Plan) -> Arc<AppState> {
         let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
+        // installed first, so the shared tier's gauges are recorded from the start
+        let metrics = crate::telemetry::install_metrics();
+        // with `server.shared.redis_url`, each piece of state below gets its shared level
+        let shared = Shared::new(&plan.server.shared).map(Arc::new);
         let mut caches: Vec<Option<ResponseCache>> =
             (0..plan.operation_count).map(|_| None).collect();
         // every operation with a `cache:` gets one (the compiler refuses it on writes)
         for op in plan.operations() {
-            caches[op.slot] = op.cache.as_ref().map(ResponseCache::new);
+            caches[op.slot] = op.cache.as_ref().map(|cfg| match &shared {
+                Some(s) => ResponseCache::with_shared(
+                    cfg,
+                    SharedAnswers::new(
+                        Arc::clone(s),
+                        &op.vendor.id,
+                        &op.name,
+                        cfg,
+                        op.vendor.timeout,
+                    ),
+                ),
+                None => ResponseCache::new(cfg),
+            });
         }
         let guards = plan
             .vendors
             .iter()
             .map(|v| {
                 let mut guard = VendorGuard::new(&v.retry, v.circuit.as_ref(), v.limits.as_ref());
+                if let Some(s) = &shared {
+                    guard.share_rate(Arc::clone(s), &v.id, v.limits.as_ref());
+                }
                 guard.auth = plan.tokens[v.slot].clone().map(|token| VendorAuth {
-                    cache: TokenCache::new(token.refresh_before),
+                    cache: match &shared {
+                        Some(s) => TokenCache::with_shared(
+                            token.refresh_before,
+                            SharedTokens::new(Arc::clone(s), &v.id, token.refresh_before),
+                        ),
+                        None => TokenCache::new(token.refresh_before),
+                    },
                     plan: token,
                 });
                 guard
             })
             .collect();
+        let idempotency: Arc<dyn IdempotencyStore> = match &shared {
+            Some(s) => Arc::new(RedisStore::new(Arc::clone(s), MemoryStore::DEFAULT_TTL)),
+            None => Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
+        };
         Arc::new(AppState {
             plan: Arc::new(plan),
             upstream,
             caches,
             guards,
-            idempotency: Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
-            metrics: crate::telemetry::install_metrics(),
+            idempotency,
+            metrics,
             cursors: CursorSigner::random(),
             callers: RwLock::new(None),
+            shared,
             ready: AtomicBool::new(true),
         })
     }

@@ -9,6 +9,7 @@
 pub mod callers;
 pub mod load;
 pub mod locate;
+pub mod shared;
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// A client that has not sent its request headers after this long is disconnected.
     pub header_read_timeout_ms: u64,
+    /// State shared by replicas (Redis); off by default. See `shared::SharedConfig`.
+    pub shared: shared::SharedConfig,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
             max_vendor_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 5_000,
             header_read_timeout_ms: 10_000,
+            shared: shared::SharedConfig::default(),
         }
     }
 }

@@ -6,14 +6,23 @@
 //! vendor call; `last_good` keeps it for ttl + stale_if_error, so that when the vendor fails
 //! the last good answer can still be served and reported as `stale`. Errors are never cached.
 //! Keys are the canonical inputs that reach the vendor, never anything signed or secret.
+//!
+//! With several replicas a second level sits under `fresh` (`crate::shared::cache`): a miss
+//! asks it before the vendor and keeps what it finds only for the ttl that answer has left; an
+//! answer from the vendor is stored there for the other replicas; and when the vendor fails,
+//! the shared level's stale copy is served if this replica has none.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::call::{CallInput, CallOutput};
 use crate::config::CacheConfig;
+use crate::shared::cache::{Found, SharedAnswers};
 
 /// A cached answer.
 pub type Answer = Arc<CallOutput>;
@@ -40,8 +49,16 @@ impl Lookup {
 }
 
 pub struct ResponseCache {
-    fresh: Cache<Arc<str>, Answer>,
+    fresh: Cache<Arc<str>, Entry>,
     last_good: Option<Cache<Arc<str>, Answer>>,
+    shared: Option<SharedAnswers>,
+}
+
+/// An answer in `fresh`, with the ttl it has left when it came from the shared level.
+#[derive(Clone)]
+struct Entry {
+    answer: Answer,
+    left: Option<Duration>,
 }
 
 /// Per-entry lifetime: "nothing found" lives shorter than a real answer.
@@ -50,19 +67,23 @@ struct FreshExpiry {
     empty_ttl: Duration,
 }
 
-impl Expiry<Arc<str>, Answer> for FreshExpiry {
+impl Expiry<Arc<str>, Entry> for FreshExpiry {
     fn expire_after_create(
         &self,
         _key: &Arc<str>,
-        value: &Answer,
+        value: &Entry,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(if value.rows.is_empty() {
+        Some(value.left.unwrap_or(if value.answer.rows.is_empty() {
             self.empty_ttl
         } else {
             self.ttl
-        })
+        }))
     }
+}
+
+fn weigh_entry(key: &Arc<str>, value: &Entry) -> u32 {
+    weigh(key, &value.answer)
 }
 
 fn weigh(key: &Arc<str>, value: &Answer) -> u32 {
@@ -76,7 +97,7 @@ impl ResponseCache {
         let empty_ttl = Duration::from_millis(cfg.empty_ttl_ms.unwrap_or(cfg.ttl_ms.min(5_000)));
         let fresh = Cache::builder()
             .max_capacity(cfg.max_bytes)
-            .weigher(weigh)
+            .weigher(weigh_entry)
             .expire_after(FreshExpiry { ttl, empty_ttl })
             .build();
         let last_good = (cfg.stale_if_error_ms > 0).then(|| {
@@ -86,7 +107,19 @@ impl ResponseCache {
                 .time_to_live(ttl + Duration::from_millis(cfg.stale_if_error_ms))
                 .build()
         });
-        ResponseCache { fresh, last_good }
+        ResponseCache {
+            fresh,
+            last_good,
+            shared: None,
+        }
+    }
+
+    /// A cache over `shared`, the level the replicas share.
+    pub fn with_shared(cfg: &CacheConfig, shared: SharedAnswers) -> ResponseCache {
+        ResponseCache {
+            shared: Some(shared),
+            ..ResponseCache::new(cfg)
+        }
     }
 
     /// The key of a call: vendor, operation and the canonical inputs only.
@@ -114,30 +147,89 @@ impl ResponseCache {
         F: std::future::Future<Output = Result<CallOutput, E>>,
         E: Send + Sync + 'static,
     {
+        // the shared level's copy past its ttl, kept in case the vendor fails
+        let shared_stale: Mutex<Option<Answer>> = Mutex::new(None);
+        let from_shared = AtomicBool::new(false);
         let result = if bypass {
             match fetch.await {
                 Ok(out) => {
+                    if let Some(shared) = &self.shared {
+                        shared.put(&key, &out);
+                    }
                     let answer = Arc::new(out);
-                    self.fresh.insert(key.clone(), answer.clone()).await;
+                    let entry = Entry {
+                        answer: answer.clone(),
+                        left: None,
+                    };
+                    self.fresh.insert(key.clone(), entry).await;
                     Ok((answer, Lookup::Miss))
                 }
                 Err(e) => Err(Arc::new(e)),
             }
         } else {
-            let fetch = async { fetch.await.map(Arc::new) };
-            match self
-                .fresh
-                .entry(key.clone())
-                .or_try_insert_with(fetch)
-                .await
-            {
+            let fill = async {
+                if let Some(shared) = &self.shared {
+                    match shared.get(&key).await {
+                        Some(Found::Fresh { answer, left }) => {
+                            from_shared.store(true, Ordering::Relaxed);
+                            return Ok(Entry {
+                                answer: Arc::new(answer),
+                                left: Some(left),
+                            });
+                        }
+                        Some(Found::Stale(answer)) => {
+                            *shared_stale.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(Arc::new(answer));
+                        }
+                        None => {}
+                    }
+                }
+                // coalesce with the other replicas: one asks the vendor, the others wait for it
+                let filling = match &self.shared {
+                    Some(shared) if !shared.begin_fill(&key).await => {
+                        if let Some(Found::Fresh { answer, left }) = shared.wait_fill(&key).await {
+                            from_shared.store(true, Ordering::Relaxed);
+                            return Ok(Entry {
+                                answer: Arc::new(answer),
+                                left: Some(left),
+                            });
+                        }
+                        false
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                let out = fetch.await;
+                if let Some(shared) = &self.shared {
+                    match (&out, filling) {
+                        (_, true) => shared.finish_fill(&key, out.as_ref().ok()).await,
+                        (Ok(out), false) => shared.put(&key, out),
+                        (Err(_), false) => {}
+                    }
+                }
+                let out = out?;
+                Ok(Entry {
+                    answer: Arc::new(out),
+                    left: None,
+                })
+            };
+            match self.fresh.entry(key.clone()).or_try_insert_with(fill).await {
                 Ok(entry) => {
-                    let lookup = if entry.is_fresh() {
+                    // filled by this request: from the vendor (a miss) or the shared level
+                    let lookup = if entry.is_fresh() && !from_shared.load(Ordering::Relaxed) {
                         Lookup::Miss
                     } else {
                         Lookup::Hit
                     };
-                    Ok((entry.into_value(), lookup))
+                    let filled = entry.is_fresh();
+                    let answer = entry.into_value().answer;
+                    if filled
+                        && lookup == Lookup::Hit
+                        && let Some(last) = &self.last_good
+                    {
+                        last.insert(key.clone(), answer.clone()).await;
+                    }
+                    Ok((answer, lookup))
                 }
                 Err(e) => Err(e),
             }
@@ -156,6 +248,8 @@ impl ResponseCache {
                     Some(last) => last.get(&key).await,
                     None => None,
                 };
+                let stale =
+                    stale.or_else(|| shared_stale.into_inner().unwrap_or_else(|e| e.into_inner()));
                 let lookup = if stale.is_some() {
                     Lookup::Stale
                 } else {
@@ -167,6 +261,9 @@ impl ResponseCache {
     }
 
     pub fn invalidate_all(&self) {
+        if let Some(shared) = &self.shared {
+            shared.invalidate_all();
+        }
         self.fresh.invalidate_all();
         if let Some(last) = &self.last_good {
             last.invalidate_all();

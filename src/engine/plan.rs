@@ -511,6 +511,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_shared_tier_is_refused_with_its_location() {
+        let text = ROUTES.replacen(
+            "  header_read_timeout_ms: 10000",
+            "  header_read_timeout_ms: 10000\n  shared:\n    redis_url: http://127.0.0.1:6379",
+            1,
+        );
+        assert_ne!(text, ROUTES, "fixture text moved");
+        let errors = compile(&text).unwrap_err();
+        assert!(
+            errors.iter().any(|e| e.path == "server.shared.redis_url"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
     fn a_credential_written_in_the_file_is_a_warning() {
         let (_, warnings) = compile(&ROUTES.replace(
             "      secret: ~                    # CGW_VENDORS__OP",

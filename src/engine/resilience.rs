@@ -17,6 +17,8 @@ use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::config::{CircuitConfig, LimitsConfig, RetryConfig};
+use crate::shared::Shared;
+use crate::shared::limiter::SharedRate;
 
 /// Why a call was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +202,9 @@ pub struct VendorGuard {
     pub breaker: Option<Arc<Breaker>>,
     concurrency: Option<Arc<Semaphore>>,
     rate: Option<DefaultDirectRateLimiter>,
+    /// With several replicas: the quota they share (`crate::shared::limiter`), asked first;
+    /// `rate` is the fallback while Redis cannot be asked.
+    shared_rate: Option<SharedRate>,
     queue: Duration,
     pub retry: RetryPolicy,
 }
@@ -249,9 +254,20 @@ impl VendorGuard {
                 .and_then(|l| l.max_concurrency)
                 .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
             rate,
+            shared_rate: None,
             queue: Duration::from_millis(limits.map_or(0, |l| l.queue_ms)),
             retry: RetryPolicy::new(retry),
         }
+    }
+
+    /// Holds `limits.rps` across replicas with `shared` (a no-op for a vendor without
+    /// `rps`). Calls keep `pace`'s contract: wait at most `queue_ms`, else `RateLimited`.
+    pub fn share_rate(&mut self, shared: Arc<Shared>, vendor: &str, limits: Option<&LimitsConfig>) {
+        self.shared_rate = limits.and_then(|l| {
+            let rps = l.rps.filter(|r| *r > 0)?;
+            let burst = l.burst.filter(|b| *b > 0).unwrap_or(rps);
+            Some(SharedRate::new(shared, vendor, rps, burst))
+        });
     }
 
     pub fn circuit(&self) -> CircuitState {
@@ -287,6 +303,19 @@ impl VendorGuard {
     /// Waits (at most `queue_ms`) for room under the vendor's QPS quota. Every request sent
     /// takes its share: pages and retries of one call included.
     pub async fn pace(&self) -> Result<(), Refusal> {
+        if let Some(shared) = &self.shared_rate {
+            match shared.reserve(self.queue).await {
+                Ok(Some(wait)) => {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    return Ok(());
+                }
+                Ok(None) => return Err(Refusal::RateLimited),
+                // Redis cannot be asked: this replica's own limiter holds the line
+                Err(_) => {}
+            }
+        }
         match &self.rate {
             Some(rate) => tokio::time::timeout(self.queue, rate.until_ready())
                 .await

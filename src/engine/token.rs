@@ -34,6 +34,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
+use crate::shared::tokens::SharedTokens;
+
 /// A token and how long it is valid from when it was fetched.
 #[derive(Debug)]
 pub struct FetchedToken {
@@ -112,6 +114,12 @@ pub struct TokenCache {
     /// The number of finished flights (successful or failed): the generation of the last one.
     /// Written only while holding `flight`.
     generation: AtomicU64,
+    /// With several replicas: the token they share (`crate::shared::tokens`), asked before
+    /// fetching, so one replica fetches for all.
+    shared: Option<SharedTokens>,
+    /// The last token this cache dropped after a 401, so the shared tier does not hand it
+    /// back (it deletes it instead, once for every replica).
+    revoked: Mutex<Option<Arc<SecretString>>>,
 }
 
 impl fmt::Debug for TokenCache {
@@ -131,6 +139,17 @@ impl TokenCache {
             current: Mutex::new(None),
             flight: tokio::sync::Mutex::new(Flight::default()),
             generation: AtomicU64::new(0),
+            shared: None,
+            revoked: Mutex::new(None),
+        }
+    }
+
+    /// A cache that shares its token with other replicas through `shared`; without Redis it
+    /// behaves as [`TokenCache::new`] (one fetch per replica).
+    pub fn with_shared(refresh_before: Duration, shared: SharedTokens) -> TokenCache {
+        TokenCache {
+            shared: Some(shared),
+            ..TokenCache::new(refresh_before)
         }
     }
 
@@ -174,7 +193,19 @@ impl TokenCache {
 
         tracing::debug!("fetching an access token");
         let started = Instant::now();
-        let outcome = fetch().await;
+        let outcome = match &self.shared {
+            None => fetch().await,
+            Some(shared) => {
+                let revoked = self
+                    .revoked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                shared
+                    .obtain(revoked.as_deref().map(|s| s.expose_secret()), fetch)
+                    .await
+            }
+        };
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let result = match outcome {
             Ok(fetched) => {
@@ -216,6 +247,8 @@ impl TokenCache {
         let mut current = self.current();
         if current.as_ref().is_some_and(|c| c.token.same(used)) {
             *current = None;
+            *self.revoked.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(Arc::clone(&used.secret));
             tracing::debug!("access token invalidated");
         }
     }

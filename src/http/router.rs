@@ -18,7 +18,7 @@ use crate::app::{AppState, coupons};
 use crate::canonical::merge::Outcome;
 use crate::canonical::merge::Verdict;
 use crate::canonical::strict;
-use crate::idempotency::{self, Claim, StoredResponse};
+use crate::idempotency::{self, Claim, IdempotencyError, StoredResponse};
 use crate::telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -523,10 +523,18 @@ where
             )
             .into_response(request_id);
         }
-        Err(_) => {
+        Err(IdempotencyError::InProgress) => {
             return Problem::new(
                 StatusCode::CONFLICT,
                 "a request with this Idempotency-Key is still in progress",
+            )
+            .into_response(request_id);
+        }
+        // a second creation is worse than a refusal: the caller retries shortly
+        Err(IdempotencyError::Unavailable) => {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the idempotency records cannot be reached; retry shortly",
             )
             .into_response(request_id);
         }

@@ -290,6 +290,9 @@ pub fn check_server(loaded: &LoadedConfig, errors: &mut Vec<ConfigError>) {
     let mut cx = Cx::new(loaded, String::new());
     let cfg = &loaded.config;
     check_bounds(&mut cx, cfg, SERVER_BOUNDS);
+    for (key, message) in cfg.server.shared.problems() {
+        cx.err(&format!("server.shared.{key}"), message);
+    }
     let route = &cfg.routes.coupons_query;
     if route.default_limit == 0 || route.default_limit > route.max_limit {
         cx.err(
