@@ -10,6 +10,7 @@
 //! parameter (`{hmac_sha1: "{{cred.secret}}"}`), or with named parameters
 //! (`{hmac: {alg: sha256, key: "{{cred.secret}}"}}`). Aliases such as `hmac_sha256` are a
 //! kind with some parameters already given.
+mod aes;
 mod base64;
 mod des;
 mod digest;
@@ -124,6 +125,7 @@ pub const REGISTRY: &[&dyn TransformKind] = &[
     &hmac::Hmac,
     &des::DesEcb,
     &rsa::RsaSign,
+    &aes::Aes,
     &hex::Hex,
     &base64::Base64,
     &text::PercentEncode,
