@@ -18,6 +18,7 @@ mod hex;
 mod hmac;
 mod rsa;
 mod text;
+mod wrap;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -131,6 +132,7 @@ pub const REGISTRY: &[&dyn TransformKind] = &[
     &text::PercentEncode,
     &text::Upper,
     &text::Lower,
+    &wrap::Wrap,
 ];
 
 /// A compiled transform with the kind it came from (for the chain check).
