@@ -17,6 +17,7 @@ use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use cbc::cipher::InnerIvInit;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
 
 type DesEcbEnc = ecb::Encryptor<des::Des>;
 type DesEcbDec = ecb::Decryptor<des::Des>;
@@ -38,13 +39,15 @@ pub enum CryptoError {
     Unpad,
     /// Never says more about the key than its form: the PEM is a secret.
     #[error(
-        "not an RSA private key in PEM (PKCS#8 `BEGIN PRIVATE KEY` or PKCS#1 `BEGIN RSA PRIVATE KEY`, 2048 bits or more)"
+        "not an RSA private key in PEM (PKCS#8 `BEGIN PRIVATE KEY` or PKCS#1 `BEGIN RSA PRIVATE KEY`)"
     )]
     RsaPrivateKey,
     #[error(
         "an encrypted private key (`BEGIN ENCRYPTED PRIVATE KEY`) is not supported: give the key unencrypted (openssl pkcs8 -nocrypt)"
     )]
     RsaEncryptedKey,
+    #[error("the RSA key is too short: at least 1024 bits (2048 or more recommended)")]
+    RsaKeyTooShort,
     #[error("this is a public key: the signature needs the private key")]
     RsaPublicNotPrivate,
     #[error("not an RSA public key in PEM (`BEGIN PUBLIC KEY` or `BEGIN RSA PUBLIC KEY`)")]
@@ -239,7 +242,11 @@ impl RsaSigningKey {
             })
         };
         // the parse errors are dropped on purpose: they may quote parts of the key
-        key.map(RsaSigningKey).ok_or(CryptoError::RsaPrivateKey)
+        let key = key.ok_or(CryptoError::RsaPrivateKey)?;
+        if key.size() < 128 {
+            return Err(CryptoError::RsaKeyTooShort);
+        }
+        Ok(RsaSigningKey(key))
     }
 
     /// RSASSA-PKCS1-v1_5 (RFC 8017 section 8.2) over `msg` hashed with `hash`.
@@ -576,6 +583,18 @@ NgE3EzDH39R1s8wD48pWXVj+uDkUyURFClA8df28QjnlQ5enkAgNFN7h5FtaM/Um
 TlwhwrM9/GlF+dH8TDTPjI4=
 -----END PRIVATE KEY-----
 ";
+    /// TEST-ONLY, refused for its size: `openssl genrsa 512`
+    const TEST_RSA_512_BITS: &str = r"-----BEGIN PRIVATE KEY-----
+MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAzf6tQcK4ac7HRh54
+QrEaJ1md/SkOWVZy4O3YXD7b+PNwyzrn178hc8XxiUpfXu62ehDKZwU8XHkjTgBj
+jAB+nQIDAQABAkBt5SdjRNGDSRhQlSLNWZQ9V/cMPyHzkUYaL2lU1QgfiDJ+l6Jk
+9gOOP2dvON5Vno7hFLCn2tyhu9mlitlfNAOhAiEA9yFTHWq1tWyrwPtKMRWJTw+R
+mOW/qEB/+v/Yf5f+mfkCIQDVY2S0X/xoLogeGT3QRLBXXIeSW1NEZbeZvhlBHGSS
+xQIhAIfvc7l9pf/qi7s2PoQrVYEAjlTtI3RYLk2Rh7P/llN5AiEA0IHslyvrkUlW
+jEKR2f4kaVjqyCIgvQa/XqUYPD0oMRkCIBkYmeJIjPRu11luRiE73XRObIFpFUsi
+ZCHlDqEeUX02
+-----END PRIVATE KEY-----
+";
     /// `openssl pkey -in key.pem -pubout`
     const TEST_RSA_PUBLIC: &str = r"-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAr2jymMpeX0oJzL8F5XPd
@@ -701,6 +720,10 @@ p3AaXO5p/fZksn568ZTZhRgUpWF8BuPrp5AECec0uXDvZeISkhiXsoqatVAw37Hh
         }
         let key = RsaSigningKey::from_pem(TEST_RSA_PKCS8).unwrap();
         assert_eq!(format!("{key:?}"), "RsaSigningKey(..)");
+        assert_eq!(
+            RsaSigningKey::from_pem(TEST_RSA_512_BITS).unwrap_err(),
+            CryptoError::RsaKeyTooShort
+        );
     }
 
     /// NIST SP 800-38A appendix F.2.1 (CBC-AES128.Encrypt) and F.2.5 (CBC-AES256.Encrypt): the
