@@ -10,12 +10,15 @@
 //! parameter (`{hmac_sha1: "{{cred.secret}}"}`), or with named parameters
 //! (`{hmac: {alg: sha256, key: "{{cred.secret}}"}}`). Aliases such as `hmac_sha256` are a
 //! kind with some parameters already given.
+mod aes;
 mod base64;
 mod des;
 mod digest;
 mod hex;
 mod hmac;
+mod rsa;
 mod text;
+mod wrap;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -66,6 +69,8 @@ pub struct Param {
 pub enum ParamKind {
     /// A template (`{{cred.…}}`), rendered once at start-up when it names only credentials.
     Key,
+    /// Like `Key`, but may be left out.
+    OptionalKey,
     /// One of a fixed set of words; the first is the default.
     Choice(&'static [&'static str]),
 }
@@ -120,11 +125,14 @@ pub const REGISTRY: &[&dyn TransformKind] = &[
     &digest::Digest,
     &hmac::Hmac,
     &des::DesEcb,
+    &rsa::RsaSign,
+    &aes::Aes,
     &hex::Hex,
     &base64::Base64,
     &text::PercentEncode,
     &text::Upper,
     &text::Lower,
+    &wrap::Wrap,
 ];
 
 /// A compiled transform with the kind it came from (for the chain check).
@@ -158,6 +166,14 @@ impl Args<'_> {
             })
             .expect("required keys are checked by `compile`");
         Key::new(t, self.scope)
+    }
+
+    /// An `OptionalKey` parameter, `None` when not given.
+    pub fn optional_key(&self, name: &str) -> Option<Key> {
+        self.values.iter().find_map(|(n, a)| match a {
+            Arg::Key(t) if *n == name => Some(Key::new(t.clone(), self.scope)),
+            _ => None,
+        })
     }
 
     /// A `Choice` parameter (its default when not given).
@@ -300,8 +316,11 @@ pub fn compile(t: &Value, scope: &dyn Scope) -> Result<Compiled, String> {
                     ));
                 }
             },
-            (ParamKind::Key, _, Some(Value::String(k))) => Arg::Key(Template::compile(k, scope)?),
-            (ParamKind::Key, _, Some(_)) => {
+            (ParamKind::OptionalKey, _, None) => continue,
+            (ParamKind::Key | ParamKind::OptionalKey, _, Some(Value::String(k))) => {
+                Arg::Key(Template::compile(k, scope)?)
+            }
+            (ParamKind::Key | ParamKind::OptionalKey, _, Some(_)) => {
                 return Err(format!(
                     "`{name}`: `{}` is a template, e.g. \"{{{{cred.secret}}}}\"",
                     p.name
@@ -356,6 +375,7 @@ pub fn reference_table() -> String {
             .iter()
             .map(|p| match &p.kind {
                 ParamKind::Key => format!("`{}`: {}", p.name, p.doc),
+                ParamKind::OptionalKey => format!("`{}` (optional): {}", p.name, p.doc),
                 ParamKind::Choice(w) => {
                     format!(
                         "`{}`: {} ({}; default {})",
