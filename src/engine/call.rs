@@ -117,11 +117,15 @@ pub async fn call(
         if !res.status().is_success() {
             return Err(refusal(op, res.status().as_u16(), res.body()));
         }
-        let doc: Value = op
+        let mut doc: Value = op
             .request
             .answer_format
             .read(res.body())
             .map_err(CallError::Unreadable)?;
+        for d in &op.response.decrypt {
+            d.apply(&mut doc, &op.request.credentials)
+                .map_err(CallError::Unreadable)?;
+        }
         if let Some(pi) = &op.response.page_info {
             let read =
                 |p: &super::extract::JsonPath| p.first(&doc).and_then(convert::fen).unwrap_or(0);

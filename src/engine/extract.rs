@@ -69,6 +69,27 @@ impl JsonPath {
         }
     }
 
+    /// The value a plain path names, for replacing it in place (None for other paths, or
+    /// when it is not there).
+    pub fn plain_mut<'a>(&self, v: &'a mut Value) -> Option<&'a mut Value> {
+        let PathPlan::Plain(segs) = &self.plan else {
+            return None;
+        };
+        let mut cur = v;
+        for s in segs {
+            cur = match s {
+                Seg::Key(k) => cur.get_mut(k.as_str())?,
+                Seg::Index(i) => cur.get_mut(*i)?,
+            };
+        }
+        Some(cur)
+    }
+
+    /// Whether the path is made of names and indexes only.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.plan, PathPlan::Plain(_))
+    }
+
     /// The first value the path selects that is not null.
     pub fn first<'a>(&self, v: &'a Value) -> Option<&'a Value> {
         match &self.plan {
