@@ -443,8 +443,8 @@ impl Drop for Pending {
 /// The body must parse as a `serde_json::Value`; the canonical form is then written with object
 /// keys sorted (stably, by code point), no whitespace, strings re-escaped by serde_json, and
 /// numbers kept exactly as written. Keeping the number text (rather than going through `f64`)
-/// means two bodies whose numbers differ beyond `f64` precision never share a fingerprint;
-/// the price is that `1.5` and `1.50` are treated as different values. Bodies that are not
+/// means two bodies whose numbers differ beyond `f64` precision never share a fingerprint,
+/// while equal numbers written differently (`1.5`, `1.50`, `15e-1`) do. Bodies that are not
 /// JSON (or are nested too deeply for serde_json) are hashed as raw bytes.
 pub fn fingerprint(body: &[u8]) -> String {
     let canonical = canonical_json(body);
@@ -463,6 +463,39 @@ fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
     canon.value(&mut out)?;
     canon.skip_ws();
     (canon.pos == body.len()).then_some(out)
+}
+
+/// An exact canonical form of a JSON number, so equal numbers written differently (`1.5`,
+/// `1.50`, `15e-1`) share it and different ones never do, however many digits they have
+/// (no `f64` on the way): whole numbers as plain digits, others as `[-]DIGITSeEXP` with no
+/// leading or trailing zeros in DIGITS, and `0` for every zero.
+fn canonical_number(text: &str) -> Option<String> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut exp = exp.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    let digits = digits.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    exp = exp.checked_add(i64::try_from(digits.len() - trimmed.len()).ok()?)?;
+    if trimmed.is_empty() {
+        return Some("0".to_owned());
+    }
+    let sign = if negative { "-" } else { "" };
+    // whole numbers of sane size stay as written (`150`), the rest as `15e-1`
+    Some(match usize::try_from(exp) {
+        Ok(zeros) if zeros <= 32 => format!("{sign}{trimmed}{}", "0".repeat(zeros)),
+        _ => format!("{sign}{trimmed}e{exp}"),
+    })
 }
 
 /// Writes already-validated JSON in canonical form. Every method returns `None` on anything
@@ -524,7 +557,8 @@ impl Canonicalizer<'_> {
         if self.pos == start {
             return None;
         }
-        out.extend_from_slice(self.src.get(start..self.pos)?);
+        let text = std::str::from_utf8(self.src.get(start..self.pos)?).ok()?;
+        out.extend_from_slice(canonical_number(text)?.as_bytes());
         Some(())
     }
 
@@ -975,6 +1009,31 @@ mod tests {
             fingerprint(br#"{"n":0.1}"#),
             fingerprint(br#"{"n":0.10000000000000000001}"#)
         );
+    }
+
+    #[test]
+    fn equal_numbers_share_a_fingerprint_however_written() {
+        let f = |n: &str| fingerprint(format!(r#"{{"n":{n}}}"#).as_bytes());
+        for (a, b) in [
+            ("1.5", "1.50"),
+            ("1.5", "15e-1"),
+            ("150", "1.5E2"),
+            ("0", "-0.0"),
+            ("100", "1e2"),
+            ("-2.0", "-2"),
+        ] {
+            assert_eq!(f(a), f(b), "{a} = {b}");
+        }
+        for (a, b) in [
+            ("1.5", "1.05"),
+            ("12345678901234567890123", "12345678901234567890124"),
+            ("1", "-1"),
+            ("10", "1"),
+        ] {
+            assert_ne!(f(a), f(b), "{a} ≠ {b}");
+        }
+        assert_eq!(canonical_number("1.50").as_deref(), Some("15e-1"));
+        assert_eq!(canonical_number("-0.000").as_deref(), Some("0"));
     }
 
     #[test]

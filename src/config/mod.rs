@@ -375,6 +375,10 @@ pub struct ResponseConfig {
     /// Conditions that, all holding, mean the record asked for does not exist (404).
     #[serde(default)]
     pub not_found: Vec<ConditionConfig>,
+    /// Conditions that, all holding on a failed answer, mean "too many requests": reported
+    /// `rate_limited`, not a vendor fault.
+    #[serde(default)]
+    pub rate_limited: Vec<ConditionConfig>,
     #[serde(default)]
     pub error_code: Option<String>,
     #[serde(default)]

@@ -73,6 +73,10 @@ pub enum CallError {
     /// A further page or retry found no room under the vendor's QPS quota.
     #[error("over the vendor's outbound rate")]
     RateLimited,
+    /// The vendor said "too many requests" (HTTP 429, or its `rate_limited` business code):
+    /// not a fault of the vendor, and its `Retry-After` holds further calls back.
+    #[error("the vendor is throttling: {0}")]
+    Throttled(String),
     /// The vendor refused the request (a 4xx with a JSON answer): its message and field errors.
     #[error("HTTP {status}: {message}")]
     Rejected {
@@ -113,9 +117,17 @@ pub async fn call(
             // a further page is a further request against the vendor's quota
             guard.pace().await.map_err(|_| CallError::RateLimited)?;
         }
-        let res = exchange_with_retries(op, upstream, input, &page, guard).await?;
+        let (res, token) = exchange_with_retries(op, upstream, input, &page, guard).await?;
+        let secrets = Secrets {
+            credentials: &op.request.credentials,
+            token: token.as_ref().map(Token::expose),
+        };
+        if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            guard.hold_off(retry_after(res.headers()));
+            return Err(CallError::Throttled("HTTP 429".to_owned()));
+        }
         if !res.status().is_success() {
-            return Err(refusal(op, res.status().as_u16(), res.body()));
+            return Err(refusal(op, &secrets, res.status().as_u16(), res.body()));
         }
         let mut doc: Value = op
             .request
@@ -126,17 +138,27 @@ pub async fn call(
             d.apply(&mut doc, &op.request.credentials)
                 .map_err(CallError::Unreadable)?;
         }
-        if let Some(pi) = &op.response.page_info {
-            let read =
-                |p: &super::extract::JsonPath| p.first(&doc).and_then(convert::fen).unwrap_or(0);
-            out.page_info = Some([read(&pi[0]), read(&pi[1]), read(&pi[2]), read(&pi[3])]);
-        }
         out.pages += 1;
         out.bytes += res.body().len();
-        let items = match judge(op, &doc)? {
-            Judged::Empty => break,
-            Judged::Items(items) => items,
+        let items = match judge(op, &secrets, &doc) {
+            Ok(Judged::Empty) => break,
+            Ok(Judged::Items(items)) => items,
+            Err(e @ CallError::Throttled(_)) => {
+                guard.hold_off(DEFAULT_HOLD_OFF);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
+        if let Some(pi) = &op.response.page_info {
+            // a configured page description the answer lacks is a changed envelope
+            let mut read = [0i64; 4];
+            for (slot, p) in read.iter_mut().zip(pi) {
+                *slot = p.first(&doc).and_then(convert::fen).ok_or_else(|| {
+                    CallError::Shape(format!("the answer has no number at `{}`", p.source()))
+                })?;
+            }
+            out.page_info = Some(read);
+        }
         let count = items.len();
         seen_items += count as u64;
         let mut first_drop = None;
@@ -188,11 +210,11 @@ async fn exchange_with_retries(
     input: &CallInput,
     page: &PageState,
     guard: &VendorGuard,
-) -> Result<http::Response<Bytes>, CallError> {
+) -> Result<(http::Response<Bytes>, Option<Token>), CallError> {
     let retry = &guard.retry;
     let auth = guard.auth.as_ref().filter(|_| op.request.uses_auth);
     let mut token = match auth {
-        Some(a) => Some(fetch_token(a, upstream).await?),
+        Some(a) => Some(fetch_token(a, upstream, guard).await?),
         None => None,
     };
     let mut refreshed = false;
@@ -218,7 +240,7 @@ async fn exchange_with_retries(
             && !refreshed
         {
             a.cache.invalidate(used);
-            token = Some(fetch_token(a, upstream).await?);
+            token = Some(fetch_token(a, upstream, guard).await?);
             refreshed = true;
             continue;
         }
@@ -235,20 +257,49 @@ async fn exchange_with_retries(
             attempt += 1;
             continue;
         }
-        return Ok(result?);
+        return Ok((result?, token));
     }
 }
 
 /// The vendor's access token: cached, or fetched once for all concurrent callers.
-async fn fetch_token(auth: &VendorAuth, upstream: &Upstream) -> Result<Token, CallError> {
+/// The token endpoint is a vendor endpoint like any other: each request takes its share of the
+/// vendor's quota, and connect errors, attempt timeouts and 5xx answers are tried again (at
+/// least once) within the call's deadline.
+async fn fetch_token(
+    auth: &VendorAuth,
+    upstream: &Upstream,
+    guard: &VendorGuard,
+) -> Result<Token, CallError> {
     let fetch = || async {
         let page = PageState {
             number: 1,
             size: 0,
             cursor: None,
         };
-        let req = build_request(&auth.plan.request, &CallInput::default(), &page, None)?;
-        let res = upstream.exchange(req).await?;
+        let retry = &guard.retry;
+        let mut attempt = 1;
+        let res = loop {
+            guard.pace().await.map_err(|_| CallError::RateLimited)?;
+            let req = build_request(&auth.plan.request, &CallInput::default(), &page, None)?;
+            let result = match retry.attempt_timeout {
+                Some(t) => tokio::time::timeout(t, upstream.exchange(req))
+                    .await
+                    .unwrap_or(Err(TransportError::AttemptTimeout(t))),
+                None => upstream.exchange(req).await,
+            };
+            let retriable = match &result {
+                Ok(res) => res.status().is_server_error(),
+                Err(TransportError::Connect(_) | TransportError::AttemptTimeout(_)) => true,
+                Err(_) => false,
+            };
+            if retriable && attempt < retry.max_attempts.max(2) {
+                tracing::debug!(attempt, "retrying the token endpoint");
+                tokio::time::sleep(retry.backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            break result?;
+        };
         if !res.status().is_success() {
             return Err(CallError::Auth(format!(
                 "the token endpoint answered HTTP {}",
@@ -283,34 +334,68 @@ async fn fetch_token(auth: &VendorAuth, upstream: &Upstream) -> Result<Token, Ca
     })
 }
 
-/// Vendor text goes into answers and logs: a vendor that echoes a credential back (a client
-/// id in "unknown client …") must not leak it. Each configured credential is replaced by `…`.
-fn scrub(req: &RequestPlan, text: String) -> String {
-    req.credentials.iter().fold(text, |t, c| {
-        let c = c.expose_secret();
-        if c.len() >= 4 && t.contains(c) {
-            t.replace(c, "…")
-        } else {
-            t
-        }
-    })
+/// What must never leave the gateway in vendor text: the vendor's credentials and the access
+/// token of the call.
+struct Secrets<'a> {
+    credentials: &'a [secrecy::SecretString],
+    token: Option<&'a str>,
 }
 
-fn scrub_json(req: &RequestPlan, v: &Value) -> Value {
-    match v {
-        Value::String(s) => Value::String(scrub(req, s.clone())),
-        Value::Array(a) => Value::Array(a.iter().map(|x| scrub_json(req, x)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (scrub(req, k.clone()), scrub_json(req, x)))
-                .collect(),
-        ),
-        other => other.clone(),
+impl Secrets<'_> {
+    /// Vendor text goes into answers and logs: a vendor that echoes a credential or the token
+    /// back ("unknown client …") must not leak it. Each is replaced by `…`.
+    fn scrub(&self, text: String) -> String {
+        let secrets = self
+            .credentials
+            .iter()
+            .map(|c| c.expose_secret())
+            .chain(self.token);
+        secrets.fold(text, |t, c| {
+            if c.len() >= 4 && t.contains(c) {
+                t.replace(c, "…")
+            } else {
+                t
+            }
+        })
+    }
+
+    fn scrub_json(&self, v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(self.scrub(s.clone())),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.scrub_json(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (self.scrub(k.clone()), self.scrub_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
     }
 }
 
+/// How long a vendor that throttles without a usable `Retry-After` is left alone.
+const DEFAULT_HOLD_OFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The vendor's `Retry-After` (seconds or an HTTP date), capped at a minute.
+fn retry_after(headers: &http::HeaderMap) -> std::time::Duration {
+    let Some(v) = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return DEFAULT_HOLD_OFF;
+    };
+    let secs = v.trim().parse::<u64>().ok().or_else(|| {
+        let at = jiff::fmt::rfc2822::parse(v.trim()).ok()?.timestamp();
+        let left = at.as_second() - Timestamp::now().as_second();
+        u64::try_from(left).ok()
+    });
+    secs.map_or(DEFAULT_HOLD_OFF, |s| {
+        std::time::Duration::from_secs(s.min(60))
+    })
+}
+
 /// A non-2xx answer: a 4xx with a JSON body keeps the vendor's message and field errors.
-fn refusal(op: &OperationPlan, status: u16, body: &[u8]) -> CallError {
+fn refusal(op: &OperationPlan, secrets: &Secrets<'_>, status: u16, body: &[u8]) -> CallError {
     if !(400..500).contains(&status) {
         return CallError::Status(status);
     }
@@ -324,14 +409,14 @@ fn refusal(op: &OperationPlan, status: u16, body: &[u8]) -> CallError {
         .and_then(|p| p.first(&doc))
         .and_then(convert::text)
         .unwrap_or_default();
-    let mut message = scrub(&op.request, message);
+    let mut message = secrets.scrub(message);
     message.truncate(message.floor_char_boundary(200));
     let fields = op
         .response
         .error_fields
         .as_ref()
         .and_then(|p| p.first(&doc))
-        .map(|f| scrub_json(&op.request, f));
+        .map(|f| secrets.scrub_json(f));
     CallError::Rejected {
         status,
         message,
@@ -345,7 +430,11 @@ enum Judged<'a> {
 }
 
 /// Applies the envelope rules: "nothing found", success, or a business error.
-fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError> {
+fn judge<'a>(
+    op: &OperationPlan,
+    secrets: &Secrets<'_>,
+    doc: &'a Value,
+) -> Result<Judged<'a>, CallError> {
     let r = &op.response;
     if !r.not_found.is_empty() && r.not_found.iter().all(|c| c.holds(doc)) {
         return Err(CallError::NotFound);
@@ -360,12 +449,15 @@ fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError
                 .and_then(convert::text)
                 .unwrap_or_default()
         };
-        let mut message = scrub(&op.request, read(&r.error_message));
+        let mut message = secrets.scrub(read(&r.error_message));
         message.truncate(message.floor_char_boundary(200));
-        return Err(CallError::Business {
-            code: scrub(&op.request, read(&r.error_code)),
-            message,
-        });
+        let code = secrets.scrub(read(&r.error_code));
+        if !r.rate_limited.is_empty() && r.rate_limited.iter().all(|c| c.holds(doc)) {
+            return Err(CallError::Throttled(format!(
+                "vendor error {code}: {message}"
+            )));
+        }
+        return Err(CallError::Business { code, message });
     }
     let found = r.items.all(doc);
     if found.len() > 1 {
@@ -373,7 +465,12 @@ fn judge<'a>(op: &OperationPlan, doc: &'a Value) -> Result<Judged<'a>, CallError
         return Ok(Judged::Items(found));
     }
     match found.first().copied() {
-        None => Ok(Judged::Items(Vec::new())),
+        // a success whose items path is gone is a changed envelope, not "no coupons": a
+        // renamed vendor field must not silently empty every wallet
+        None => Err(CallError::Shape(format!(
+            "the answer has no `{}`",
+            r.items.source()
+        ))),
         Some(Value::Array(items)) => Ok(Judged::Items(items.iter().collect())),
         Some(obj @ Value::Object(_)) => Ok(Judged::Items(vec![obj])),
         Some(other) => Err(CallError::Shape(format!(

@@ -37,7 +37,8 @@ impl Failure {
                 CallError::NotFound
                 | CallError::Rejected { .. }
                 | CallError::Build(_)
-                | CallError::RateLimited => false,
+                | CallError::RateLimited
+                | CallError::Throttled(_) => false,
                 CallError::Status(s) => *s >= 500 || *s == 429,
                 _ => true,
             },
@@ -52,7 +53,10 @@ impl Failure {
                 Outcome::Timeout
             }
             Failure::CircuitOpen => Outcome::CircuitOpen,
-            Failure::RateLimited | Failure::Call(CallError::RateLimited) => Outcome::RateLimited,
+            Failure::RateLimited
+            | Failure::Call(CallError::RateLimited | CallError::Throttled(_)) => {
+                Outcome::RateLimited
+            }
             Failure::Call(_) => Outcome::Error,
         }
     }

@@ -127,6 +127,7 @@ pub struct ResponsePlan {
     pub success: Vec<Condition>,
     pub empty: Vec<Condition>,
     pub not_found: Vec<Condition>,
+    pub rate_limited: Vec<Condition>,
     pub error_code: Option<JsonPath>,
     pub error_message: Option<JsonPath>,
     pub items: JsonPath,

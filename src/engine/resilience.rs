@@ -207,6 +207,8 @@ pub struct VendorGuard {
     shared_rate: Option<SharedRate>,
     queue: Duration,
     pub retry: RetryPolicy,
+    /// Until when the vendor asked to be left alone (its `Retry-After`).
+    held_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What an admitted call holds until it ends. Dropped without `finish` (the caller went
@@ -257,6 +259,17 @@ impl VendorGuard {
             shared_rate: None,
             queue: Duration::from_millis(limits.map_or(0, |l| l.queue_ms)),
             retry: RetryPolicy::new(retry),
+            held_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The vendor throttled us: send it nothing for `wait` (calls that cannot wait that long
+    /// within `queue_ms` are `rate_limited` at once).
+    pub fn hold_off(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut held = self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none_or(|h| h < until) {
+            *held = Some(until);
         }
     }
 
@@ -303,6 +316,16 @@ impl VendorGuard {
     /// Waits (at most `queue_ms`) for room under the vendor's QPS quota. Every request sent
     /// takes its share: pages and retries of one call included.
     pub async fn pace(&self) -> Result<(), Refusal> {
+        let held = *self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = held {
+            let now = tokio::time::Instant::now();
+            if until > now {
+                if until - now > self.queue {
+                    return Err(Refusal::RateLimited);
+                }
+                tokio::time::sleep_until(until).await;
+            }
+        }
         if let Some(shared) = &self.shared_rate {
             match shared.reserve(self.queue).await {
                 Ok(Some(wait)) => {

@@ -30,6 +30,7 @@ pub fn envelope(
     let success = cx.conditions(&r.success, "response.success");
     let empty = cx.conditions(&r.empty, "response.empty");
     let not_found = cx.conditions(&r.not_found, "response.not_found");
+    let rate_limited = cx.conditions(&r.rate_limited, "response.rate_limited");
     let mut opt = |p: &Option<String>, at: &str| p.as_deref().and_then(|p| cx.path(p, at));
     let error_code = opt(&r.error_code, "response.error_code");
     let error_message = opt(&r.error_message, "response.error_message");
@@ -57,6 +58,7 @@ pub fn envelope(
         success,
         empty,
         not_found,
+        rate_limited,
         error_code,
         error_message,
         items,
