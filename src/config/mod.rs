@@ -390,6 +390,10 @@ pub struct ResponseConfig {
     /// How the answer is read: `json` (default) or `xml`.
     #[serde(default)]
     pub format: Option<String>,
+    /// Members of the answer that arrive encrypted, decrypted in place before anything reads
+    /// them (`engine::decrypt`).
+    #[serde(default)]
+    pub decrypt: Vec<Value>,
 }
 
 /// JSONPaths of the vendor's page description.

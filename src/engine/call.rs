@@ -117,11 +117,15 @@ pub async fn call(
         if !res.status().is_success() {
             return Err(refusal(op, res.status().as_u16(), res.body()));
         }
-        let doc: Value = op
+        let mut doc: Value = op
             .request
             .answer_format
             .read(res.body())
             .map_err(CallError::Unreadable)?;
+        for d in &op.response.decrypt {
+            d.apply(&mut doc, &op.request.credentials)
+                .map_err(CallError::Unreadable)?;
+        }
         if let Some(pi) = &op.response.page_info {
             let read =
                 |p: &super::extract::JsonPath| p.first(&doc).and_then(convert::fen).unwrap_or(0);
@@ -135,19 +139,27 @@ pub async fn call(
         };
         let count = items.len();
         seen_items += count as u64;
+        let mut first_drop = None;
+        let dropped_before = out.dropped;
         for item in items {
             match op.mapper.map(item) {
                 Ok(row) => out.rows.push(row),
-                Err(missing) => {
+                Err(why) => {
                     out.dropped += 1;
-                    tracing::warn!(
-                        vendor = %op.vendor.id,
-                        operation = %op.name,
-                        field = missing.0,
-                        "vendor item dropped: no usable value for a required field"
-                    );
+                    first_drop.get_or_insert(why);
                 }
             }
+        }
+        // one line per page, not per item: a renamed vendor field must not flood the log
+        if let Some(why) = first_drop {
+            tracing::warn!(
+                vendor = %op.vendor.id,
+                operation = %op.name,
+                dropped = out.dropped - dropped_before,
+                field = why.field,
+                reason = %why.reason,
+                "vendor items dropped: a field could not be read"
+            );
         }
         if count > 0 && out.rows.is_empty() {
             // every item of the answer failed to map: the vendor is answering garbage

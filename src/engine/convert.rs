@@ -112,38 +112,72 @@ fn integer(v: &Value) -> Option<i64> {
     Decimal::from_json(v)?.scaled_exact(0)
 }
 
-/// ISO weekdays 1–7 from `"1,2,3"` or `[1,2,3]`; empty means every day (None).
+/// ISO weekdays 1–7 from `"1,2,3"`, `[1,2,3]`, `["1","2"]` or day names (`MON`, `Monday`,
+/// `周一`, `星期一`); empty means every day (None).
 pub fn weekdays(v: &Value) -> Option<Vec<u8>> {
-    let items: Vec<Value> = match v {
-        Value::Array(a) => a.clone(),
-        Value::String(s) => s
-            .split([',', ';', ' '])
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| Value::String(p.trim().to_owned()))
-            .collect(),
-        _ => return None,
+    let mut days: Vec<u8> = Vec::new();
+    let mut push = |d: &Value| -> Option<()> {
+        let n = integer(d).or_else(|| d.as_str().and_then(day_name))?;
+        (1..=7).contains(&n).then(|| days.push(n as u8))
     };
-    let mut days: Vec<u8> = items
-        .iter()
-        .map(|d| integer(d).filter(|d| (1..=7).contains(d)).map(|d| d as u8))
-        .collect::<Option<_>>()?;
+    match v {
+        Value::Array(a) => a.iter().try_for_each(&mut push)?,
+        Value::String(s) => s
+            .split([',', ';', ' ', '，', '、'])
+            .filter(|p| !p.trim().is_empty())
+            .try_for_each(|p| push(&Value::String(p.trim().to_owned())))?,
+        _ => return None,
+    }
     days.sort_unstable();
     days.dedup();
     (!days.is_empty()).then_some(days)
 }
 
-/// Time-of-day ranges from `"11:00-14:00"` (several joined by `,` or `;`); empty → None.
+/// An ISO weekday from its English or Chinese name.
+fn day_name(s: &str) -> Option<i64> {
+    const EN: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    const ZH: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    if let Some(i) = EN.iter().position(|d| lower.starts_with(d)) {
+        return Some(i as i64 + 1);
+    }
+    let rest = s
+        .strip_prefix("星期")
+        .or_else(|| s.strip_prefix("周"))
+        .or_else(|| s.strip_prefix("礼拜"))?;
+    let rest = if rest == "天" { "日" } else { rest };
+    ZH.iter().position(|d| *d == rest).map(|i| i as i64 + 1)
+}
+
+/// Time-of-day ranges from `"11:00-14:00"` (several joined by `,` or `;`), a list of such
+/// strings, or a list of objects with `from`/`to` (or `start`/`end`); empty → None.
 pub fn hour_ranges(v: &Value) -> Option<Vec<(String, String)>> {
-    let s = v.as_str()?;
-    let ranges: Vec<(String, String)> = s
-        .split([',', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (from, to) = p.split_once('-')?;
-            Some((clock(from)?, clock(to)?))
-        })
-        .collect::<Option<_>>()?;
+    let one = |p: &str| -> Option<(String, String)> {
+        let (from, to) = p.split_once('-')?;
+        Some((clock(from)?, clock(to)?))
+    };
+    let ranges: Vec<(String, String)> = match v {
+        Value::String(s) => s
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(one)
+            .collect::<Option<_>>()?,
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => one(s.trim()),
+                Value::Object(o) => {
+                    let get =
+                        |a: &str, b: &str| o.get(a).or_else(|| o.get(b))?.as_str().and_then(clock);
+                    Some((get("from", "start")?, get("to", "end")?))
+                }
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        _ => return None,
+    };
     (!ranges.is_empty()).then_some(ranges)
 }
 

@@ -69,6 +69,27 @@ impl JsonPath {
         }
     }
 
+    /// The value a plain path names, for replacing it in place (None for other paths, or
+    /// when it is not there).
+    pub fn plain_mut<'a>(&self, v: &'a mut Value) -> Option<&'a mut Value> {
+        let PathPlan::Plain(segs) = &self.plan else {
+            return None;
+        };
+        let mut cur = v;
+        for s in segs {
+            cur = match s {
+                Seg::Key(k) => cur.get_mut(k.as_str())?,
+                Seg::Index(i) => cur.get_mut(*i)?,
+            };
+        }
+        Some(cur)
+    }
+
+    /// Whether the path is made of names and indexes only.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.plan, PathPlan::Plain(_))
+    }
+
     /// The first value the path selects that is not null.
     pub fn first<'a>(&self, v: &'a Value) -> Option<&'a Value> {
         match &self.plan {
@@ -226,7 +247,9 @@ pub struct FieldSpec {
     when: Option<Condition>,
     source: Source,
     /// Vendor value → canonical value (exact text first, then loosely: `1.0` finds `"1"`).
-    map: Option<(HashMap<String, Value>, Option<Value>)>,
+    map: Option<ValueMap>,
+    /// How a list-valued field's vendor value is shaped (`member`, `split`).
+    list: ListShape,
     convert: Convert,
     add_days: Option<JsonPath>,
 }
@@ -255,6 +278,7 @@ enum Convert {
 /// The keys of a field mapping; conversions add their own (`conversions::extra_keys`).
 const FIELD_KEYS: &[&str] = &[
     "path", "value", "when", "map", "default", "convert", "time", "first_of", "add_days", "fields",
+    "member", "split",
 ];
 
 fn known_keys() -> String {
@@ -282,6 +306,7 @@ impl FieldSpec {
                     when: None,
                     source: Source::Paths(vec![JsonPath::compile(p).map_err(|e| at("", e))?]),
                     map: None,
+                    list: ListShape::default(),
                     convert: Convert::Natural,
                     add_days: None,
                 };
@@ -315,10 +340,12 @@ impl FieldSpec {
             ));
         }
         if m.contains_key("first_of")
-            && let Some(k) = ["map", "default", "convert", "time", "add_days"]
-                .into_iter()
-                .chain(conversions::extra_keys())
-                .find(|k| m.contains_key(*k))
+            && let Some(k) = [
+                "map", "default", "convert", "time", "add_days", "member", "split",
+            ]
+            .into_iter()
+            .chain(conversions::extra_keys())
+            .find(|k| m.contains_key(*k))
         {
             return Err(at(
                 k,
@@ -409,7 +436,7 @@ impl FieldSpec {
                         }
                     }
                 }
-                Some((table, default))
+                Some(ValueMap::new(table, default))
             }
             Some(_) => {
                 return Err(at(
@@ -509,10 +536,12 @@ impl FieldSpec {
             }
             Some(_) => return Err(at("add_days", "a JSONPath to a number of days".to_owned())),
         };
+        let list = ListShape::compile(m, def).map_err(|(k, e)| at(k, e))?;
         let spec = FieldSpec {
             when,
             source,
             map,
+            list,
             convert,
             add_days,
         };
@@ -557,38 +586,56 @@ impl FieldSpec {
         }
     }
 
-    /// The canonical value of this field for `item`, or None (null).
-    pub fn eval(&self, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
+    /// The canonical value of this field for `item`: `Ok(None)` when the vendor gave none
+    /// (absent, null, blank, or `when` does not hold), `Err(reason)` when it gave one that
+    /// cannot be read, so the item is dropped with that reason rather than shown with a
+    /// silent null.
+    pub fn eval(&self, item: &Value, cx: &FieldContext<'_>) -> Result<Option<Value>, String> {
         if let Some(w) = &self.when
             && !w.holds(item)
         {
-            return None;
+            return Ok(None);
         }
-        let raw: Value = match &self.source {
-            Source::Paths(paths) => paths.iter().find_map(|p| p.first(item))?.clone(),
-            Source::Const(v) => v.clone(),
-            Source::FirstOf(specs) => return specs.iter().find_map(|s| s.eval(item, cx)),
+        let raw: &Value = match &self.source {
+            Source::Paths(paths) => match paths.iter().find_map(|p| p.first(item)) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            Source::Const(v) => v,
+            Source::FirstOf(specs) => {
+                let mut unreadable = None;
+                for spec in specs {
+                    match spec.eval(item, cx) {
+                        Ok(Some(v)) => return Ok(Some(v)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            unreadable.get_or_insert(e);
+                        }
+                    }
+                }
+                return unreadable.map_or(Ok(None), Err);
+            }
         };
         let value = match &self.map {
             None => raw,
-            Some((table, default)) => {
-                let key = convert::text(&raw)?;
-                let found = table.get(&key).or_else(|| {
-                    table
-                        .iter()
-                        .find(|(k, _)| loosely_equal(&Value::String((*k).clone()), &raw))
-                        .map(|(_, v)| v)
-                });
-                match found {
-                    Some(v) => v.clone(),
-                    None => default.clone()?,
-                }
-            }
+            Some(map) => map.get(raw)?,
         };
-        if value.is_null() {
-            return None;
+        if value.is_null()
+            || (blank(value) && !matches!(cx.def.ty, FieldType::Text | FieldType::Json))
+        {
+            return Ok(None);
         }
-        self.typed(&value, item, cx)
+        let shaped;
+        let value = match self.list.reshape(value, cx.def.ty) {
+            Some(v) => {
+                shaped = v;
+                &shaped
+            }
+            None => value,
+        };
+        self.typed(value, item, cx)
+            .map(Some)
+            .ok_or_else(|| format!("{} is not a {}", describe(value), type_name(cx.def.ty)))
     }
 
     fn typed(&self, v: &Value, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
@@ -615,10 +662,12 @@ impl FieldSpec {
                                 def,
                                 origin: cx.origin,
                             };
-                            match spec.as_ref().and_then(|s| s.eval(item, &cx)) {
-                                Some(v) => row.push(v),
-                                None if def.required => return None,
-                                None => row.push(Value::Null),
+                            match spec.as_ref().map(|s| s.eval(item, &cx)) {
+                                Some(Ok(Some(v))) => row.push(v),
+                                // a nested record that cannot be read is left out
+                                Some(Err(_)) => return None,
+                                _ if def.required => return None,
+                                _ => row.push(Value::Null),
                             }
                         }
                         Some(Value::Object(crate::canonical::schema::to_object(
@@ -674,26 +723,177 @@ pub struct ItemMapper {
     pub origin: String,
 }
 
-/// Why an item was dropped.
+/// Why an item was dropped: the field, and what was wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingField(pub &'static str);
+pub struct Dropped {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.reason)
+    }
+}
 
 impl ItemMapper {
-    pub fn map(&self, item: &Value) -> Result<Vec<Value>, MissingField> {
+    pub fn map(&self, item: &Value) -> Result<Vec<Value>, Dropped> {
         let mut out = Vec::with_capacity(self.schema.len());
         for (def, spec) in self.schema.iter().zip(&self.fields) {
             let cx = FieldContext {
                 def,
                 origin: &self.origin,
             };
-            let v = spec.as_ref().and_then(|s| s.eval(item, &cx));
-            match v {
-                Some(v) => out.push(v),
-                None if def.required => return Err(MissingField(def.name)),
-                None => out.push(Value::Null),
+            let drop = |reason: String| Dropped {
+                field: def.name,
+                reason,
+            };
+            match spec.as_ref().map(|s| s.eval(item, &cx)) {
+                Some(Ok(Some(v))) => out.push(v),
+                Some(Err(reason)) => return Err(drop(reason)),
+                _ if def.required => return Err(drop("no value".to_owned())),
+                _ => out.push(Value::Null),
             }
         }
         Ok(out)
+    }
+}
+
+/// A value map with its keys prepared once: exact text, and numeric keys as decimals so that
+/// `3.0` and `"03"` find `"3"` without formatting anything per item.
+#[derive(Debug, Clone)]
+struct ValueMap {
+    exact: HashMap<String, Value>,
+    numeric: Vec<(Decimal, Value)>,
+    default: Option<Value>,
+}
+
+impl ValueMap {
+    fn new(exact: HashMap<String, Value>, default: Option<Value>) -> ValueMap {
+        let numeric = exact
+            .iter()
+            .filter_map(|(k, v)| Decimal::parse(k.trim()).map(|d| (d, v.clone())))
+            .collect();
+        ValueMap {
+            exact,
+            numeric,
+            default,
+        }
+    }
+
+    fn get<'a>(&'a self, raw: &Value) -> Result<&'a Value, String> {
+        let found = match raw {
+            Value::String(s) => self.exact.get(s.as_str()),
+            Value::Bool(b) => self.exact.get(if *b { "true" } else { "false" }),
+            _ => None,
+        }
+        .or_else(|| {
+            let d = Decimal::from_json(raw)?;
+            self.numeric.iter().find(|(k, _)| *k == d).map(|(_, v)| v)
+        });
+        found
+            .or(self.default.as_ref())
+            .ok_or_else(|| format!("{} is not in the field's `map`", describe(raw)))
+    }
+}
+
+/// How a list-valued vendor value is shaped: `member` picks a member out of a list of objects,
+/// `split` cuts a delimited string.
+#[derive(Debug, Clone, Default)]
+struct ListShape {
+    member: Option<String>,
+    split: Option<String>,
+}
+
+impl ListShape {
+    fn compile(
+        m: &serde_json::Map<String, Value>,
+        def: &FieldDef,
+    ) -> Result<ListShape, (&'static str, String)> {
+        let list = matches!(
+            def.ty,
+            FieldType::TextList | FieldType::Weekdays | FieldType::HourRanges
+        );
+        let mut shape = ListShape::default();
+        for (key, slot) in [("member", &mut shape.member), ("split", &mut shape.split)] {
+            match m.get(key) {
+                None => {}
+                Some(_) if !list => {
+                    return Err((
+                        key,
+                        format!("`{key}` is for list fields (text lists, weekdays, hour ranges)"),
+                    ));
+                }
+                Some(Value::String(v)) if !v.is_empty() => *slot = Some(v.clone()),
+                Some(_) => return Err((key, format!("`{key}` is a non-empty string"))),
+            }
+        }
+        Ok(shape)
+    }
+
+    /// The value as a list of scalars, when a shape applies to it.
+    fn reshape(&self, v: &Value, ty: FieldType) -> Option<Value> {
+        match (v, &self.member, &self.split) {
+            (Value::Array(items), Some(member), _) => Some(Value::Array(
+                items
+                    .iter()
+                    .map(|i| match i {
+                        Value::Object(o) => o.get(member.as_str()).cloned().unwrap_or(Value::Null),
+                        other => other.clone(),
+                    })
+                    .collect(),
+            )),
+            (Value::String(s), _, Some(sep)) => Some(Value::Array(
+                s.split(sep.as_str())
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Value::String(p.to_owned()))
+                    .collect(),
+            )),
+            _ => {
+                let _ = ty;
+                None
+            }
+        }
+    }
+}
+
+/// A blank vendor value: `""` or whitespace, or an empty list.
+fn blank(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// A vendor value for a reason: short, never a long text.
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.chars().count() <= 32 => format!("`{s}`"),
+        Value::String(_) => "a long text".to_owned(),
+        Value::Number(n) => format!("`{n}`"),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+        Value::Null => "null".to_owned(),
+    }
+}
+
+fn type_name(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Text => "text",
+        FieldType::Money => "whole number of fen",
+        FieldType::Percent => "percentage",
+        FieldType::Integer => "whole number",
+        FieldType::Time => "readable time",
+        FieldType::TextList => "list of names",
+        FieldType::Weekdays => "list of weekdays 1-7",
+        FieldType::HourRanges => "list of hour ranges HH:MM-HH:MM",
+        FieldType::Url => "URL",
+        FieldType::Enum(_) => "known value",
+        FieldType::Json => "JSON value",
+        FieldType::Records(_) => "list of records",
     }
 }
 
@@ -707,7 +907,7 @@ mod tests {
         &COUPON[slot(COUPON, name).unwrap()]
     }
 
-    fn eval(spec: Value, field: &str, item: Value) -> Option<Value> {
+    fn read(spec: Value, field: &str, item: Value) -> Result<Option<Value>, String> {
         let d = def(field);
         let s = FieldSpec::compile(&spec, d).unwrap();
         s.eval(
@@ -717,6 +917,118 @@ mod tests {
                 origin: "http://v.example",
             },
         )
+    }
+
+    /// The value, or None for "none given" and "unreadable" alike.
+    fn eval(spec: Value, field: &str, item: Value) -> Option<Value> {
+        read(spec, field, item).ok().flatten()
+    }
+
+    #[test]
+    fn list_fields_read_every_common_shape() {
+        let hours = |v: Value, extra: Value| {
+            let mut spec = json!({"path": "$.h"});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            read(spec, "usable_hours", json!({"h": v}))
+        };
+        let want = json!([{"from": "11:00", "to": "14:00"}, {"from": "17:00", "to": "21:00"}]);
+        assert_eq!(
+            hours(json!(["11:00-14:00", "17:00-21:00"]), json!({})),
+            Ok(Some(want.clone()))
+        );
+        assert_eq!(
+            hours(json!("11:00-14:00,17:00-21:00"), json!({})),
+            Ok(Some(want.clone()))
+        );
+        assert_eq!(
+            hours(json!("11:00-14:00|17:00-21:00"), json!({"split": "|"})),
+            Ok(Some(want.clone()))
+        );
+        assert_eq!(
+            hours(
+                json!([{"from": "11:00", "to": "14:00"}, {"start": "17:00", "end": "21:00"}]),
+                json!({})
+            ),
+            Ok(Some(want.clone()))
+        );
+        assert_eq!(
+            hours(
+                json!([{"r": "11:00-14:00"}, {"r": "17:00-21:00"}]),
+                json!({"member": "r"})
+            ),
+            Ok(Some(want))
+        );
+        assert!(
+            hours(json!(["lunch"]), json!({}))
+                .unwrap_err()
+                .contains("hour ranges")
+        );
+        assert_eq!(hours(json!([]), json!({})), Ok(None), "empty = all day");
+
+        let days = |v: Value, extra: Value| {
+            let mut spec = json!({"path": "$.d"});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            read(spec, "usable_weekdays", json!({"d": v}))
+        };
+        let want = json!([1, 2, 5]);
+        for (v, extra) in [
+            (json!([5, 1, 2]), json!({})),
+            (json!(["1", "2", "5"]), json!({})),
+            (json!("1,2,5"), json!({})),
+            (json!("1|2|5"), json!({"split": "|"})),
+            (
+                json!([{"day": 1}, {"day": 2}, {"day": "5"}]),
+                json!({"member": "day"}),
+            ),
+            (json!(["MON", "Tue", "friday"]), json!({})),
+            (json!(["周一", "星期二", "周五"]), json!({})),
+        ] {
+            assert_eq!(days(v.clone(), extra), Ok(Some(want.clone())), "{v}");
+        }
+        assert!(
+            days(json!([8]), json!({}))
+                .unwrap_err()
+                .contains("weekdays")
+        );
+
+        let names = read(
+            json!({"path": "$.c", "member": "title"}),
+            "channels",
+            json!({"c": [{"title": "小程序"}, {"title": "门店"}]}),
+        );
+        assert_eq!(names, Ok(Some(json!(["小程序", "门店"]))));
+        // `member` is for list fields only
+        assert!(FieldSpec::compile(&json!({"path": "$.x", "member": "a"}), def("name")).is_err());
+    }
+
+    #[test]
+    fn a_present_value_that_cannot_be_read_is_a_reason_not_a_null() {
+        let amount = json!({"path": "$.a", "convert": "yuan_to_fen"});
+        assert_eq!(
+            read(amount.clone(), "amount_off", json!({"a": "12.50"})),
+            Ok(Some(json!(1250)))
+        );
+        assert!(
+            read(amount.clone(), "amount_off", json!({"a": "12.5.0"}))
+                .unwrap_err()
+                .contains("`12.5.0`")
+        );
+        // absent, null and blank are "none given"
+        for item in [json!({}), json!({"a": null}), json!({"a": ""})] {
+            assert_eq!(read(amount.clone(), "amount_off", item), Ok(None));
+        }
+        let status = json!({"path": "$.s", "map": {"1": "usable"}});
+        assert!(
+            read(status, "status", json!({"s": 7}))
+                .unwrap_err()
+                .contains("not in the field's `map`")
+        );
+        let url = read(json!("$.u"), "image_url", json!({"u": 5}));
+        assert!(url.unwrap_err().contains("URL"));
     }
 
     #[test]
@@ -871,12 +1183,14 @@ mod tests {
         let row = m.map(&json!({"id": 7, "s": "0"})).unwrap();
         assert_eq!(row[0], json!("7"));
         assert_eq!(
-            m.map(&json!({"id": {"x": 1}, "s": "0"})),
-            Err(MissingField("id"))
+            m.map(&json!({"id": {"x": 1}, "s": "0"})).unwrap_err().field,
+            "id"
         );
+        let e = m.map(&json!({"id": "a", "s": "9"})).unwrap_err();
         assert_eq!(
-            m.map(&json!({"id": "a", "s": "9"})),
-            Err(MissingField("status"))
+            (e.field, e.reason.as_str()),
+            ("status", "`9` is not in the field's `map`")
         );
+        assert_eq!(m.map(&json!({"s": "0"})).unwrap_err().reason, "no value");
     }
 }

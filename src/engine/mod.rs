@@ -6,6 +6,7 @@ pub mod call;
 pub mod compile;
 pub mod conversions;
 pub mod convert;
+pub mod decrypt;
 pub mod extract;
 pub mod fanout;
 pub mod formats;

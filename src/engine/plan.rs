@@ -120,6 +120,8 @@ pub struct OperationPlan {
 
 #[derive(Debug)]
 pub struct ResponsePlan {
+    /// Encrypted members decrypted before anything reads the answer.
+    pub decrypt: Vec<super::decrypt::Decrypt>,
     pub error_fields: Option<JsonPath>,
     pub page_info: Option<[JsonPath; 4]>,
     pub success: Vec<Condition>,
@@ -287,7 +289,11 @@ fn operation(
         answer_format: op.response.format.as_deref(),
     };
     let request = request::compile(cx, vendor, credentials.clone(), source, scope);
-    let response = response::envelope(cx, op);
+    let creds = super::decrypt::CredScope {
+        names: v.credentials.keys().map(String::as_str).collect(),
+        values: &credentials,
+    };
+    let response = response::envelope(cx, op, &creds);
     let paging = op.paging.as_ref().and_then(|p| response::paging(cx, p));
     let mapper = response::mapper(cx, op, route.schema, &vendor.origin);
     if !cx.errors.is_empty() {

@@ -6,8 +6,27 @@ use crate::config::{OperationConfig, PagingConfig, PagingStyle};
 use crate::engine::extract::{FieldSpec, ItemMapper};
 use crate::engine::plan::{PagingPlan, ResponsePlan};
 
-pub fn envelope(cx: &mut Cx<'_>, op: &OperationConfig) -> Option<ResponsePlan> {
+/// The envelope rules; `creds` resolves the keys of `decrypt` entries.
+pub fn envelope(
+    cx: &mut Cx<'_>,
+    op: &OperationConfig,
+    creds: &dyn crate::engine::template::Scope,
+) -> Option<ResponsePlan> {
     let r = &op.response;
+    let mut decrypt = Vec::new();
+    for (i, d) in r.decrypt.iter().enumerate() {
+        match crate::engine::decrypt::Decrypt::compile(d, creds) {
+            Ok(d) => decrypt.push(d),
+            Err((k, e)) => {
+                let at = if k.is_empty() {
+                    format!("response.decrypt.{i}")
+                } else {
+                    format!("response.decrypt.{i}.{k}")
+                };
+                cx.err(&at, e);
+            }
+        }
+    }
     let success = cx.conditions(&r.success, "response.success");
     let empty = cx.conditions(&r.empty, "response.empty");
     let not_found = cx.conditions(&r.not_found, "response.not_found");
@@ -32,6 +51,7 @@ pub fn envelope(cx: &mut Cx<'_>, op: &OperationConfig) -> Option<ResponsePlan> {
     };
     let items = cx.path(&r.items, "response.items")?;
     Some(ResponsePlan {
+        decrypt,
         error_fields,
         page_info,
         success,

@@ -197,7 +197,7 @@ pub enum Key {
 }
 
 impl Key {
-    fn new(t: Template, scope: &dyn Scope) -> Key {
+    pub fn new(t: Template, scope: &dyn Scope) -> Key {
         struct Fixed<'a>(&'a dyn Scope);
         impl Values for Fixed<'_> {
             fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
