@@ -1,19 +1,18 @@
 //! Onboarding proof: a pay-v3-style platform written in YAML alone (tests/fixtures/payv3.yaml)
 //! against a strict simulator (tests/support/payv3.rs), end to end through
 //! `POST /v1/coupons/query`: a GET signed with RSA-SHA256 over the request target, in an
-//! Authorization header; the answer's list plain or AES-256-GCM encrypted.
+//! Authorization header; the answer's list AES-256-GCM encrypted in a `resource` member.
 mod support;
 
 use coupon_gateway::config::load_str;
 use coupon_gateway::embedded;
 use coupon_gateway::engine::plan::{Credentials, Plan};
 use serde_json::{Value, json};
-use std::sync::atomic::Ordering;
 use support::payv3;
 
 const YAML: &str = include_str!("fixtures/payv3.yaml");
 
-async fn gateway(vendor: &payv3::PayV3, private_key: &str) -> embedded::Running {
+async fn gateway(vendor: &payv3::PayV3, private_key: &str, api_v3_key: &str) -> embedded::Running {
     let text = YAML.replace("PAYV3_BASE_URL", &vendor.base_url());
     let mut loaded = load_str("payv3.yaml", &text, false).unwrap();
     let creds = &mut loaded.config.vendors.get_mut("payv3").unwrap().credentials;
@@ -21,7 +20,7 @@ async fn gateway(vendor: &payv3::PayV3, private_key: &str) -> embedded::Running 
     creds.insert("serial_no".into(), Some(payv3::SERIAL_NO.into()));
     creds.insert("private_key".into(), Some(private_key.into()));
     creds.insert("appid".into(), Some(payv3::APPID.into()));
-    creds.insert("api_v3_key".into(), Some(payv3::API_V3_KEY.into()));
+    creds.insert("api_v3_key".into(), Some(api_v3_key.into()));
     let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     embedded::start(plan, listener)
@@ -72,10 +71,10 @@ fn expected() -> Vec<Value> {
     ]
 }
 
-async fn signed_and_mapped(encrypted: bool) {
+#[tokio::test]
+async fn a_pay_v3_platform_is_signed_with_rsa_and_its_list_decrypted() {
     let vendor = payv3::start().await;
-    vendor.state.encrypt.store(encrypted, Ordering::SeqCst);
-    let gw = gateway(&vendor, payv3::TEST_PRIVATE_KEY_PEM).await;
+    let gw = gateway(&vendor, payv3::TEST_PRIVATE_KEY_PEM, payv3::API_V3_KEY).await;
     let a = support::post_json(&gw.url("/v1/coupons/query"), &query()).await;
     assert_eq!(
         a.status,
@@ -102,24 +101,27 @@ async fn signed_and_mapped(encrypted: bool) {
 }
 
 #[tokio::test]
-async fn a_pay_v3_platform_is_signed_with_rsa_over_the_request_target() {
-    signed_and_mapped(false).await;
-}
-
-/// TODO(lead): the platform's real answer: the list inside the AES-256-GCM `resource`
-/// member. Needs the `response.decrypt` block in tests/fixtures/payv3.yaml (see the TODO
-/// there); then remove the `ignore`.
-#[tokio::test]
-#[ignore = "TODO: needs response.decrypt in tests/fixtures/payv3.yaml"]
-async fn the_coupon_list_is_opened_from_the_encrypted_member() {
-    signed_and_mapped(true).await;
+async fn a_wrong_api_v3_key_cannot_open_the_answer_and_says_so_without_the_key() {
+    let vendor = payv3::start().await;
+    let wrong = "Zz9cde1ZJB1kG2e7VfTs3jQzo3iM4Bq0";
+    let gw = gateway(&vendor, payv3::TEST_PRIVATE_KEY_PEM, wrong).await;
+    let a = support::post_json(&gw.url("/v1/coupons/query"), &query()).await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert_eq!(vendor.rejected(), 0, "the request itself was right");
+    let src = &a.body["sources"][0];
+    assert_eq!(src["outcome"], "error");
+    let error = src["error"].as_str().unwrap();
+    assert!(error.starts_with("cannot decrypt `$.resource`"), "{error}");
+    let raw = String::from_utf8_lossy(&a.raw);
+    assert!(!raw.contains(wrong) && !raw.contains(payv3::API_V3_KEY));
+    gw.stop().await;
 }
 
 #[tokio::test]
 async fn the_private_key_is_read_with_literal_backslash_n_line_breaks_too() {
     let vendor = payv3::start().await;
     let one_line = payv3::TEST_PRIVATE_KEY_PEM.trim().replace('\n', "\\n");
-    let gw = gateway(&vendor, &one_line).await;
+    let gw = gateway(&vendor, &one_line, payv3::API_V3_KEY).await;
     let a = support::post_json(&gw.url("/v1/coupons/query"), &query()).await;
     assert_eq!(
         a.status,
@@ -137,7 +139,7 @@ async fn a_wrong_key_is_refused_by_the_platform_with_its_message() {
     let vendor = payv3::start().await;
     // another merchant's key: the signature does not verify under the registered public key
     let other = payv3::OTHER_TEST_PRIVATE_KEY_PEM;
-    let gw = gateway(&vendor, other).await;
+    let gw = gateway(&vendor, other, payv3::API_V3_KEY).await;
     let a = support::post_json(&gw.url("/v1/coupons/query"), &query()).await;
     assert_eq!(a.status, 502, "{}", a.body);
     assert_eq!(vendor.rejected(), 1);

@@ -127,11 +127,8 @@ async fn a_utc_platform_is_signed_paged_by_token_and_mapped() {
     );
 }
 
-/// TODO(lead): list-valued hour ranges (`"hours": ["11:00-14:00","17:00-21:00"]`) read as
-/// null today (`convert::hour_ranges` takes a string only). Remove the `ignore` once list
-/// values are readable for `usable_hours`.
+/// List-valued hour ranges (`"hours": ["11:00-14:00","17:00-21:00"]`), `[]` as none given.
 #[tokio::test]
-#[ignore = "TODO: list-valued usable_hours read as null until the list-shaped values land"]
 async fn list_valued_hours_are_read() {
     let (list, _, _) = coupons(&["id", "usable_hours"]).await;
     let hours = |from: &str, to: &str| json!({"from": from, "to": to});

@@ -3,11 +3,11 @@
 //! nonce_str="…",timestamp="…",serial_no="…",signature="…"` where the signature is RSA-SHA256
 //! (PKCS#1 v1.5, base64) over `METHOD\nURL\nTIMESTAMP\nNONCE\nBODY\n` (URL = path and query
 //! as sent) under the merchant's key, checked with its public half; a nonce is good once, the
-//! timestamp within 5 minutes. The coupon list is answered either plain (`{"data": […]}`) or,
-//! as the real platform does for sensitive data, AES-256-GCM encrypted under the APIv3 key in
-//! a `resource` member (`AEAD_AES_256_GCM`, base64 `ciphertext` = ciphertext‖tag).
+//! timestamp within 5 minutes. The coupon list (`{"data": […], "total_count": n}`) is answered
+//! AES-256-GCM encrypted under the APIv3 key in a `resource` member (`AEAD_AES_256_GCM`,
+//! base64 `ciphertext` = ciphertext‖tag, `nonce` and `associated_data` as text).
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -104,8 +104,6 @@ pub struct State {
     pub requests: AtomicU64,
     pub rejected: AtomicU64,
     pub last_refusal: Mutex<Option<String>>,
-    /// Answer the list inside the encrypted `resource` member instead of plain.
-    pub encrypt: AtomicBool,
     seen_nonces: Mutex<HashSet<String>>,
 }
 
@@ -295,9 +293,6 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8]) -> Result<Va
     let all = coupons();
     let data: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
     let list = json!({"data": data, "total_count": all.len(), "limit": limit, "offset": offset});
-    if !state.encrypt.load(Ordering::SeqCst) {
-        return Ok(list);
-    }
     let sealed = crypto::aes_gcm_encrypt(
         API_V3_KEY.as_bytes(),
         RESOURCE_NONCE.as_bytes(),
