@@ -2,6 +2,10 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod acme;
+pub mod payv2;
+pub mod payv3;
+pub mod topstyle;
+pub mod utcplatform;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -78,4 +82,39 @@ pub async fn post_json(url: &str, body: &Value) -> Answer {
 
 pub async fn get(url: &str) -> Answer {
     send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// A whole vendor request as a strict test server sees it: head and exact body bytes.
+pub type Handler = std::sync::Arc<
+    dyn Fn(http::request::Parts, Bytes) -> http::Response<Full<Bytes>> + Send + Sync,
+>;
+
+/// Serves `handler` on 127.0.0.1:0 (HTTP/1 and 2) until the test ends; returns the address.
+/// Each connection is served on its own task; the accept loop ends when the listener fails.
+pub async fn serve(handler: Handler) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(handler(parts, body))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }
