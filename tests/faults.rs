@@ -207,7 +207,13 @@ async fn a_hundred_identical_queries_make_one_vendor_call() {
     let sb = Sandbox::start().await.unwrap();
     // a slow vendor keeps all hundred queries in flight together
     sb.op.set_fault(Fault::Delay(Duration::from_millis(300)));
-    let gw = gateway(&sb, |t| t).await;
+    // deadlines far above the delay: on a loaded machine the first attempt must not time out
+    // and be retried (a second vendor call that says nothing about coalescing)
+    let gw = gateway(&sb, |t| {
+        t.replacen("timeout_ms: 800", "timeout_ms: 60000", 1)
+            .replacen("attempt_timeout_ms: 450", "attempt_timeout_ms: 30000", 1)
+    })
+    .await;
     let mut set = tokio::task::JoinSet::new();
     let url = gw.url("/v1/coupons/query");
     for _ in 0..100 {
