@@ -41,23 +41,59 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-/// routes.yaml as loaded: the typed config and the index of the file it came from.
+/// routes.yaml as loaded: the typed config, the index of the file it came from, and the
+/// `CGW_` variables that overrode it.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
     pub config: RoutesConfig,
     pub index: YamlIndex,
+    /// (dotted lowercase path, variable name) of each override.
+    pub overrides: Vec<(String, String)>,
 }
 
 impl LoadedConfig {
-    /// An error at `path`, located in the file when the file has that key.
+    /// An error at `path`: blamed on the `CGW_` variable that set it (or a value inside it),
+    /// else located in the file when the file has that key.
     pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: path.to_owned(),
-            message: message.into(),
-            location: self.index.locate(path),
-            source: Some(self.index.file().to_owned()),
+        let by_env = self.overrides.iter().find(|(key, _)| {
+            key == path
+                || key.strip_prefix(path).is_some_and(|r| r.starts_with('.'))
+                || path
+                    .strip_prefix(key.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        });
+        match by_env {
+            Some((_, var)) => ConfigError {
+                path: path.to_owned(),
+                message: message.into(),
+                location: None,
+                source: Some(var.clone()),
+            },
+            None => ConfigError {
+                path: path.to_owned(),
+                message: message.into(),
+                location: self.index.locate(path),
+                source: Some(self.index.file().to_owned()),
+            },
         }
     }
+}
+
+/// The `CGW_` variables of the configuration's sections: (dotted lowercase path, name).
+fn overrides() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|name| {
+            let key = name
+                .strip_prefix("CGW_")?
+                .replace("__", ".")
+                .to_ascii_lowercase();
+            SECTIONS
+                .iter()
+                .any(|s| key == *s || key.starts_with(&format!("{s}.")))
+                .then_some((key, name))
+        })
+        .collect()
 }
 
 /// Reads and loads the file at `path` with the process environment's overrides.
@@ -84,14 +120,21 @@ pub fn load_str(name: &str, text: &str, with_env: bool) -> Result<LoadedConfig, 
         }]
     })?;
     let mut figment = Figment::new().merge(Yaml::string(text));
-    if with_env {
+    let overrides = if with_env {
         figment = figment.merge(RawEnv(environment()));
-    }
+        overrides()
+    } else {
+        Vec::new()
+    };
     match figment.extract_lossy::<RoutesConfig>() {
-        Ok(config) => Ok(LoadedConfig { config, index }),
+        Ok(config) => Ok(LoadedConfig {
+            config,
+            index,
+            overrides,
+        }),
         Err(e) => Err(e
             .into_iter()
-            .map(|e| figment_error(&index, e, with_env))
+            .map(|e| figment_error(&index, e, &overrides))
             .collect()),
     }
 }
@@ -112,10 +155,16 @@ pub fn env_var_for(path: &str) -> String {
     format!("CGW_{}", path.replace('.', "__").to_uppercase())
 }
 
-fn figment_error(index: &YamlIndex, e: figment::Error, with_env: bool) -> ConfigError {
+fn figment_error(
+    index: &YamlIndex,
+    e: figment::Error,
+    overrides: &[(String, String)],
+) -> ConfigError {
     let mut path = e.path.join(".");
-    // an unknown key is reported at its parent; point at the key itself
-    if let figment::error::Kind::UnknownField(name, _) = &e.kind {
+    // an unknown key is reported at its parent by some figment paths; point at the key itself
+    if let figment::error::Kind::UnknownField(name, _) = &e.kind
+        && path.rsplit('.').next() != Some(name.as_str())
+    {
         path = if path.is_empty() {
             name.clone()
         } else {
@@ -124,7 +173,11 @@ fn figment_error(index: &YamlIndex, e: figment::Error, with_env: bool) -> Config
     }
     // the environment wins every merge, so a set variable for this key is where the value
     // came from (figment's metadata does not survive the string-keeping provider below)
-    let from_env = with_env && std::env::var_os(env_var_for(&path)).is_some();
+    let var = overrides
+        .iter()
+        .find(|(key, _)| *key == path)
+        .map(|(_, v)| v.clone());
+    let from_env = var.is_some();
     // figment's own text may quote the offending value ("found string `s3cr3t`"); keep the
     // kind of mistake, drop the value, so no error can ever print a credential.
     let message = match &e.kind {
@@ -141,13 +194,18 @@ fn figment_error(index: &YamlIndex, e: figment::Error, with_env: bool) -> Config
             )
         }
         Kind::Message(m) => redact_value(m),
+        // the field is in the path already: name it once, with the nearest known one
+        Kind::UnknownField(name, known) => format!(
+            "unknown field{}",
+            crate::canonical::strict::hint(name, known)
+        ),
         other => other.to_string(),
     };
     if from_env {
         ConfigError {
             message,
             location: None,
-            source: Some(env_var_for(&path)),
+            source: var,
             path,
         }
     } else {
@@ -269,6 +327,33 @@ mod tests {
         let text = errs[0].to_string();
         assert!(text.contains("timout"), "{text}");
         assert!(text.starts_with("routes.yaml:"), "{text}");
+    }
+
+    #[test]
+    fn a_mistake_in_an_override_is_blamed_on_its_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CGW_VENDORS__OP__TIMEOUT_MS", "0");
+            let loaded = load_str("routes.yaml", YAML, true).unwrap();
+            // as the compiler reports a value out of range
+            let e = loaded.error("vendors.op.timeout_ms", "must be between 1 and 600000");
+            assert_eq!(
+                e.to_string(),
+                "CGW_VENDORS__OP__TIMEOUT_MS: vendors.op.timeout_ms: must be between 1 and 600000"
+            );
+            // a key the variable does not touch stays on its line
+            let e = loaded.error("vendors.op.base_url", "x");
+            assert!(e.to_string().starts_with("routes.yaml:5:"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("CGW_VENDORS__OP__TIMEOUTMS", "5");
+            let errs = load_str("routes.yaml", YAML, true).unwrap_err();
+            assert_eq!(
+                errs[0].to_string(),
+                "CGW_VENDORS__OP__TIMEOUTMS: vendors.op.timeoutms: unknown field (did you mean `timeout_ms`?)"
+            );
+            Ok(())
+        });
     }
 
     #[test]
