@@ -3,9 +3,7 @@
 //! `POST /v1/coupons/query`: XML both ways, MD5 and HMAC-SHA256 signatures.
 mod support;
 
-use coupon_gateway::config::load_str;
 use coupon_gateway::embedded;
-use coupon_gateway::engine::plan::{Credentials, Plan};
 use serde_json::{Value, json};
 use support::payv2;
 
@@ -28,40 +26,36 @@ async fn gateway(vendor: &payv2::PayV2, key: &str, hmac: bool) -> embedded::Runn
             &format!("{BODY_END}            sign_type: HMAC-SHA256\n"),
         );
     }
-    let mut loaded = load_str("payv2.yaml", &text, false).unwrap();
-    let creds = &mut loaded.config.vendors.get_mut("payv2").unwrap().credentials;
-    creds.insert("appid".into(), Some(payv2::APPID.into()));
-    creds.insert("mch_id".into(), Some(payv2::MCH_ID.into()));
-    creds.insert("key".into(), Some(key.into()));
-    let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    embedded::start(plan, listener)
+    let creds = [
+        ("appid", payv2::APPID),
+        ("mch_id", payv2::MCH_ID),
+        ("key", key),
+    ];
+    support::start_fixture("payv2.yaml", &text, "payv2", &creds).await
 }
 
 fn query() -> Value {
     json!({"member": {"openid": payv2::OPENID}})
 }
 
+/// The canonical fields these tests pin.
+const PINNED: &[&str] = &[
+    "id",
+    "name",
+    "kind",
+    "amount_off",
+    "percent_off",
+    "min_order",
+    "status",
+    "valid_from",
+    "valid_until",
+    "usable_weekdays",
+    "usable_hours",
+    "vendor_status",
+];
+
 fn pinned(c: &Value) -> Value {
-    let keys = [
-        "id",
-        "name",
-        "kind",
-        "amount_off",
-        "percent_off",
-        "min_order",
-        "status",
-        "valid_from",
-        "valid_until",
-        "usable_weekdays",
-        "usable_hours",
-        "vendor_status",
-    ];
-    Value::Object(
-        keys.iter()
-            .map(|k| (k.to_string(), c[*k].clone()))
-            .collect(),
-    )
+    support::pinned(c, PINNED)
 }
 
 /// In the gateway's order: usable first, then the rest by end date.

@@ -4,9 +4,7 @@
 //! Authorization header; the answer's list AES-256-GCM encrypted in a `resource` member.
 mod support;
 
-use coupon_gateway::config::load_str;
 use coupon_gateway::embedded;
-use coupon_gateway::engine::plan::{Credentials, Plan};
 use serde_json::{Value, json};
 use support::payv3;
 
@@ -14,43 +12,39 @@ const YAML: &str = include_str!("fixtures/payv3.yaml");
 
 async fn gateway(vendor: &payv3::PayV3, private_key: &str, api_v3_key: &str) -> embedded::Running {
     let text = YAML.replace("PAYV3_BASE_URL", &vendor.base_url());
-    let mut loaded = load_str("payv3.yaml", &text, false).unwrap();
-    let creds = &mut loaded.config.vendors.get_mut("payv3").unwrap().credentials;
-    creds.insert("mchid".into(), Some(payv3::MCHID.into()));
-    creds.insert("serial_no".into(), Some(payv3::SERIAL_NO.into()));
-    creds.insert("private_key".into(), Some(private_key.into()));
-    creds.insert("appid".into(), Some(payv3::APPID.into()));
-    creds.insert("api_v3_key".into(), Some(api_v3_key.into()));
-    let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    embedded::start(plan, listener)
+    let creds = [
+        ("mchid", payv3::MCHID),
+        ("serial_no", payv3::SERIAL_NO),
+        ("private_key", private_key),
+        ("appid", payv3::APPID),
+        ("api_v3_key", api_v3_key),
+    ];
+    support::start_fixture("payv3.yaml", &text, "payv3", &creds).await
 }
 
 fn query() -> Value {
     json!({"member": {"openid": payv3::OPENID}})
 }
 
+/// The canonical fields these tests pin.
+const PINNED: &[&str] = &[
+    "id",
+    "template_id",
+    "name",
+    "kind",
+    "amount_off",
+    "percent_off",
+    "min_order",
+    "status",
+    "valid_from",
+    "valid_until",
+    "usable_weekdays",
+    "usable_hours",
+    "vendor_status",
+];
+
 fn pinned(c: &Value) -> Value {
-    let keys = [
-        "id",
-        "template_id",
-        "name",
-        "kind",
-        "amount_off",
-        "percent_off",
-        "min_order",
-        "status",
-        "valid_from",
-        "valid_until",
-        "usable_weekdays",
-        "usable_hours",
-        "vendor_status",
-    ];
-    Value::Object(
-        keys.iter()
-            .map(|k| (k.to_string(), c[*k].clone()))
-            .collect(),
-    )
+    support::pinned(c, PINNED)
 }
 
 /// In the gateway's order: usable first, then the rest by end date.

@@ -3,9 +3,7 @@
 //! `POST /v1/coupons/query`.
 mod support;
 
-use coupon_gateway::config::load_str;
 use coupon_gateway::embedded;
-use coupon_gateway::engine::plan::{Credentials, Plan};
 use serde_json::{Value, json};
 use support::topstyle;
 
@@ -13,46 +11,33 @@ const YAML: &str = include_str!("fixtures/topstyle.yaml");
 
 async fn gateway(vendor: &topstyle::TopStyle, secret: &str) -> embedded::Running {
     let text = YAML.replace("TOPSTYLE_BASE_URL", &vendor.base_url());
-    let mut loaded = load_str("topstyle.yaml", &text, false).unwrap();
-    let creds = &mut loaded
-        .config
-        .vendors
-        .get_mut("topstyle")
-        .unwrap()
-        .credentials;
-    creds.insert("app_key".into(), Some(topstyle::APP_KEY.into()));
-    creds.insert("secret".into(), Some(secret.into()));
-    let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    embedded::start(plan, listener)
+    let creds = [("app_key", topstyle::APP_KEY), ("secret", secret)];
+    support::start_fixture("topstyle.yaml", &text, "topstyle", &creds).await
 }
 
 fn query() -> Value {
     json!({"member": {"ids": {"topstyle": topstyle::MEMBER}}})
 }
 
-/// The canonical fields these tests pin, of one coupon.
+/// The canonical fields these tests pin.
+const PINNED: &[&str] = &[
+    "id",
+    "code",
+    "name",
+    "kind",
+    "amount_off",
+    "percent_off",
+    "min_order",
+    "status",
+    "valid_from",
+    "valid_until",
+    "usable_weekdays",
+    "usable_hours",
+    "vendor_status",
+];
+
 fn pinned(c: &Value) -> Value {
-    let keys = [
-        "id",
-        "code",
-        "name",
-        "kind",
-        "amount_off",
-        "percent_off",
-        "min_order",
-        "status",
-        "valid_from",
-        "valid_until",
-        "usable_weekdays",
-        "usable_hours",
-        "vendor_status",
-    ];
-    Value::Object(
-        keys.iter()
-            .map(|k| (k.to_string(), c[*k].clone()))
-            .collect(),
-    )
+    support::pinned(c, PINNED)
 }
 
 #[tokio::test]

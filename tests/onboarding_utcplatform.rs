@@ -5,10 +5,8 @@
 //! dates, yuan strings, list-valued weekdays and hours.
 mod support;
 
-use coupon_gateway::config::load_str;
 use coupon_gateway::crypto;
 use coupon_gateway::embedded;
-use coupon_gateway::engine::plan::{Credentials, Plan};
 use serde_json::{Value, json};
 use support::utcplatform;
 
@@ -16,18 +14,8 @@ const YAML: &str = include_str!("fixtures/utcplatform.yaml");
 
 async fn gateway(vendor: &utcplatform::UtcPlatform, secret: &str) -> embedded::Running {
     let text = YAML.replace("UTCPLATFORM_BASE_URL", &vendor.base_url());
-    let mut loaded = load_str("utcplatform.yaml", &text, false).unwrap();
-    let creds = &mut loaded
-        .config
-        .vendors
-        .get_mut("utcplatform")
-        .unwrap()
-        .credentials;
-    creds.insert("api_key".into(), Some(utcplatform::API_KEY.into()));
-    creds.insert("secret".into(), Some(secret.into()));
-    let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    embedded::start(plan, listener)
+    let creds = [("api_key", utcplatform::API_KEY), ("secret", secret)];
+    support::start_fixture("utcplatform.yaml", &text, "utcplatform", &creds).await
 }
 
 fn query() -> Value {
@@ -35,11 +23,7 @@ fn query() -> Value {
 }
 
 fn pinned(c: &Value, keys: &[&str]) -> Value {
-    Value::Object(
-        keys.iter()
-            .map(|k| (k.to_string(), c[*k].clone()))
-            .collect(),
-    )
+    support::pinned(c, keys)
 }
 
 /// The coupons of one query, by id.

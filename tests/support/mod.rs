@@ -118,3 +118,31 @@ pub async fn serve(handler: Handler) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// Starts a gateway on a YAML-only fixture vendor: `text` is its routes file (base URL
+/// already in), `creds` the values `serve` would take from `CGW_…__CREDENTIALS__…`.
+pub async fn start_fixture(
+    name: &str,
+    text: &str,
+    vendor: &str,
+    creds: &[(&str, &str)],
+) -> coupon_gateway::embedded::Running {
+    use coupon_gateway::engine::plan::{Credentials, Plan};
+    let mut loaded = coupon_gateway::config::load_str(name, text, false).unwrap();
+    let slots = &mut loaded.config.vendors.get_mut(vendor).unwrap().credentials;
+    for (k, v) in creds {
+        slots.insert((*k).to_owned(), Some((*v).to_owned()));
+    }
+    let (plan, _) = Plan::compile(&loaded, Credentials::Required).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    coupon_gateway::embedded::start(plan, listener)
+}
+
+/// The canonical fields `keys` of one coupon, for exact comparisons.
+pub fn pinned(c: &Value, keys: &[&str]) -> Value {
+    Value::Object(
+        keys.iter()
+            .map(|k| ((*k).to_owned(), c[*k].clone()))
+            .collect(),
+    )
+}
