@@ -16,6 +16,12 @@ impl Decimal {
     /// Parses a JSON number or numeric string exactly (no float rounding; `1e3` is refused).
     pub fn from_json(v: &Value) -> Option<Decimal> {
         match v {
+            // integers, nearly every vendor number, need no formatting
+            Value::Number(n) if n.is_i64() || n.is_u64() => n
+                .as_i64()
+                .map(i128::from)
+                .or_else(|| n.as_u64().map(i128::from))
+                .map(|units| Decimal { units, scale: 0 }),
             Value::Number(n) => Decimal::parse(&n.to_string()),
             Value::String(s) => Decimal::parse(s.trim()),
             _ => None,

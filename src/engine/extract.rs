@@ -177,8 +177,43 @@ pub struct Condition {
 
 #[derive(Debug, Clone)]
 pub enum Test {
-    OneOf(Vec<Value>),
+    OneOf(Vec<Expected>),
     Present(bool),
+}
+
+/// An accepted value with its readings prepared once: vendors write `200`, `"200"` or
+/// `200.0` for the same code, so each item is compared without formatting anything.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    value: Value,
+    number: Option<Decimal>,
+    text: Option<String>,
+}
+
+impl Expected {
+    fn new(value: Value) -> Expected {
+        Expected {
+            number: Decimal::from_json(&value),
+            text: convert::text(&value),
+            value,
+        }
+    }
+
+    /// Loose equality (`loosely_equal`) with the expected side prepared.
+    fn matches(&self, found: &Value) -> bool {
+        if *found == self.value {
+            return true;
+        }
+        match (self.number, Decimal::from_json(found)) {
+            (Some(x), Some(y)) => x == y,
+            _ => match (&self.text, found) {
+                (Some(t), Value::String(s)) => t == s,
+                (Some(t), Value::Bool(b)) => t == if *b { "true" } else { "false" },
+                (Some(t), Value::Number(n)) => *t == n.to_string(),
+                _ => false,
+            },
+        }
+    }
 }
 
 impl Condition {
@@ -186,9 +221,7 @@ impl Condition {
         let found = self.path.first(v);
         match &self.test {
             Test::Present(want) => found.is_some() == *want,
-            Test::OneOf(values) => {
-                found.is_some_and(|f| values.iter().any(|w| loosely_equal(f, w)))
-            }
+            Test::OneOf(values) => found.is_some_and(|f| values.iter().any(|w| w.matches(f))),
         }
     }
 
@@ -199,7 +232,7 @@ impl Condition {
     ) -> Result<Condition, String> {
         let path = JsonPath::compile(path)?;
         let test = match (one_of.is_empty(), present) {
-            (false, None) => Test::OneOf(one_of.to_vec()),
+            (false, None) => Test::OneOf(one_of.iter().cloned().map(Expected::new).collect()),
             (true, Some(p)) => Test::Present(p),
             (true, None) => {
                 return Err("a condition needs `in: [...]` or `present: true|false`".to_owned());
@@ -1060,6 +1093,34 @@ mod tests {
         assert!(JsonPath::compile("$.data[?(@.a == )]").is_err());
         let every = JsonPath::compile("$.data.list[*]").unwrap();
         assert_eq!(every.all(&doc).len(), 2);
+    }
+
+    #[test]
+    fn conditions_match_loosely_with_their_values_prepared() {
+        let c = Condition::compile("$.code", &[json!(200), json!("SUCCESS"), json!(true)], None)
+            .unwrap();
+        for yes in [
+            json!(200),
+            json!("200"),
+            json!(200.0),
+            json!("200.00"),
+            json!("SUCCESS"),
+            json!(true),
+            json!("true"),
+        ] {
+            assert!(c.holds(&json!({"code": yes})), "{yes}");
+        }
+        for no in [
+            json!(201),
+            json!("20"),
+            json!("success"),
+            json!(false),
+            json!(null),
+            json!([200]),
+        ] {
+            assert!(!c.holds(&json!({"code": no})), "{no}");
+        }
+        assert!(!c.holds(&json!({})));
     }
 
     #[test]
