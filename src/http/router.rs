@@ -671,7 +671,7 @@ where
             Problem::new(StatusCode::FORBIDDEN, e).into_response(request_id)
         }
         Ok((Verdict::Answered, answer)) => {
-            let body = serde_json::to_vec(&answer).expect("answers serialize");
+            let body = answer.to_json();
             let mut res = Response::new(Full::new(Bytes::from(body)));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
