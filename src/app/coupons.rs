@@ -1,6 +1,6 @@
 //! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
 use crate::engine::routes::RouteId;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,19 +34,20 @@ pub enum Refused {
 pub struct Reply {
     pub sources: Vec<Source>,
     pub complete: bool,
-    /// The JSON array of the page's coupons.
-    pub coupons_json: Bytes,
     pub next_cursor: Option<String>,
+    page: Arc<MergedPage>,
 }
 
 impl Reply {
-    /// The answer's JSON, byte for byte what serializing a [`QueryAnswer`] gives.
-    pub fn to_json(&self) -> Vec<u8> {
+    /// The JSON array of the page's coupons.
+    pub fn coupons_json(&self) -> &[u8] {
+        &self.page.coupons_json
+    }
+
+    /// What follows the coupons: `sources`, `complete`, `next_cursor`.
+    fn tail(&self) -> Vec<u8> {
         let cursor = self.next_cursor.as_ref().map_or(0, String::len);
-        let mut out =
-            Vec::with_capacity(self.coupons_json.len() + 160 * self.sources.len() + cursor + 64);
-        out.extend_from_slice(b"{\"coupons\":");
-        out.extend_from_slice(&self.coupons_json);
+        let mut out = Vec::with_capacity(160 * self.sources.len() + cursor + 64);
         out.extend_from_slice(b",\"sources\":");
         serde_json::to_writer(&mut out, &self.sources).expect("sources serialize");
         out.extend_from_slice(if self.complete {
@@ -58,14 +59,50 @@ impl Reply {
         out.push(b'}');
         out
     }
+
+    fn whole(&self, tail: &[u8]) -> Vec<u8> {
+        let json = &self.page.coupons_json;
+        let mut out = Vec::with_capacity(json.len() + tail.len() + 12);
+        out.extend_from_slice(b"{\"coupons\":");
+        out.extend_from_slice(json);
+        out.extend_from_slice(tail);
+        out
+    }
+
+    /// The answer's JSON, byte for byte what serializing a [`QueryAnswer`] gives.
+    pub fn to_json(&self) -> Vec<u8> {
+        self.whole(&self.tail())
+    }
+
+    /// [`to_json`](Self::to_json) as a body: when the page's previous body had the same
+    /// `sources`, `complete` and cursor (as repeated hits do), that body is shared, not copied.
+    pub fn body(&self) -> Bytes {
+        let tail = self.tail();
+        let mut last = self
+            .page
+            .last_body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((t, body)) = &*last
+            && *t == tail
+        {
+            return body.clone();
+        }
+        let body = Bytes::from(self.whole(&tail));
+        *last = Some((tail, body.clone()));
+        body
+    }
 }
 
 /// A merged page kept for identical queries over the same vendor answers.
+#[derive(Debug)]
 struct MergedPage {
     coupons_json: Bytes,
     last: Option<SortKey>,
     /// The page stands until this instant (the next change of a coupon's effective status).
     changes_at: Option<jiff::Timestamp>,
+    /// The last whole body made with this page, and its tail.
+    last_body: Mutex<Option<(Vec<u8>, Bytes)>>,
 }
 
 /// The longest a merged page is kept; its vendor answers usually expire sooner, after which
@@ -97,7 +134,8 @@ static MERGED: LazyLock<Cache<Arc<str>, Arc<MergedPage>>> = LazyLock::new(|| {
     Cache::builder()
         .max_capacity(MERGED_MAX_BYTES)
         .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
-            u32::try_from(k.len() + v.coupons_json.len() + 128).unwrap_or(u32::MAX)
+            // the page, and the last whole body made with it
+            u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
         })
         .expire_after(MergedExpiry)
         .build()
@@ -186,6 +224,7 @@ pub async fn query(
                 coupons_json: Bytes::from(json),
                 last: page.last,
                 changes_at: page.changes_at,
+                last_body: Mutex::new(None),
             });
             if let Some(k) = key {
                 MERGED.insert(k, m.clone()).await;
@@ -199,8 +238,8 @@ pub async fn query(
         Reply {
             sources: results.into_iter().map(|r| r.source).collect(),
             complete,
-            coupons_json: merged.coupons_json.clone(),
             next_cursor,
+            page: merged,
         },
     ))
 }
@@ -292,4 +331,41 @@ async fn ask(
         .map_or_else(Arc::default, |c| coupons_of(vendor, c));
     let id = keeps.then(|| served.map_or(0, |c| c.id));
     (VendorResult { source, coupons }, id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_the_answer_and_shared_while_the_tail_is_the_same() {
+        let page = Arc::new(MergedPage {
+            coupons_json: Bytes::from_static(b"[{\"id\":\"a:1\"}]"),
+            last: None,
+            changes_at: None,
+            last_body: Mutex::new(None),
+        });
+        let reply = |complete: bool| Reply {
+            sources: vec![Source::skipped("b", "no identity for b".into())],
+            complete,
+            next_cursor: None,
+            page: page.clone(),
+        };
+        let (a, b, c) = (reply(true), reply(true), reply(false));
+        let body = a.body();
+        assert_eq!(&body[..], &a.to_json()[..]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["coupons"][0]["id"], "a:1");
+        assert_eq!(v["sources"][0]["vendor"], "b");
+        assert_eq!(v["complete"], true);
+        assert!(v["next_cursor"].is_null());
+        assert_eq!(
+            b.body().as_ptr(),
+            body.as_ptr(),
+            "the same tail shares the body"
+        );
+        let other = c.body();
+        assert_ne!(other.as_ptr(), body.as_ptr());
+        assert_eq!(&other[..], &c.to_json()[..]);
+    }
 }
