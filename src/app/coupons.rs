@@ -1,15 +1,22 @@
 //! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
 use crate::engine::routes::RouteId;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
-use crate::app::AppState;
-use crate::app::ask_vendor;
+use bytes::Bytes;
+use moka::future::Cache;
+
+use crate::app::{AppState, Asked};
 use crate::canonical::coupon::Coupon;
-use crate::canonical::merge::{QueryAnswer, Source, VendorResult, Verdict, merge};
+use crate::canonical::cursor::SortKey;
+#[cfg(doc)]
+use crate::canonical::merge::QueryAnswer;
+use crate::canonical::merge::{Source, VendorResult, Verdict, judge, page};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits, Require};
 use crate::config::IdentityKind;
+use crate::engine::cache::{Cached, ResponseCache};
 use crate::engine::call::CallInput;
-use crate::engine::fanout;
+use crate::engine::fanout::{self, call_with_deadline};
 use crate::engine::plan::OperationPlan;
 
 /// Why a query was not asked.
@@ -21,6 +28,135 @@ pub enum Refused {
     Forbidden(String),
 }
 
+/// What a query answered: `sources` and `complete` as of this request, the page of coupons
+/// already serialized (possibly shared with identical queries), and the cursor.
+#[derive(Debug)]
+pub struct Reply {
+    pub sources: Vec<Source>,
+    pub complete: bool,
+    pub next_cursor: Option<String>,
+    page: Arc<MergedPage>,
+}
+
+impl Reply {
+    /// The JSON array of the page's coupons.
+    pub fn coupons_json(&self) -> &[u8] {
+        &self.page.coupons_json
+    }
+
+    /// What follows the coupons: `sources`, `complete`, `next_cursor`.
+    fn tail(&self) -> Vec<u8> {
+        let cursor = self.next_cursor.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(160 * self.sources.len() + cursor + 64);
+        out.extend_from_slice(b",\"sources\":");
+        serde_json::to_writer(&mut out, &self.sources).expect("sources serialize");
+        out.extend_from_slice(if self.complete {
+            b",\"complete\":true,\"next_cursor\":"
+        } else {
+            b",\"complete\":false,\"next_cursor\":"
+        });
+        serde_json::to_writer(&mut out, &self.next_cursor).expect("cursors serialize");
+        out.push(b'}');
+        out
+    }
+
+    fn whole(&self, tail: &[u8]) -> Vec<u8> {
+        let json = &self.page.coupons_json;
+        let mut out = Vec::with_capacity(json.len() + tail.len() + 12);
+        out.extend_from_slice(b"{\"coupons\":");
+        out.extend_from_slice(json);
+        out.extend_from_slice(tail);
+        out
+    }
+
+    /// The answer's JSON, byte for byte what serializing a [`QueryAnswer`] gives.
+    pub fn to_json(&self) -> Vec<u8> {
+        self.whole(&self.tail())
+    }
+
+    /// [`to_json`](Self::to_json) as a body: when the page's previous body had the same
+    /// `sources`, `complete` and cursor (as repeated hits do), that body is shared, not copied.
+    pub fn body(&self) -> Bytes {
+        let tail = self.tail();
+        let mut last = self
+            .page
+            .last_body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((t, body)) = &*last
+            && *t == tail
+        {
+            return body.clone();
+        }
+        let body = Bytes::from(self.whole(&tail));
+        *last = Some((tail, body.clone()));
+        body
+    }
+}
+
+/// A merged page kept for identical queries over the same vendor answers.
+#[derive(Debug)]
+struct MergedPage {
+    coupons_json: Bytes,
+    last: Option<SortKey>,
+    /// The page stands until this instant (the next change of a coupon's effective status).
+    changes_at: Option<jiff::Timestamp>,
+    /// The last whole body made with this page, and its tail.
+    last_body: Mutex<Option<(Vec<u8>, Bytes)>>,
+}
+
+/// The longest a merged page is kept; its vendor answers usually expire sooner, after which
+/// nothing asks for it again (its key names the answers by id).
+const MERGED_MAX_LIFE: Duration = Duration::from_secs(600);
+/// The bound of the merged pages, weighed by their bytes.
+const MERGED_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+struct MergedExpiry;
+
+impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<MergedPage>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        let left = value.changes_at.map_or(MERGED_MAX_LIFE, |t| {
+            let d = t.duration_since(jiff::Timestamp::now());
+            Duration::try_from(d).unwrap_or(Duration::ZERO)
+        });
+        Some(left.min(MERGED_MAX_LIFE))
+    }
+}
+
+/// Merged pages by query fingerprint, limit, cursor position and the ids of the vendor answers
+/// merged. Ids are unique in the process, so one key always means the same inputs.
+static MERGED: LazyLock<Cache<Arc<str>, Arc<MergedPage>>> = LazyLock::new(|| {
+    Cache::builder()
+        .max_capacity(MERGED_MAX_BYTES)
+        .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
+            // the page, and the last whole body made with it
+            u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
+        })
+        .expire_after(MergedExpiry)
+        .build()
+});
+
+/// The key of a merged page, or none when some answer cannot be named (an operation without
+/// a cache).
+fn merged_key(q: &CouponQuery, ids: &[Option<u64>]) -> Option<Arc<str>> {
+    use std::fmt::Write as _;
+    let mut k = String::with_capacity(q.fingerprint.len() + 24 + 12 * ids.len());
+    k.push_str(&q.fingerprint);
+    let _ = write!(k, "\u{1f}{}\u{1f}", q.limit);
+    if let Some(after) = &q.after {
+        k.push_str(&serde_json::to_string(after).ok()?);
+    }
+    for id in ids {
+        let _ = write!(k, "\u{1f}{}", (*id)?);
+    }
+    Some(Arc::from(k))
+}
+
 /// Answers one query; `bypass_cache` when the caller sent `Cache-Control: no-cache`;
 /// `allowed` limits the vendors to those the caller may reach.
 pub async fn query(
@@ -28,7 +164,7 @@ pub async fn query(
     body: &[u8],
     bypass_cache: bool,
     allowed: Option<&[String]>,
-) -> Result<(Verdict, QueryAnswer), Refused> {
+) -> Result<(Verdict, Reply), Refused> {
     let plan = &state.plan;
     let route = plan.route(RouteId::CouponsQuery);
     // the vendors that can be asked: those offering the route's operation
@@ -65,8 +201,47 @@ pub async fn query(
         .iter()
         .filter(|op| q.considers(&op.vendor.id) && may(&op.vendor.id))
         .map(|op| ask(state, op, &q, bypass_cache));
-    let results = fanout::all(asks).await;
-    Ok(merge(results, &q, now))
+    let (results, ids): (Vec<VendorResult>, Vec<Option<u64>>) =
+        fanout::all(asks).await.into_iter().unzip();
+    let (verdict, complete) = judge(&results, &q);
+    // the page is a function of the query, the answers merged and the effective statuses:
+    // identical queries over the same answers share it until a status changes
+    let key = merged_key(&q, &ids);
+    let cached = match &key {
+        Some(k) if !bypass_cache => MERGED
+            .get(k)
+            .await
+            .filter(|m| m.changes_at.is_none_or(|t| now < t)),
+        _ => None,
+    };
+    let merged = match cached {
+        Some(m) => m,
+        None => {
+            let page = page(&results, &q, now);
+            let mut json = Vec::with_capacity(page.coupons.len() * 640 + 2);
+            serde_json::to_writer(&mut json, &page.coupons).expect("coupons serialize");
+            let m = Arc::new(MergedPage {
+                coupons_json: Bytes::from(json),
+                last: page.last,
+                changes_at: page.changes_at,
+                last_body: Mutex::new(None),
+            });
+            if let Some(k) = key {
+                MERGED.insert(k, m.clone()).await;
+            }
+            m
+        }
+    };
+    let next_cursor = merged.last.as_ref().map(|k| q.cursor_after(k, now));
+    Ok((
+        verdict,
+        Reply {
+            sources: results.into_iter().map(|r| r.source).collect(),
+            complete,
+            next_cursor,
+            page: merged,
+        },
+    ))
 }
 
 /// The identity to send to `op`'s vendor: the first kind it accepts that the caller gave.
@@ -83,26 +258,114 @@ fn identity(op: &OperationPlan, q: &CouponQuery) -> Option<CallInput> {
     })
 }
 
+/// The canonical coupons of a stored answer, built by its first reader only.
+fn coupons_of(vendor: &str, cached: &Cached) -> Arc<Vec<Coupon>> {
+    cached
+        .coupons
+        .get_or_init(|| {
+            Arc::new(
+                cached
+                    .answer
+                    .rows
+                    .iter()
+                    .map(|row| Coupon::from_row(vendor, row))
+                    .collect(),
+            )
+        })
+        .clone()
+}
+
+/// Asks `op`'s vendor (as [`crate::app::ask_vendor`] does) and returns what it contributed with
+/// the id of the answer served (0: none; `None`: an answer no cache keeps).
 async fn ask(
     state: &Arc<AppState>,
     op: &Arc<OperationPlan>,
     q: &CouponQuery,
     bypass_cache: bool,
-) -> VendorResult {
+) -> (VendorResult, Option<u64>) {
     let vendor = op.vendor.id.as_str();
     let Some(input) = identity(op, q) else {
-        return VendorResult {
-            source: Source::skipped(vendor, format!("no identity for {vendor}")),
-            coupons: Vec::new(),
-        };
+        return (
+            VendorResult {
+                source: Source::skipped(vendor, format!("no identity for {vendor}")),
+                coupons: Arc::default(),
+            },
+            Some(0),
+        );
     };
-    let asked = ask_vendor(state, op, &input, bypass_cache).await;
-    let (source, served) = asked.report(vendor);
-    let coupons = served.map_or_else(Vec::new, |out| {
-        out.rows
-            .iter()
-            .map(|row| Coupon::from_row(vendor, row))
-            .collect()
-    });
-    VendorResult { source, coupons }
+    let started = tokio::time::Instant::now();
+    let fetch = async {
+        call_with_deadline(op, &state.upstream, &input, &state.guards[op.vendor.slot])
+            .await
+            .result
+    };
+    let (result, lookup, stale, keeps) = match &state.caches[op.slot] {
+        None => (
+            fetch
+                .await
+                .map(|out| Cached::new(Arc::new(out)))
+                .map_err(Arc::new),
+            None,
+            None,
+            false,
+        ),
+        Some(cache) => {
+            let key = ResponseCache::key(&op.vendor.id, &op.name, &input);
+            let (r, lookup, stale) = cache.get_cached(key, bypass_cache, fetch).await;
+            (r, Some(lookup), stale, true)
+        }
+    };
+    let served = match &result {
+        Ok(c) => Some(c.clone()),
+        Err(_) => stale.clone(),
+    };
+    let asked = Asked {
+        result: result.map(|c| c.answer.clone()),
+        lookup,
+        stale: stale.map(|c| c.answer.clone()),
+        latency: started.elapsed(),
+    };
+    let (source, _) = asked.report(vendor);
+    let coupons = served
+        .as_ref()
+        .map_or_else(Arc::default, |c| coupons_of(vendor, c));
+    let id = keeps.then(|| served.map_or(0, |c| c.id));
+    (VendorResult { source, coupons }, id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_the_answer_and_shared_while_the_tail_is_the_same() {
+        let page = Arc::new(MergedPage {
+            coupons_json: Bytes::from_static(b"[{\"id\":\"a:1\"}]"),
+            last: None,
+            changes_at: None,
+            last_body: Mutex::new(None),
+        });
+        let reply = |complete: bool| Reply {
+            sources: vec![Source::skipped("b", "no identity for b".into())],
+            complete,
+            next_cursor: None,
+            page: page.clone(),
+        };
+        let (a, b, c) = (reply(true), reply(true), reply(false));
+        let body = a.body();
+        assert_eq!(&body[..], &a.to_json()[..]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["coupons"][0]["id"], "a:1");
+        assert_eq!(v["sources"][0]["vendor"], "b");
+        assert_eq!(v["complete"], true);
+        assert!(v["next_cursor"].is_null());
+        assert_eq!(
+            b.body().as_ptr(),
+            body.as_ptr(),
+            "the same tail shares the body"
+        );
+        let other = c.body();
+        assert_ne!(other.as_ptr(), body.as_ptr());
+        assert_eq!(&other[..], &c.to_json()[..]);
+    }
 }

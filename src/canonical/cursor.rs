@@ -34,7 +34,7 @@ pub struct SortKey {
 }
 
 impl SortKey {
-    fn tuple(&self) -> (u8, bool, i64, &str, &str) {
+    pub(crate) fn tuple(&self) -> (u8, bool, i64, &str, &str) {
         (
             self.r,
             self.u.is_none(),

@@ -1,6 +1,7 @@
 //! Merging vendor answers into one canonical answer: effective status, filters, dedup,
 //! ordering, paging, the `sources` report, `complete`, and the status code.
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -71,11 +72,12 @@ impl Source {
     }
 }
 
-/// What one vendor contributed.
+/// What one vendor contributed: its coupons as built once from its answer (shared with the
+/// cache that keeps the answer; each request judges their effective status itself).
 #[derive(Debug)]
 pub struct VendorResult {
     pub source: Source,
-    pub coupons: Vec<Coupon>,
+    pub coupons: Arc<Vec<Coupon>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,23 +101,18 @@ pub enum Verdict {
     RequiredFailed,
 }
 
-/// Merges results given in routes.yaml order.
-pub fn merge(
-    results: Vec<VendorResult>,
-    q: &CouponQuery,
-    now: jiff::Timestamp,
-) -> (Verdict, QueryAnswer) {
-    let asked: Vec<&Source> = results
-        .iter()
-        .map(|r| &r.source)
-        .filter(|s| s.outcome != Outcome::Skipped)
-        .collect();
-    let answered = asked
-        .iter()
-        .any(|s| s.outcome == Outcome::Ok || s.cache == Some("stale"));
-    let verdict = if asked.is_empty() || answered {
+/// The verdict and `complete` of results given in routes.yaml order.
+pub fn judge(results: &[VendorResult], q: &CouponQuery) -> (Verdict, bool) {
+    let asked = || {
+        results
+            .iter()
+            .map(|r| &r.source)
+            .filter(|s| s.outcome != Outcome::Skipped)
+    };
+    let answered = asked().any(|s| s.outcome == Outcome::Ok || s.cache == Some("stale"));
+    let verdict = if asked().next().is_none() || answered {
         Verdict::Answered
-    } else if asked.iter().all(|s| s.outcome == Outcome::Timeout) {
+    } else if asked().all(|s| s.outcome == Outcome::Timeout) {
         Verdict::AllTimedOut
     } else {
         Verdict::AllFailed
@@ -138,44 +135,114 @@ pub fn merge(
     } else {
         verdict
     };
+    (verdict, complete)
+}
 
-    let mut seen = HashSet::new();
-    let mut sources = Vec::with_capacity(results.len());
-    let mut coupons = Vec::new();
+/// One page of the merged coupons, as judged at one instant.
+#[derive(Debug)]
+pub struct Page {
+    /// The page's coupons, with their effective status.
+    pub coupons: Vec<Coupon>,
+    /// The sort key of the page's last coupon when more follow (what the cursor carries).
+    pub last: Option<SortKey>,
+    /// The first instant after `now` at which any coupon's effective status changes (when the
+    /// same inputs would make another page); none: never.
+    pub changes_at: Option<jiff::Timestamp>,
+}
+
+/// The order of a judged coupon; the same as [`SortKey`]'s, without building one.
+fn order_of<'a>(status: &str, c: &'a Coupon) -> (u8, bool, i64, &'a str, &'a str) {
+    let u = c.until_ts.map(|t| t.as_millisecond());
+    (rank(status), u.is_none(), u.unwrap_or(0), &c.vendor, &c.id)
+}
+
+/// The next instant after `now` at which `c`'s effective status differs from the one at `now`.
+fn next_change(c: &Coupon, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    if !matches!(c.status.as_str(), "pending" | "usable") {
+        return None;
+    }
+    // pending while now < from; expired once now > until
+    let from = c.from_ts.filter(|f| *f > now);
+    let until = c
+        .until_ts
+        .filter(|u| *u >= now)
+        .and_then(|u| u.checked_add(jiff::SignedDuration::from_nanos(1)).ok());
+    match (from, until) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Judges, filters, dedups and orders the coupons of results given in routes.yaml order, and
+/// cuts the query's page. Only the page's coupons are copied.
+pub fn page(results: &[VendorResult], q: &CouponQuery, now: jiff::Timestamp) -> Page {
+    let total: usize = results.iter().map(|r| r.coupons.len()).sum();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(total);
+    let mut kept: Vec<(&'static str, &Coupon)> = Vec::with_capacity(total);
+    let mut changes_at: Option<jiff::Timestamp> = None;
     for r in results {
-        sources.push(r.source);
-        for mut c in r.coupons {
-            c.status = c.effective_status(now).to_owned();
-            let keep = q
-                .status
-                .as_ref()
-                .is_none_or(|s| s.contains(&c.status.as_str()))
+        for c in r.coupons.iter() {
+            if let Some(t) = next_change(c, now) {
+                changes_at = Some(changes_at.map_or(t, |x| x.min(t)));
+            }
+            let status = c.effective_status(now);
+            let keep = q.status.as_ref().is_none_or(|s| s.contains(&status))
                 && q.kinds
                     .as_ref()
                     .is_none_or(|k| k.contains(&c.kind.as_str()));
-            if keep && seen.insert(c.id.clone()) {
-                coupons.push(c);
+            if keep && seen.insert(c.id.as_str()) {
+                kept.push((status, c));
             }
         }
     }
-    let mut keyed: Vec<(SortKey, Coupon)> =
-        coupons.into_iter().map(|c| (sort_key(&c), c)).collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    kept.sort_by(|a, b| order_of(a.0, a.1).cmp(&order_of(b.0, b.1)));
     // keyset paging: the page starts strictly after the previous page's last key, in the
     // list as it is now
-    let start = q
-        .after
-        .as_ref()
-        .map_or(0, |after| keyed.partition_point(|(k, _)| k <= after));
-    let end = start.saturating_add(q.limit).min(keyed.len());
-    let next_cursor =
-        (end < keyed.len() && end > start).then(|| q.cursor_after(&keyed[end - 1].0, now));
-    let page: Vec<Coupon> = keyed.drain(start..end).map(|(_, c)| c).collect();
+    let start = q.after.as_ref().map_or(0, |after| {
+        let after = after.tuple();
+        kept.partition_point(|(s, c)| order_of(s, c) <= after)
+    });
+    let end = start.saturating_add(q.limit).min(kept.len());
+    let last = (end < kept.len() && end > start).then(|| {
+        let (s, c) = kept[end - 1];
+        SortKey {
+            r: rank(s),
+            u: c.until_ts.map(|t| t.as_millisecond()),
+            v: c.vendor.clone(),
+            i: c.id.clone(),
+        }
+    });
+    let coupons = kept[start..end]
+        .iter()
+        .map(|(s, c)| {
+            let mut c = (*c).clone();
+            if c.status != *s {
+                c.status = (*s).to_owned();
+            }
+            c
+        })
+        .collect();
+    Page {
+        coupons,
+        last,
+        changes_at,
+    }
+}
+
+/// Merges results given in routes.yaml order.
+pub fn merge(
+    results: Vec<VendorResult>,
+    q: &CouponQuery,
+    now: jiff::Timestamp,
+) -> (Verdict, QueryAnswer) {
+    let (verdict, complete) = judge(&results, q);
+    let page = page(&results, q, now);
+    let next_cursor = page.last.as_ref().map(|k| q.cursor_after(k, now));
     (
         verdict,
         QueryAnswer {
-            coupons: page,
-            sources,
+            coupons: page.coupons,
+            sources: results.into_iter().map(|r| r.source).collect(),
             complete,
             next_cursor,
         },
@@ -233,7 +300,7 @@ mod tests {
                 dropped: 0,
                 truncated: false,
             },
-            coupons,
+            coupons: Arc::new(coupons),
         }
     }
 
@@ -436,7 +503,7 @@ mod tests {
                 ok("a", vec![]),
                 VendorResult {
                     source: Source::skipped("c", "no identity for c".into()),
-                    coupons: vec![],
+                    coupons: Arc::default(),
                 },
             ]
         };
@@ -512,7 +579,7 @@ mod tests {
         );
         let skipped = VendorResult {
             source: Source::skipped("c", "no identity for c".into()),
-            coupons: vec![],
+            coupons: Arc::default(),
         };
         let (verdict, ans) = v(vec![skipped]);
         assert_eq!(verdict, Verdict::Answered);
@@ -522,6 +589,69 @@ mod tests {
         assert_eq!(
             v(vec![stale, failed("b", Outcome::Error)]).0,
             Verdict::Answered
+        );
+    }
+
+    #[test]
+    fn a_page_stands_until_the_next_effective_status_change() {
+        let ts = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        let mut later = coupon(
+            "a",
+            "2",
+            "usable",
+            "cash",
+            Some("2015-12-31T23:59:59+08:00"),
+        );
+        later.from_ts = Some(ts("2015-12-05T00:00:00+08:00"));
+        let cs = vec![
+            coupon(
+                "a",
+                "1",
+                "usable",
+                "cash",
+                Some("2015-12-12T23:59:59+08:00"),
+            ),
+            later,
+            // decided by the vendor: its dates never change its status
+            coupon("a", "3", "used", "cash", Some("2015-12-02T00:00:00+08:00")),
+            // already expired: stays so
+            coupon(
+                "a",
+                "4",
+                "usable",
+                "cash",
+                Some("2015-11-02T00:00:00+08:00"),
+            ),
+        ];
+        let r = [ok("a", cs)];
+        let q = query(r#"{"member": {"ids": {"a": "m"}}}"#);
+        let p = page(&r, &q, now());
+        // a:2 stops being pending at its start, before a:1 expires
+        assert_eq!(p.changes_at, Some(ts("2015-12-05T00:00:00+08:00")));
+        let statuses = |p: &Page| {
+            p.coupons
+                .iter()
+                .map(|c| (c.id.clone(), c.status.clone()))
+                .collect::<Vec<_>>()
+        };
+        let just_before = p.changes_at.unwrap() - jiff::SignedDuration::from_nanos(1);
+        assert_eq!(statuses(&page(&r, &q, just_before)), statuses(&p));
+        let at = page(&r, &q, p.changes_at.unwrap());
+        assert_ne!(statuses(&at), statuses(&p));
+        // past its end a coupon expires the next nanosecond, not at the end itself
+        let end = ts("2015-12-12T23:59:59+08:00");
+        let p = page(&r, &q, end);
+        assert_eq!(
+            p.changes_at,
+            Some(end + jiff::SignedDuration::from_nanos(1))
+        );
+        assert_eq!(p.coupons[0].status, "usable");
+        let after = page(&r, &q, p.changes_at.unwrap());
+        assert!(
+            after
+                .coupons
+                .iter()
+                .any(|c| c.id == "a:1" && c.status == "expired")
         );
     }
 }

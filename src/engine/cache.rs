@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::call::{CallInput, CallOutput};
 use crate::config::CacheConfig;
@@ -26,6 +26,29 @@ use crate::shared::cache::{Found, SharedAnswers};
 
 /// A cached answer.
 pub type Answer = Arc<CallOutput>;
+
+/// An answer as the cache keeps it, with what its readers derive from it once.
+#[derive(Debug)]
+pub struct Cached {
+    pub answer: Answer,
+    /// Unique among the answers this process ever stored: the same id is the same answer.
+    pub id: u64,
+    /// The canonical coupons of the answer, built by their first reader
+    /// (`app::coupons`), so that a hit never rebuilds them from rows.
+    pub coupons: OnceLock<Arc<Vec<crate::canonical::coupon::Coupon>>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Cached {
+    pub fn new(answer: Answer) -> Arc<Cached> {
+        Arc::new(Cached {
+            answer,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            coupons: OnceLock::new(),
+        })
+    }
+}
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +73,14 @@ impl Lookup {
 
 pub struct ResponseCache {
     fresh: Cache<Arc<str>, Entry>,
-    last_good: Option<Cache<Arc<str>, Answer>>,
+    last_good: Option<Cache<Arc<str>, Arc<Cached>>>,
     shared: Option<SharedAnswers>,
 }
 
 /// An answer in `fresh`, with the ttl it has left when it came from the shared level.
 #[derive(Clone)]
 struct Entry {
-    answer: Answer,
+    cached: Arc<Cached>,
     left: Option<Duration>,
 }
 
@@ -74,21 +97,25 @@ impl Expiry<Arc<str>, Entry> for FreshExpiry {
         value: &Entry,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(value.left.unwrap_or(if value.answer.rows.is_empty() {
-            self.empty_ttl
-        } else {
-            self.ttl
-        }))
+        Some(
+            value
+                .left
+                .unwrap_or(if value.cached.answer.rows.is_empty() {
+                    self.empty_ttl
+                } else {
+                    self.ttl
+                }),
+        )
     }
 }
 
 fn weigh_entry(key: &Arc<str>, value: &Entry) -> u32 {
-    weigh(key, &value.answer)
+    weigh(key, &value.cached)
 }
 
-fn weigh(key: &Arc<str>, value: &Answer) -> u32 {
+fn weigh(key: &Arc<str>, value: &Arc<Cached>) -> u32 {
     // the vendor's answer size is a fair measure of what its rows hold in memory
-    u32::try_from(key.len() + value.bytes + 64).unwrap_or(u32::MAX)
+    u32::try_from(key.len() + value.answer.bytes + 64).unwrap_or(u32::MAX)
 }
 
 impl ResponseCache {
@@ -124,14 +151,21 @@ impl ResponseCache {
 
     /// The key of a call: vendor, operation and the canonical inputs only.
     pub fn key(vendor: &str, operation: &str, input: &CallInput) -> Arc<str> {
-        let inputs = serde_json::to_string(&input.inputs).unwrap_or_default();
-        let part = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
+        let member = input.member_id.as_deref().unwrap_or("");
+        let openid = input.openid.as_deref().unwrap_or("");
+        let mut k =
+            String::with_capacity(vendor.len() + operation.len() + member.len() + openid.len() + 8);
         // \u{1f} (unit separator) cannot appear in a JSON-escaped string or an id we send
-        Arc::from(format!(
-            "{vendor}\u{1f}{operation}\u{1f}{}\u{1f}{}\u{1f}{inputs}",
-            part(&input.member_id),
-            part(&input.openid)
-        ))
+        for part in [vendor, operation, member, openid] {
+            k.push_str(part);
+            k.push('\u{1f}');
+        }
+        if input.inputs.is_empty() {
+            k.push_str("[]");
+        } else {
+            k.push_str(&serde_json::to_string(&input.inputs).unwrap_or_default());
+        }
+        Arc::from(k)
     }
 
     /// Serves `key` from the cache, or runs `fetch` once for all concurrent askers. With
@@ -147,8 +181,28 @@ impl ResponseCache {
         F: std::future::Future<Output = Result<CallOutput, E>>,
         E: Send + Sync + 'static,
     {
+        let (r, lookup, stale) = self.get_cached(key, bypass, fetch).await;
+        (
+            r.map(|c| c.answer.clone()),
+            lookup,
+            stale.map(|c| c.answer.clone()),
+        )
+    }
+
+    /// [`get`](Self::get), answering with the cache's own records (an id and what readers
+    /// derived from the answer).
+    pub async fn get_cached<F, E>(
+        &self,
+        key: Arc<str>,
+        bypass: bool,
+        fetch: F,
+    ) -> (Result<Arc<Cached>, Arc<E>>, Lookup, Option<Arc<Cached>>)
+    where
+        F: std::future::Future<Output = Result<CallOutput, E>>,
+        E: Send + Sync + 'static,
+    {
         // the shared level's copy past its ttl, kept in case the vendor fails
-        let shared_stale: Mutex<Option<Answer>> = Mutex::new(None);
+        let shared_stale: Mutex<Option<Arc<Cached>>> = Mutex::new(None);
         let from_shared = AtomicBool::new(false);
         let result = if bypass {
             match fetch.await {
@@ -156,9 +210,9 @@ impl ResponseCache {
                     if let Some(shared) = &self.shared {
                         shared.put(&key, &out);
                     }
-                    let answer = Arc::new(out);
+                    let answer = Cached::new(Arc::new(out));
                     let entry = Entry {
-                        answer: answer.clone(),
+                        cached: answer.clone(),
                         left: None,
                     };
                     self.fresh.insert(key.clone(), entry).await;
@@ -173,13 +227,13 @@ impl ResponseCache {
                         Some(Found::Fresh { answer, left }) => {
                             from_shared.store(true, Ordering::Relaxed);
                             return Ok(Entry {
-                                answer: Arc::new(answer),
+                                cached: Cached::new(Arc::new(answer)),
                                 left: Some(left),
                             });
                         }
                         Some(Found::Stale(answer)) => {
                             *shared_stale.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(Arc::new(answer));
+                                Some(Cached::new(Arc::new(answer)));
                         }
                         None => {}
                     }
@@ -190,7 +244,7 @@ impl ResponseCache {
                         if let Some(Found::Fresh { answer, left }) = shared.wait_fill(&key).await {
                             from_shared.store(true, Ordering::Relaxed);
                             return Ok(Entry {
-                                answer: Arc::new(answer),
+                                cached: Cached::new(Arc::new(answer)),
                                 left: Some(left),
                             });
                         }
@@ -209,7 +263,7 @@ impl ResponseCache {
                 }
                 let out = out?;
                 Ok(Entry {
-                    answer: Arc::new(out),
+                    cached: Cached::new(Arc::new(out)),
                     left: None,
                 })
             };
@@ -222,7 +276,7 @@ impl ResponseCache {
                         Lookup::Hit
                     };
                     let filled = entry.is_fresh();
-                    let answer = entry.into_value().answer;
+                    let answer = entry.into_value().cached;
                     if filled
                         && lookup == Lookup::Hit
                         && let Some(last) = &self.last_good

@@ -671,8 +671,7 @@ where
             Problem::new(StatusCode::FORBIDDEN, e).into_response(request_id)
         }
         Ok((Verdict::Answered, answer)) => {
-            let body = serde_json::to_vec(&answer).expect("answers serialize");
-            let mut res = Response::new(Full::new(Bytes::from(body)));
+            let mut res = Response::new(Full::new(answer.body()));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
