@@ -136,6 +136,7 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         };
         match embedded::sandbox_plan(&name, &text, &sb, true) {
             Ok(p) => {
+                telemetry::record_config_load(Some(&text));
                 // the plan does not keep `callers:`; read it from the same text
                 callers = config::load_str(&name, &text, true)
                     .ok()
@@ -143,14 +144,17 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
                 (p, Some(sb))
             }
             Err(errors) => {
+                telemetry::record_config_load(None);
                 print_errors(&errors);
                 return ExitCode::from(1);
             }
         }
     } else {
+        let text = std::fs::read_to_string(&path).ok();
         let loaded = match config::load_file(&path) {
             Ok(l) => l,
             Err(errors) => {
+                telemetry::record_config_load(None);
                 print_errors(&errors);
                 return ExitCode::from(1);
             }
@@ -158,12 +162,14 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         callers = Some(loaded.config.clone());
         match Plan::compile(&loaded, Credentials::Required) {
             Ok((p, warnings)) => {
+                telemetry::record_config_load(text.as_deref());
                 for w in &warnings {
                     tracing::warn!("{w}");
                 }
                 (p, None)
             }
             Err(errors) => {
+                telemetry::record_config_load(None);
                 print_errors(&errors);
                 return ExitCode::from(1);
             }

@@ -8,7 +8,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use serde_json::json;
-use tokio::time::Instant;
 
 use super::auth::{self, Caller, Callers, RateState};
 use super::problem::Problem;
@@ -44,13 +43,12 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let started = Instant::now();
     let request_id = super::request_id(&req);
     let head = req.method() == Method::HEAD;
     let name = route_name(req.method(), req.uri().path());
     let callers = state.callers();
     let mut who = "anonymous";
-    let res = if let Some(problem) = check_request(&req) {
+    let mut res = if let Some(problem) = check_request(&req) {
         problem.into_response(&request_id)
     } else {
         match admit(callers.as_deref(), name, req.headers(), &request_id).await {
@@ -71,7 +69,8 @@ where
             }
         }
     };
-    telemetry::record_http(name, res.status().as_u16(), started.elapsed());
+    res.extensions_mut()
+        .insert(telemetry::Answered::caller(who));
     if callers.is_some() {
         auth::record(who, name, res.status().as_u16());
     }
@@ -152,7 +151,7 @@ fn vendor_refused(
 }
 
 /// The route's name (for metrics, logs and `callers:`), by method and path.
-fn route_name(method: &Method, path: &str) -> &'static str {
+pub fn route_name(method: &Method, path: &str) -> &'static str {
     let get = *method == Method::GET || *method == Method::HEAD;
     match path {
         "/healthz" if get => "healthz",
@@ -341,7 +340,7 @@ fn readyz(state: &AppState, request_id: &str) -> Response<Full<Bytes>> {
 }
 
 fn metrics(state: &AppState) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    let mut res = Response::new(Full::new(Bytes::from(state.render_metrics())));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -505,8 +504,12 @@ where
         )
         .await;
     let pending = match claim {
-        Ok(Claim::Proceed(p)) => p,
+        Ok(Claim::Proceed(p)) => {
+            telemetry::record_idempotency("templates_create", "proceed");
+            p
+        }
         Ok(Claim::Replay(stored)) => {
+            telemetry::record_idempotency("templates_create", "replay");
             let mut res = Response::new(Full::new(stored.body));
             *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
@@ -517,6 +520,7 @@ where
             return res;
         }
         Ok(Claim::Conflict) => {
+            telemetry::record_idempotency("templates_create", "conflict");
             return Problem::new(
                 StatusCode::CONFLICT,
                 "this Idempotency-Key was used with a different body",
@@ -524,6 +528,7 @@ where
             .into_response(request_id);
         }
         Err(IdempotencyError::InProgress) => {
+            telemetry::record_idempotency("templates_create", "in_progress");
             return Problem::new(
                 StatusCode::CONFLICT,
                 "a request with this Idempotency-Key is still in progress",
