@@ -223,7 +223,9 @@ fn promtool(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_logs_and_secrets_of_a_real_run() {
-    let gw = start(&[]);
+    // a small body limit, so that the oversized body below fits the socket buffers and the
+    // early 413 is not lost to a reset
+    let gw = start(&[("CGW_SERVER__BODY_LIMIT_BYTES", "4096")]);
     let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let catalogue = catalogue();
 
@@ -277,7 +279,7 @@ async fn metrics_logs_and_secrets_of_a_real_run() {
         &client,
         Request::post(gw.url("/v1/coupons/query"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(vec![b' '; 2 * 1024 * 1024])))
+            .body(Full::new(Bytes::from(vec![b' '; 8192])))
             .unwrap(),
     )
     .await;
@@ -456,4 +458,93 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
         "requests were still served during the drain delay"
     );
     assert!(stderr.contains("draining started"));
+}
+
+/// Issue 15: a flood of idle connections beyond `server.max_connections` is refused at once,
+/// the idle ones within the cap are closed after `header_read_timeout_ms`, and the gateway
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_leaves_the_gateway_answering() {
+    use tokio::io::AsyncReadExt;
+    let gw = start(&[
+        ("CGW_SERVER__MAX_CONNECTIONS", "20"),
+        ("CGW_SERVER__HEADER_READ_TIMEOUT_MS", "500"),
+    ]);
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(&gw.addr).await.unwrap());
+    }
+    // every idle connection is closed by the gateway: beyond the cap at once, the others
+    // when no request head came in time
+    let closed = support::within("the idle connections are closed", async {
+        let mut closed = 0;
+        for mut s in idle {
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => closed += 1,
+                Ok(_) => closed += 1, // a 408-like answer before the close
+            }
+        }
+        closed
+    })
+    .await;
+    assert_eq!(closed, 200);
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let (status, _) = text(&client, get(&gw.url("/healthz"))).await;
+    assert_eq!(status, 200, "answering after the flood");
+    let (_, metrics) = text(&client, get(&gw.url("/metrics"))).await;
+    let fds: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_open_fds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fds < 100.0, "the flood's descriptors were released: {fds}");
+}
+
+/// Issue 15: a flood of HTTP/2 streams on one connection (far beyond
+/// `server.http2_max_concurrent_streams`) is served in turn, and another connection is
+/// answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_http2_streams_leaves_the_gateway_answering() {
+    let gw = start(&[("CGW_SERVER__HTTP2_MAX_CONCURRENT_STREAMS", "8")]);
+    let h2: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        let (h2, url) = (h2.clone(), gw.url("/v1/vendors"));
+        flood.push(tokio::spawn(async move {
+            match h2.request(get(&url)).await {
+                Ok(res) => res.status().as_u16(),
+                // streams opened before the client saw the server's SETTINGS, beyond its
+                // max_concurrent_streams: refused (safe for the client to retry)
+                Err(e) if format!("{e:?}").contains("REFUSED_STREAM") => 0,
+                Err(e) => panic!("a stream failed otherwise: {e:?}"),
+            }
+        }));
+    }
+    let other: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let (status, _) = support::within(
+        "another connection is answered during the flood",
+        text(&other, get(&gw.url("/healthz"))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut statuses = BTreeMap::new();
+    for f in flood {
+        *statuses
+            .entry(support::within("a stream", f).await.unwrap())
+            .or_insert(0) += 1;
+    }
+    // every stream answered: served, shed with 503 when over max_concurrency, or refused
+    // (0) by the HTTP/2 stream limit
+    assert_eq!(statuses.values().sum::<i32>(), 400, "{statuses:?}");
+    assert!(
+        statuses.keys().all(|s| [0, 200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
+    let (status, _) = text(&other, get(&gw.url("/healthz"))).await;
+    assert_eq!(status, 200);
 }

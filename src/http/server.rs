@@ -96,13 +96,26 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(svc.clone()),
-                );
-                let fut = graceful.watch(conn.into_owned());
+                let (builder, svc) = (builder.clone(), svc.clone());
+                let first_byte = Duration::from_millis(server.header_read_timeout_ms);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = fut.await {
+                    // the protocol is only known from the first bytes, and hyper's header
+                    // timeout starts after them: a connection that sends nothing is dropped
+                    // here, so idle connections cannot pile up
+                    let mut probe = [0u8; 1];
+                    if !matches!(
+                        tokio::time::timeout(first_byte, stream.peek(&mut probe)).await,
+                        Ok(Ok(n)) if n > 0
+                    ) {
+                        drop(permit);
+                        return;
+                    }
+                    let conn = builder.serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(svc),
+                    );
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(permit);
