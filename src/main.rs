@@ -29,7 +29,7 @@ enum Command {
         /// Start the built-in sandbox vendors on loopback and point the gateway at them.
         #[arg(long)]
         sandbox: bool,
-        /// Log JSON lines instead of text.
+        /// Log JSON lines instead of text (the default whenever stderr is not a terminal).
         #[arg(long)]
         log_json: bool,
     },
@@ -50,7 +50,6 @@ fn main() -> ExitCode {
             sandbox,
             log_json,
         } => {
-            telemetry::init_logging(log_json);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -58,7 +57,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(config, sandbox))
+            runtime.block_on(async {
+                let tracing = telemetry::init_logging(log_json);
+                let code = serve(config, sandbox).await;
+                telemetry::shutdown_tracing(tracing).await;
+                code
+            })
         }
     }
 }

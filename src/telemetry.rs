@@ -402,9 +402,22 @@ impl Answered {
     }
 }
 
-/// The W3C trace id of the current span, or `-` when tracing is off.
+/// The W3C trace id of the current span, or `None` when tracing is off.
+pub fn trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return None;
+    }
+    let cx = span.context();
+    let id = cx.span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
+/// [`trace_id`], or `-`.
 pub fn current_trace_id() -> String {
-    "-".to_owned()
+    trace_id().unwrap_or_else(|| "-".to_owned())
 }
 
 /// Counts a request in flight until dropped.
@@ -819,23 +832,123 @@ mod process {
 }
 
 /// Logs to stderr: JSON lines when `json` is set or stderr is not a terminal, text otherwise
-/// (colour only on a terminal); level from `RUST_LOG` (default `info`).
-pub fn init_logging(json: bool) {
+/// (colour only on a terminal); level from `RUST_LOG` (default `info`). Traces are exported
+/// over OTLP/HTTP when the standard `OTEL_*` variables say where ([`otlp_configured`]); the
+/// provider is returned so that [`shutdown_tracing`] can flush it. Call inside a Tokio runtime.
+pub fn init_logging(json: bool) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let terminal = std::io::stderr().is_terminal();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let provider = if otlp_configured() {
+        match tracer_provider() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("warning: traces are not exported: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-gateway"))
+    });
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(terminal)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = if json || !terminal {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init()
     } else {
-        builder.try_init()
+        registry.with(fmt).try_init()
     };
+    provider
+}
+
+/// Whether the `OTEL_*` environment asks for trace export: an OTLP endpoint is set, and
+/// neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none`.
+pub fn otlp_configured() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    let is = |k: &str, v: &str| std::env::var(k).is_ok_and(|x| x.trim().eq_ignore_ascii_case(v));
+    (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !is("OTEL_SDK_DISABLED", "true")
+        && !is("OTEL_TRACES_EXPORTER", "none")
+}
+
+fn tracer_provider()
+-> Result<opentelemetry_sdk::trace::SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+    // endpoint, headers and timeout from OTEL_EXPORTER_OTLP_*; the export runs on the runtime
+    // in batches, so a slow or absent collector never holds a request
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .build()?;
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("coupon-gateway");
+    }
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_span_processor(processor)
+        .build())
+}
+
+/// Flushes and stops trace export, within 3 s (an unreachable collector does not hold exit).
+pub async fn shutdown_tracing(provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>) {
+    let Some(provider) = provider else {
+        return;
+    };
+    let flush = tokio::task::spawn_blocking(move || {
+        let _ = provider.force_flush();
+        let _ = provider.shutdown();
+    });
+    if tokio::time::timeout(Duration::from_secs(3), flush)
+        .await
+        .is_err()
+    {
+        tracing::warn!("spans not flushed within 3 s; exiting anyway");
+    }
+}
+
+/// Continues the caller's W3C `traceparent`/`tracestate` on `span` (the server span).
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let cx = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(cx);
+}
+
+/// Adds `traceparent`/`tracestate` of the current span to a vendor request's headers (only
+/// for vendors whose config says `propagate_trace: true`).
+pub fn inject_trace_context(headers: &mut http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(headers))
+    });
 }

@@ -397,7 +397,19 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
         loops.push(tokio::spawn(async move {
             let started = std::time::Instant::now();
             // bounded: the drain is over well before this
+            let mut stop_at: Option<std::time::Instant> = None;
             while started.elapsed() < Duration::from_secs(20) {
+                // the load loops act as a load balancer does: they keep sending for a while
+                // after /readyz said 503 (the listener still serves then), and stop well
+                // before the drain delay (1.5 s) is over
+                if i > 0 && seen_503.load(std::sync::atomic::Ordering::SeqCst) {
+                    let at = *stop_at.get_or_insert_with(|| {
+                        std::time::Instant::now() + Duration::from_millis(500)
+                    });
+                    if std::time::Instant::now() > at {
+                        break;
+                    }
+                }
                 let req = if i == 0 {
                     get(&readyz)
                 } else {
@@ -420,6 +432,11 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
                     }
                     // the listener closed: the load balancer would have stopped sending
                     Err(e) if e.is_connect() => {
+                        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                    // the probe racing the close itself
+                    Err(_) if i == 0 && seen_503.load(std::sync::atomic::Ordering::SeqCst) => {
                         closed.store(true, std::sync::atomic::Ordering::SeqCst);
                         break;
                     }
@@ -547,4 +564,159 @@ async fn a_flood_of_http2_streams_leaves_the_gateway_answering() {
     assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
     let (status, _) = text(&other, get(&gw.url("/healthz"))).await;
     assert_eq!(status, 200);
+}
+
+/// A tiny OTLP/HTTP receiver: keeps every span posted to /v1/traces.
+async fn otlp_receiver() -> (
+    String,
+    Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+) {
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&spans);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    if path == "/v1/traces" {
+                        let export = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body).unwrap();
+                        for rs in export.resource_spans {
+                            for ss in rs.scope_spans {
+                                kept.lock().unwrap().extend(ss.spans);
+                            }
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/x-protobuf")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                }
+            });
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .into_owned(),
+            );
+        }
+    });
+    (format!("http://{addr}"), spans)
+}
+
+fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            Value::BoolValue(b) => b.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_is_one_trace_at_a_real_otlp_receiver() {
+    let (endpoint, spans) = otlp_receiver().await;
+    let gw = start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let (s, body) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+            .body(Full::new(Bytes::from(sandbox::demo_query())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    // an error's problem+json names the trace
+    let (s, problem) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+            .body(Full::new(Bytes::from("{")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let problem: serde_json::Value = serde_json::from_str(&problem).unwrap();
+    assert_eq!(problem["trace_id"], caller_trace, "{problem}");
+    gw.sigterm();
+    let (code, _out, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    // spans are flushed on shutdown
+    let spans = spans.lock().unwrap().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|s| {
+            s.name == "POST coupons_query"
+                && attr(s, "http.response.status_code").as_deref() == Some("200")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        hex(&server.trace_id),
+        caller_trace,
+        "the caller's trace goes on"
+    );
+    assert_eq!(hex(&server.parent_span_id), caller_span);
+    assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(attr(server, "http.route").as_deref(), Some("coupons_query"));
+    // each vendor call is a descendant of the server span, with vendor, operation, outcome
+    let by_id: BTreeMap<Vec<u8>, &opentelemetry_proto::tonic::trace::v1::Span> =
+        spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let under_server = |s: &opentelemetry_proto::tonic::trace::v1::Span| {
+        let mut parent = s.parent_span_id.clone();
+        while let Some(p) = by_id.get(&parent) {
+            if p.span_id == server.span_id {
+                return true;
+            }
+            parent = p.parent_span_id.clone();
+        }
+        false
+    };
+    let calls: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "vendor_call" && under_server(s))
+        .collect();
+    let vendors: std::collections::BTreeSet<String> =
+        calls.iter().filter_map(|s| attr(s, "vendor")).collect();
+    assert!(vendors.len() >= 3, "three vendors asked: {vendors:?}");
+    for c in &calls {
+        assert!(attr(c, "operation").is_some() && attr(c, "outcome").is_some());
+        assert_eq!(hex(&c.trace_id), caller_trace);
+    }
+    // no span carries a member id or a secret
+    let dump = format!("{spans:?}");
+    for n in [
+        data::OP_MEMBER,
+        data::HKL_MEMBER,
+        data::HKL_OPENID,
+        data::ZVCMS_MEMBER,
+    ] {
+        assert!(!dump.contains(n), "{n} in a span");
+    }
+    for (_, _, secret) in sandbox::sandbox_credentials() {
+        assert!(!dump.contains(secret), "a secret in a span");
+    }
 }

@@ -55,15 +55,45 @@ pub fn app(
     let concurrency = server.max_concurrency.max(1);
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    let route = super::router::route_name(req.method(), req.uri().path());
+                    // HTTP semantic conventions; the path is not recorded (it can carry a
+                    // record id), the route name is
+                    let span = tracing::info_span!(
+                        "request",
+                        otel.name = %format_args!("{} {}", req.method(), route),
+                        otel.kind = "server",
+                        http.request.method = %req.method(),
+                        http.route = route,
+                        http.response.status_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
+                        request_id = %id,
+                        trace_id = tracing::field::Empty,
+                        caller = tracing::field::Empty,
+                    );
+                    crate::telemetry::set_parent_from_headers(&span, req.headers());
+                    if let Some(t) = span.in_scope(crate::telemetry::trace_id) {
+                        span.record("trace_id", t);
+                    }
+                    span
+                })
+                .on_response(
+                    |res: &Response<_>, _latency: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", res.status().as_u16());
+                        if res.status().is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    },
+                ),
+        )
         .layer(AccessLayer)
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, caller = tracing::field::Empty)
-        }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ProblemBodiesLayer)
         .layer(CatchPanicLayer::new())
@@ -71,7 +101,10 @@ pub fn app(
         .layer(OverloadAnswersLayer)
         .load_shed()
         .concurrency_limit(concurrency)
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
         .service_fn(move |req| route(state.clone(), req))
 }
 
