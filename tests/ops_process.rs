@@ -334,6 +334,11 @@ async fn metrics_logs_and_secrets_of_a_real_run() {
     assert_eq!(access["status"], 200);
     assert_eq!(access["method"], "POST");
     assert!(access["duration_ms"].is_number());
+    let vendors = access["vendors"].as_str().unwrap();
+    assert!(
+        vendors.contains("op=ok") && vendors.contains("hkl="),
+        "{access}"
+    );
     assert!(
         lines.iter().any(|l| l["message"]
             .as_str()

@@ -69,8 +69,11 @@ where
             }
         }
     };
-    res.extensions_mut()
-        .insert(telemetry::Answered::caller(who));
+    let mut answered = telemetry::Answered::caller(who);
+    if let Some(VendorOutcomes(v)) = res.extensions_mut().remove::<VendorOutcomes>() {
+        answered.vendors = v;
+    }
+    res.extensions_mut().insert(answered);
     if callers.is_some() {
         auth::record(who, name, res.status().as_u16());
     }
@@ -676,12 +679,14 @@ where
             Problem::new(StatusCode::FORBIDDEN, e).into_response(request_id)
         }
         Ok((Verdict::Answered, answer)) => {
+            let outcomes = vendor_outcomes(&answer.sources);
             let body = serde_json::to_vec(&answer).expect("answers serialize");
             let mut res = Response::new(Full::new(Bytes::from(body)));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            res.extensions_mut().insert(outcomes);
             res
         }
         Ok((verdict, answer)) => {
@@ -695,11 +700,31 @@ where
                 ),
                 _ => (StatusCode::BAD_GATEWAY, "every vendor asked failed"),
             };
+            let outcomes = vendor_outcomes(&answer.sources);
             let sources = serde_json::to_value(&answer.sources).expect("sources serialize");
-            Problem::new(status, detail)
+            let mut res = Problem::new(status, detail)
                 .with("sources", sources)
                 .with("complete", json!(false))
-                .into_response(request_id)
+                .into_response(request_id);
+            res.extensions_mut().insert(outcomes);
+            res
         }
     }
+}
+
+/// Each vendor's outcome for the access log: `op=ok hkl=timeout` (ids and closed outcomes only).
+#[derive(Debug, Clone)]
+struct VendorOutcomes(String);
+
+fn vendor_outcomes(sources: &[crate::canonical::merge::Source]) -> VendorOutcomes {
+    let mut out = String::new();
+    for s in sources {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&s.vendor);
+        out.push('=');
+        out.push_str(s.outcome.as_str());
+    }
+    VendorOutcomes(out)
 }
