@@ -230,15 +230,23 @@ pub async fn ask_vendor(
         None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
         Some(cache) => {
             let key = ResponseCache::key(&op.vendor.id, &op.name, input);
+            let span = tracing::info_span!(
+                "cache",
+                vendor = %op.vendor.id,
+                operation = %op.name,
+                result = tracing::field::Empty
+            );
             let (r, lookup, stale) = cache
                 .get(key, bypass_cache, fetch)
-                .instrument(tracing::info_span!(
-                    "cache",
-                    vendor = %op.vendor.id,
-                    operation = %op.name,
-                    result = tracing::field::Empty
-                ))
+                .instrument(span.clone())
                 .await;
+            span.record(
+                "result",
+                match lookup {
+                    Lookup::Miss if bypass_cache => "bypass",
+                    l => l.as_str(),
+                },
+            );
             (r, Some(lookup), stale)
         }
     };
