@@ -29,7 +29,7 @@ enum Command {
         /// Start the built-in sandbox vendors on loopback and point the gateway at them.
         #[arg(long)]
         sandbox: bool,
-        /// Log JSON lines instead of text.
+        /// Log JSON lines instead of text (the default whenever stderr is not a terminal).
         #[arg(long)]
         log_json: bool,
     },
@@ -55,7 +55,6 @@ fn main() -> ExitCode {
             sandbox,
             log_json,
         } => {
-            telemetry::init_logging(log_json);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -63,7 +62,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(config, sandbox))
+            runtime.block_on(async {
+                let tracing = telemetry::init_logging(log_json);
+                let code = serve(config, sandbox).await;
+                telemetry::shutdown_tracing(tracing).await;
+                code
+            })
         }
     }
 }
@@ -141,6 +145,7 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         };
         match embedded::sandbox_plan(&name, &text, &sb, true) {
             Ok(p) => {
+                telemetry::record_config_load(Some(&text));
                 // the plan does not keep `callers:`; read it from the same text
                 callers = config::load_str(&name, &text, true)
                     .ok()
@@ -148,14 +153,17 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
                 (p, Some(sb))
             }
             Err(errors) => {
+                telemetry::record_config_load(None);
                 print_errors(&errors);
                 return ExitCode::from(1);
             }
         }
     } else {
+        let text = std::fs::read_to_string(&path).ok();
         let loaded = match config::load_file(&path) {
             Ok(l) => l,
             Err(errors) => {
+                telemetry::record_config_load(None);
                 print_errors(&errors);
                 return ExitCode::from(1);
             }
@@ -163,12 +171,14 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         callers = Some(loaded.config.clone());
         match Plan::compile(&loaded, Credentials::Required) {
             Ok((p, warnings)) => {
+                telemetry::record_config_load(text.as_deref());
                 for w in &warnings {
                     tracing::warn!("{w}");
                 }
                 (p, None)
             }
             Err(errors) => {
+                telemetry::record_config_load(None);
                 print_errors(&errors);
                 return ExitCode::from(1);
             }

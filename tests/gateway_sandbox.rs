@@ -476,6 +476,7 @@ async fn vendor_calls_are_counted_in_metrics() {
                 l.starts_with("cgw_vendor_calls_total")
                     && l.contains(&format!("vendor=\"{vendor}\""))
                     && l.contains("outcome=\"ok\"")
+                    && l.contains("operation=\"list_coupons\"")
             })
             .unwrap_or_else(|| panic!("no ok counter for {vendor}:\n{text}"));
         assert!(line.contains("operation=\"list_coupons\""), "{line}");

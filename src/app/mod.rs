@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::canonical::cursor::CursorSigner;
 use crate::canonical::merge::{Outcome, Source};
@@ -52,6 +53,8 @@ impl AppState {
         let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
         // installed first, so the shared tier's gauges are recorded from the start
         let metrics = crate::telemetry::install_metrics();
+        // every series of every configured vendor, operation and route exists at 0 from here
+        crate::telemetry::register(&plan);
         // with `server.shared.redis_url`, each piece of state below gets its shared level
         let shared = Shared::new(&plan.server.shared).map(Arc::new);
         let mut caches: Vec<Option<ResponseCache>> =
@@ -130,6 +133,17 @@ impl AppState {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+        crate::telemetry::set_ready(ready);
+    }
+
+    /// `GET /metrics`: the Prometheus text, with the circuit states as they are now.
+    pub fn render_metrics(&self) -> String {
+        for v in &self.plan.vendors {
+            if let Some(h) = crate::telemetry::vendor(&v.id) {
+                h.circuit_state(self.guards[v.slot].circuit().as_str());
+            }
+        }
+        crate::telemetry::render(&self.metrics)
     }
 
     /// `GET /v1/vendors`: configured vendors, their operations and circuit state.
@@ -216,10 +230,46 @@ pub async fn ask_vendor(
         None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
         Some(cache) => {
             let key = ResponseCache::key(&op.vendor.id, &op.name, input);
-            let (r, lookup, stale) = cache.get(key, bypass_cache, fetch).await;
+            let span = tracing::info_span!(
+                "cache",
+                vendor = %op.vendor.id,
+                operation = %op.name,
+                result = tracing::field::Empty
+            );
+            let (r, lookup, stale) = cache
+                .get(key, bypass_cache, fetch)
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "result",
+                match lookup {
+                    Lookup::Miss if bypass_cache => "bypass",
+                    l => l.as_str(),
+                },
+            );
             (r, Some(lookup), stale)
         }
     };
+    if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
+        let asked = lookup.is_none_or(|l| l == Lookup::Miss);
+        if let Some(l) = lookup {
+            let result = match l {
+                Lookup::Miss if bypass_cache => "bypass",
+                l => l.as_str(),
+            };
+            h.cache_lookup(result);
+        }
+        // what this request's own call dropped or cut short (a cached answer was counted
+        // when it was fetched)
+        if asked && let Ok(out) = &result {
+            if out.dropped > 0 {
+                h.dropped(out.dropped);
+            }
+            if out.truncated {
+                h.truncated();
+            }
+        }
+    }
     Asked {
         result,
         lookup,

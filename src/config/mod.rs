@@ -52,6 +52,19 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// State shared by replicas (Redis); off by default. See `shared::SharedConfig`.
     pub shared: shared::SharedConfig,
+    /// After SIGTERM, `/readyz` answers 503 this long while the listener still serves
+    /// (environment: `CGW_SERVER__DRAIN_DELAY_MS`); 0 closes the listener at once.
+    pub drain_delay_ms: u64,
+    /// Client connections open at once; a connection beyond it is closed as soon as accepted.
+    pub max_connections: usize,
+    /// HTTP/2: streams a client may have open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: largest header list accepted (the router answers 431 above 64 KiB anyway).
+    pub http2_max_header_list_bytes: u32,
+    /// HTTP/2: a PING after this long without frames, and the connection is closed when it
+    /// is not answered within `http2_keep_alive_timeout_ms`.
+    pub http2_keep_alive_interval_ms: u64,
+    pub http2_keep_alive_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +78,12 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 5_000,
             header_read_timeout_ms: 10_000,
             shared: shared::SharedConfig::default(),
+            drain_delay_ms: 0,
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 256,
+            http2_max_header_list_bytes: 1024 * 1024,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 20_000,
         }
     }
 }
@@ -154,6 +173,10 @@ pub struct VendorConfig {
     /// Token-endpoint auth; operations send the token with `{{auth.token}}`.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// Send the W3C `traceparent`/`tracestate` of the request to this vendor (off: most
+    /// vendors are third parties).
+    #[serde(default)]
+    pub propagate_trace: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

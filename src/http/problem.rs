@@ -42,6 +42,11 @@ impl Problem {
         });
         if let Value::Object(m) = &mut body {
             m.extend(self.extra);
+            // the trace of this request, when traces are exported: a caller's report leads
+            // straight to it
+            if let Some(t) = crate::telemetry::trace_id() {
+                m.insert("trace_id".to_owned(), Value::String(t));
+            }
         }
         let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
         *res.status_mut() = self.status;

@@ -8,7 +8,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use serde_json::json;
-use tokio::time::Instant;
 
 use super::auth::{self, Caller, Callers, RateState};
 use super::problem::Problem;
@@ -44,13 +43,12 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let started = Instant::now();
     let request_id = super::request_id(&req);
     let head = req.method() == Method::HEAD;
     let name = route_name(req.method(), req.uri().path());
     let callers = state.callers();
     let mut who = "anonymous";
-    let res = if let Some(problem) = check_request(&req) {
+    let mut res = if let Some(problem) = check_request(&req) {
         problem.into_response(&request_id)
     } else {
         match admit(callers.as_deref(), name, req.headers(), &request_id).await {
@@ -71,7 +69,11 @@ where
             }
         }
     };
-    telemetry::record_http(name, res.status().as_u16(), started.elapsed());
+    let mut answered = telemetry::Answered::caller(who);
+    if let Some(VendorOutcomes(v)) = res.extensions_mut().remove::<VendorOutcomes>() {
+        answered.vendors = v;
+    }
+    res.extensions_mut().insert(answered);
     if callers.is_some() {
         auth::record(who, name, res.status().as_u16());
     }
@@ -152,7 +154,7 @@ fn vendor_refused(
 }
 
 /// The route's name (for metrics, logs and `callers:`), by method and path.
-fn route_name(method: &Method, path: &str) -> &'static str {
+pub fn route_name(method: &Method, path: &str) -> &'static str {
     let get = *method == Method::GET || *method == Method::HEAD;
     match path {
         "/healthz" if get => "healthz",
@@ -341,7 +343,7 @@ fn readyz(state: &AppState, request_id: &str) -> Response<Full<Bytes>> {
 }
 
 fn metrics(state: &AppState) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    let mut res = Response::new(Full::new(Bytes::from(state.render_metrics())));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -505,8 +507,12 @@ where
         )
         .await;
     let pending = match claim {
-        Ok(Claim::Proceed(p)) => p,
+        Ok(Claim::Proceed(p)) => {
+            telemetry::record_idempotency("templates_create", "proceed");
+            p
+        }
         Ok(Claim::Replay(stored)) => {
+            telemetry::record_idempotency("templates_create", "replay");
             let mut res = Response::new(Full::new(stored.body));
             *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
             if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
@@ -517,6 +523,7 @@ where
             return res;
         }
         Ok(Claim::Conflict) => {
+            telemetry::record_idempotency("templates_create", "conflict");
             return Problem::new(
                 StatusCode::CONFLICT,
                 "this Idempotency-Key was used with a different body",
@@ -524,6 +531,7 @@ where
             .into_response(request_id);
         }
         Err(IdempotencyError::InProgress) => {
+            telemetry::record_idempotency("templates_create", "in_progress");
             return Problem::new(
                 StatusCode::CONFLICT,
                 "a request with this Idempotency-Key is still in progress",
@@ -671,11 +679,13 @@ where
             Problem::new(StatusCode::FORBIDDEN, e).into_response(request_id)
         }
         Ok((Verdict::Answered, answer)) => {
+            let outcomes = vendor_outcomes(&answer.sources);
             let mut res = Response::new(Full::new(answer.body()));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            res.extensions_mut().insert(outcomes);
             res
         }
         Ok((verdict, answer)) => {
@@ -689,11 +699,31 @@ where
                 ),
                 _ => (StatusCode::BAD_GATEWAY, "every vendor asked failed"),
             };
+            let outcomes = vendor_outcomes(&answer.sources);
             let sources = serde_json::to_value(&answer.sources).expect("sources serialize");
-            Problem::new(status, detail)
+            let mut res = Problem::new(status, detail)
                 .with("sources", sources)
                 .with("complete", json!(false))
-                .into_response(request_id)
+                .into_response(request_id);
+            res.extensions_mut().insert(outcomes);
+            res
         }
     }
+}
+
+/// Each vendor's outcome for the access log: `op=ok hkl=timeout` (ids and closed outcomes only).
+#[derive(Debug, Clone)]
+struct VendorOutcomes(String);
+
+fn vendor_outcomes(sources: &[crate::canonical::merge::Source]) -> VendorOutcomes {
+    let mut out = String::new();
+    for s in sources {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&s.vendor);
+        out.push('=');
+        out.push_str(s.outcome.as_str());
+    }
+    VendorOutcomes(out)
 }

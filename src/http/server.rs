@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use super::stack::app;
 use crate::app::AppState;
 
-/// Header bytes the HTTP parser buffers before it answers a bare 431 and closes.
+/// Header bytes the HTTP/1 parser buffers before it answers a bare 431 and closes.
 const PARSER_MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// Serves until `shutdown` completes, then drains for at most `shutdown_grace_ms`.
@@ -44,21 +44,39 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // the parser's own limits are far above the router's (`MAX_HEADER_BYTES`), so that
     // oversized headers get the router's problem+json 431 rather than the parser's bare one
+    let server = &state.plan.server;
     builder
         .http2()
-        .max_header_list_size(PARSER_MAX_HEADER_BYTES as u32);
+        .timer(TokioTimer::new())
+        .max_header_list_size(server.http2_max_header_list_bytes)
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        .keep_alive_interval(Duration::from_millis(server.http2_keep_alive_interval_ms))
+        .keep_alive_timeout(Duration::from_millis(server.http2_keep_alive_timeout_ms));
     builder
         .http1()
         .max_buf_size(PARSER_MAX_HEADER_BYTES)
         .max_headers(4 * super::router::MAX_HEADERS)
         .timer(TokioTimer::new())
-        // slow clients: no headers after this long, and the connection is dropped
+        .keep_alive(true)
+        // slow clients and idle keep-alive connections: no (next) request head after this
+        // long, and the connection is dropped
         .header_read_timeout(Duration::from_millis(
             state.plan.server.header_read_timeout_ms,
         ));
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
+    let drain_delay = Duration::from_millis(server.drain_delay_ms);
+    // set when the shutdown signal came: the listener serves until then
+    let mut close_at: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        let draining = close_at.is_some();
+        let close = async {
+            match close_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
@@ -70,23 +88,80 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // beyond `max_connections` a connection is closed at once, before it holds
+                // anything more than its descriptor
+                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                    tracing::debug!("connection refused: server.max_connections reached");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(svc.clone()),
-                );
-                let fut = graceful.watch(conn.into_owned());
+                let (builder, svc) = (builder.clone(), svc.clone());
+                let first_byte = Duration::from_millis(server.header_read_timeout_ms);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = fut.await {
+                    // the protocol is only known from the first bytes, and hyper's header
+                    // timeout starts after them: a connection that sends nothing is dropped
+                    // here, so idle connections cannot pile up
+                    let mut probe = [0u8; 1];
+                    if !matches!(
+                        tokio::time::timeout(first_byte, stream.peek(&mut probe)).await,
+                        Ok(Ok(n)) if n > 0
+                    ) {
+                        drop(permit);
+                        return;
+                    }
+                    let conn = builder.serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(svc),
+                    );
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !draining => {
+                state.set_ready(false);
+                tracing::info!(
+                    drain_delay_ms = server.drain_delay_ms,
+                    "draining started: /readyz answers 503; the listener closes after the drain delay"
+                );
+                close_at = Some(tokio::time::Instant::now() + drain_delay);
+            }
+            _ = close => break,
         }
     }
     state.set_ready(false);
+    // connections the kernel completed but nobody accepted yet would be reset by the close:
+    // take them first, so that every connect that succeeded gets its answer
+    loop {
+        let stream = match futures_util::FutureExt::now_or_never(listener.accept()) {
+            Some(Ok((stream, _))) => stream,
+            _ => break,
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            break;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            TowerToHyperService::new(svc.clone()),
+        );
+        let fut = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = fut.await;
+            drop(permit);
+        });
+    }
     drop(listener);
+    // a connection accepted a moment ago has not sent its request yet, and a graceful
+    // shutdown closes an HTTP/1 connection with no request in progress: let it arrive
+    tokio::time::sleep(grace.min(Duration::from_millis(200))).await;
+    tracing::info!(
+        grace_ms = state.plan.server.shutdown_grace_ms,
+        "listener closed; letting requests in flight finish"
+    );
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

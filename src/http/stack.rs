@@ -3,6 +3,7 @@
 //! | layer | why |
 //! | --- | --- |
 //! | SetRequestId | every request gets an `x-request-id` (the caller's is kept) before anything logs |
+//! | Access | outside every edge layer: counts each answer by route and status (413, 431, 503, 504 included), in-flight requests, and writes the access-log line |
 //! | Trace | one span per request, carrying the request id |
 //! | PropagateRequestId | the id goes back on the answer |
 //! | ProblemBodies | any error answer an inner layer made bare (timeout, body limit, panic, shedding) becomes problem+json with `instance` = request id |
@@ -54,14 +55,45 @@ pub fn app(
     let concurrency = server.max_concurrency.max(1);
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, caller = tracing::field::Empty)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    let route = super::router::route_name(req.method(), req.uri().path());
+                    // HTTP semantic conventions; the path is not recorded (it can carry a
+                    // record id), the route name is
+                    let span = tracing::info_span!(
+                        "request",
+                        otel.name = %format_args!("{} {}", req.method(), route),
+                        otel.kind = "server",
+                        http.request.method = %req.method(),
+                        http.route = route,
+                        http.response.status_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
+                        request_id = %id,
+                        trace_id = tracing::field::Empty,
+                        caller = tracing::field::Empty,
+                    );
+                    crate::telemetry::set_parent_from_headers(&span, req.headers());
+                    if let Some(t) = span.in_scope(crate::telemetry::trace_id) {
+                        span.record("trace_id", t);
+                    }
+                    span
+                })
+                .on_response(
+                    |res: &Response<_>, _latency: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", res.status().as_u16());
+                        if res.status().is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
+                    },
+                ),
+        )
+        .layer(AccessLayer)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ProblemBodiesLayer)
         .layer(CatchPanicLayer::new())
@@ -69,7 +101,10 @@ pub fn app(
         .layer(OverloadAnswersLayer)
         .load_shed()
         .concurrency_limit(concurrency)
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
         .service_fn(move |req| route(state.clone(), req))
 }
 
@@ -185,10 +220,76 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         if self.not_ready {
+            crate::telemetry::record_shed(super::router::route_name(
+                req.method(),
+                req.uri().path(),
+            ));
             return Box::pin(async { Ok(overloaded()) });
         }
         let fut = self.inner.call(req);
         // LoadShed's Overloaded is the only error below
         Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
+    }
+}
+
+/// Counts every answer by route and status, keeps the in-flight gauge, and writes one
+/// access-log line per request at `info`. It sits outside every edge layer, so the edge's own
+/// answers (413, 431, 500, 503, 504) are counted under the route that was asked.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLayer;
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = Access<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Access { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Access<S> {
+    inner: S,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Access<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let started = tokio::time::Instant::now();
+        let in_flight = crate::telemetry::InFlight::start();
+        let route = super::router::route_name(req.method(), req.uri().path());
+        let method = req.method().clone();
+        let request_id = super::request_id(&req);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let elapsed = started.elapsed();
+            drop(in_flight);
+            let status = res.status().as_u16();
+            crate::telemetry::record_http(route, status, elapsed);
+            let answered = res.extensions().get::<crate::telemetry::Answered>();
+            tracing::info!(
+                target: "access",
+                method = %method,
+                route,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                request_id = %request_id,
+                trace_id = %crate::telemetry::current_trace_id(),
+                caller = answered.map_or("-", |a| &*a.caller),
+                vendors = answered.map_or("", |a| &*a.vendors),
+                "request"
+            );
+            Ok(res)
+        })
     }
 }

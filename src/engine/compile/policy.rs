@@ -33,6 +33,48 @@ pub struct Bound<C: 'static> {
 /// `server.…` and `routes.…`.
 pub const SERVER_BOUNDS: &[Bound<RoutesConfig>] = &[
     Bound {
+        key: "server.drain_delay_ms",
+        min: 0,
+        max: 600_000,
+        note: "",
+        get: |c| Some(c.server.drain_delay_ms),
+    },
+    Bound {
+        key: "server.max_connections",
+        min: 1,
+        max: 1_000_000,
+        note: "",
+        get: |c| Some(c.server.max_connections as u64),
+    },
+    Bound {
+        key: "server.http2_max_concurrent_streams",
+        min: 1,
+        max: 10_000,
+        note: "",
+        get: |c| Some(u64::from(c.server.http2_max_concurrent_streams)),
+    },
+    Bound {
+        key: "server.http2_max_header_list_bytes",
+        min: 1024,
+        max: 16 * 1024 * 1024,
+        note: "",
+        get: |c| Some(u64::from(c.server.http2_max_header_list_bytes)),
+    },
+    Bound {
+        key: "server.http2_keep_alive_interval_ms",
+        min: 1_000,
+        max: 3_600_000,
+        note: "",
+        get: |c| Some(c.server.http2_keep_alive_interval_ms),
+    },
+    Bound {
+        key: "server.http2_keep_alive_timeout_ms",
+        min: 1_000,
+        max: 600_000,
+        note: "",
+        get: |c| Some(c.server.http2_keep_alive_timeout_ms),
+    },
+    Bound {
         key: "server.body_limit_bytes",
         min: 1,
         max: GIB,

@@ -1,0 +1,727 @@
+//! The built gateway as an SRE runs it (`coupon-gateway serve --sandbox` as a child process):
+//! the metric catalogue of docs/operating.md present at start-up and moving, `promtool check
+//! metrics` on the live output, JSON logs without colour codes and without secrets or member
+//! ids, one access line per request, and the drain sequence on SIGTERM under load.
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use coupon_gateway::sandbox::{self, data};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A running gateway process, its address, and everything it wrote.
+struct Gateway {
+    child: Child,
+    addr: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn collect(
+    mut r: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+}
+
+fn start(env: &[(&str, &str)]) -> Gateway {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coupon-gateway"));
+    cmd.args(["serve", "--sandbox"])
+        .env("CGW_SERVER__LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the gateway starts");
+    let stdout = Arc::new(Mutex::new(String::new()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // the banner's first line names the address
+    let mut first = String::new();
+    out.read_line(&mut first).expect("a banner");
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    stdout.lock().unwrap().push_str(&first);
+    let readers = vec![
+        collect(out, Arc::clone(&stdout)),
+        collect(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+    ];
+    Gateway {
+        child,
+        addr,
+        stdout,
+        stderr,
+        readers,
+    }
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "SIGTERM sent");
+    }
+
+    /// Waits for the exit (after a SIGTERM) and returns its code and all output.
+    fn wait(mut self) -> (Option<i32>, String, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the gateway did not exit within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status.code(), out, err)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The family names of docs/operating.md's catalogue tables.
+fn catalogue() -> Vec<(String, String)> {
+    let doc = include_str!("../docs/operating.md");
+    let section = doc
+        .split("## Metric catalogue")
+        .nth(1)
+        .unwrap()
+        .split("### The queries that matter")
+        .next()
+        .unwrap();
+    let mut out = Vec::new();
+    for line in section.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() > 3
+            && cells[1].starts_with('`')
+            && ["counter", "gauge", "histogram"].contains(&cells[2])
+        {
+            out.push((cells[1].trim_matches('`').to_owned(), cells[2].to_owned()));
+        }
+    }
+    assert!(out.len() >= 35, "the catalogue parsed: {out:?}");
+    out
+}
+
+/// The sum of a family's samples (`_count` for a histogram), by name.
+fn totals(text: &str, catalogue: &[(String, String)]) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for (name, kind) in catalogue {
+        let sample = if kind == "histogram" {
+            format!("{name}_count")
+        } else {
+            name.clone()
+        };
+        let mut sum = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some(rest) = line.strip_prefix(&sample) else {
+                continue;
+            };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                continue;
+            }
+            let v: f64 = rest.rsplit(' ').next().unwrap().parse().unwrap();
+            *sum.get_or_insert(0.0) += v;
+        }
+        if let Some(s) = sum {
+            sums.insert(name.clone(), s);
+        }
+    }
+    sums
+}
+
+type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+async fn text(client: &TestClient, req: Request<Full<Bytes>>) -> (u16, String) {
+    let res = client.request(req).await.expect("an answer");
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(url: &str) -> Request<Full<Bytes>> {
+    Request::get(url).body(Full::default()).unwrap()
+}
+
+fn promtool(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!(
+                "SKIPPED promtool check: promtool is not installed ({e}); apt-get install prometheus"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool is needed in CI (deploy/check installs it): {e}"),
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_logs_and_secrets_of_a_real_run() {
+    // a small body limit, so that the oversized body below fits the socket buffers and the
+    // early 413 is not lost to a reset
+    let gw = start(&[("CGW_SERVER__BODY_LIMIT_BYTES", "4096")]);
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let catalogue = catalogue();
+
+    // at start-up: every family, with HELP and TYPE, and a sample
+    let (status, before) = text(&client, get(&gw.url("/metrics"))).await;
+    assert_eq!(status, 200);
+    for (name, kind) in &catalogue {
+        assert!(
+            before.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        assert!(
+            before.contains(&format!("# TYPE {name} {kind}")),
+            "no TYPE {kind} for {name}"
+        );
+    }
+    let at_start = totals(&before, &catalogue);
+    let missing: Vec<&String> = catalogue
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !at_start.contains_key(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families without a series at start-up: {missing:?}"
+    );
+    for vendor in ["op", "hkl", "zvcms", "wxcard"] {
+        assert!(
+            before.contains(&format!(
+                "cgw_vendor_calls_total{{vendor=\"{vendor}\",operation=\"list_coupons\",outcome=\"ok\"}} 0"
+            )) || !before.contains(&format!("vendor=\"{vendor}\",operation=\"list_coupons\"")),
+            "{vendor}'s calls at 0 from start-up"
+        );
+    }
+    promtool(&before);
+
+    // traffic: a query, an unknown path, an oversized body (the edge's 413), a vendor list
+    let query = sandbox::demo_query();
+    let (s, body) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("x-request-id", "ops-test-query")
+            .body(Full::new(Bytes::from(query.clone())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(text(&client, get(&gw.url("/nowhere"))).await.0, 404);
+    let (s, _) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(vec![b' '; 8192])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 413);
+    let (_, after) = text(&client, get(&gw.url("/metrics"))).await;
+    promtool(&after);
+    let moved = totals(&after, &catalogue);
+    for name in [
+        "cgw_http_requests_total",
+        "cgw_http_request_duration_seconds",
+        "cgw_vendor_calls_total",
+        "cgw_vendor_call_duration_seconds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            moved[name] > at_start[name],
+            "{name} did not move: {} → {}",
+            at_start[name],
+            moved[name]
+        );
+    }
+    assert!(
+        after.contains("cgw_http_requests_total{route=\"coupons_query\",status=\"413\"} 1"),
+        "the edge's 413 is counted under its route"
+    );
+    assert!(after.contains("cgw_http_requests_total{route=\"unknown\",status=\"404\"} 1"));
+    assert!(after.contains("cgw_ready 1"));
+    assert!(after.contains("cgw_build_info{version=\""));
+
+    gw.sigterm();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "exit 0 on SIGTERM\n{stderr}");
+
+    // logs: JSON lines (stderr is a pipe), no colour codes, an access line per request
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes in a file:\n{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("WARNING"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["request_id"] == "ops-test-query" && l["target"] == "access")
+        .unwrap_or_else(|| panic!("no access line for the query:\n{stderr}"));
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["route"], "coupons_query");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["method"], "POST");
+    assert!(access["duration_ms"].is_number());
+    let vendors = access["vendors"].as_str().unwrap();
+    assert!(
+        vendors.contains("op=ok") && vendors.contains("hkl="),
+        "{access}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("draining started"))),
+        "a line says draining started"
+    );
+
+    // no secret or member id anywhere in the output (the demo banner on stdout, which prints
+    // the sample query for a person to paste, is the one place member ids are meant to be)
+    let banner_end = stdout.find("curl -s").map_or(0, |i| {
+        i + stdout[i..].find('\n').unwrap_or(stdout.len() - i)
+    });
+    let output = format!("{}\n{stderr}", &stdout[banner_end..]);
+    let mut needles: Vec<&str> = sandbox::sandbox_credentials()
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect();
+    needles.extend([
+        data::OP_MEMBER,
+        data::OP_MEMBER2,
+        data::HKL_MEMBER,
+        data::HKL_MEMBER2,
+        data::HKL_OPENID,
+        data::HKL_OPENID2,
+        data::ZVCMS_MEMBER,
+    ]);
+    for n in needles {
+        assert!(
+            !output.contains(n),
+            "{n:?} appears in the output:\n{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_without_a_failed_request() {
+    let gw = start(&[("CGW_SERVER__DRAIN_DELAY_MS", "1500")]);
+    // a new connection per request, as a load balancer's health-checked pool would make
+    let client: TestClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new());
+    let query = sandbox::demo_query();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen_503 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for i in 0..3 {
+        let (client, url, readyz) = (
+            client.clone(),
+            gw.url("/v1/coupons/query"),
+            gw.url("/readyz"),
+        );
+        let (failures, answered, seen_503, closed) = (
+            Arc::clone(&failures),
+            Arc::clone(&answered),
+            Arc::clone(&seen_503),
+            Arc::clone(&closed),
+        );
+        let query = query.clone();
+        loops.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            // bounded: the drain is over well before this
+            let mut stop_at: Option<std::time::Instant> = None;
+            while started.elapsed() < Duration::from_secs(20) {
+                // the load loops act as a load balancer does: they keep sending for a while
+                // after /readyz said 503 (the listener still serves then), and stop well
+                // before the drain delay (1.5 s) is over
+                if i > 0 && seen_503.load(std::sync::atomic::Ordering::SeqCst) {
+                    let at = *stop_at.get_or_insert_with(|| {
+                        std::time::Instant::now() + Duration::from_millis(500)
+                    });
+                    if std::time::Instant::now() > at {
+                        break;
+                    }
+                }
+                let req = if i == 0 {
+                    get(&readyz)
+                } else {
+                    Request::post(&url)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(query.clone())))
+                        .unwrap()
+                };
+                match client.request(req).await {
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        let body = res.into_body().collect().await;
+                        if i == 0 && status == 503 {
+                            seen_503.store(true, std::sync::atomic::Ordering::SeqCst);
+                        } else if status != 200 || body.is_err() {
+                            failures.lock().unwrap().push(format!("status {status}"));
+                        } else {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    // the listener closed: the load balancer would have stopped sending
+                    Err(e) if e.is_connect() => {
+                        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                    // the probe racing the close itself
+                    Err(_) if i == 0 && seen_503.load(std::sync::atomic::Ordering::SeqCst) => {
+                        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        break;
+                    }
+                    Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before > 0, "steady load before SIGTERM");
+    gw.sigterm();
+    for l in loops {
+        l.await.unwrap();
+    }
+    let (code, _out, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "exit 0\n{stderr}");
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "failed requests: {:?}",
+        failures.lock().unwrap()
+    );
+    assert!(
+        seen_503.load(std::sync::atomic::Ordering::SeqCst),
+        "/readyz said 503 before the listener closed"
+    );
+    assert!(
+        closed.load(std::sync::atomic::Ordering::SeqCst),
+        "the listener closed"
+    );
+    assert!(
+        answered.load(std::sync::atomic::Ordering::SeqCst) > before,
+        "requests were still served during the drain delay"
+    );
+    assert!(stderr.contains("draining started"));
+}
+
+/// Issue 15: a flood of idle connections beyond `server.max_connections` is refused at once,
+/// the idle ones within the cap are closed after `header_read_timeout_ms`, and the gateway
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_leaves_the_gateway_answering() {
+    use tokio::io::AsyncReadExt;
+    let gw = start(&[
+        ("CGW_SERVER__MAX_CONNECTIONS", "20"),
+        ("CGW_SERVER__HEADER_READ_TIMEOUT_MS", "500"),
+    ]);
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(&gw.addr).await.unwrap());
+    }
+    // every idle connection is closed by the gateway: beyond the cap at once, the others
+    // when no request head came in time
+    let closed = support::within("the idle connections are closed", async {
+        let mut closed = 0;
+        for mut s in idle {
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => closed += 1,
+                Ok(_) => closed += 1, // a 408-like answer before the close
+            }
+        }
+        closed
+    })
+    .await;
+    assert_eq!(closed, 200);
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let (status, _) = text(&client, get(&gw.url("/healthz"))).await;
+    assert_eq!(status, 200, "answering after the flood");
+    let (_, metrics) = text(&client, get(&gw.url("/metrics"))).await;
+    let fds: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_open_fds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fds < 100.0, "the flood's descriptors were released: {fds}");
+}
+
+/// Issue 15: a flood of HTTP/2 streams on one connection (far beyond
+/// `server.http2_max_concurrent_streams`) is served in turn, and another connection is
+/// answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_http2_streams_leaves_the_gateway_answering() {
+    let gw = start(&[("CGW_SERVER__HTTP2_MAX_CONCURRENT_STREAMS", "8")]);
+    let h2: TestClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        let (h2, url) = (h2.clone(), gw.url("/v1/vendors"));
+        flood.push(tokio::spawn(async move {
+            match h2.request(get(&url)).await {
+                Ok(res) => res.status().as_u16(),
+                // streams opened before the client saw the server's SETTINGS, beyond its
+                // max_concurrent_streams: refused (safe for the client to retry)
+                Err(e) if format!("{e:?}").contains("REFUSED_STREAM") => 0,
+                Err(e) => panic!("a stream failed otherwise: {e:?}"),
+            }
+        }));
+    }
+    let other: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let (status, _) = support::within(
+        "another connection is answered during the flood",
+        text(&other, get(&gw.url("/healthz"))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut statuses = BTreeMap::new();
+    for f in flood {
+        *statuses
+            .entry(support::within("a stream", f).await.unwrap())
+            .or_insert(0) += 1;
+    }
+    // every stream answered: served, shed with 503 when over max_concurrency, or refused
+    // (0) by the HTTP/2 stream limit
+    assert_eq!(statuses.values().sum::<i32>(), 400, "{statuses:?}");
+    assert!(
+        statuses.keys().all(|s| [0, 200, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
+    let (status, _) = text(&other, get(&gw.url("/healthz"))).await;
+    assert_eq!(status, 200);
+}
+
+/// A tiny OTLP/HTTP receiver: keeps every span posted to /v1/traces.
+async fn otlp_receiver() -> (
+    String,
+    Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+) {
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&spans);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    if path == "/v1/traces" {
+                        let export = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body).unwrap();
+                        for rs in export.resource_spans {
+                            for ss in rs.scope_spans {
+                                kept.lock().unwrap().extend(ss.spans);
+                            }
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/x-protobuf")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                }
+            });
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .into_owned(),
+            );
+        }
+    });
+    (format!("http://{addr}"), spans)
+}
+
+fn attr(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            Value::BoolValue(b) => b.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_is_one_trace_at_a_real_otlp_receiver() {
+    let (endpoint, spans) = otlp_receiver().await;
+    let gw = start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let (s, body) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+            .body(Full::new(Bytes::from(sandbox::demo_query())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    // an error's problem+json names the trace
+    let (s, problem) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+            .body(Full::new(Bytes::from("{")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let problem: serde_json::Value = serde_json::from_str(&problem).unwrap();
+    assert_eq!(problem["trace_id"], caller_trace, "{problem}");
+    gw.sigterm();
+    let (code, _out, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    // spans are flushed on shutdown
+    let spans = spans.lock().unwrap().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|s| {
+            s.name == "POST coupons_query"
+                && attr(s, "http.response.status_code").as_deref() == Some("200")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        hex(&server.trace_id),
+        caller_trace,
+        "the caller's trace goes on"
+    );
+    assert_eq!(hex(&server.parent_span_id), caller_span);
+    assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(attr(server, "http.route").as_deref(), Some("coupons_query"));
+    // each vendor call is a descendant of the server span, with vendor, operation, outcome
+    let by_id: BTreeMap<Vec<u8>, &opentelemetry_proto::tonic::trace::v1::Span> =
+        spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    let under_server = |s: &opentelemetry_proto::tonic::trace::v1::Span| {
+        let mut parent = s.parent_span_id.clone();
+        while let Some(p) = by_id.get(&parent) {
+            if p.span_id == server.span_id {
+                return true;
+            }
+            parent = p.parent_span_id.clone();
+        }
+        false
+    };
+    let calls: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "vendor_call" && under_server(s))
+        .collect();
+    let vendors: std::collections::BTreeSet<String> =
+        calls.iter().filter_map(|s| attr(s, "vendor")).collect();
+    assert!(vendors.len() >= 3, "three vendors asked: {vendors:?}");
+    for c in &calls {
+        assert!(attr(c, "operation").is_some() && attr(c, "outcome").is_some());
+        assert_eq!(hex(&c.trace_id), caller_trace);
+    }
+    // no span carries a member id or a secret
+    let dump = format!("{spans:?}");
+    for n in [
+        data::OP_MEMBER,
+        data::HKL_MEMBER,
+        data::HKL_OPENID,
+        data::ZVCMS_MEMBER,
+    ] {
+        assert!(!dump.contains(n), "{n} in a span");
+    }
+    for (_, _, secret) in sandbox::sandbox_credentials() {
+        assert!(!dump.contains(secret), "a secret in a span");
+    }
+}
