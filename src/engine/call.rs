@@ -115,7 +115,7 @@ pub async fn call(
     loop {
         if out.pages > 0 {
             // a further page is a further request against the vendor's quota
-            guard.pace().await.map_err(|_| CallError::RateLimited)?;
+            guard.pace().await.map_err(|_| paced_out(op))?;
         }
         let (res, token) = exchange_with_retries(op, upstream, input, &page, guard).await?;
         let secrets = Secrets {
@@ -224,7 +224,7 @@ async fn exchange_with_retries(
         // the call's admission paid for its first request; each further one (a retry, a 401
         // renewal) takes its own share of the vendor's quota
         if !first {
-            guard.pace().await.map_err(|_| CallError::RateLimited)?;
+            guard.pace().await.map_err(|_| paced_out(op))?;
         }
         first = false;
         let req = build_request(&op.request, input, page, token.as_ref())?;
@@ -240,6 +240,9 @@ async fn exchange_with_retries(
             && !refreshed
         {
             a.cache.invalidate(used);
+            if let Some(h) = crate::telemetry::vendor(&op.vendor.id) {
+                h.token_invalidated();
+            }
             token = Some(fetch_token(a, upstream, guard).await?);
             refreshed = true;
             continue;
@@ -250,18 +253,25 @@ async fn exchange_with_retries(
                 Err(TransportError::Connect(_) | TransportError::AttemptTimeout(_)) => true,
                 Err(_) => false,
             };
-        if retriable && retry.may_retry(attempt) {
-            tracing::debug!(vendor = %op.vendor.id, attempt, "retrying");
-            crate::telemetry::record_retry(&op.vendor.id, &op.name);
-            tokio::time::sleep(retry.backoff(attempt)).await;
-            attempt += 1;
-            continue;
+        if retriable && attempt < retry.max_attempts {
+            if retry.may_retry(attempt) {
+                tracing::debug!(vendor = %op.vendor.id, attempt, "retrying");
+                crate::telemetry::record_retry(&op.vendor.id, &op.name);
+                tokio::time::sleep(retry.backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            // attempts were left, the retry budget was not
+            if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
+                h.budget_exhausted();
+            }
         }
         return Ok((result?, token));
     }
 }
 
 /// The vendor's access token: cached, or fetched once for all concurrent callers.
+///
 /// The token endpoint is a vendor endpoint like any other: each request takes its share of the
 /// vendor's quota, and connect errors, attempt timeouts and 5xx answers are tried again (at
 /// least once) within the call's deadline.
@@ -328,10 +338,26 @@ async fn fetch_token(
             expires_in: std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
         })
     };
+    let fetch = || async {
+        let _span = tracing::info_span!("token_fetch", vendor = %auth.plan.request.vendor.id);
+        let result = fetch().await;
+        if let Some(h) = crate::telemetry::vendor(&auth.plan.request.vendor.id) {
+            h.token_fetch(result.is_ok());
+        }
+        result
+    };
     auth.cache.get(fetch).await.map_err(|e| match &*e {
         CallError::Auth(m) => CallError::Auth(m.clone()),
         other => CallError::Auth(format!("token endpoint: {other}")),
     })
+}
+
+/// A further page or retry found no room under the vendor's quota (counted as such).
+fn paced_out(op: &OperationPlan) -> CallError {
+    if let Some(h) = crate::telemetry::vendor(&op.vendor.id) {
+        h.rate_limited(true);
+    }
+    CallError::RateLimited
 }
 
 /// What must never leave the gateway in vendor text: the vendor's credentials and the access
@@ -762,6 +788,12 @@ fn build_request(
     }
     if !headers.iter().any(|(h, _)| h == http::header::ACCEPT) {
         req = req.header(http::header::ACCEPT, op.answer_format.accept());
+    }
+    // W3C trace context only to vendors whose config asks for it (most are third parties)
+    if op.vendor.propagate_trace
+        && let Some(h) = req.headers_mut()
+    {
+        crate::telemetry::inject_trace_context(h);
     }
     for (h, v) in headers {
         let v = HeaderValue::from_str(&v).map_err(|_| {

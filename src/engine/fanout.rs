@@ -80,17 +80,30 @@ pub async fn call_with_deadline(
     let span = tracing::info_span!("vendor_call", vendor = %op.vendor.id, operation = %op.name, outcome = tracing::field::Empty);
     let started = Instant::now();
     let deadline = op.vendor.timeout;
+    let vh = telemetry::vendor(&op.vendor.id);
     let guarded = async {
         let admitted = guard.admit().await.map_err(|r| match r {
             Refusal::CircuitOpen => Failure::CircuitOpen,
-            Refusal::RateLimited => Failure::RateLimited,
+            Refusal::RateLimited => {
+                if let Some(h) = &vh {
+                    h.rate_limited(false);
+                }
+                Failure::RateLimited
+            }
         })?;
+        if let Some(h) = &vh {
+            h.limit_wait(started.elapsed());
+            h.call_started();
+        }
         let remaining = deadline.saturating_sub(started.elapsed());
         let result = match tokio::time::timeout(remaining, call(op, upstream, input, guard)).await {
             Ok(r) => r.map_err(Failure::Call),
             Err(_) => Err(Failure::Timeout(deadline)),
         };
         admitted.finish(!result.as_ref().is_err_and(Failure::is_vendor_fault));
+        if let Some(h) = &vh {
+            h.call_finished();
+        }
         result
     };
     let result = match tokio::time::timeout(deadline, guarded.instrument(span.clone())).await {
@@ -99,10 +112,7 @@ pub async fn call_with_deadline(
         Err(_) => Err(Failure::Timeout(deadline)),
     };
     let latency = started.elapsed();
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.outcome().as_str(),
-    };
+    let outcome = telemetry::outcome_of(op, &result);
     span.record("outcome", outcome);
     if let Err(e) = &result {
         tracing::warn!(parent: &span, error = %e, "vendor call failed");

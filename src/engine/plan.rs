@@ -65,6 +65,8 @@ pub struct VendorPlan {
     pub retry: crate::config::RetryConfig,
     pub circuit: Option<crate::config::CircuitConfig>,
     pub limits: Option<crate::config::LimitsConfig>,
+    /// Send the caller's W3C trace context to this vendor (`propagate_trace`).
+    pub propagate_trace: bool,
 }
 
 /// How to build (and sign) one request: an operation's, or a token endpoint's.

@@ -413,6 +413,7 @@ pub fn vendor(
         retry: v.retry.clone(),
         circuit: v.circuit.clone(),
         limits: v.limits.clone(),
+        propagate_trace: v.propagate_trace,
     }))
 }
 
