@@ -100,6 +100,7 @@ impl AppState {
             Some(s) => Arc::new(RedisStore::new(Arc::clone(s), MemoryStore::DEFAULT_TTL)),
             None => Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
         };
+        let plan_cursor_secret = plan.server.cursor_secret.clone();
         Arc::new(AppState {
             plan: Arc::new(plan),
             upstream,
@@ -107,7 +108,10 @@ impl AppState {
             guards,
             idempotency,
             metrics,
-            cursors: CursorSigner::random(),
+            cursors: match &plan_cursor_secret {
+                Some(secret) => CursorSigner::from_secret(secret.expose().as_bytes()),
+                None => CursorSigner::random(),
+            },
             callers: RwLock::new(None),
             shared,
             ready: AtomicBool::new(true),
@@ -280,6 +284,36 @@ pub async fn ask_vendor(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn replicas_with_one_cursor_secret_accept_each_other_s_cursors() {
+        use crate::config::shared::Sensitive;
+        let routes = crate::embedded::ROUTES_YAML;
+        let state = |secret: Option<&str>| {
+            let loaded = crate::config::load_str("routes.yaml", routes, false).unwrap();
+            let (mut plan, _) = crate::engine::plan::Plan::compile(
+                &loaded,
+                crate::engine::plan::Credentials::Optional,
+            )
+            .unwrap();
+            plan.server.cursor_secret = secret.map(Sensitive::new);
+            super::AppState::new(plan)
+        };
+        let (a, b, c) = (state(Some("s3")), state(Some("s3")), state(None));
+        let last = crate::canonical::cursor::SortKey {
+            r: 0,
+            u: Some(1),
+            v: "v".into(),
+            i: "v:1".into(),
+        };
+        let now = jiff::Timestamp::now();
+        let cursor = a.cursors.issue("q", &last, now);
+        assert!(
+            b.cursors.check(&cursor, "q", now).is_ok(),
+            "another replica"
+        );
+        assert!(c.cursors.check(&cursor, "q", now).is_err(), "a random key");
+    }
+
     #[test]
     fn one_record_id_rule_for_packages_and_templates() {
         assert!(super::is_record_id("1bfb390c-_A"));

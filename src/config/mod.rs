@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// State shared by replicas (Redis); off by default. See `shared::SharedConfig`.
     pub shared: shared::SharedConfig,
+    /// Signs paging cursors. Set the same secret (`CGW_SERVER__CURSOR_SECRET`) on every
+    /// replica so a cursor from one is good on the others; absent: a random key per process.
+    pub cursor_secret: Option<shared::Sensitive>,
     /// After SIGTERM, `/readyz` answers 503 this long while the listener still serves
     /// (environment: `CGW_SERVER__DRAIN_DELAY_MS`); 0 closes the listener at once.
     pub drain_delay_ms: u64,
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             max_vendor_response_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 5_000,
             header_read_timeout_ms: 10_000,
+            cursor_secret: None,
             shared: shared::SharedConfig::default(),
             drain_delay_ms: 0,
             max_connections: 10_000,
