@@ -659,7 +659,7 @@ impl FieldSpec {
             return Ok(None);
         }
         let shaped;
-        let value = match self.list.reshape(value, cx.def.ty) {
+        let value = match self.list.reshape(value) {
             Some(v) => {
                 shaped = v;
                 &shaped
@@ -865,7 +865,7 @@ impl ListShape {
     }
 
     /// The value as a list of scalars, when a shape applies to it.
-    fn reshape(&self, v: &Value, ty: FieldType) -> Option<Value> {
+    fn reshape(&self, v: &Value) -> Option<Value> {
         match (v, &self.member, &self.split) {
             (Value::Array(items), Some(member), _) => Some(Value::Array(
                 items
@@ -883,10 +883,7 @@ impl ListShape {
                     .map(|p| Value::String(p.to_owned()))
                     .collect(),
             )),
-            _ => {
-                let _ = ty;
-                None
-            }
+            _ => None,
         }
     }
 }

@@ -106,18 +106,18 @@ impl TransformKind for Aes {
     }
     fn examples(&self) -> &'static [Example] {
         &[
-            // printf '{"memberId":"K1H93QDKI00B7"}' | openssl enc -aes-128-cbc \
+            // printf '{"member":"m-42"}' | openssl enc -aes-128-cbc \
             //   -K $(printf 0123456789abcdef | xxd -p) -iv $(printf fedcba9876543210 | xxd -p)
             Example {
                 apply: r#"{"aes": {"mode": "cbc", "key": "0123456789abcdef", "iv": "fedcba9876543210"}}"#,
-                input: r#"{"memberId":"K1H93QDKI00B7"}"#,
-                output: "fc7a95fb8a3d60bda450d0415fb37df545fe4a023eeeb06a6c1035961bb2fdca",
+                input: r#"{"member":"m-42"}"#,
+                output: "6e9c34e74669f233ee0664bb0583081c210073c020691a5cd436e8dd47899d3d",
             },
             // the same with -aes-256-cbc and the 32-byte key 0123456789abcdef0123456789abcdef
             Example {
                 apply: r#"{"aes_cbc": {"key": "0123456789abcdef0123456789abcdef", "iv": "fedcba9876543210"}}"#,
-                input: r#"{"memberId":"K1H93QDKI00B7"}"#,
-                output: "7bf40857f5006ca5076773f11febb74849c3ad945b587589f4073fe883b4a406",
+                input: r#"{"member":"m-42"}"#,
+                output: "fd095b14a392292c874add5cc18d893067378eca515a93e2cb5f71117f7c93fd",
             },
             // the NIST SP 800-38A F.2.1 key and IV, in hex:
             // printf '{"a":1}' | openssl enc -aes-128-cbc -K 2b7e151628aed2a6abf7158809cf4f3c \
