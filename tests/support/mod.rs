@@ -146,3 +146,38 @@ pub fn pinned(c: &Value, keys: &[&str]) -> Value {
             .collect(),
     )
 }
+
+/// What every strict test vendor keeps: the requests it saw, its refusals and the reason of
+/// the last (for failing tests), and the one-time values (nonces, signatures) already used.
+#[derive(Default)]
+pub struct Ledger {
+    requests: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
+    last_refusal: std::sync::Mutex<Option<String>>,
+    used: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Ledger {
+    pub fn arrived(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn refused(&self, why: String) {
+        self.rejected
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.last_refusal.lock().unwrap() = Some(why);
+    }
+    /// False when `value` was used before: a replay.
+    pub fn first_use(&self, value: &str) -> bool {
+        self.used.lock().unwrap().insert(value.to_owned())
+    }
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    pub fn last_refusal(&self) -> Option<String> {
+        self.last_refusal.lock().unwrap().clone()
+    }
+}

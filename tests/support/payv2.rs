@@ -5,7 +5,6 @@
 //! `return_code`/`result_code` with `return_msg`/`err_code_des`; coupons are repeated
 //! `<coupon>` elements, amounts in fen, times `yyyyMMddHHmmss` in UTC+08:00.
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -21,12 +20,10 @@ pub const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
 #[derive(Default)]
 pub struct State {
-    pub requests: AtomicU64,
-    pub rejected: AtomicU64,
-    pub last_refusal: Mutex<Option<String>>,
+    /// Requests, refusals and one-time values seen.
+    pub ledger: super::Ledger,
     /// The `sign_type` of the last request that carried one.
     pub last_sign_type: Mutex<Option<String>>,
-    seen_nonces: Mutex<HashSet<String>>,
 }
 
 pub struct PayV2 {
@@ -39,13 +36,13 @@ impl PayV2 {
         format!("http://{}", self.addr)
     }
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
+        self.state.ledger.requests()
     }
     pub fn rejected(&self) -> u64 {
-        self.state.rejected.load(Ordering::SeqCst)
+        self.state.ledger.rejected()
     }
     pub fn last_refusal(&self) -> Option<String> {
-        self.state.last_refusal.lock().unwrap().clone()
+        self.state.ledger.last_refusal()
     }
 }
 
@@ -65,11 +62,10 @@ pub async fn start() -> PayV2 {
     let state = Arc::new(State::default());
     let s = state.clone();
     let addr = super::serve(Arc::new(move |parts, body| {
-        s.requests.fetch_add(1, Ordering::SeqCst);
+        s.ledger.arrived();
         let xml = match answer(&s, &parts, &body) {
             Ok(xml) => xml,
             Err(refusal) => {
-                s.rejected.fetch_add(1, Ordering::SeqCst);
                 let (body, why) = match refusal {
                     Refusal::Return(msg, why) => (
                         format!(
@@ -86,7 +82,7 @@ pub async fn start() -> PayV2 {
                         why,
                     ),
                 };
-                *s.last_refusal.lock().unwrap() = Some(why);
+                s.ledger.refused(why);
                 body
             }
         };
@@ -231,7 +227,7 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8]) -> Result<St
             format!("sign {} wanted {want_sign}", p("sign")),
         ));
     }
-    if !state.seen_nonces.lock().unwrap().insert(nonce.to_owned()) {
+    if !state.ledger.first_use(nonce) {
         return Err(Refusal::Result(
             "NONCE_REUSED",
             "nonce_str 重复",

@@ -6,9 +6,7 @@
 //! timestamp within 5 minutes. The coupon list (`{"data": […], "total_count": n}`) is answered
 //! AES-256-GCM encrypted under the APIv3 key in a `resource` member (`AEAD_AES_256_GCM`,
 //! base64 `ciphertext` = ciphertext‖tag, `nonce` and `associated_data` as text).
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use coupon_gateway::crypto;
@@ -101,10 +99,8 @@ q1vpmzzZymJyu/Qtn5S0tFB9
 
 #[derive(Default)]
 pub struct State {
-    pub requests: AtomicU64,
-    pub rejected: AtomicU64,
-    pub last_refusal: Mutex<Option<String>>,
-    seen_nonces: Mutex<HashSet<String>>,
+    /// Requests, refusals and one-time values seen.
+    pub ledger: super::Ledger,
 }
 
 pub struct PayV3 {
@@ -117,13 +113,13 @@ impl PayV3 {
         format!("http://{}", self.addr)
     }
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
+        self.state.ledger.requests()
     }
     pub fn rejected(&self) -> u64 {
-        self.state.rejected.load(Ordering::SeqCst)
+        self.state.ledger.rejected()
     }
     pub fn last_refusal(&self) -> Option<String> {
-        self.state.last_refusal.lock().unwrap().clone()
+        self.state.ledger.last_refusal()
     }
 }
 
@@ -153,12 +149,11 @@ pub async fn start() -> PayV3 {
     let state = Arc::new(State::default());
     let s = state.clone();
     let addr = super::serve(Arc::new(move |parts, body| {
-        s.requests.fetch_add(1, Ordering::SeqCst);
+        s.ledger.arrived();
         let (status, body) = match answer(&s, &parts, &body) {
             Ok(v) => (StatusCode::OK, v),
             Err((status, code, message, why)) => {
-                s.rejected.fetch_add(1, Ordering::SeqCst);
-                *s.last_refusal.lock().unwrap() = Some(why);
+                s.ledger.refused(why);
                 (status, json!({"code": code, "message": message}))
             }
         };
@@ -254,7 +249,7 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8]) -> Result<Va
     if !crypto::rsa_sha256_verify(TEST_PUBLIC_KEY_PEM, message.as_bytes(), &sig) {
         return Err(sign_error(format!("signed {message:?}")));
     }
-    if !state.seen_nonces.lock().unwrap().insert(nonce.clone()) {
+    if !state.ledger.first_use(nonce) {
         return Err(sign_error(format!("nonce {nonce} used before")));
     }
     // exactly these query parameters, RFC 3986-encoded

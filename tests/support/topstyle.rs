@@ -3,9 +3,8 @@
 //! UTC+08:00, and `sign` = upper-case hex MD5 of `secret + k1v1k2v2… + secret` over every
 //! parameter but `sign`, sorted by name. Answers are JSON wrapped in a per-method member
 //! (`coupon_list_get_response`), errors in `error_response`, amounts as yuan strings.
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use coupon_gateway::crypto;
@@ -35,11 +34,8 @@ const PARAMS: [&str; 10] = [
 
 #[derive(Default)]
 pub struct State {
-    pub requests: AtomicU64,
-    pub rejected: AtomicU64,
-    /// The reason of the last refusal, for failing tests.
-    pub last_refusal: Mutex<Option<String>>,
-    seen_signs: Mutex<HashSet<String>>,
+    /// Requests, refusals and one-time values seen.
+    pub ledger: super::Ledger,
 }
 
 pub struct TopStyle {
@@ -52,13 +48,13 @@ impl TopStyle {
         format!("http://{}", self.addr)
     }
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
+        self.state.ledger.requests()
     }
     pub fn rejected(&self) -> u64 {
-        self.state.rejected.load(Ordering::SeqCst)
+        self.state.ledger.rejected()
     }
     pub fn last_refusal(&self) -> Option<String> {
-        self.state.last_refusal.lock().unwrap().clone()
+        self.state.ledger.last_refusal()
     }
 }
 
@@ -82,12 +78,11 @@ pub async fn start() -> TopStyle {
     let state = Arc::new(State::default());
     let s = state.clone();
     let addr = super::serve(Arc::new(move |parts, body| {
-        s.requests.fetch_add(1, Ordering::SeqCst);
+        s.ledger.arrived();
         match answer(&s, &parts, &body) {
             Ok(v) => reply(v),
             Err((code, msg, why)) => {
-                s.rejected.fetch_add(1, Ordering::SeqCst);
-                *s.last_refusal.lock().unwrap() = Some(why);
+                s.ledger.refused(why);
                 // TOP answers its errors with HTTP 200 and an `error_response`
                 reply(json!({"error_response": {"code": code, "msg": msg, "request_id": "tst1"}}))
             }
@@ -198,12 +193,7 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8]) -> Result<Va
     if !crypto::constant_time_eq(want.as_bytes(), p("sign").as_bytes()) {
         return Err(refuse(25, "Invalid signature", format!("signed {signed}")));
     }
-    if !state
-        .seen_signs
-        .lock()
-        .unwrap()
-        .insert(p("sign").to_owned())
-    {
+    if !state.ledger.first_use(p("sign")) {
         return Err(refuse(25, "Invalid signature", "replayed request"));
     }
     if p("buyer_id") != MEMBER {

@@ -3,7 +3,7 @@
 //! `X-Signature` = lower-case hex HMAC-SHA256 of `timestamp + "\n" + body`; cursor paging by
 //! `next_token` (each token good for one request, unknown tokens refused); dates in the answer
 //! as epoch milliseconds, amounts as yuan decimal strings, weekdays and hours as JSON lists.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,14 +20,12 @@ pub const PAGE_SIZE: usize = 3;
 
 #[derive(Default)]
 pub struct State {
-    pub requests: AtomicU64,
-    pub rejected: AtomicU64,
-    pub last_refusal: Mutex<Option<String>>,
+    /// Requests, refusals and one-time values seen.
+    pub ledger: super::Ledger,
     /// The `next_token` each request carried (None on the first page).
     pub tokens_seen: Mutex<Vec<Option<String>>>,
     /// Tokens handed out and not used yet → the offset they continue from.
     open_tokens: Mutex<HashMap<String, usize>>,
-    seen_signatures: Mutex<HashSet<String>>,
     issued: AtomicU64,
 }
 
@@ -41,13 +39,13 @@ impl UtcPlatform {
         format!("http://{}", self.addr)
     }
     pub fn requests(&self) -> u64 {
-        self.state.requests.load(Ordering::SeqCst)
+        self.state.ledger.requests()
     }
     pub fn rejected(&self) -> u64 {
-        self.state.rejected.load(Ordering::SeqCst)
+        self.state.ledger.rejected()
     }
     pub fn last_refusal(&self) -> Option<String> {
-        self.state.last_refusal.lock().unwrap().clone()
+        self.state.ledger.last_refusal()
     }
 }
 
@@ -79,12 +77,11 @@ pub async fn start() -> UtcPlatform {
     let state = Arc::new(State::default());
     let s = state.clone();
     let addr = super::serve(Arc::new(move |parts, body| {
-        s.requests.fetch_add(1, Ordering::SeqCst);
+        s.ledger.arrived();
         let (status, body) = match answer(&s, &parts, &body) {
             Ok(v) => (StatusCode::OK, v),
             Err((status, code, message, why)) => {
-                s.rejected.fetch_add(1, Ordering::SeqCst);
-                *s.last_refusal.lock().unwrap() = Some(why);
+                s.ledger.refused(why);
                 (status, json!({"error": {"code": code, "message": message}}))
             }
         };
@@ -177,12 +174,7 @@ fn answer(state: &State, parts: &http::request::Parts, body: &[u8]) -> Result<Va
             format!("signed {}", String::from_utf8_lossy(&signed)),
         ));
     }
-    if !state
-        .seen_signatures
-        .lock()
-        .unwrap()
-        .insert(sig_text.to_owned())
-    {
+    if !state.ledger.first_use(sig_text) {
         return Err(unauthorized("REPLAY", "request replayed", "replay".into()));
     }
     let req: Value =
