@@ -35,6 +35,7 @@ pub const CACHE_LOOKUPS: &str = "cgw_cache_lookups_total";
 pub const CACHE_EVICTIONS: &str = "cgw_cache_evictions_total";
 pub const CACHE_ENTRIES: &str = "cgw_cache_entries";
 pub const CACHE_BYTES: &str = "cgw_cache_bytes";
+pub const CACHE_BUDGET: &str = "cgw_cache_budget_bytes";
 pub const TOKEN_FETCHES: &str = "cgw_token_fetches_total";
 pub const TOKEN_INVALIDATIONS: &str = "cgw_token_invalidations_total";
 pub const IDEMPOTENCY: &str = "cgw_idempotency_requests_total";
@@ -133,13 +134,22 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         CACHE_EVICTIONS,
         Kind::Counter,
-        "Entries removed: past their ttl, to stay within `max_bytes`, or invalidated after a write.",
+        "Entries removed: past their ttl and stale-if-error window, to stay within `server.cache_max_bytes`, or invalidated after a write.",
     ),
-    (CACHE_ENTRIES, Kind::Gauge, "Entries held."),
+    (
+        CACHE_ENTRIES,
+        Kind::Gauge,
+        "Entries held (fresh, or kept for stale-if-error).",
+    ),
     (
         CACHE_BYTES,
         Kind::Gauge,
-        "Weighed size of the entries held (the measure `max_bytes` bounds).",
+        "Weighed size of the operation's entries: an estimate of the memory they hold.",
+    ),
+    (
+        CACHE_BUDGET,
+        Kind::Gauge,
+        "`server.cache_max_bytes`: the bound of all operations' cache bytes together.",
     ),
     (
         TOKEN_FETCHES,
@@ -245,8 +255,7 @@ pub const OUTCOMES: [&str; 8] = [
     "circuit_open",
 ];
 pub const CACHE_RESULTS: [&str; 5] = ["hit", "coalesced", "miss", "stale", "bypass"];
-pub const EVICTION_CAUSES: &[&str] = &["expired", "size", "explicit"];
-pub const TIERS: &[&str] = &["fresh", "last_good"];
+pub const EVICTION_CAUSES: [&str; 3] = ["expired", "size", "explicit"];
 pub const CIRCUIT_STATES: &[&str] = &["closed", "open", "half_open"];
 pub const TRANSITIONS: &[(&str, &str)] = &[
     ("closed", "open"),
@@ -507,12 +516,10 @@ fn operation_handles(vendor: &str, operation: &str, cached: bool) -> OperationHa
             c.absolute(0);
         }
         for cause in EVICTION_CAUSES {
-            metrics::counter!(CACHE_EVICTIONS, "vendor" => v.clone(), "operation" => o.clone(), "cause" => *cause).absolute(0);
+            metrics::counter!(CACHE_EVICTIONS, "vendor" => v.clone(), "operation" => o.clone(), "cause" => cause).absolute(0);
         }
-        for tier in TIERS {
-            metrics::gauge!(CACHE_ENTRIES, "vendor" => v.clone(), "operation" => o.clone(), "tier" => *tier).set(0.0);
-            metrics::gauge!(CACHE_BYTES, "vendor" => v.clone(), "operation" => o.clone(), "tier" => *tier).set(0.0);
-        }
+        metrics::gauge!(CACHE_ENTRIES, "vendor" => v.clone(), "operation" => o.clone()).set(0.0);
+        metrics::gauge!(CACHE_BYTES, "vendor" => v.clone(), "operation" => o.clone()).set(0.0);
     }
     h
 }

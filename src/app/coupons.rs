@@ -1,6 +1,6 @@
 //! `POST /v1/coupons/query`: validate, choose each vendor's identity, fan out, merge.
 use crate::engine::routes::RouteId;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,8 +108,6 @@ struct MergedPage {
 /// The longest a merged page is kept; its vendor answers usually expire sooner, after which
 /// nothing asks for it again (its key names the answers by id).
 const MERGED_MAX_LIFE: Duration = Duration::from_secs(600);
-/// The bound of the merged pages, weighed by their bytes.
-const MERGED_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 struct MergedExpiry;
 
@@ -129,17 +127,21 @@ impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
 }
 
 /// Merged pages by query fingerprint, limit, cursor position and the ids of the vendor answers
-/// merged. Ids are unique in the process, so one key always means the same inputs.
-static MERGED: LazyLock<Cache<Arc<str>, Arc<MergedPage>>> = LazyLock::new(|| {
-    Cache::builder()
-        .max_capacity(MERGED_MAX_BYTES)
-        .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
-            // the page, and the last whole body made with it
-            u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
-        })
-        .expire_after(MergedExpiry)
-        .build()
-});
+/// merged. Ids are unique in the process, so one key always means the same inputs. Bounded by
+/// the answer store's share for pages, part of the one `server.cache_max_bytes` budget.
+fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
+    static MERGED: OnceLock<Cache<Arc<str>, Arc<MergedPage>>> = OnceLock::new();
+    MERGED.get_or_init(|| {
+        Cache::builder()
+            .max_capacity(state.answers.pages_budget())
+            .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
+                // the page, and the last whole body made with it
+                u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
+            })
+            .expire_after(MergedExpiry)
+            .build()
+    })
+}
 
 /// The key of a merged page, or none when some answer cannot be named (an operation without
 /// a cache).
@@ -208,7 +210,7 @@ pub async fn query(
     // identical queries over the same answers share it until a status changes
     let key = merged_key(&q, &ids);
     let cached = match &key {
-        Some(k) if !bypass_cache => MERGED
+        Some(k) if !bypass_cache => merged(state)
             .get(k)
             .await
             .filter(|m| m.changes_at.is_none_or(|t| now < t)),
@@ -227,7 +229,7 @@ pub async fn query(
                 last_body: Mutex::new(None),
             });
             if let Some(k) = key {
-                MERGED.insert(k, m.clone()).await;
+                merged(state).insert(k, m.clone()).await;
             }
             m
         }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::canonical::cursor::CursorSigner;
 use crate::canonical::merge::{Outcome, Source};
-use crate::engine::cache::{Lookup, ResponseCache};
+use crate::engine::cache::{AnswerStore, Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
 use crate::engine::fanout::{Failure, call_with_deadline};
 use crate::engine::plan::OperationPlan;
@@ -32,7 +32,9 @@ use crate::shared::tokens::SharedTokens;
 pub struct AppState {
     pub plan: Arc<Plan>,
     pub upstream: Upstream,
-    /// Response caches by operation slot.
+    /// Every cached answer, within one memory budget (`server.cache_max_bytes`).
+    pub answers: Arc<AnswerStore>,
+    /// Each cached operation's view of `answers`, by operation slot.
     pub caches: Vec<Option<ResponseCache>>,
     /// Breakers, limits and retry budgets by vendor slot.
     pub guards: Vec<VendorGuard>,
@@ -57,13 +59,18 @@ impl AppState {
         crate::telemetry::register(&plan);
         // with `server.shared.redis_url`, each piece of state below gets its shared level
         let shared = Shared::new(&plan.server.shared).map(Arc::new);
+        let answers = AnswerStore::new(plan.server.cache_max_bytes);
+        answers.keep_house();
         let mut caches: Vec<Option<ResponseCache>> =
             (0..plan.operation_count).map(|_| None).collect();
         // every operation with a `cache:` gets one (the compiler refuses it on writes)
         for op in plan.operations() {
             caches[op.slot] = op.cache.as_ref().map(|cfg| match &shared {
                 Some(s) => ResponseCache::with_shared(
+                    &answers,
                     cfg,
+                    &op.vendor.id,
+                    &op.name,
                     SharedAnswers::new(
                         Arc::clone(s),
                         &op.vendor.id,
@@ -72,7 +79,7 @@ impl AppState {
                         op.vendor.timeout,
                     ),
                 ),
-                None => ResponseCache::new(cfg),
+                None => ResponseCache::new(&answers, cfg, &op.vendor.id, &op.name),
             });
         }
         let guards = plan
@@ -104,6 +111,7 @@ impl AppState {
         Arc::new(AppState {
             plan: Arc::new(plan),
             upstream,
+            answers,
             caches,
             guards,
             idempotency,
@@ -248,7 +256,7 @@ pub async fn ask_vendor(
                 "result",
                 match lookup {
                     Lookup::Miss if bypass_cache => "bypass",
-                    l => l.as_str(),
+                    l => l.label(),
                 },
             );
             (r, Some(lookup), stale)
@@ -259,7 +267,7 @@ pub async fn ask_vendor(
         if let Some(l) = lookup {
             let result = match l {
                 Lookup::Miss if bypass_cache => "bypass",
-                l => l.as_str(),
+                l => l.label(),
             };
             h.cache_lookup(result);
         }

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// is not answered within `http2_keep_alive_timeout_ms`.
     pub http2_keep_alive_interval_ms: u64,
     pub http2_keep_alive_timeout_ms: u64,
+    /// One memory budget for every cached vendor answer together, weighed by an estimate of
+    /// what the entries hold in memory; the least valuable entries make room beyond it.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             http2_max_header_list_bytes: 1024 * 1024,
             http2_keep_alive_interval_ms: 30_000,
             http2_keep_alive_timeout_ms: 20_000,
+            cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -334,13 +338,10 @@ pub struct CacheConfig {
     /// After its ttl, how long an answer may still be served when the vendor fails.
     #[serde(default)]
     pub stale_if_error_ms: u64,
-    /// Bound of the cache in bytes (weighed by the size of the vendor answers).
-    #[serde(default = "default_cache_bytes")]
-    pub max_bytes: u64,
-}
-
-fn default_cache_bytes() -> u64 {
-    32 * 1024 * 1024
+    /// No longer used: every operation's answers share one budget, `server.cache_max_bytes`.
+    /// Accepted (with a warning) so that older files still load.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

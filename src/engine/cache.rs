@@ -1,24 +1,34 @@
-//! The response cache of read operations (moka), with request coalescing and
-//! stale-if-error.
+//! The answer cache of read operations (moka): one store for every operation, bounded by one
+//! memory budget (`server.cache_max_bytes`), with request coalescing and stale-if-error.
 //!
-//! Two moka caches share the same `Arc`ed answers. `fresh` holds an answer for its ttl (or
-//! the shorter `empty_ttl` for "nothing found") and coalesces concurrent misses into one
-//! vendor call; `last_good` keeps it for ttl + stale_if_error, so that when the vendor fails
-//! the last good answer can still be served and reported as `stale`. Errors are never cached.
-//! Keys are the canonical inputs that reach the vendor, never anything signed or secret.
+//! Every cached answer lives in one [`AnswerStore`], so an operator can say how much memory the
+//! caches may take whatever the number of vendors: entries are weighed by an estimate of what
+//! they really hold in memory (the rows, and the canonical records their readers build from
+//! them once), not by the vendor's answer size. An entry is *fresh* for its operation's ttl
+//! (or the shorter `empty_ttl` for "nothing found") and kept `stale_if_error` longer, so that
+//! when the vendor fails the last good answer can still be served and reported as `stale`.
+//! Errors are never cached. Keys are the canonical inputs that reach the vendor, never anything
+//! signed or secret.
 //!
-//! With several replicas a second level sits under `fresh` (`crate::shared::cache`): a miss
+//! Each operation reaches the store through its own [`ResponseCache`] (its ttl settings, its
+//! metrics, its key space). Concurrent misses of one key are coalesced into one vendor call
+//! through a small table of fills in progress; a write's invalidation of an operation moves it
+//! to a new key space at once, so a fill that started before the write cannot bring the old
+//! answer back.
+//!
+//! With several replicas a second level sits under the store (`crate::shared::cache`): a miss
 //! asks it before the vendor and keeps what it finds only for the ttl that answer has left; an
 //! answer from the vendor is stored there for the other replicas; and when the vendor fails,
 //! the shared level's stale copy is served if this replica has none.
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Gauge};
 use moka::Expiry;
 use moka::future::Cache;
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use moka::notification::RemovalCause;
+use serde_json::Value;
 
 use super::call::{CallInput, CallOutput};
 use crate::config::CacheConfig;
@@ -48,6 +58,35 @@ impl Cached {
             coupons: OnceLock::new(),
         })
     }
+
+    /// An estimate of the memory this answer takes once its readers have built their records:
+    /// the rows' values (heap included) counted twice, since the canonical records built from
+    /// them hold copies of the same strings, plus the fixed parts. `tests/cache_weight.rs`
+    /// checks it against the heap really taken.
+    pub fn weight(&self) -> u64 {
+        let rows: usize = self
+            .answer
+            .rows
+            .iter()
+            .map(|row| 24 + row.iter().map(value_bytes).sum::<usize>())
+            .sum();
+        (2 * rows + size_of::<Cached>() + size_of::<CallOutput>() + 64) as u64
+    }
+}
+
+/// Bytes a JSON value takes in memory, its heap included (serde_json without
+/// `preserve_order`: objects are B-trees; ~40 bytes of node overhead per member).
+fn value_bytes(v: &Value) -> usize {
+    size_of::<Value>()
+        + match v {
+            Value::String(s) => s.capacity(),
+            Value::Array(a) => a.iter().map(value_bytes).sum::<usize>(),
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| size_of::<String>() + k.capacity() + 40 + value_bytes(v))
+                .sum::<usize>(),
+            _ => 0,
+        }
 }
 
 /// Where an answer came from.
@@ -55,97 +94,234 @@ impl Cached {
 pub enum Lookup {
     /// This request asked the vendor.
     Miss,
-    /// Served from the cache (including a concurrent identical request's answer).
+    /// Served from the cache.
     Hit,
+    /// Served the answer of an identical request that was asking the vendor at the same time.
+    Coalesced,
     /// The vendor failed; the last good answer was served.
     Stale,
 }
 
 impl Lookup {
+    /// The value of `sources[].cache` in the canonical API (`miss`, `hit` or `stale`: a
+    /// coalesced wait is a hit to the caller).
     pub fn as_str(self) -> &'static str {
         match self {
             Lookup::Miss => "miss",
-            Lookup::Hit => "hit",
+            Lookup::Hit | Lookup::Coalesced => "hit",
             Lookup::Stale => "stale",
+        }
+    }
+
+    /// The `result` label of the cache metrics and spans, which tell coalesced waits apart.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lookup::Coalesced => "coalesced",
+            l => l.as_str(),
         }
     }
 }
 
-pub struct ResponseCache {
-    fresh: Cache<Arc<str>, Entry>,
-    last_good: Option<Cache<Arc<str>, Arc<Cached>>>,
-    shared: Option<SharedAnswers>,
-}
+/// What the store spends on an entry besides the answer and its key: moka's node, timer and
+/// deque entries, the slot, the `Cached` record (measured by `tests/cache_weight.rs`).
+const ENTRY_OVERHEAD: u64 = 1024;
 
-/// An answer in `fresh`, with the ttl it has left when it came from the shared level.
+/// Keys in the store: the operation's key space (cache id << 32 | generation) and the key.
+type StoreKey = (u64, Arc<str>);
+
+/// An entry of the store.
 #[derive(Clone)]
-struct Entry {
+struct Slot {
     cached: Arc<Cached>,
-    left: Option<Duration>,
+    /// Until when it is served without asking the vendor.
+    fresh_until: Instant,
+    /// How long the store keeps it: fresh, then stale-if-error.
+    keep: Duration,
+    weight: u32,
+    owner: Arc<Owner>,
 }
 
-/// Per-entry lifetime: "nothing found" lives shorter than a real answer.
-struct FreshExpiry {
-    ttl: Duration,
-    empty_ttl: Duration,
+/// What the store keeps of each operation: its gauges and eviction counters.
+struct Owner {
+    entries: Gauge,
+    bytes: Gauge,
+    /// By [`crate::telemetry::EVICTION_CAUSES`]: expired, size, explicit.
+    evictions: [Counter; 3],
 }
 
-impl Expiry<Arc<str>, Entry> for FreshExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &Arc<str>,
-        value: &Entry,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(
-            value
-                .left
-                .unwrap_or(if value.cached.answer.rows.is_empty() {
-                    self.empty_ttl
-                } else {
-                    self.ttl
-                }),
-        )
+impl Owner {
+    fn new(vendor: &str, operation: &str) -> Owner {
+        use crate::telemetry::{CACHE_BYTES, CACHE_ENTRIES, CACHE_EVICTIONS, EVICTION_CAUSES};
+        let (v, o) = (vendor.to_owned(), operation.to_owned());
+        Owner {
+            entries: metrics::gauge!(CACHE_ENTRIES, "vendor" => v.clone(), "operation" => o.clone()),
+            bytes: metrics::gauge!(CACHE_BYTES, "vendor" => v.clone(), "operation" => o.clone()),
+            evictions: EVICTION_CAUSES.map(|cause| {
+                metrics::counter!(CACHE_EVICTIONS, "vendor" => v.clone(), "operation" => o.clone(), "cause" => cause)
+            }),
+        }
+    }
+
+    fn added(&self, weight: u32) {
+        self.entries.increment(1.0);
+        self.bytes.increment(f64::from(weight));
+    }
+
+    fn removed(&self, weight: u32, cause: RemovalCause) {
+        self.entries.decrement(1.0);
+        self.bytes.decrement(f64::from(weight));
+        let i = match cause {
+            RemovalCause::Expired => Some(0),
+            RemovalCause::Size => Some(1),
+            RemovalCause::Explicit => Some(2),
+            // a refresh took its place: not an eviction
+            RemovalCause::Replaced => None,
+        };
+        if let Some(i) = i {
+            self.evictions[i].increment(1);
+        }
     }
 }
 
-fn weigh_entry(key: &Arc<str>, value: &Entry) -> u32 {
-    weigh(key, &value.cached)
+struct KeepFor;
+
+impl Expiry<StoreKey, Slot> for KeepFor {
+    fn expire_after_create(&self, _: &StoreKey, slot: &Slot, _: Instant) -> Option<Duration> {
+        Some(slot.keep)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &StoreKey,
+        slot: &Slot,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.keep)
+    }
 }
 
-fn weigh(key: &Arc<str>, value: &Arc<Cached>) -> u32 {
-    // the vendor's answer size is a fair measure of what its rows hold in memory
-    u32::try_from(key.len() + value.answer.bytes + 64).unwrap_or(u32::MAX)
+/// A fill in progress lives no longer than the answer it brings is fresh (normally it is
+/// removed as soon as the answer is in the store).
+struct WhileFresh;
+
+impl Expiry<StoreKey, Slot> for WhileFresh {
+    fn expire_after_create(&self, _: &StoreKey, slot: &Slot, now: Instant) -> Option<Duration> {
+        Some(slot.fresh_until.saturating_duration_since(now))
+    }
+}
+
+/// One part in this many of the budget is for merged pages (see [`AnswerStore::pages_budget`]).
+const PAGES_SHARE: u64 = 8;
+
+/// The one store of every operation's cached answers, bounded by `server.cache_max_bytes`
+/// together with the merged pages built from them.
+pub struct AnswerStore {
+    answers: Cache<StoreKey, Slot>,
+    /// Fills in progress, so that concurrent misses of one key make one vendor call.
+    fills: Cache<StoreKey, Slot>,
+    budget: u64,
+    next_space: AtomicU32,
+}
+
+impl AnswerStore {
+    pub fn new(max_bytes: u64) -> Arc<AnswerStore> {
+        metrics::gauge!(crate::telemetry::CACHE_BUDGET).set(max_bytes as f64);
+        Arc::new(AnswerStore {
+            answers: Cache::builder()
+                .max_capacity(max_bytes - max_bytes / PAGES_SHARE)
+                .weigher(|_: &StoreKey, slot: &Slot| slot.weight)
+                .expire_after(KeepFor)
+                .support_invalidation_closures()
+                .eviction_listener(|_key, slot: Slot, cause| slot.owner.removed(slot.weight, cause))
+                .build(),
+            fills: Cache::builder().expire_after(WhileFresh).build(),
+            budget: max_bytes,
+            next_space: AtomicU32::new(1),
+        })
+    }
+
+    /// The budget all entries together stay within.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// The part of the budget left to the merged pages readers keep above the answers
+    /// (`app::coupons`): an eighth.
+    pub fn pages_budget(&self) -> u64 {
+        self.budget / PAGES_SHARE
+    }
+
+    /// Runs moka's pending work (expiries, evictions and their metrics) every second, so that
+    /// it is not left to whichever request comes next, and the gauges settle when traffic
+    /// stops. Ends with the store; does nothing outside a tokio runtime.
+    pub fn keep_house(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else { return };
+                store.answers.run_pending_tasks().await;
+            }
+        });
+    }
+
+    /// Weighed size of everything held now (after pending housekeeping).
+    pub async fn weighed_size(&self) -> u64 {
+        self.answers.run_pending_tasks().await;
+        self.answers.weighted_size()
+    }
+}
+
+/// One operation's view of the [`AnswerStore`]: its ttl settings, metrics and key space.
+pub struct ResponseCache {
+    store: Arc<AnswerStore>,
+    /// The high half of this operation's keys in the store.
+    space: u32,
+    /// Bumped by [`invalidate_all`](Self::invalidate_all): the low half of the keys.
+    generation: AtomicU32,
+    ttl: Duration,
+    empty_ttl: Duration,
+    stale_if_error: Duration,
+    owner: Arc<Owner>,
+    shared: Option<SharedAnswers>,
 }
 
 impl ResponseCache {
-    pub fn new(cfg: &CacheConfig) -> ResponseCache {
-        let ttl = Duration::from_millis(cfg.ttl_ms);
-        let empty_ttl = Duration::from_millis(cfg.empty_ttl_ms.unwrap_or(cfg.ttl_ms.min(5_000)));
-        let fresh = Cache::builder()
-            .max_capacity(cfg.max_bytes)
-            .weigher(weigh_entry)
-            .expire_after(FreshExpiry { ttl, empty_ttl })
-            .build();
-        let last_good = (cfg.stale_if_error_ms > 0).then(|| {
-            Cache::builder()
-                .max_capacity(cfg.max_bytes)
-                .weigher(weigh)
-                .time_to_live(ttl + Duration::from_millis(cfg.stale_if_error_ms))
-                .build()
-        });
+    pub fn new(
+        store: &Arc<AnswerStore>,
+        cfg: &CacheConfig,
+        vendor: &str,
+        operation: &str,
+    ) -> ResponseCache {
         ResponseCache {
-            fresh,
-            last_good,
+            store: Arc::clone(store),
+            space: store.next_space.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU32::new(0),
+            ttl: Duration::from_millis(cfg.ttl_ms),
+            empty_ttl: Duration::from_millis(cfg.empty_ttl_ms.unwrap_or(cfg.ttl_ms.min(5_000))),
+            stale_if_error: Duration::from_millis(cfg.stale_if_error_ms),
+            owner: Arc::new(Owner::new(vendor, operation)),
             shared: None,
         }
     }
 
     /// A cache over `shared`, the level the replicas share.
-    pub fn with_shared(cfg: &CacheConfig, shared: SharedAnswers) -> ResponseCache {
+    pub fn with_shared(
+        store: &Arc<AnswerStore>,
+        cfg: &CacheConfig,
+        vendor: &str,
+        operation: &str,
+        shared: SharedAnswers,
+    ) -> ResponseCache {
         ResponseCache {
             shared: Some(shared),
-            ..ResponseCache::new(cfg)
+            ..ResponseCache::new(store, cfg, vendor, operation)
         }
     }
 
@@ -166,6 +342,34 @@ impl ResponseCache {
             k.push_str(&serde_json::to_string(&input.inputs).unwrap_or_default());
         }
         Arc::from(k)
+    }
+
+    fn store_key(&self, key: Arc<str>) -> StoreKey {
+        let generation = self.generation.load(Ordering::Acquire);
+        ((u64::from(self.space) << 32) | u64::from(generation), key)
+    }
+
+    /// A store entry for `cached`, fresh for `left` (what the shared level said it has left)
+    /// or the operation's ttl.
+    fn slot(&self, key: &str, cached: Arc<Cached>, left: Option<Duration>) -> Slot {
+        let fresh = left.unwrap_or(if cached.answer.rows.is_empty() {
+            self.empty_ttl
+        } else {
+            self.ttl
+        });
+        Slot {
+            weight: u32::try_from(cached.weight() + ENTRY_OVERHEAD + 2 * key.len() as u64)
+                .unwrap_or(u32::MAX),
+            cached,
+            fresh_until: Instant::now() + fresh,
+            keep: fresh + self.stale_if_error,
+            owner: Arc::clone(&self.owner),
+        }
+    }
+
+    async fn keep(&self, key: StoreKey, slot: Slot) {
+        self.owner.added(slot.weight);
+        self.store.answers.insert(key, slot).await;
     }
 
     /// Serves `key` from the cache, or runs `fetch` once for all concurrent askers. With
@@ -201,6 +405,17 @@ impl ResponseCache {
         F: std::future::Future<Output = Result<CallOutput, E>>,
         E: Send + Sync + 'static,
     {
+        let skey = self.store_key(key.clone());
+        let held = if bypass {
+            None
+        } else {
+            self.store.answers.get(&skey).await
+        };
+        if let Some(slot) = &held
+            && slot.fresh_until > Instant::now()
+        {
+            return (Ok(slot.cached.clone()), Lookup::Hit, None);
+        }
         // the shared level's copy past its ttl, kept in case the vendor fails
         let shared_stale: Mutex<Option<Arc<Cached>>> = Mutex::new(None);
         let from_shared = AtomicBool::new(false);
@@ -210,12 +425,9 @@ impl ResponseCache {
                     if let Some(shared) = &self.shared {
                         shared.put(&key, &out);
                     }
-                    let answer = Cached::new(Arc::new(out));
-                    let entry = Entry {
-                        cached: answer.clone(),
-                        left: None,
-                    };
-                    self.fresh.insert(key.clone(), entry).await;
+                    let slot = self.slot(&key, Cached::new(Arc::new(out)), None);
+                    let answer = slot.cached.clone();
+                    self.keep(skey.clone(), slot).await;
                     Ok((answer, Lookup::Miss))
                 }
                 Err(e) => Err(Arc::new(e)),
@@ -226,10 +438,9 @@ impl ResponseCache {
                     match shared.get(&key).await {
                         Some(Found::Fresh { answer, left }) => {
                             from_shared.store(true, Ordering::Relaxed);
-                            return Ok(Entry {
-                                cached: Cached::new(Arc::new(answer)),
-                                left: Some(left),
-                            });
+                            let slot = self.slot(&key, Cached::new(Arc::new(answer)), Some(left));
+                            self.keep(skey.clone(), slot.clone()).await;
+                            return Ok(slot);
                         }
                         Some(Found::Stale(answer)) => {
                             *shared_stale.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -243,10 +454,9 @@ impl ResponseCache {
                     Some(shared) if !shared.begin_fill(&key).await => {
                         if let Some(Found::Fresh { answer, left }) = shared.wait_fill(&key).await {
                             from_shared.store(true, Ordering::Relaxed);
-                            return Ok(Entry {
-                                cached: Cached::new(Arc::new(answer)),
-                                left: Some(left),
-                            });
+                            let slot = self.slot(&key, Cached::new(Arc::new(answer)), Some(left));
+                            self.keep(skey.clone(), slot.clone()).await;
+                            return Ok(slot);
                         }
                         false
                     }
@@ -261,46 +471,44 @@ impl ResponseCache {
                         (Err(_), false) => {}
                     }
                 }
-                let out = out?;
-                Ok(Entry {
-                    cached: Cached::new(Arc::new(out)),
-                    left: None,
-                })
+                let slot = self.slot(&key, Cached::new(Arc::new(out?)), None);
+                // in the store before the fill ends: whoever comes next finds it there
+                self.keep(skey.clone(), slot.clone()).await;
+                Ok(slot)
             };
-            match self.fresh.entry(key.clone()).or_try_insert_with(fill).await {
+            match self
+                .store
+                .fills
+                .entry(skey.clone())
+                .or_try_insert_with(fill)
+                .await
+            {
                 Ok(entry) => {
-                    // filled by this request: from the vendor (a miss) or the shared level
-                    let lookup = if entry.is_fresh() && !from_shared.load(Ordering::Relaxed) {
-                        Lookup::Miss
-                    } else {
+                    let lookup = if !entry.is_fresh() {
+                        Lookup::Coalesced
+                    } else if from_shared.load(Ordering::Relaxed) {
                         Lookup::Hit
+                    } else {
+                        Lookup::Miss
                     };
-                    let filled = entry.is_fresh();
-                    let answer = entry.into_value().cached;
-                    if filled
-                        && lookup == Lookup::Hit
-                        && let Some(last) = &self.last_good
-                    {
-                        last.insert(key.clone(), answer.clone()).await;
+                    if entry.is_fresh() {
+                        // the answer is in the store now; the fill is over
+                        self.store.fills.invalidate(&skey).await;
                     }
-                    Ok((answer, lookup))
+                    Ok((entry.into_value().cached, lookup))
                 }
                 Err(e) => Err(e),
             }
         };
         match result {
-            Ok((answer, lookup)) => {
-                if lookup == Lookup::Miss
-                    && let Some(last) = &self.last_good
-                {
-                    last.insert(key, answer.clone()).await;
-                }
-                (Ok(answer), lookup, None)
-            }
+            Ok((answer, lookup)) => (Ok(answer), lookup, None),
             Err(e) => {
-                let stale = match &self.last_good {
-                    Some(last) => last.get(&key).await,
-                    None => None,
+                // only with stale-if-error: a failed `no-cache` request is not served the
+                // fresh entry it asked to bypass
+                let stale = match held {
+                    _ if self.stale_if_error.is_zero() => None,
+                    Some(slot) => Some(slot.cached),
+                    None => self.store.answers.get(&skey).await.map(|s| s.cached),
                 };
                 let stale =
                     stale.or_else(|| shared_stale.into_inner().unwrap_or_else(|e| e.into_inner()));
@@ -314,14 +522,19 @@ impl ResponseCache {
         }
     }
 
+    /// Drops every answer of this operation (a write changed the vendor's lists): later
+    /// lookups use a new key space, and the old entries are removed from the store.
     pub fn invalidate_all(&self) {
         if let Some(shared) = &self.shared {
             shared.invalidate_all();
         }
-        self.fresh.invalidate_all();
-        if let Some(last) = &self.last_good {
-            last.invalidate_all();
-        }
+        let old = self.generation.fetch_add(1, Ordering::AcqRel);
+        let space = (u64::from(self.space) << 32) | u64::from(old);
+        // support_invalidation_closures is set on the store, so this cannot fail
+        let _ = self
+            .store
+            .answers
+            .invalidate_entries_if(move |k, _| k.0 >> 32 == space >> 32 && k.0 <= space);
     }
 }
 
@@ -339,8 +552,13 @@ mod tests {
             ttl_ms,
             empty_ttl_ms: Some(ttl_ms / 2),
             stale_if_error_ms,
-            max_bytes: 1 << 20,
+            max_bytes: None,
         }
+    }
+
+    /// An operation's cache on a store of its own.
+    fn alone(cfg: &CacheConfig) -> ResponseCache {
+        ResponseCache::new(&AnswerStore::new(1 << 20), cfg, "v", "op")
     }
 
     async fn failing(cache: &ResponseCache, k: &Arc<str>) -> (Lookup, Option<Answer>) {
@@ -363,7 +581,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_identical_misses_make_one_call() {
-        let cache = Arc::new(ResponseCache::new(&cfg(60_000, 0)));
+        let cache = Arc::new(alone(&cfg(60_000, 0)));
         let calls = Arc::new(AtomicUsize::new(0));
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..100 {
@@ -379,22 +597,27 @@ mod tests {
                 (r.unwrap().rows.len(), lookup)
             });
         }
-        let mut misses = 0;
+        let (mut misses, mut coalesced) = (0, 0);
         while let Some(r) = set.join_next().await {
             let (rows, lookup) = r.unwrap();
             assert_eq!(rows, 2);
             misses += usize::from(lookup == Lookup::Miss);
+            coalesced += usize::from(lookup == Lookup::Coalesced);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(
             misses, 1,
             "one request asked the vendor, 99 were served its answer"
         );
+        assert!(
+            coalesced > 0,
+            "the requests that waited for the call in flight are told apart from hits"
+        );
     }
 
     #[tokio::test]
     async fn within_ttl_the_vendor_is_not_asked() {
-        let cache = ResponseCache::new(&cfg(60_000, 60_000));
+        let cache = alone(&cfg(60_000, 60_000));
         let k: Arc<str> = Arc::from("k");
         let (r, l, _) = cache
             .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
@@ -411,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached_and_fall_back_to_the_last_good_answer() {
-        let cache = ResponseCache::new(&cfg(50, 60_000));
+        let cache = alone(&cfg(50, 60_000));
         let k: Arc<str> = Arc::from("k");
         let (r, l, _) = cache
             .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
@@ -429,7 +652,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_stale_window_the_last_good_answer_is_gone() {
-        let cache = ResponseCache::new(&cfg(50, 100));
+        let cache = alone(&cfg(50, 100));
         let k: Arc<str> = Arc::from("k");
         let (r, _, _) = cache
             .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
@@ -443,7 +666,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_answers_expire_sooner_and_bypass_refreshes() {
-        let cache = ResponseCache::new(&CacheConfig {
+        let cache = alone(&CacheConfig {
             empty_ttl_ms: Some(100),
             ..cfg(600_000, 0)
         });
@@ -471,6 +694,107 @@ mod tests {
             (5, Lookup::Hit),
             "and refreshed the cache"
         );
+    }
+
+    fn rows_of(n: usize, text_len: usize) -> CallOutput {
+        CallOutput {
+            rows: (0..n)
+                .map(|i| vec![json!(i), json!("x".repeat(text_len))])
+                .collect(),
+            // what the vendor sent: deliberately unrelated to what is kept
+            bytes: 10,
+            ..CallOutput::default()
+        }
+    }
+
+    #[test]
+    fn answers_are_weighed_by_what_they_hold_not_by_the_vendor_s_byte_count() {
+        let small = Cached::new(Arc::new(rows_of(10, 10))).weight();
+        let large = Cached::new(Arc::new(rows_of(10, 1_000))).weight();
+        // ten rows of 1,000-byte strings, held twice (rows and the records built from them)
+        assert!(large >= small + 2 * 10 * 990, "{small} → {large}");
+        let more = Cached::new(Arc::new(rows_of(100, 10))).weight();
+        assert!(
+            more > 9 * small,
+            "weight grows with the rows held: {small} → {more}"
+        );
+    }
+
+    #[tokio::test]
+    async fn all_operations_share_one_budget() {
+        let budget = 256 * 1024;
+        let store = AnswerStore::new(budget);
+        let a = ResponseCache::new(&store, &cfg(600_000, 600_000), "a", "list");
+        let b = ResponseCache::new(&store, &cfg(600_000, 600_000), "b", "list");
+        let each = Cached::new(Arc::new(rows_of(20, 500))).weight();
+        // twice what the budget holds, spread over two operations
+        let n = (2 * budget / each) as usize;
+        for i in 0..n {
+            let cache = if i % 2 == 0 { &a } else { &b };
+            let (r, _, _) = cache
+                .get(Arc::from(format!("k{i}")), false, async {
+                    Ok::<_, String>(rows_of(20, 500))
+                })
+                .await;
+            assert!(r.is_ok());
+        }
+        let held = store.weighed_size().await;
+        assert!(
+            held <= budget,
+            "{held} bytes held over a budget of {budget}"
+        );
+        assert!(held > budget / 4, "the store is used: {held} of {budget}");
+    }
+
+    #[tokio::test]
+    async fn a_fill_that_began_before_an_invalidation_does_not_bring_the_old_answer_back() {
+        let cache = Arc::new(alone(&cfg(600_000, 0)));
+        let k: Arc<str> = Arc::from("list");
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started, is_started) = tokio::sync::oneshot::channel::<()>();
+        let slow = {
+            let (cache, k) = (cache.clone(), k.clone());
+            tokio::spawn(async move {
+                cache
+                    .get(k, false, async move {
+                        let _ = started.send(());
+                        let _ = wait.await;
+                        Ok::<_, String>(out(1))
+                    })
+                    .await
+            })
+        };
+        is_started.await.unwrap();
+        cache.invalidate_all(); // a write happened while the old list was being fetched
+        release.send(()).unwrap();
+        let (r, _, _) = slow.await.unwrap();
+        assert_eq!(r.unwrap().rows.len(), 1);
+        let (r, l, _) = cache.get(k, false, async { Ok::<_, String>(out(2)) }).await;
+        assert_eq!(
+            (r.unwrap().rows.len(), l),
+            (2, Lookup::Miss),
+            "the list fetched before the write was not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_leaves_the_other_operations_alone() {
+        let store = AnswerStore::new(1 << 20);
+        let a = ResponseCache::new(&store, &cfg(600_000, 0), "v", "a");
+        let b = ResponseCache::new(&store, &cfg(600_000, 0), "v", "b");
+        let k: Arc<str> = Arc::from("same key");
+        for cache in [&a, &b] {
+            let (r, _, _) = cache
+                .get(k.clone(), false, async { Ok::<_, String>(out(1)) })
+                .await;
+            assert!(r.is_ok());
+        }
+        a.invalidate_all();
+        let (_, la, _) = a
+            .get(k.clone(), false, async { Ok::<_, String>(out(1)) })
+            .await;
+        let (_, lb, _) = b.get(k, false, async { Ok::<_, String>(out(1)) }).await;
+        assert_eq!((la, lb), (Lookup::Miss, Lookup::Hit));
     }
 
     #[test]

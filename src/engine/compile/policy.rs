@@ -33,6 +33,13 @@ pub struct Bound<C: 'static> {
 /// `server.…` and `routes.…`.
 pub const SERVER_BOUNDS: &[Bound<RoutesConfig>] = &[
     Bound {
+        key: "server.cache_max_bytes",
+        min: 1024 * 1024,
+        max: 64 * GIB,
+        note: "",
+        get: |c| Some(c.server.cache_max_bytes),
+    },
+    Bound {
         key: "server.drain_delay_ms",
         min: 0,
         max: 600_000,
@@ -267,13 +274,6 @@ pub const OPERATION_BOUNDS: &[Bound<OperationConfig>] = &[
         get: |o| o.cache.as_ref().map(|c| c.stale_if_error_ms),
     },
     Bound {
-        key: "cache.max_bytes",
-        min: 1,
-        max: 16 * GIB,
-        note: "",
-        get: |o| o.cache.as_ref().map(|c| c.max_bytes),
-    },
-    Bound {
         key: "paging.page_size",
         min: 1,
         max: 10_000,
@@ -390,6 +390,14 @@ pub fn vendor(
                 v.retry.attempt_timeout_ms, v.timeout_ms
             ),
         ));
+    }
+    for (name, op) in &v.operations {
+        if op.cache.as_ref().is_some_and(|c| c.max_bytes.is_some()) {
+            warnings.push(loaded.error(
+                &format!("vendors.{id}.operations.{name}.cache.max_bytes"),
+                "ignored: every operation's answers share one budget, server.cache_max_bytes",
+            ));
+        }
     }
     let failed = !cx.errors.is_empty();
     errors.append(&mut cx.errors);

@@ -1,0 +1,116 @@
+//! The answer cache bounds memory by weighing each entry with an estimate of what it holds
+//! (`Cached::weight` + a fixed overhead per entry). This measures the heap the entries really
+//! take — with a counting allocator, so it is the only test in its binary — and checks the
+//! estimate against it, for answers shaped like each shipped vendor's.
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use coupon_gateway::canonical::coupon::Coupon;
+use coupon_gateway::engine::cache::{AnswerStore, ResponseCache};
+use coupon_gateway::engine::call::CallOutput;
+
+#[path = "../benches/support/answers.rs"]
+mod answers;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only sizes are counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+#[test]
+fn each_entry_weighs_within_a_third_of_the_heap_it_holds() {
+    let plan = answers::plan();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    const N: usize = 500;
+    for (vendor, body) in [
+        ("op", answers::op_answer(11)),
+        ("hkl", answers::hkl_answer(8)),
+        ("zvcms", answers::zvcms_answer(8)),
+        ("op", answers::op_answer(0)),
+    ] {
+        let op = answers::list_op(&plan, vendor);
+        let cfg = op.cache.clone().expect("list_coupons is cached");
+        let store = AnswerStore::new(1 << 30);
+        let cache = ResponseCache::new(&store, &cfg, vendor, &op.name);
+        let keys: Vec<Arc<str>> = (0..N)
+            .map(|i| {
+                Arc::from(format!(
+                    "{vendor}\u{1f}list_coupons\u{1f}member{i:06}\u{1f}\u{1f}[]"
+                ))
+            })
+            .collect();
+        // one entry first, so that the store's own structures exist before measuring
+        rt.block_on(cache.get(Arc::from("warm"), false, async {
+            Ok::<_, String>(CallOutput::default())
+        }))
+        .0
+        .expect("stored");
+        let before = live();
+        // the rows, as the pipeline hands them to the cache
+        let outs: Vec<CallOutput> = (0..N).map(|_| answers::map_answer(op, &body)).collect();
+        let weighed = rt.block_on(async {
+            for (key, out) in keys.iter().zip(outs) {
+                let (cached, _, _) = cache
+                    .get_cached(key.clone(), false, async { Ok::<_, String>(out) })
+                    .await;
+                let cached = cached.expect("stored");
+                // what app::coupons builds on the first read
+                cached.coupons.get_or_init(|| {
+                    Arc::new(
+                        cached
+                            .answer
+                            .rows
+                            .iter()
+                            .map(|row| Coupon::from_row(vendor, row))
+                            .collect(),
+                    )
+                });
+            }
+            store.weighed_size().await
+        });
+        let held = (live() - before) as f64 / N as f64;
+        // the keys were made before measuring but are held by the store
+        let held = held + keys[1].len() as f64 + 16.0;
+        let weight = weighed as f64 / (N + 1) as f64;
+        let ratio = weight / held;
+        println!(
+            "{vendor} ({} bytes from the vendor): {held:.0} bytes held per entry, weighed {weight:.0} ({ratio:.2})",
+            body.len()
+        );
+        assert!(
+            (0.75..=1.33).contains(&ratio),
+            "{vendor}: an entry holds {held:.0} bytes of heap but weighs {weight:.0}"
+        );
+    }
+}
