@@ -79,7 +79,12 @@ impl AppState {
             .vendors
             .iter()
             .map(|v| {
-                let mut guard = VendorGuard::new(&v.retry, v.circuit.as_ref(), v.limits.as_ref());
+                let mut guard = VendorGuard::new(
+                    &v.retry,
+                    v.circuit.as_ref(),
+                    v.limits.as_ref(),
+                    crate::telemetry::vendor(&v.id),
+                );
                 if let Some(s) = &shared {
                     guard.share_rate(Arc::clone(s), &v.id, v.limits.as_ref());
                 }
