@@ -295,9 +295,15 @@ async fn ask(
     };
     let started = tokio::time::Instant::now();
     let fetch = async {
-        call_with_deadline(op, &state.upstream, &input, &state.guards[op.vendor.slot])
-            .await
-            .result
+        call_with_deadline(
+            op,
+            &state.upstream,
+            &input,
+            &state.guards[op.vendor.slot],
+            bypass_cache,
+        )
+        .await
+        .result
     };
     let (result, lookup, stale, keeps) = match &state.caches[op.slot] {
         None => (

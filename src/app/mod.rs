@@ -231,9 +231,15 @@ pub async fn ask_vendor(
 ) -> Asked {
     let started = tokio::time::Instant::now();
     let fetch = async {
-        call_with_deadline(op, &state.upstream, input, &state.guards[op.vendor.slot])
-            .await
-            .result
+        call_with_deadline(
+            op,
+            &state.upstream,
+            input,
+            &state.guards[op.vendor.slot],
+            bypass_cache,
+        )
+        .await
+        .result
     };
     let (result, lookup, stale) = match &state.caches[op.slot] {
         None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
