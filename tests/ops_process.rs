@@ -849,9 +849,13 @@ async fn a_partial_failure_is_one_trace_with_the_failing_vendor_s_attempts() {
         &sb,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            // patient deadlines: on a loaded machine an attempt must not time out instead
+            // patient deadlines: on a loaded machine no attempt may time out and be retried
+            ("CGW_VENDORS__OP__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__OP__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
             ("CGW_VENDORS__HKL__TIMEOUT_MS", "60000"),
             ("CGW_VENDORS__HKL__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+            ("CGW_VENDORS__ZVCMS__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__ZVCMS__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
         ],
     );
     let caller_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -973,6 +977,9 @@ async fn only_a_vendor_with_propagate_trace_gets_the_caller_s_trace() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("CGW_VENDORS__OP__PROPAGATE_TRACE", "true"),
+            // patient deadlines: on a loaded machine op's attempt must not be retried
+            ("CGW_VENDORS__OP__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__OP__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
         ],
     );
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
