@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use coupon_gateway::sandbox::{self, data};
+use coupon_gateway::sandbox::{self, Fault, Sandbox, data};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -44,9 +44,37 @@ fn collect(
     })
 }
 
+/// `coupon-gateway serve --sandbox` with `env`.
 fn start(env: &[(&str, &str)]) -> Gateway {
+    start_with(&["serve", "--sandbox"], env)
+}
+
+/// The shipped routes.yaml.
+const ROUTES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/routes.yaml");
+
+/// `coupon-gateway serve --config routes.yaml` against simulators this test runs (so that it
+/// can set their faults and read the requests they received), with `env` after theirs.
+fn start_on(sb: &Sandbox, env: &[(&str, &str)]) -> Gateway {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for (id, sim) in sb.vendors() {
+        let id = id.to_uppercase();
+        all.push((format!("CGW_VENDORS__{id}__BASE_URL"), sim.base_url()));
+    }
+    for (vendor, name, value) in sandbox::sandbox_credentials() {
+        let (v, n) = (vendor.to_uppercase(), name.to_uppercase());
+        all.push((
+            format!("CGW_VENDORS__{v}__CREDENTIALS__{n}"),
+            value.to_owned(),
+        ));
+    }
+    all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    start_with(&["serve", "--config", ROUTES], &all)
+}
+
+fn start_with(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_coupon-gateway"));
-    cmd.args(["serve", "--sandbox"])
+    cmd.args(args)
         .env("CGW_SERVER__LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -59,20 +87,48 @@ fn start(env: &[(&str, &str)]) -> Gateway {
     let stdout = Arc::new(Mutex::new(String::new()));
     let stderr = Arc::new(Mutex::new(String::new()));
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    // the banner's first line names the address
+    let sandbox = args.contains(&"--sandbox");
     let mut first = String::new();
-    out.read_line(&mut first).expect("a banner");
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
-    stdout.lock().unwrap().push_str(&first);
+    if sandbox {
+        // the banner's first line names the address
+        out.read_line(&mut first).expect("a banner");
+        stdout.lock().unwrap().push_str(&first);
+    }
     let readers = vec![
         collect(out, Arc::clone(&stdout)),
         collect(child.stderr.take().unwrap(), Arc::clone(&stderr)),
     ];
+    let addr = if sandbox {
+        first
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_owned()
+    } else {
+        // without the sandbox there is no banner: the log line that says it serves names it
+        let deadline = std::time::Instant::now() + support::SANITY;
+        loop {
+            let line = stderr
+                .lock()
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["message"] == "coupon-gateway serving");
+            if let Some(addr) = line.as_ref().and_then(|l| l["addr"].as_str()) {
+                break addr.to_owned();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the gateway exited ({status}):\n{}", stderr.lock().unwrap());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not say where it serves:\n{}",
+                stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     Gateway {
         child,
         addr,
@@ -175,6 +231,38 @@ fn totals(text: &str, catalogue: &[(String, String)]) -> BTreeMap<String, f64> {
     sums
 }
 
+/// Asserts that every family of the catalogue has its HELP, its TYPE and a sample in `text`;
+/// returns the families' [`totals`].
+fn every_family(text: &str, catalogue: &[(String, String)]) -> BTreeMap<String, f64> {
+    for (name, kind) in catalogue {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}")),
+            "no TYPE {kind} for {name}"
+        );
+    }
+    let sums = totals(text, catalogue);
+    let missing: Vec<&String> = catalogue
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !sums.contains_key(*n))
+        .collect();
+    assert!(missing.is_empty(), "families without a series: {missing:?}");
+    sums
+}
+
+/// The value of the one sample `series` (name and labels exactly as exported).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series}"))
+        .parse()
+        .unwrap()
+}
+
 type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 async fn text(client: &TestClient, req: Request<Full<Bytes>>) -> (u16, String) {
@@ -232,26 +320,7 @@ async fn metrics_logs_and_secrets_of_a_real_run() {
     // at start-up: every family, with HELP and TYPE, and a sample
     let (status, before) = text(&client, get(&gw.url("/metrics"))).await;
     assert_eq!(status, 200);
-    for (name, kind) in &catalogue {
-        assert!(
-            before.contains(&format!("# HELP {name} ")),
-            "no HELP for {name}"
-        );
-        assert!(
-            before.contains(&format!("# TYPE {name} {kind}")),
-            "no TYPE {kind} for {name}"
-        );
-    }
-    let at_start = totals(&before, &catalogue);
-    let missing: Vec<&String> = catalogue
-        .iter()
-        .map(|(n, _)| n)
-        .filter(|n| !at_start.contains_key(*n))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "families without a series at start-up: {missing:?}"
-    );
+    let at_start = every_family(&before, &catalogue);
     for vendor in ["op", "hkl", "zvcms", "wxcard"] {
         assert!(
             before.contains(&format!(
@@ -724,4 +793,376 @@ async fn a_query_is_one_trace_at_a_real_otlp_receiver() {
     for (_, _, secret) in sandbox::sandbox_credentials() {
         assert!(!dump.contains(secret), "a secret in a span");
     }
+}
+
+/// POSTs `body` to `/v1/coupons/query`, with the caller's `headers`; the status and JSON body.
+async fn query(
+    gw: &Gateway,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut req =
+        Request::post(gw.url("/v1/coupons/query")).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let (status, text) = support::within("a query's answer", text(&client, req)).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn source<'a>(body: &'a serde_json::Value, vendor: &str) -> &'a serde_json::Value {
+    body["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["vendor"] == vendor))
+        .unwrap_or_else(|| panic!("no source {vendor} in {body}"))
+}
+
+/// Stops `gw` with SIGTERM (which flushes its spans) and asserts a clean exit.
+async fn stop(gw: Gateway) {
+    gw.sigterm();
+    let (code, _out, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+type Span = opentelemetry_proto::tonic::trace::v1::Span;
+/// `Status.code` of a span that failed (STATUS_CODE_ERROR).
+const STATUS_ERROR: i32 = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_failure_is_one_trace_with_the_failing_vendor_s_attempts() {
+    let sb = Sandbox::start().await.unwrap();
+    // hkl answers 500 to everything: a read is tried twice (max_attempts 2), then fails
+    sb.hkl.set_fault(Fault::Status(500));
+    let (endpoint, spans) = otlp_receiver().await;
+    let gw = start_on(
+        &sb,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            // patient deadlines: on a loaded machine no attempt may time out and be retried
+            ("CGW_VENDORS__OP__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__OP__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+            ("CGW_VENDORS__HKL__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__HKL__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+            ("CGW_VENDORS__ZVCMS__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__ZVCMS__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let traceparent = format!("00-{caller_trace}-{caller_span}-01");
+    // hkl is required, so its failure makes the answer a problem naming the trace
+    let mut body: serde_json::Value = serde_json::from_str(&sandbox::demo_query()).unwrap();
+    body["require"] = serde_json::json!(["hkl"]);
+    let (status, problem) = query(&gw, &body, &[("traceparent", &traceparent)]).await;
+    assert_eq!(status, 502, "{problem}");
+    assert_eq!(problem["trace_id"], caller_trace, "{problem}");
+    assert_eq!(source(&problem, "hkl")["outcome"], "error");
+    assert_eq!(source(&problem, "op")["outcome"], "ok");
+    assert_eq!(sb.hkl.requests(), 2, "hkl was tried twice");
+    stop(gw).await;
+
+    let spans: Vec<Span> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| hex(&s.trace_id) == caller_trace)
+        .cloned()
+        .collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let servers: Vec<&Span> = spans.iter().filter(|s| s.kind == 2).collect();
+    assert_eq!(servers.len(), 1, "one server span: {names:?}");
+    let server = servers[0];
+    assert_eq!(server.name, "POST coupons_query");
+    assert_eq!(hex(&server.parent_span_id), caller_span);
+    assert_eq!(
+        attr(server, "http.response.status_code").as_deref(),
+        Some("502")
+    );
+    // parent ids are consistent: every other span's parent is a span of this trace
+    let by_id: BTreeMap<Vec<u8>, &Span> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+    assert_eq!(by_id.len(), spans.len(), "span ids are unique");
+    for s in spans.iter().filter(|s| s.span_id != server.span_id) {
+        assert!(
+            by_id.contains_key(&s.parent_span_id),
+            "{} has a parent outside the trace",
+            s.name
+        );
+    }
+    let under_server = |s: &Span| {
+        let mut parent = s.parent_span_id.clone();
+        while let Some(p) = by_id.get(&parent) {
+            if p.span_id == server.span_id {
+                return true;
+            }
+            parent = p.parent_span_id.clone();
+        }
+        false
+    };
+    // one vendor_call per coupon vendor under the server span, each with its attempts
+    let calls: Vec<&Span> = spans.iter().filter(|s| s.name == "vendor_call").collect();
+    let mut vendors: Vec<String> = calls.iter().filter_map(|s| attr(s, "vendor")).collect();
+    vendors.sort();
+    assert_eq!(vendors, ["hkl", "op", "zvcms"], "{names:?}");
+    let attempts_of = |call: &Span| -> Vec<&Span> {
+        let mut a: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.name == "vendor_attempt" && s.parent_span_id == call.span_id)
+            .collect();
+        a.sort_by_key(|s| attr(s, "attempt"));
+        a
+    };
+    for call in &calls {
+        let vendor = attr(call, "vendor").unwrap();
+        assert!(
+            under_server(call),
+            "{vendor}'s call is under the server span"
+        );
+        assert_eq!(attr(call, "operation").as_deref(), Some("list_coupons"));
+        assert_eq!(attr(call, "cache").as_deref(), Some("miss"), "{vendor}");
+        let attempts = attempts_of(call);
+        for a in &attempts {
+            assert_eq!(a.kind, 3, "an attempt is a client span");
+            assert_eq!(attr(a, "vendor"), Some(vendor.clone()));
+            assert!(a.start_time_unix_nano >= call.start_time_unix_nano);
+            assert!(a.end_time_unix_nano <= call.end_time_unix_nano);
+        }
+        let status = call.status.as_ref().map_or(0, |s| s.code);
+        if vendor == "hkl" {
+            assert_eq!(attr(call, "outcome").as_deref(), Some("error"));
+            assert_eq!(status, STATUS_ERROR, "the failed call's span status");
+            assert_eq!(attempts.len(), 2, "two attempts of hkl");
+            for (i, a) in attempts.iter().enumerate() {
+                assert_eq!(attr(a, "attempt"), Some((i + 1).to_string()));
+                assert_eq!(attr(a, "outcome").as_deref(), Some("error"));
+                assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("500"));
+                assert_eq!(a.status.as_ref().map_or(0, |s| s.code), STATUS_ERROR);
+            }
+            assert!(
+                attempts[1].start_time_unix_nano >= attempts[0].end_time_unix_nano,
+                "the retry follows the first attempt"
+            );
+        } else {
+            assert_eq!(attr(call, "outcome").as_deref(), Some("ok"), "{vendor}");
+            assert_ne!(status, STATUS_ERROR, "{vendor}");
+            let pages: usize = attr(call, "pages").unwrap().parse().unwrap();
+            assert!(
+                pages >= 1 && attempts.len() == pages,
+                "{vendor}: one attempt per page"
+            );
+            for a in &attempts {
+                assert_eq!(attr(a, "outcome").as_deref(), Some("ok"));
+                assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("200"));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_vendor_with_propagate_trace_gets_the_caller_s_trace() {
+    let sb = Sandbox::start().await.unwrap();
+    let (endpoint, spans) = otlp_receiver().await;
+    let gw = start_on(
+        &sb,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("CGW_VENDORS__OP__PROPAGATE_TRACE", "true"),
+            // patient deadlines: on a loaded machine op's attempt must not be retried
+            ("CGW_VENDORS__OP__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__OP__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{caller_trace}-00f067aa0ba902b7-01");
+    let body: serde_json::Value = serde_json::from_str(&sandbox::demo_query()).unwrap();
+    let (status, answer) = query(&gw, &body, &[("traceparent", &traceparent)]).await;
+    assert_eq!(status, 200, "{answer}");
+    stop(gw).await;
+
+    let received = sb.op.received();
+    assert_eq!(received.len(), 1, "op was asked once");
+    let sent = received[0]
+        .headers
+        .get("traceparent")
+        .expect("op (propagate_trace: true) gets a traceparent")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "W3C traceparent: {sent}");
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1], caller_trace, "the caller's trace goes on at op");
+    assert_eq!(parts[3], "01", "sampled");
+    // the parent op sees is the gateway's attempt that sent the request
+    let spans = spans.lock().unwrap().clone();
+    let parent = spans
+        .iter()
+        .find(|s| hex(&s.span_id) == parts[2])
+        .unwrap_or_else(|| panic!("op's parent {} is no exported span", parts[2]));
+    assert_eq!(parent.name, "vendor_attempt");
+    assert_eq!(attr(parent, "vendor").as_deref(), Some("op"));
+    for sim in [&sb.hkl, &sb.zvcms] {
+        let received = sim.received();
+        assert!(!received.is_empty(), "{} was asked", sim.vendor_id());
+        for r in received {
+            for h in ["traceparent", "tracestate"] {
+                assert!(
+                    !r.headers.contains_key(h),
+                    "{} (no propagate_trace) got {h}",
+                    sim.vendor_id()
+                );
+            }
+        }
+    }
+}
+
+/// Every family from start-up; then a circuit that opens, probes and closes, two identical
+/// queries that miss together, and vendors skipped for want of an identity, each moving its
+/// series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_coalescing_and_skipped_vendors_move_their_series() {
+    let sb = Sandbox::start().await.unwrap();
+    let gw = start_on(
+        &sb,
+        &[
+            // op's circuit opens after 4 failed calls and probes after 300 ms
+            ("CGW_VENDORS__OP__CIRCUIT__MIN_CALLS", "4"),
+            ("CGW_VENDORS__OP__CIRCUIT__OPEN_MS", "300"),
+            ("CGW_VENDORS__OP__RETRY__MAX_ATTEMPTS", "1"),
+            // held requests stay in flight until the test lets them go
+            ("CGW_VENDORS__OP__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__OP__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+            ("CGW_VENDORS__ZVCMS__TIMEOUT_MS", "60000"),
+            ("CGW_VENDORS__ZVCMS__RETRY__ATTEMPT_TIMEOUT_MS", "30000"),
+        ],
+    );
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let metrics = || async { text(&client, get(&gw.url("/metrics"))).await.1 };
+    let catalogue = catalogue();
+    let before = metrics().await;
+    every_family(&before, &catalogue);
+    promtool(&before);
+    let transition = |from: &str, to: &str| {
+        format!("cgw_circuit_transitions_total{{vendor=\"op\",from=\"{from}\",to=\"{to}\"}}")
+    };
+    let state = |s: &str| format!("cgw_circuit_state{{vendor=\"op\",state=\"{s}\"}}");
+    let lookups = |r: &str| {
+        format!(
+            "cgw_cache_lookups_total{{vendor=\"op\",operation=\"list_coupons\",result=\"{r}\"}}"
+        )
+    };
+    let skipped = |v: &str| {
+        format!("cgw_vendor_calls_skipped_total{{vendor=\"{v}\",operation=\"list_coupons\"}}")
+    };
+    for (from, to) in [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+        ("half_open", "open"),
+    ] {
+        assert_eq!(sample(&before, &transition(from, to)), 0.0);
+    }
+    assert_eq!(sample(&before, &state("closed")), 1.0);
+    assert_eq!(sample(&before, &lookups("coalesced")), 0.0);
+    assert_eq!(sample(&before, &skipped("hkl")), 0.0);
+
+    // the circuit: four failed calls open it, a probe after open_ms closes it
+    let op_only = serde_json::json!({"member": {"ids": {"op": data::OP_MEMBER}}});
+    sb.op.set_fault(Fault::Status(500));
+    for _ in 0..4 {
+        let (_, body) = query(&gw, &op_only, &[("cache-control", "no-cache")]).await;
+        assert_eq!(source(&body, "op")["outcome"], "error", "{body}");
+    }
+    let opened = metrics().await;
+    assert_eq!(sample(&opened, &transition("closed", "open")), 1.0);
+    // a scrape shows the state as `GET /v1/vendors` would: open, or half-open once open_ms
+    // is over (on a loaded machine the scrape may come that late)
+    assert_eq!(
+        sample(&opened, &state("open")) + sample(&opened, &state("half_open")),
+        1.0
+    );
+    assert_eq!(sample(&opened, &state("closed")), 0.0);
+    sb.op.clear_fault();
+    let vendors = gw.url("/v1/vendors");
+    support::until("op's circuit turns half-open", || async {
+        let (_, v) = text(&client, get(&vendors)).await;
+        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        v["vendors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == "op" && v["circuit"] == "half_open")
+    })
+    .await;
+    let (_, body) = query(&gw, &op_only, &[("cache-control", "no-cache")]).await;
+    assert_eq!(source(&body, "op")["outcome"], "ok", "the probe: {body}");
+    let closed = metrics().await;
+    assert_eq!(sample(&closed, &transition("open", "half_open")), 1.0);
+    assert_eq!(sample(&closed, &transition("half_open", "closed")), 1.0);
+    assert_eq!(sample(&closed, &transition("half_open", "open")), 0.0);
+    assert_eq!(sample(&closed, &state("closed")), 1.0);
+
+    // coalescing: the first query's call to op is held; the second asks op and zvcms, and
+    // zvcms receiving it shows that the second query has looked op up (it asks its vendors
+    // in routes.yaml order, op first) while op's call was still in flight
+    let member2 = serde_json::json!({"member": {"ids": {"op": data::OP_MEMBER2}}});
+    let with_zvcms = serde_json::json!({"member": {"ids": {"op": data::OP_MEMBER2, "zvcms": data::ZVCMS_MEMBER}}});
+    sb.op.reset_counters();
+    sb.op.set_fault(Fault::Hold);
+    sb.zvcms.set_fault(Fault::Hold);
+    let first = tokio::spawn({
+        let addr = gw.addr.clone();
+        async move { post(&addr, &member2).await }
+    });
+    support::within("op holds the first call", sb.op.wait_held(1)).await;
+    let second = tokio::spawn({
+        let addr = gw.addr.clone();
+        async move { post(&addr, &with_zvcms).await }
+    });
+    support::within("zvcms holds the second query's call", sb.zvcms.wait_held(1)).await;
+    sb.op.clear_fault();
+    sb.zvcms.clear_fault();
+    let (s1, first) = support::within("the first answer", first).await.unwrap();
+    let (s2, second) = support::within("the second answer", second).await.unwrap();
+    assert_eq!((s1, s2), (200, 200), "{first} {second}");
+    assert_eq!(source(&first, "op")["cache"], "miss");
+    assert_eq!(source(&second, "op")["cache"], "hit", "{second}");
+    assert_eq!(sb.op.requests(), 1, "one call to op for both");
+    let after = metrics().await;
+    promtool(&after);
+    assert_eq!(sample(&after, &lookups("coalesced")), 1.0);
+    assert_eq!(
+        sample(&after, &lookups("miss")),
+        1.0,
+        "the first query's miss (the no-cache calls above are bypasses)"
+    );
+    assert_eq!(sample(&after, &lookups("bypass")), 5.0);
+    // hkl has no identity in any of the queries; zvcms only in the last one
+    assert_eq!(sample(&after, &skipped("hkl")), 7.0);
+    assert_eq!(sample(&after, &skipped("zvcms")), 6.0);
+    stop(gw).await;
+}
+
+/// POSTs `body` to the gateway at `addr` (for queries sent from a spawned task).
+async fn post(addr: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let req = Request::post(format!("http://{addr}/v1/coupons/query"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let (status, text) = text(&client, req).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }

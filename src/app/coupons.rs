@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::future::Cache;
 
-use crate::app::{AppState, Asked};
+use crate::app::{AppState, Asked, through_cache};
 use crate::canonical::coupon::Coupon;
 use crate::canonical::cursor::SortKey;
 #[cfg(doc)]
@@ -14,7 +14,7 @@ use crate::canonical::merge::QueryAnswer;
 use crate::canonical::merge::{Source, VendorResult, Verdict, judge, page};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits, Require};
 use crate::config::IdentityKind;
-use crate::engine::cache::{Cached, ResponseCache};
+use crate::engine::cache::Cached;
 use crate::engine::call::CallInput;
 use crate::engine::fanout::{self, call_with_deadline};
 use crate::engine::plan::OperationPlan;
@@ -287,6 +287,9 @@ async fn ask(
 ) -> (VendorResult, Option<u64>) {
     let vendor = op.vendor.id.as_str();
     let Some(input) = identity(op, q) else {
+        if let Some(h) = crate::telemetry::operation(vendor, &op.name) {
+            h.skipped();
+        }
         return (
             VendorResult {
                 source: Source::skipped(vendor, format!("no identity for {vendor}")),
@@ -297,9 +300,15 @@ async fn ask(
     };
     let started = tokio::time::Instant::now();
     let fetch = async {
-        call_with_deadline(op, &state.upstream, &input, &state.guards[op.vendor.slot])
-            .await
-            .result
+        call_with_deadline(
+            op,
+            &state.upstream,
+            &input,
+            &state.guards[op.vendor.slot],
+            bypass_cache,
+        )
+        .await
+        .result
     };
     let (result, lookup, stale, keeps) = match &state.caches[op.slot] {
         None => (
@@ -312,11 +321,11 @@ async fn ask(
             false,
         ),
         Some(cache) => {
-            let key = ResponseCache::key(&op.vendor.id, &op.name, &input);
-            let (r, lookup, stale) = cache.get_cached(key, bypass_cache, fetch).await;
+            let (r, lookup, stale) = through_cache(op, cache, &input, bypass_cache, fetch).await;
             (r, Some(lookup), stale, true)
         }
     };
+    crate::app::count_own_call(op, lookup, result.as_ref().ok().map(|c| &*c.answer));
     let served = match &result {
         Ok(c) => Some(c.clone()),
         Err(_) => stale.clone(),

@@ -4,6 +4,7 @@ pub mod coupons;
 pub mod packages;
 pub mod templates;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -13,7 +14,7 @@ use tracing::Instrument;
 
 use crate::canonical::cursor::CursorSigner;
 use crate::canonical::merge::{Outcome, Source};
-use crate::engine::cache::{AnswerStore, Lookup, ResponseCache};
+use crate::engine::cache::{AnswerStore, Cached, Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
 use crate::engine::fanout::{Failure, call_with_deadline};
 use crate::engine::plan::OperationPlan;
@@ -86,7 +87,12 @@ impl AppState {
             .vendors
             .iter()
             .map(|v| {
-                let mut guard = VendorGuard::new(&v.retry, v.circuit.as_ref(), v.limits.as_ref());
+                let mut guard = VendorGuard::new(
+                    &v.retry,
+                    v.circuit.as_ref(),
+                    v.limits.as_ref(),
+                    crate::telemetry::vendor(&v.id),
+                );
                 if let Some(s) = &shared {
                     guard.share_rate(Arc::clone(s), &v.id, v.limits.as_ref());
                 }
@@ -234,59 +240,94 @@ pub async fn ask_vendor(
 ) -> Asked {
     let started = tokio::time::Instant::now();
     let fetch = async {
-        call_with_deadline(op, &state.upstream, input, &state.guards[op.vendor.slot])
-            .await
-            .result
+        call_with_deadline(
+            op,
+            &state.upstream,
+            input,
+            &state.guards[op.vendor.slot],
+            bypass_cache,
+        )
+        .await
+        .result
     };
     let (result, lookup, stale) = match &state.caches[op.slot] {
         None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
         Some(cache) => {
-            let key = ResponseCache::key(&op.vendor.id, &op.name, input);
-            let span = tracing::info_span!(
-                "cache",
-                vendor = %op.vendor.id,
-                operation = %op.name,
-                result = tracing::field::Empty
-            );
-            let (r, lookup, stale) = cache
-                .get(key, bypass_cache, fetch)
-                .instrument(span.clone())
-                .await;
-            span.record(
-                "result",
-                match lookup {
-                    Lookup::Miss if bypass_cache => "bypass",
-                    l => l.label(),
-                },
-            );
-            (r, Some(lookup), stale)
+            let (r, lookup, stale) = through_cache(op, cache, input, bypass_cache, fetch).await;
+            (
+                r.map(|c| c.answer.clone()),
+                Some(lookup),
+                stale.map(|c| c.answer.clone()),
+            )
         }
     };
-    if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
-        let asked = lookup.is_none_or(|l| l == Lookup::Miss);
-        if let Some(l) = lookup {
-            let result = match l {
-                Lookup::Miss if bypass_cache => "bypass",
-                l => l.label(),
-            };
-            h.cache_lookup(result);
-        }
-        // what this request's own call dropped or cut short (a cached answer was counted
-        // when it was fetched)
-        if asked && let Ok(out) = &result {
-            if out.dropped > 0 {
-                h.dropped(out.dropped);
-            }
-            if out.truncated {
-                h.truncated();
-            }
-        }
-    }
+    count_own_call(op, lookup, result.as_deref().ok());
     Asked {
         result,
         lookup,
         stale,
         latency: started.elapsed(),
+    }
+}
+
+/// What a cached read served: the answer or why there is none, where it came from, and the
+/// last good answer when the vendor failed.
+pub type Served = (
+    Result<Arc<Cached>, Arc<Failure>>,
+    Lookup,
+    Option<Arc<Cached>>,
+);
+
+/// Looks `input` up in `op`'s `cache`, running `fetch` (the vendor call) only when the cache
+/// cannot answer; under a `cache` span, counted in `cgw_cache_lookups_total`.
+pub async fn through_cache<F>(
+    op: &OperationPlan,
+    cache: &ResponseCache,
+    input: &CallInput,
+    bypass_cache: bool,
+    fetch: F,
+) -> Served
+where
+    F: Future<Output = Result<CallOutput, Failure>>,
+{
+    let key = ResponseCache::key(&op.vendor.id, &op.name, input);
+    let span = tracing::info_span!(
+        "cache",
+        vendor = %op.vendor.id,
+        operation = %op.name,
+        result = tracing::field::Empty
+    );
+    let (r, lookup, stale) = cache
+        .get_cached(key, bypass_cache, fetch)
+        .instrument(span.clone())
+        .await;
+    let result = match lookup {
+        Lookup::Miss if bypass_cache => "bypass",
+        l => l.label(),
+    };
+    span.record("result", result);
+    if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
+        h.cache_lookup(result);
+    }
+    (r, lookup, stale)
+}
+
+/// Counts what this request's own vendor call dropped or cut short (an answer served from
+/// the cache was counted when it was fetched).
+pub fn count_own_call(op: &OperationPlan, lookup: Option<Lookup>, answer: Option<&CallOutput>) {
+    let Some(out) = answer.filter(|_| lookup.is_none_or(|l| l == Lookup::Miss)) else {
+        return;
+    };
+    if out.dropped == 0 && !out.truncated {
+        return;
+    }
+    if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
+        if out.dropped > 0 {
+            h.dropped(out.dropped);
+        }
+        if out.truncated {
+            h.truncated();
+        }
     }
 }
 

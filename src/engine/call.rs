@@ -227,13 +227,45 @@ async fn exchange_with_retries(
             guard.pace().await.map_err(|_| paced_out(op))?;
         }
         first = false;
-        let req = build_request(&op.request, input, page, token.as_ref())?;
-        let result = match retry.attempt_timeout {
-            Some(t) => tokio::time::timeout(t, upstream.exchange(req))
-                .await
-                .unwrap_or(Err(TransportError::AttemptTimeout(t))),
-            None => upstream.exchange(req).await,
+        // one client span per attempt, current while the request is built (a vendor with
+        // propagate_trace gets it as the parent) and exchanged; backoffs show as the gaps
+        let span = tracing::info_span!(
+            "vendor_attempt",
+            otel.kind = "client",
+            vendor = %op.vendor.id,
+            operation = %op.name,
+            attempt,
+            page = page.number,
+            outcome = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let exchange = async {
+            let req = build_request(&op.request, input, page, token.as_ref())?;
+            Ok::<_, CallError>(match retry.attempt_timeout {
+                Some(t) => tokio::time::timeout(t, upstream.exchange(req))
+                    .await
+                    .unwrap_or(Err(TransportError::AttemptTimeout(t))),
+                None => upstream.exchange(req).await,
+            })
         };
+        let exchanged = tracing::Instrument::instrument(exchange, span.clone()).await;
+        // as HTTP client spans are judged: a status of 400 or more is an error
+        let (outcome, status) = match &exchanged {
+            Ok(Ok(res)) if res.status().as_u16() < 400 => ("ok", Some(res.status().as_u16())),
+            Ok(Ok(res)) => ("error", Some(res.status().as_u16())),
+            Ok(Err(TransportError::AttemptTimeout(_))) => ("timeout", None),
+            _ => ("error", None),
+        };
+        span.record("outcome", outcome);
+        if let Some(code) = status {
+            span.record("http.response.status_code", code);
+        }
+        if outcome != "ok" {
+            span.record("otel.status_code", "ERROR");
+        }
+        drop(span);
+        let result = exchanged?;
         // a 401 means the token was revoked: fetch a new one and try the call once more
         if let (Some(a), Some(used), Ok(res)) = (auth, &token, &result)
             && res.status() == http::StatusCode::UNAUTHORIZED

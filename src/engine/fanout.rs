@@ -70,14 +70,29 @@ pub struct Attempt {
 }
 
 /// Runs `op` for `input` within the vendor's deadline, behind the vendor's guard (breaker,
-/// limits, retries).
+/// limits, retries). `bypass_cache`: the caller sent `Cache-Control: no-cache` (the span says
+/// which cache result made this call).
 pub async fn call_with_deadline(
     op: &OperationPlan,
     upstream: &Upstream,
     input: &CallInput,
     guard: &VendorGuard,
+    bypass_cache: bool,
 ) -> Attempt {
-    let span = tracing::info_span!("vendor_call", vendor = %op.vendor.id, operation = %op.name, outcome = tracing::field::Empty);
+    // a call is only made when the cache could not answer: a miss, or a caller's no-cache
+    let cache = op
+        .cache
+        .as_ref()
+        .map(|_| if bypass_cache { "bypass" } else { "miss" });
+    let span = tracing::info_span!(
+        "vendor_call",
+        vendor = %op.vendor.id,
+        operation = %op.name,
+        outcome = tracing::field::Empty,
+        cache,
+        pages = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     let started = Instant::now();
     let deadline = op.vendor.timeout;
     let vh = telemetry::vendor(&op.vendor.id);
@@ -114,8 +129,14 @@ pub async fn call_with_deadline(
     let latency = started.elapsed();
     let outcome = telemetry::outcome_of(op, &result);
     span.record("outcome", outcome);
-    if let Err(e) = &result {
-        tracing::warn!(parent: &span, error = %e, "vendor call failed");
+    match &result {
+        Ok(out) => {
+            span.record("pages", out.pages);
+        }
+        Err(e) => {
+            span.record("otel.status_code", "ERROR");
+            tracing::warn!(parent: &span, error = %e, "vendor call failed");
+        }
     }
     telemetry::record_vendor_call(&op.vendor.id, &op.name, outcome, latency);
     Attempt { result, latency }

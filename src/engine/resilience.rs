@@ -19,6 +19,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use crate::config::{CircuitConfig, LimitsConfig, RetryConfig};
 use crate::shared::Shared;
 use crate::shared::limiter::SharedRate;
+use crate::telemetry::VendorHandles;
 
 /// Why a call was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +63,20 @@ enum Mode {
     HalfOpen,
 }
 
-#[derive(Debug)]
 pub struct Breaker {
     cfg: CircuitConfig,
     state: Mutex<BreakerState>,
+    /// The vendor's metric handles, so a transition is counted without building labels.
+    telemetry: Option<Arc<VendorHandles>>,
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker")
+            .field("cfg", &self.cfg)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A call the breaker let through; `probe` when it tests a half-open circuit.
@@ -75,7 +86,9 @@ pub struct Ticket {
 }
 
 impl Breaker {
-    pub fn new(cfg: CircuitConfig) -> Breaker {
+    /// `telemetry`: the vendor's handles, which count each state change and move the state
+    /// gauge (none in unit tests).
+    pub fn new(cfg: CircuitConfig, telemetry: Option<Arc<VendorHandles>>) -> Breaker {
         Breaker {
             cfg,
             state: Mutex::new(BreakerState {
@@ -83,6 +96,17 @@ impl Breaker {
                 window: VecDeque::new(),
                 probes_in_flight: 0,
             }),
+            telemetry,
+        }
+    }
+
+    /// A state change, counted and shown by the state gauge at once (a scrape also sets the
+    /// gauge, from [`Breaker::state`]). Called under the state lock, so the gauge ends on the
+    /// last change.
+    fn changed(&self, from: CircuitState, to: CircuitState) {
+        if let Some(h) = &self.telemetry {
+            h.circuit_transition(from.as_str(), to.as_str());
+            h.circuit_state(to.as_str());
         }
     }
 
@@ -109,6 +133,7 @@ impl Breaker {
             }
             s.mode = Mode::HalfOpen;
             s.probes_in_flight = 0;
+            self.changed(CircuitState::Open, CircuitState::HalfOpen);
             tracing::info!("circuit half-open: probing");
         }
         match s.mode {
@@ -133,6 +158,7 @@ impl Breaker {
             if ok {
                 s.mode = Mode::Closed;
                 s.window.clear();
+                self.changed(CircuitState::HalfOpen, CircuitState::Closed);
                 tracing::info!("circuit closed: a probe succeeded");
             } else {
                 self.open(&mut s, now);
@@ -182,6 +208,11 @@ impl Breaker {
     }
 
     fn open(&self, s: &mut BreakerState, now: Instant) {
+        let from = match s.mode {
+            Mode::HalfOpen => CircuitState::HalfOpen,
+            _ => CircuitState::Closed,
+        };
+        self.changed(from, CircuitState::Open);
         s.mode = Mode::Open {
             until: now + Duration::from_millis(self.cfg.open_ms),
         };
@@ -237,10 +268,12 @@ impl Drop for Admitted {
 }
 
 impl VendorGuard {
+    /// `telemetry`: the vendor's metric handles, given to its breaker.
     pub fn new(
         retry: &RetryConfig,
         circuit: Option<&CircuitConfig>,
         limits: Option<&LimitsConfig>,
+        telemetry: Option<Arc<VendorHandles>>,
     ) -> VendorGuard {
         let rate = limits.and_then(|l| {
             let rps = NonZeroU32::new(l.rps?)?;
@@ -251,7 +284,9 @@ impl VendorGuard {
         });
         VendorGuard {
             auth: None,
-            breaker: circuit.cloned().map(|c| Arc::new(Breaker::new(c))),
+            breaker: circuit
+                .cloned()
+                .map(|c| Arc::new(Breaker::new(c, telemetry))),
             concurrency: limits
                 .and_then(|l| l.max_concurrency)
                 .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
@@ -407,13 +442,16 @@ mod tests {
     use super::*;
 
     fn breaker(min_calls: u32, open_ms: u64, probes: u32) -> Breaker {
-        Breaker::new(CircuitConfig {
-            failure_rate_percent: 50,
-            min_calls,
-            window_ms: 10_000,
-            open_ms,
-            half_open_probes: probes,
-        })
+        Breaker::new(
+            CircuitConfig {
+                failure_rate_percent: 50,
+                min_calls,
+                window_ms: 10_000,
+                open_ms,
+                half_open_probes: probes,
+            },
+            None,
+        )
     }
 
     fn call(b: &Breaker, ok: bool) -> bool {
@@ -485,7 +523,7 @@ mod tests {
             burst: None,
             queue_ms: 20,
         };
-        let g = VendorGuard::new(&RetryConfig::default(), None, Some(&limits));
+        let g = VendorGuard::new(&RetryConfig::default(), None, Some(&limits), None);
         let held = g.admit().await.unwrap();
         assert_eq!(g.admit().await.err(), Some(Refusal::RateLimited));
         held.finish(true);
@@ -497,7 +535,7 @@ mod tests {
             burst: Some(2),
             queue_ms: 10,
         };
-        let g = VendorGuard::new(&RetryConfig::default(), None, Some(&rate));
+        let g = VendorGuard::new(&RetryConfig::default(), None, Some(&rate), None);
         assert!(g.admit().await.is_ok());
         assert!(g.admit().await.is_ok());
         assert_eq!(
@@ -516,7 +554,7 @@ mod tests {
             open_ms: 1_000,
             half_open_probes: 1,
         };
-        let g = VendorGuard::new(&RetryConfig::default(), Some(&cfg), None);
+        let g = VendorGuard::new(&RetryConfig::default(), Some(&cfg), None, None);
         drop(g.admit().await.unwrap());
         assert_eq!(g.circuit(), CircuitState::Closed);
         g.admit().await.unwrap().finish(false);
