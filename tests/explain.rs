@@ -240,8 +240,17 @@ async fn sandbox_wxcard_sends_its_token_masked() {
         wire["url"].as_str().unwrap().ends_with("/tickets"),
         "{wire}"
     );
-    // the access token the sandbox issued is never shown
+    // the access token the sandbox issued is never shown: not in the token endpoint's
+    // answer, not in the header that sends it
     assert_eq!(header(wire, "authorization"), Some("Bearer ***"), "{wire}");
+    let fetch = &e["pages"][0]["token_fetches"][0];
+    let token_wire = &fetch["attempts"][0]["wire"];
+    assert!(token_wire["url"].as_str().unwrap().ends_with("/auth/token"));
+    assert_eq!(token_wire["body"], r#"{"app_id":"***","app_secret":"***"}"#);
+    assert_eq!(fetch["answer"]["status"], 200);
+    let token_answer: Value =
+        serde_json::from_str(fetch["answer"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(token_answer["data"]["access_token"], "***");
     let page = &e["pages"][0];
     assert_eq!(page["envelope"]["verdict"], "ok");
     let title = field(&e, 0, 1, "title");

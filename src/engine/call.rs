@@ -362,7 +362,7 @@ async fn exchange_with_retries(
     let retry = &guard.retry;
     let auth = guard.auth.as_ref().filter(|_| op.request.uses_auth);
     let mut token = match auth {
-        Some(a) => Some(fetch_token(a, upstream, guard).await?),
+        Some(a) => Some(fetch_token(a, upstream, guard, obs).await?),
         None => None,
     };
     let mut refreshed = false;
@@ -391,7 +391,7 @@ async fn exchange_with_retries(
             if let Some(h) = crate::telemetry::vendor(&op.vendor.id) {
                 h.token_invalidated();
             }
-            token = Some(fetch_token(a, upstream, guard).await?);
+            token = Some(fetch_token(a, upstream, guard, obs).await?);
             refreshed = true;
             continue;
         }
@@ -427,8 +427,12 @@ async fn fetch_token(
     auth: &VendorAuth,
     upstream: &Upstream,
     guard: &VendorGuard,
+    obs: &mut Option<&mut dyn Observer>,
 ) -> Result<Token, CallError> {
-    let fetch = || async {
+    let fetch = move || async move {
+        if let Some(o) = obs.as_deref_mut() {
+            o.observe(Event::TokenRequested);
+        }
         let page = PageState {
             number: 1,
             size: 0,
@@ -438,13 +442,7 @@ async fn fetch_token(
         let mut attempt = 1;
         let res = loop {
             guard.pace().await.map_err(|_| CallError::RateLimited)?;
-            let req = build_request(
-                &auth.plan.request,
-                &CallInput::default(),
-                &page,
-                None,
-                &mut None,
-            )?;
+            let req = build_request(&auth.plan.request, &CallInput::default(), &page, None, obs)?;
             let result = match retry.attempt_timeout {
                 Some(t) => tokio::time::timeout(t, upstream.exchange(req))
                     .await
@@ -464,6 +462,9 @@ async fn fetch_token(
             }
             break result?;
         };
+        if let Some(o) = obs.as_deref_mut() {
+            observe_token_answer(o, auth, &res);
+        }
         if !res.status().is_success() {
             return Err(CallError::Auth(format!(
                 "the token endpoint answered HTTP {}",
@@ -492,7 +493,7 @@ async fn fetch_token(
             expires_in: std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
         })
     };
-    let fetch = || async {
+    let fetch = move || async move {
         let _span = tracing::info_span!("token_fetch", vendor = %auth.plan.request.vendor.id);
         let result = fetch().await;
         if let Some(h) = crate::telemetry::vendor(&auth.plan.request.vendor.id) {
@@ -504,6 +505,26 @@ async fn fetch_token(
         CallError::Auth(m) => CallError::Auth(m.clone()),
         other => CallError::Auth(format!("token endpoint: {other}")),
     })
+}
+
+/// The token endpoint's answer for an observer, the token it holds masked as well.
+fn observe_token_answer(o: &mut dyn Observer, auth: &VendorAuth, res: &http::Response<Bytes>) {
+    let doc = serde_json::from_slice::<Value>(res.body()).ok();
+    let token = doc
+        .as_ref()
+        .and_then(|d| auth.plan.token.first(d))
+        .and_then(Value::as_str);
+    let secrets = Secrets {
+        credentials: &auth.plan.request.credentials,
+        token,
+    };
+    let headers = masked_headers(&secrets, res.headers());
+    let body = secrets.mask(&String::from_utf8_lossy(res.body()));
+    o.observe(Event::TokenAnswer {
+        status: res.status().as_u16(),
+        headers: &headers,
+        body: &body,
+    });
 }
 
 /// A further page or retry found no room under the vendor's quota (counted as such).

@@ -10,8 +10,9 @@ use serde_json::Value;
 use super::call::CallError;
 use super::extract::Dropped;
 
-/// Receives the stages of a call, in order: per attempt its steps, the rendered request and
-/// the wire request; per page the answer, the envelope, each item and the paging decision.
+/// Receives the stages of a call, in order: the token endpoint's exchange when a token is
+/// fetched; per attempt its steps, the rendered request and the wire request; per page the
+/// answer, the envelope, each item and the paging decision.
 pub trait Observer: Send {
     fn observe(&mut self, event: Event<'_>);
 }
@@ -19,6 +20,15 @@ pub trait Observer: Send {
 /// One stage of a call. Texts are masked (see the module docs).
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// The vendor's access token is fetched: the steps and requests up to `TokenAnswer` are
+    /// the token endpoint's.
+    TokenRequested,
+    /// The token endpoint's answer (the token in it masked too).
+    TokenAnswer {
+        status: u16,
+        headers: &'a [(String, String)],
+        body: &'a str,
+    },
     /// The request as the signing steps see it (`{{request.*}}`), before they add to it.
     Rendered {
         method: &'a str,

@@ -202,6 +202,8 @@ pub struct Recorder<'a> {
     pages: Vec<PageRecord>,
     page: PageRecord,
     attempt: AttemptRecord,
+    /// A token fetch under way: the attempts until its answer are the token endpoint's.
+    token: Option<TokenRecord>,
 }
 
 impl<'a> Recorder<'a> {
@@ -211,6 +213,7 @@ impl<'a> Recorder<'a> {
             pages: Vec::new(),
             page: PageRecord::default(),
             attempt: AttemptRecord::default(),
+            token: None,
         }
     }
 
@@ -224,9 +227,19 @@ impl<'a> Recorder<'a> {
         // what a failed call left unfinished: a request that could not be built, a page
         // whose answer was refused
         if !self.attempt.steps.is_empty() || self.attempt.rendered.is_some() {
-            self.page.attempts.push(std::mem::take(&mut self.attempt));
+            let attempt = std::mem::take(&mut self.attempt);
+            match &mut self.token {
+                Some(t) => t.attempts.push(attempt),
+                None => self.page.attempts.push(attempt),
+            }
         }
-        if !self.page.attempts.is_empty() || self.page.answer.is_some() {
+        if let Some(t) = self.token.take() {
+            self.page.token_fetches.push(t);
+        }
+        if !self.page.attempts.is_empty()
+            || !self.page.token_fetches.is_empty()
+            || self.page.answer.is_some()
+        {
             self.pages.push(std::mem::take(&mut self.page));
         }
         let outcome = match result {
@@ -362,7 +375,26 @@ impl Observer for Recorder<'_> {
                     headers: pairs(headers),
                     body: body.to_owned(),
                 });
-                self.page.attempts.push(std::mem::take(&mut self.attempt));
+                let attempt = std::mem::take(&mut self.attempt);
+                match &mut self.token {
+                    Some(t) => t.attempts.push(attempt),
+                    None => self.page.attempts.push(attempt),
+                }
+            }
+            Event::TokenRequested => self.token = Some(TokenRecord::default()),
+            Event::TokenAnswer {
+                status,
+                headers,
+                body,
+            } => {
+                if let Some(mut t) = self.token.take() {
+                    t.answer = Some(AnswerRecord {
+                        status,
+                        headers: pairs(headers),
+                        body: body.to_owned(),
+                    });
+                    self.page.token_fetches.push(t);
+                }
             }
             Event::Answer {
                 status,

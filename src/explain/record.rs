@@ -29,6 +29,8 @@ pub struct PageRecord {
     /// The page asked for (`None` for a page whose call failed before it was read).
     pub number: Option<u64>,
     pub cursor: Option<String>,
+    /// The vendor's access token fetched for this page (`auth.token`), before its requests.
+    pub token_fetches: Vec<TokenRecord>,
     /// Every request built for this page: retries are built and signed afresh.
     pub attempts: Vec<AttemptRecord>,
     pub answer: Option<AnswerRecord>,
@@ -38,6 +40,14 @@ pub struct PageRecord {
     pub item_count: Option<usize>,
     /// Where paging goes after this page.
     pub next: Option<NextRecord>,
+}
+
+/// One fetch of the vendor's access token: the token endpoint's requests and its answer
+/// (the token in it masked).
+#[derive(Debug, Default, Serialize)]
+pub struct TokenRecord {
+    pub attempts: Vec<AttemptRecord>,
+    pub answer: Option<AnswerRecord>,
 }
 
 #[derive(Debug, Default, Serialize)]

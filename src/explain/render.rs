@@ -30,15 +30,20 @@ fn write(out: &mut String, e: &Explanation) -> std::fmt::Result {
             (Some(n), None) => writeln!(out, "== page {n}")?,
             (None, _) => writeln!(out, "== page (call #{})", i + 1)?,
         }
+        for t in &page.token_fetches {
+            writeln!(out, "-- token endpoint")?;
+            for (n, a) in t.attempts.iter().enumerate() {
+                write_attempt(out, &format!("token attempt {}", n + 1), a)?;
+            }
+            if let Some(a) = &t.answer {
+                write_answer(out, "token answer", a)?;
+            }
+        }
         for (n, a) in page.attempts.iter().enumerate() {
-            write_attempt(out, n + 1, a)?;
+            write_attempt(out, &format!("attempt {}", n + 1), a)?;
         }
         if let Some(a) = &page.answer {
-            writeln!(out, "-- answer: HTTP {}", a.status)?;
-            for [k, v] in &a.headers {
-                writeln!(out, "   {k}: {v}")?;
-            }
-            writeln!(out, "   {}", a.body)?;
+            write_answer(out, "answer", a)?;
         }
         if let Some(env) = &page.envelope {
             write_envelope(out, env)?;
@@ -86,8 +91,16 @@ fn write(out: &mut String, e: &Explanation) -> std::fmt::Result {
     }
 }
 
-fn write_attempt(out: &mut String, n: usize, a: &AttemptRecord) -> std::fmt::Result {
-    writeln!(out, "-- attempt {n}")?;
+fn write_answer(out: &mut String, what: &str, a: &AnswerRecord) -> std::fmt::Result {
+    writeln!(out, "-- {what}: HTTP {}", a.status)?;
+    for [k, v] in &a.headers {
+        writeln!(out, "   {k}: {v}")?;
+    }
+    writeln!(out, "   {}", a.body)
+}
+
+fn write_attempt(out: &mut String, what: &str, a: &AttemptRecord) -> std::fmt::Result {
+    writeln!(out, "-- {what}")?;
     let (after, before): (Vec<&StepRecord>, Vec<&StepRecord>) =
         a.steps.iter().partition(|s| s.signs_request);
     for s in before {
