@@ -236,6 +236,19 @@ impl<'a> Recorder<'a> {
         if let Some(t) = self.token.take() {
             self.page.token_fetches.push(t);
         }
+        // the page a failed call was on: the first, or the one the last page pointed to
+        if self.page.number.is_none() {
+            match self.pages.last().and_then(|p| p.next.as_ref()) {
+                Some(next) => {
+                    self.page.number = next.number;
+                    self.page.cursor = next.cursor.clone();
+                }
+                None if self.pages.is_empty() => {
+                    self.page.number = Some(self.op.paging.as_ref().map_or(1, |p| p.first_page));
+                }
+                None => {}
+            }
+        }
         if !self.page.attempts.is_empty()
             || !self.page.token_fetches.is_empty()
             || self.page.answer.is_some()

@@ -33,14 +33,20 @@ fn write(out: &mut String, e: &Explanation) -> std::fmt::Result {
         for t in &page.token_fetches {
             writeln!(out, "-- token endpoint")?;
             for (n, a) in t.attempts.iter().enumerate() {
-                write_attempt(out, &format!("token attempt {}", n + 1), a)?;
+                write_attempt(out, &format!("token attempt {}", n + 1), a, "wire")?;
             }
             if let Some(a) = &t.answer {
                 write_answer(out, "token answer", a)?;
             }
         }
+        // over a recorded answer the request is built and signed, but not sent
+        let wire = if e.mode == "answer" {
+            "not sent"
+        } else {
+            "wire"
+        };
         for (n, a) in page.attempts.iter().enumerate() {
-            write_attempt(out, &format!("attempt {}", n + 1), a)?;
+            write_attempt(out, &format!("attempt {}", n + 1), a, wire)?;
         }
         if let Some(a) = &page.answer {
             write_answer(out, "answer", a)?;
@@ -96,10 +102,10 @@ fn write_answer(out: &mut String, what: &str, a: &AnswerRecord) -> std::fmt::Res
     for [k, v] in &a.headers {
         writeln!(out, "   {k}: {v}")?;
     }
-    writeln!(out, "   {}", a.body)
+    writeln!(out, "   {}", a.body.trim_end())
 }
 
-fn write_attempt(out: &mut String, what: &str, a: &AttemptRecord) -> std::fmt::Result {
+fn write_attempt(out: &mut String, what: &str, a: &AttemptRecord, wire: &str) -> std::fmt::Result {
     writeln!(out, "-- {what}")?;
     let (after, before): (Vec<&StepRecord>, Vec<&StepRecord>) =
         a.steps.iter().partition(|s| s.signs_request);
@@ -117,7 +123,7 @@ fn write_attempt(out: &mut String, what: &str, a: &AttemptRecord) -> std::fmt::R
     }
     match &a.wire {
         Some(w) => {
-            writeln!(out, "   wire: {} {}", w.method, w.url)?;
+            writeln!(out, "   {wire}: {} {}", w.method, w.url)?;
             for [k, v] in &w.headers {
                 writeln!(out, "     {k}: {v}")?;
             }
