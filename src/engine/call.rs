@@ -117,11 +117,7 @@ pub async fn call_observed(
     obs: &mut Option<&mut dyn Observer>,
 ) -> Result<CallOutput, CallError> {
     let mut out = CallOutput::default();
-    let mut page = PageState {
-        number: op.paging.as_ref().map_or(1, |p| p.first_page),
-        size: op.paging.as_ref().map_or(0, |p| p.page_size),
-        cursor: None,
-    };
+    let mut page = PageState::first(op);
     let mut seen_items: u64 = 0;
     guard.retry.deposit();
     loop {
@@ -170,11 +166,7 @@ pub fn replay(
     body: Bytes,
     obs: &mut Option<&mut dyn Observer>,
 ) -> Result<CallOutput, CallError> {
-    let mut page = PageState {
-        number: op.paging.as_ref().map_or(1, |p| p.first_page),
-        size: op.paging.as_ref().map_or(0, |p| p.page_size),
-        cursor: None,
-    };
+    let mut page = PageState::first(op);
     if !op.request.uses_auth {
         build_request(&op.request, input, &page, None, obs)?;
     }
@@ -435,6 +427,7 @@ async fn fetch_token(
         }
         let page = PageState {
             number: 1,
+            first: 1,
             size: 0,
             cursor: None,
         };
@@ -769,8 +762,30 @@ fn more_pages(p: &PagingPlan, doc: &Value, page: &mut PageState, seen: u64) -> b
 #[derive(Debug, Clone)]
 struct PageState {
     number: u64,
+    /// The operation's `paging.first_page` (0 or 1), where `page.offset` is 0.
+    first: u64,
     size: u64,
     cursor: Option<String>,
+}
+
+impl PageState {
+    /// The first page of `op`.
+    fn first(op: &OperationPlan) -> PageState {
+        let first = op.paging.as_ref().map_or(1, |p| p.first_page);
+        PageState {
+            number: first,
+            first,
+            size: op.paging.as_ref().map_or(0, |p| p.page_size),
+            cursor: None,
+        }
+    }
+
+    /// Items before this page, for offset/limit paging.
+    fn offset(&self) -> u64 {
+        self.number
+            .saturating_sub(self.first)
+            .saturating_mul(self.size)
+    }
 }
 
 /// The rendered request, as signing steps see it.
@@ -793,8 +808,11 @@ struct AttemptValues<'a> {
     /// One clock reading per attempt, written lazily into each layout the request uses.
     now: Timestamp,
     clock: Vec<OnceCell<String>>,
-    /// Drawn only if a template or step reads it.
+    /// Drawn only if a template or step reads it: the integer, hex and alphanumeric forms,
+    /// each once per attempt.
     nonce: OnceCell<String>,
+    nonce_hex: OnceCell<String>,
+    nonce_alnum: OnceCell<String>,
     vars: Vec<Option<String>>,
     request: Option<Rendered>,
 }
@@ -814,6 +832,8 @@ impl<'a> AttemptValues<'a> {
             now: Timestamp::now(),
             clock: vec![OnceCell::new(); req.clock.len()],
             nonce: OnceCell::new(),
+            nonce_hex: OnceCell::new(),
+            nonce_alnum: OnceCell::new(),
             vars: vec![None; req.var_count],
             request: None,
         }
@@ -853,8 +873,21 @@ impl Values for AttemptValues<'_> {
                     .random_range(100_000u64..=2_147_483_647)
                     .to_string()
             }))),
+            Ref::NonceHex => Some(Cow::Borrowed(self.nonce_hex.get_or_init(|| {
+                use rand::RngExt;
+                hex::encode(rand::rng().random::<[u8; 16]>())
+            }))),
+            Ref::NonceAlnum => Some(Cow::Borrowed(self.nonce_alnum.get_or_init(|| {
+                use rand::RngExt;
+                rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(32)
+                    .map(char::from)
+                    .collect()
+            }))),
             Ref::Var(i) => self.vars.get(i)?.as_deref().map(Cow::Borrowed),
             Ref::PageNumber => Some(Cow::Owned(self.page.number.to_string())),
+            Ref::PageOffset => Some(Cow::Owned(self.page.offset().to_string())),
             Ref::PageSize => Some(Cow::Owned(self.page.size.to_string())),
             Ref::PageCursor => self.page.cursor.as_deref().map(Cow::Borrowed),
             Ref::RequestMethod => self
@@ -1065,5 +1098,119 @@ fn push_query(out: &mut String, query: &[(String, String)]) {
         out.push_str(&crypto::percent_encode(k));
         out.push('=');
         out.push_str(&crypto::percent_encode(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::{Credentials, Plan};
+
+    /// One vendor whose GET names the paging offset and both non-numeric nonces.
+    fn plan(first_page: u64) -> Plan {
+        let yaml = format!(
+            r#"
+server: {{listen: "127.0.0.1:0"}}
+routes: {{coupons_query: {{operation: list_coupons}}}}
+vendors:
+  v:
+    base_url: http://127.0.0.1:9
+    operations:
+      list_coupons:
+        identity: [member_id]
+        request:
+          method: GET
+          path: /coupons
+          query:
+            offset: "{{{{page.offset}}}}"
+            limit: "{{{{page.size}}}}"
+            nonce_hex: "{{{{nonce.hex}}}}"
+            nonce_str: "{{{{nonce.alnum}}}}"
+            again: "{{{{nonce.hex}}}}"
+        paging: {{style: page_number, first_page: {first_page}, page_size: 10, max_pages: 5}}
+        response:
+          success: [{{path: $.ok, in: [true]}}]
+          items: $.items
+        fields:
+          id: $.id
+          status: {{value: usable}}
+"#
+        );
+        let loaded = crate::config::load_str("offset.yaml", &yaml, false).unwrap();
+        Plan::compile(&loaded, Credentials::Required).unwrap().0
+    }
+
+    fn query_of(plan: &Plan, number: u64) -> Vec<(String, String)> {
+        let op = &plan.routes[0].targets[0];
+        let mut page = PageState::first(op);
+        page.number = number;
+        let req =
+            build_request(&op.request, &CallInput::default(), &page, None, &mut None).unwrap();
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn get<'a>(q: &'a [(String, String)], name: &str) -> &'a str {
+        &q.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    #[test]
+    fn page_offset_counts_the_items_before_the_page_from_the_first_page() {
+        let one_based = plan(1);
+        assert_eq!(get(&query_of(&one_based, 1), "offset"), "0");
+        assert_eq!(get(&query_of(&one_based, 3), "offset"), "20");
+        assert_eq!(get(&query_of(&one_based, 3), "limit"), "10");
+        let zero_based = plan(0);
+        assert_eq!(get(&query_of(&zero_based, 0), "offset"), "0");
+        assert_eq!(get(&query_of(&zero_based, 2), "offset"), "20");
+    }
+
+    #[test]
+    fn page_offset_needs_page_number_paging() {
+        let yaml = "server: {listen: \"127.0.0.1:0\"}\nroutes: {coupons_query: {operation: list_coupons}}\nvendors:\n  v:\n    base_url: http://127.0.0.1:9\n    operations:\n      list_coupons:\n        identity: [member_id]\n        request: {method: GET, path: /c, query: {o: \"{{page.offset}}\"}}\n        paging: {style: cursor, page_size: 10, next_cursor: $.next, max_pages: 5}\n        response: {success: [{path: $.ok, in: [true]}], items: $.items}\n        fields: {id: $.id, status: {value: usable}}\n";
+        let loaded = crate::config::load_str("cursor.yaml", yaml, false).unwrap();
+        let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("`page.offset` is not available with paging style cursor")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn non_numeric_nonces_are_hex_or_alphanumeric_once_per_attempt() {
+        let plan = plan(1);
+        let first = query_of(&plan, 1);
+        let hex = get(&first, "nonce_hex");
+        assert_eq!(hex.len(), 32);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{hex}"
+        );
+        // one value per attempt, wherever the request names it
+        assert_eq!(get(&first, "again"), hex);
+        let alnum = get(&first, "nonce_str");
+        assert_eq!(alnum.len(), 32);
+        assert!(alnum.bytes().all(|b| b.is_ascii_alphanumeric()), "{alnum}");
+        // a new attempt draws new ones
+        let second = query_of(&plan, 1);
+        assert_ne!(get(&second, "nonce_hex"), hex);
+        assert_ne!(get(&second, "nonce_str"), alnum);
+    }
+
+    #[test]
+    fn an_unknown_nonce_form_names_the_known_ones() {
+        let yaml = "server: {listen: \"127.0.0.1:0\"}\nroutes: {coupons_query: {operation: list_coupons}}\nvendors:\n  v:\n    base_url: http://127.0.0.1:9\n    operations:\n      list_coupons:\n        identity: [member_id]\n        request: {method: GET, path: /c, query: {n: \"{{nonce.uuid}}\"}}\n        response: {success: [{path: $.ok, in: [true]}], items: $.items}\n        fields: {id: $.id, status: {value: usable}}\n";
+        let loaded = crate::config::load_str("nonce.yaml", yaml, false).unwrap();
+        let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("unknown `nonce.uuid` (known: nonce, nonce.hex, nonce.alnum)")),
+            "{text:?}"
+        );
     }
 }
