@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod embedded;
 pub mod engine;
+pub mod explain;
 pub mod http;
 pub mod idempotency;
 pub mod sandbox;

@@ -1,4 +1,4 @@
-//! `coupon-gateway serve | validate`: arguments → load routes.yaml → compile the plan → serve.
+//! `coupon-gateway serve | validate | explain`: arguments → load routes.yaml → compile the plan → serve.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -6,7 +6,7 @@ use coupon_gateway::config::{self, ConfigError};
 use coupon_gateway::embedded::{self, ROUTES_YAML};
 use coupon_gateway::engine::plan::{Credentials, Plan};
 use coupon_gateway::sandbox::Sandbox;
-use coupon_gateway::{app::AppState, http, telemetry};
+use coupon_gateway::{app::AppState, explain, http, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +33,38 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Run one vendor operation once and show every stage: the signing steps' inputs and
+    /// outputs, the request as sent, the raw answer, the envelope's verdict, each page, and
+    /// each item field by field. Credentials (and tokens) are shown as ***. Exits 1 when the
+    /// call failed, naming the stage; 2 when the question was wrong (nothing was called).
+    Explain {
+        /// routes.yaml to load (default ./routes.yaml; with --sandbox, the embedded one).
+        #[arg(long)]
+        config: Option<String>,
+        /// Start the built-in sandbox vendors on loopback and call them.
+        #[arg(long)]
+        sandbox: bool,
+        /// The vendor's id in routes.yaml.
+        vendor: String,
+        /// The vendor operation (list_coupons, get_package, …).
+        operation: String,
+        /// An input as key=value: member.id, member.openid or one of the route's inputs
+        /// (package_id, kind, …). Repeatable.
+        #[arg(long = "input", value_name = "KEY=VALUE")]
+        inputs: Vec<String>,
+        /// The inputs as one JSON object, for values that are not text.
+        #[arg(long, value_name = "JSON")]
+        input_json: Option<String>,
+        /// Read this recorded answer body instead of calling the vendor (nothing is sent).
+        #[arg(long, value_name = "FILE")]
+        answer: Option<String>,
+        /// The HTTP status of the recorded answer.
+        #[arg(long, default_value_t = 200, requires = "answer")]
+        answer_status: u16,
+        /// Print one JSON document (field names in docs/routes.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a routes.yaml (every JSONPath, template, step, enum map and credential name)
     /// and print each error with its location. Exits non-zero on errors.
     Validate {
@@ -50,6 +82,60 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { path } => validate(path.as_deref().unwrap_or("routes.yaml")),
+        Command::Explain {
+            config,
+            sandbox,
+            vendor,
+            operation,
+            inputs,
+            input_json,
+            answer,
+            answer_status,
+            json,
+        } => {
+            let opts = explain::Options {
+                config,
+                sandbox,
+                vendor,
+                operation,
+                inputs,
+                input_json,
+                answer,
+                answer_status,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(explain::explain(&opts)) {
+                Ok(e) => {
+                    if json {
+                        match serde_json::to_string_pretty(&e) {
+                            Ok(text) => println!("{text}"),
+                            Err(err) => eprintln!("cannot write the JSON: {err}"),
+                        }
+                    } else {
+                        print!("{}", explain::render::text(&e));
+                    }
+                    if e.outcome.ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "explain: the call failed at {}",
+                            e.outcome.stage.unwrap_or("call")
+                        );
+                        ExitCode::from(1)
+                    }
+                }
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve {
             config,
             sandbox,

@@ -16,10 +16,11 @@ use serde_json::Value;
 
 use super::convert;
 use super::extract::loosely_equal;
+use super::observe::{Event, Next, Observer, Verdict};
 use super::plan::RequestPlan;
 use super::plan::{OperationPlan, PagingPlan};
 use super::resilience::{VendorAuth, VendorGuard};
-use super::steps::{PairStyle, Target};
+use super::steps::{PairStyle, Step, Target};
 use super::template::{Ref, Values};
 use super::token::{FetchedToken, Token};
 use super::upstream::{TransportError, Upstream};
@@ -104,12 +105,19 @@ pub async fn call(
     input: &CallInput,
     guard: &VendorGuard,
 ) -> Result<CallOutput, CallError> {
+    call_observed(op, upstream, input, guard, &mut None).await
+}
+
+/// [`call`], showing each stage to `obs` (`coupon-gateway explain`).
+pub async fn call_observed(
+    op: &OperationPlan,
+    upstream: &Upstream,
+    input: &CallInput,
+    guard: &VendorGuard,
+    obs: &mut Option<&mut dyn Observer>,
+) -> Result<CallOutput, CallError> {
     let mut out = CallOutput::default();
-    let mut page = PageState {
-        number: op.paging.as_ref().map_or(1, |p| p.first_page),
-        size: op.paging.as_ref().map_or(0, |p| p.page_size),
-        cursor: None,
-    };
+    let mut page = PageState::first(op);
     let mut seen_items: u64 = 0;
     guard.retry.deposit();
     loop {
@@ -117,89 +125,220 @@ pub async fn call(
             // a further page is a further request against the vendor's quota
             guard.pace().await.map_err(|_| paced_out(op))?;
         }
-        let (res, token) = exchange_with_retries(op, upstream, input, &page, guard).await?;
+        let (res, token) = exchange_with_retries(op, upstream, input, &page, guard, obs).await?;
         let secrets = Secrets {
             credentials: &op.request.credentials,
             token: token.as_ref().map(Token::expose),
         };
-        if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
-            guard.hold_off(retry_after(res.headers()));
-            return Err(CallError::Throttled("HTTP 429".to_owned()));
-        }
-        if !res.status().is_success() {
-            return Err(refusal(op, &secrets, res.status().as_u16(), res.body()));
-        }
-        let mut doc: Value = op
-            .request
-            .answer_format
-            .read(res.body())
-            .map_err(CallError::Unreadable)?;
-        for d in &op.response.decrypt {
-            d.apply(&mut doc, &op.request.credentials)
-                .map_err(CallError::Unreadable)?;
-        }
-        out.pages += 1;
-        out.bytes += res.body().len();
-        let items = match judge(op, &secrets, &doc) {
-            Ok(Judged::Empty) => break,
-            Ok(Judged::Items(items)) => items,
+        match read_page(
+            op,
+            &secrets,
+            &res,
+            &mut out,
+            &mut page,
+            &mut seen_items,
+            obs,
+        ) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e @ CallError::Throttled(_)) => {
-                guard.hold_off(DEFAULT_HOLD_OFF);
+                guard.hold_off(if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                    retry_after(res.headers())
+                } else {
+                    DEFAULT_HOLD_OFF
+                });
                 return Err(e);
             }
             Err(e) => return Err(e),
-        };
-        if let Some(pi) = &op.response.page_info {
-            // a configured page description the answer lacks is a changed envelope
-            let mut read = [0i64; 4];
-            for (slot, p) in read.iter_mut().zip(pi) {
-                *slot = p.first(&doc).and_then(convert::fen).ok_or_else(|| {
-                    CallError::Shape(format!("the answer has no number at `{}`", p.source()))
-                })?;
-            }
-            out.page_info = Some(read);
-        }
-        let count = items.len();
-        seen_items += count as u64;
-        let mut first_drop = None;
-        let dropped_before = out.dropped;
-        for item in items {
-            match op.mapper.map(item) {
-                Ok(row) => out.rows.push(row),
-                Err(why) => {
-                    out.dropped += 1;
-                    first_drop.get_or_insert(why);
-                }
-            }
-        }
-        // one line per page, not per item: a renamed vendor field must not flood the log
-        if let Some(why) = first_drop {
-            tracing::warn!(
-                vendor = %op.vendor.id,
-                operation = %op.name,
-                dropped = out.dropped - dropped_before,
-                field = why.field,
-                reason = %why.reason,
-                "vendor items dropped: a field could not be read"
-            );
-        }
-        if count > 0 && out.rows.is_empty() {
-            // every item of the answer failed to map: the vendor is answering garbage
-            return Err(CallError::Shape(format!(
-                "none of the {count} items could be read (see the gateway log)"
-            )));
-        }
-        let Some(paging) = &op.paging else { break };
-        if count == 0 || !more_pages(paging, &doc, &mut page, seen_items) {
-            break;
-        }
-        if out.pages >= paging.max_pages {
-            out.truncated = true;
-            tracing::warn!(vendor = %op.vendor.id, operation = %op.name, pages = out.pages, "stopped at max_pages");
-            break;
         }
     }
     Ok(out)
+}
+
+/// The answer stages of `op` over a recorded answer, as `call` runs them over the vendor's
+/// (`coupon-gateway explain --answer`): one page, whose paging decision is shown, not
+/// followed. The request is built and signed for `obs` but not sent (without a token, so not
+/// for operations that send one).
+pub fn replay(
+    op: &OperationPlan,
+    input: &CallInput,
+    status: http::StatusCode,
+    body: Bytes,
+    obs: &mut Option<&mut dyn Observer>,
+) -> Result<CallOutput, CallError> {
+    let mut page = PageState::first(op);
+    if !op.request.uses_auth {
+        build_request(&op.request, input, &page, None, obs)?;
+    }
+    let secrets = Secrets {
+        credentials: &op.request.credentials,
+        token: None,
+    };
+    let mut res = http::Response::new(body);
+    *res.status_mut() = status;
+    let mut out = CallOutput::default();
+    read_page(op, &secrets, &res, &mut out, &mut page, &mut 0, obs)?;
+    Ok(out)
+}
+
+/// Reads one page's answer into `out`: the status, the envelope, the items. Says whether
+/// another page follows (and moves `page` to it).
+fn read_page(
+    op: &OperationPlan,
+    secrets: &Secrets<'_>,
+    res: &http::Response<Bytes>,
+    out: &mut CallOutput,
+    page: &mut PageState,
+    seen_items: &mut u64,
+    obs: &mut Option<&mut dyn Observer>,
+) -> Result<bool, CallError> {
+    if let Some(o) = obs {
+        observe_answer(&mut **o, secrets, res);
+    }
+    if res.status() == http::StatusCode::TOO_MANY_REQUESTS {
+        return Err(CallError::Throttled("HTTP 429".to_owned()));
+    }
+    if !res.status().is_success() {
+        return Err(refusal(op, secrets, res.status().as_u16(), res.body()));
+    }
+    let mut doc: Value = op
+        .request
+        .answer_format
+        .read(res.body())
+        .map_err(CallError::Unreadable)?;
+    for d in &op.response.decrypt {
+        d.apply(&mut doc, &op.request.credentials)
+            .map_err(CallError::Unreadable)?;
+    }
+    out.pages += 1;
+    out.bytes += res.body().len();
+    let judged = judge(op, secrets, &doc);
+    // the page as it was asked for, before paging moves on (only copied for an observer)
+    let asked = obs.is_some().then(|| (page.number, page.cursor.clone()));
+    if let Some(o) = obs {
+        let verdict = match &judged {
+            Ok(Judged::Empty) => Verdict::Empty,
+            Ok(Judged::Items(items)) => Verdict::Items(items.len()),
+            Err(e) => Verdict::Failed(e),
+        };
+        let doc = secrets.mask_json(&doc);
+        o.observe(Event::Envelope { doc: &doc, verdict });
+    }
+    let items = match judged? {
+        Judged::Empty => {
+            page_done(obs, &asked, 0, Next::Last);
+            return Ok(false);
+        }
+        Judged::Items(items) => items,
+    };
+    if let Some(pi) = &op.response.page_info {
+        // a configured page description the answer lacks is a changed envelope
+        let mut read = [0i64; 4];
+        for (slot, p) in read.iter_mut().zip(pi) {
+            *slot = p.first(&doc).and_then(convert::fen).ok_or_else(|| {
+                CallError::Shape(format!("the answer has no number at `{}`", p.source()))
+            })?;
+        }
+        out.page_info = Some(read);
+    }
+    let count = items.len();
+    *seen_items += count as u64;
+    let mut first_drop = None;
+    let dropped_before = out.dropped;
+    for item in items {
+        let mapped = op.mapper.map(item);
+        if let Some(o) = obs {
+            let item = secrets.mask_json(item);
+            o.observe(Event::Item {
+                item: &item,
+                mapped: mapped.as_deref(),
+            });
+        }
+        match mapped {
+            Ok(row) => out.rows.push(row),
+            Err(why) => {
+                out.dropped += 1;
+                first_drop.get_or_insert(why);
+            }
+        }
+    }
+    // one line per page, not per item: a renamed vendor field must not flood the log
+    if let Some(why) = first_drop {
+        tracing::warn!(
+            vendor = %op.vendor.id,
+            operation = %op.name,
+            dropped = out.dropped - dropped_before,
+            field = why.field,
+            reason = %why.reason,
+            "vendor items dropped: a field could not be read"
+        );
+    }
+    if count > 0 && out.rows.is_empty() {
+        // every item of the answer failed to map: the vendor is answering garbage
+        return Err(CallError::Shape(format!(
+            "none of the {count} items could be read (see the gateway log)"
+        )));
+    }
+    let Some(paging) = &op.paging else {
+        page_done(obs, &asked, count, Next::Last);
+        return Ok(false);
+    };
+    if count == 0 || !more_pages(paging, &doc, page, *seen_items) {
+        page_done(obs, &asked, count, Next::Last);
+        return Ok(false);
+    }
+    if out.pages >= paging.max_pages {
+        out.truncated = true;
+        tracing::warn!(vendor = %op.vendor.id, operation = %op.name, pages = out.pages, "stopped at max_pages");
+        page_done(obs, &asked, count, Next::Truncated);
+        return Ok(false);
+    }
+    let next = Next::Page {
+        number: page.number,
+        cursor: page.cursor.as_deref(),
+    };
+    page_done(obs, &asked, count, next);
+    Ok(true)
+}
+
+/// Tells `obs` a page is done: the page asked for, its item count and what follows.
+fn page_done(
+    obs: &mut Option<&mut dyn Observer>,
+    asked: &Option<(u64, Option<String>)>,
+    items: usize,
+    next: Next<'_>,
+) {
+    if let (Some(o), Some((number, cursor))) = (obs, asked) {
+        o.observe(Event::Page {
+            number: *number,
+            cursor: cursor.as_deref(),
+            items,
+            next,
+        });
+    }
+}
+
+/// The answer as received, masked, for an observer.
+fn observe_answer(o: &mut dyn Observer, secrets: &Secrets<'_>, res: &http::Response<Bytes>) {
+    let headers = masked_headers(secrets, res.headers());
+    let body = secrets.mask(&String::from_utf8_lossy(res.body()));
+    o.observe(Event::Answer {
+        status: res.status().as_u16(),
+        headers: &headers,
+        body: &body,
+    });
+}
+
+fn masked_headers(secrets: &Secrets<'_>, headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                secrets.mask(&String::from_utf8_lossy(v.as_bytes())),
+            )
+        })
+        .collect()
 }
 
 /// One page's exchange, retried for reads after connect errors, attempt timeouts and 5xx
@@ -210,11 +349,12 @@ async fn exchange_with_retries(
     input: &CallInput,
     page: &PageState,
     guard: &VendorGuard,
+    obs: &mut Option<&mut dyn Observer>,
 ) -> Result<(http::Response<Bytes>, Option<Token>), CallError> {
     let retry = &guard.retry;
     let auth = guard.auth.as_ref().filter(|_| op.request.uses_auth);
     let mut token = match auth {
-        Some(a) => Some(fetch_token(a, upstream, guard).await?),
+        Some(a) => Some(fetch_token(a, upstream, guard, obs).await?),
         None => None,
     };
     let mut refreshed = false;
@@ -241,7 +381,7 @@ async fn exchange_with_retries(
             otel.status_code = tracing::field::Empty,
         );
         let exchange = async {
-            let req = build_request(&op.request, input, page, token.as_ref())?;
+            let req = build_request(&op.request, input, page, token.as_ref(), obs)?;
             Ok::<_, CallError>(match retry.attempt_timeout {
                 Some(t) => tokio::time::timeout(t, upstream.exchange(req))
                     .await
@@ -275,7 +415,7 @@ async fn exchange_with_retries(
             if let Some(h) = crate::telemetry::vendor(&op.vendor.id) {
                 h.token_invalidated();
             }
-            token = Some(fetch_token(a, upstream, guard).await?);
+            token = Some(fetch_token(a, upstream, guard, obs).await?);
             refreshed = true;
             continue;
         }
@@ -311,10 +451,15 @@ async fn fetch_token(
     auth: &VendorAuth,
     upstream: &Upstream,
     guard: &VendorGuard,
+    obs: &mut Option<&mut dyn Observer>,
 ) -> Result<Token, CallError> {
-    let fetch = || async {
+    let fetch = move || async move {
+        if let Some(o) = obs.as_deref_mut() {
+            o.observe(Event::TokenRequested);
+        }
         let page = PageState {
             number: 1,
+            first: 1,
             size: 0,
             cursor: None,
         };
@@ -322,7 +467,7 @@ async fn fetch_token(
         let mut attempt = 1;
         let res = loop {
             guard.pace().await.map_err(|_| CallError::RateLimited)?;
-            let req = build_request(&auth.plan.request, &CallInput::default(), &page, None)?;
+            let req = build_request(&auth.plan.request, &CallInput::default(), &page, None, obs)?;
             let result = match retry.attempt_timeout {
                 Some(t) => tokio::time::timeout(t, upstream.exchange(req))
                     .await
@@ -342,6 +487,9 @@ async fn fetch_token(
             }
             break result?;
         };
+        if let Some(o) = obs.as_deref_mut() {
+            observe_token_answer(o, auth, &res);
+        }
         if !res.status().is_success() {
             return Err(CallError::Auth(format!(
                 "the token endpoint answered HTTP {}",
@@ -370,7 +518,7 @@ async fn fetch_token(
             expires_in: std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
         })
     };
-    let fetch = || async {
+    let fetch = move || async move {
         let _span = tracing::info_span!("token_fetch", vendor = %auth.plan.request.vendor.id);
         let result = fetch().await;
         if let Some(h) = crate::telemetry::vendor(&auth.plan.request.vendor.id) {
@@ -382,6 +530,26 @@ async fn fetch_token(
         CallError::Auth(m) => CallError::Auth(m.clone()),
         other => CallError::Auth(format!("token endpoint: {other}")),
     })
+}
+
+/// The token endpoint's answer for an observer, the token it holds masked as well.
+fn observe_token_answer(o: &mut dyn Observer, auth: &VendorAuth, res: &http::Response<Bytes>) {
+    let doc = serde_json::from_slice::<Value>(res.body()).ok();
+    let token = doc
+        .as_ref()
+        .and_then(|d| auth.plan.token.first(d))
+        .and_then(Value::as_str);
+    let secrets = Secrets {
+        credentials: &auth.plan.request.credentials,
+        token,
+    };
+    let headers = masked_headers(&secrets, res.headers());
+    let body = secrets.mask(&String::from_utf8_lossy(res.body()));
+    o.observe(Event::TokenAnswer {
+        status: res.status().as_u16(),
+        headers: &headers,
+        body: &body,
+    });
 }
 
 /// A further page or retry found no room under the vendor's quota (counted as such).
@@ -403,6 +571,26 @@ impl Secrets<'_> {
     /// Vendor text goes into answers and logs: a vendor that echoes a credential or the token
     /// back ("unknown client …") must not leak it. Each is replaced by `…`.
     fn scrub(&self, text: String) -> String {
+        self.replace(text, "…")
+    }
+
+    fn scrub_json(&self, v: &Value) -> Value {
+        self.replace_json(v, "…")
+    }
+
+    /// What an observer is shown: each secret as `***`, so a signing input can be compared
+    /// with the vendor's documentation without revealing what was signed with.
+    fn mask(&self, text: &str) -> String {
+        self.replace(text.to_owned(), "***")
+    }
+
+    fn mask_json(&self, v: &Value) -> Value {
+        self.replace_json(v, "***")
+    }
+
+    /// Secrets shorter than 4 characters are left: replacing every `1` would garble the text
+    /// without hiding anything worth hiding.
+    fn replace(&self, text: String, with: &str) -> String {
         let secrets = self
             .credentials
             .iter()
@@ -410,20 +598,20 @@ impl Secrets<'_> {
             .chain(self.token);
         secrets.fold(text, |t, c| {
             if c.len() >= 4 && t.contains(c) {
-                t.replace(c, "…")
+                t.replace(c, with)
             } else {
                 t
             }
         })
     }
 
-    fn scrub_json(&self, v: &Value) -> Value {
+    fn replace_json(&self, v: &Value, with: &str) -> Value {
         match v {
-            Value::String(s) => Value::String(self.scrub(s.clone())),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.scrub_json(x)).collect()),
+            Value::String(s) => Value::String(self.replace(s.clone(), with)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.replace_json(x, with)).collect()),
             Value::Object(m) => Value::Object(
                 m.iter()
-                    .map(|(k, x)| (self.scrub(k.clone()), self.scrub_json(x)))
+                    .map(|(k, x)| (self.replace(k.clone(), with), self.replace_json(x, with)))
                     .collect(),
             ),
             other => other.clone(),
@@ -606,8 +794,30 @@ fn more_pages(p: &PagingPlan, doc: &Value, page: &mut PageState, seen: u64) -> b
 #[derive(Debug, Clone)]
 struct PageState {
     number: u64,
+    /// The operation's `paging.first_page` (0 or 1), where `page.offset` is 0.
+    first: u64,
     size: u64,
     cursor: Option<String>,
+}
+
+impl PageState {
+    /// The first page of `op`.
+    fn first(op: &OperationPlan) -> PageState {
+        let first = op.paging.as_ref().map_or(1, |p| p.first_page);
+        PageState {
+            number: first,
+            first,
+            size: op.paging.as_ref().map_or(0, |p| p.page_size),
+            cursor: None,
+        }
+    }
+
+    /// Items before this page, for offset/limit paging.
+    fn offset(&self) -> u64 {
+        self.number
+            .saturating_sub(self.first)
+            .saturating_mul(self.size)
+    }
 }
 
 /// The rendered request, as signing steps see it.
@@ -630,8 +840,11 @@ struct AttemptValues<'a> {
     /// One clock reading per attempt, written lazily into each layout the request uses.
     now: Timestamp,
     clock: Vec<OnceCell<String>>,
-    /// Drawn only if a template or step reads it.
+    /// Drawn only if a template or step reads it: the integer, hex and alphanumeric forms,
+    /// each once per attempt.
     nonce: OnceCell<String>,
+    nonce_hex: OnceCell<String>,
+    nonce_alnum: OnceCell<String>,
     vars: Vec<Option<String>>,
     request: Option<Rendered>,
 }
@@ -651,6 +864,8 @@ impl<'a> AttemptValues<'a> {
             now: Timestamp::now(),
             clock: vec![OnceCell::new(); req.clock.len()],
             nonce: OnceCell::new(),
+            nonce_hex: OnceCell::new(),
+            nonce_alnum: OnceCell::new(),
             vars: vec![None; req.var_count],
             request: None,
         }
@@ -690,8 +905,21 @@ impl Values for AttemptValues<'_> {
                     .random_range(100_000u64..=2_147_483_647)
                     .to_string()
             }))),
+            Ref::NonceHex => Some(Cow::Borrowed(self.nonce_hex.get_or_init(|| {
+                use rand::RngExt;
+                hex::encode(rand::rng().random::<[u8; 16]>())
+            }))),
+            Ref::NonceAlnum => Some(Cow::Borrowed(self.nonce_alnum.get_or_init(|| {
+                use rand::RngExt;
+                rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(32)
+                    .map(char::from)
+                    .collect()
+            }))),
             Ref::Var(i) => self.vars.get(i)?.as_deref().map(Cow::Borrowed),
             Ref::PageNumber => Some(Cow::Owned(self.page.number.to_string())),
+            Ref::PageOffset => Some(Cow::Owned(self.page.offset().to_string())),
             Ref::PageSize => Some(Cow::Owned(self.page.size.to_string())),
             Ref::PageCursor => self.page.cursor.as_deref().map(Cow::Borrowed),
             Ref::RequestMethod => self
@@ -736,21 +964,29 @@ fn build_request(
     input: &CallInput,
     page: &PageState,
     token: Option<&Token>,
+    obs: &mut Option<&mut dyn Observer>,
 ) -> Result<Request<Full<Bytes>>, CallError> {
     let mut values = AttemptValues::new(op, input, page, token);
+    let secrets = Secrets {
+        credentials: &op.credentials,
+        token: token.map(Token::expose),
+    };
     let mut query: Vec<(String, String)> = Vec::with_capacity(op.query.len() + 2);
     let mut headers: Vec<(http::HeaderName, String)> = Vec::new();
 
     let run = |values: &mut AttemptValues<'_>,
                query: &mut Vec<(String, String)>,
                headers: &mut Vec<(http::HeaderName, String)>,
+               obs: &mut Option<&mut dyn Observer>,
                from: usize,
                to: usize|
      -> Result<(), CallError> {
         for step in &op.steps[from..to] {
-            let result = step
-                .run(&*values)
-                .map_err(|e| CallError::Build(e.to_string()))?;
+            let result = match obs {
+                None => step.run(&*values),
+                Some(o) => observed_step(step, &*values, &secrets, &mut **o),
+            }
+            .map_err(|e| CallError::Build(e.to_string()))?;
             match &step.target {
                 Target::Var(i) => values.vars[*i] = Some(result),
                 Target::Query(q) => query.push((q.clone(), result)),
@@ -759,7 +995,7 @@ fn build_request(
         }
         Ok(())
     };
-    run(&mut values, &mut query, &mut headers, 0, op.render_at)?;
+    run(&mut values, &mut query, &mut headers, obs, 0, op.render_at)?;
 
     // render
     let path = op.path.render_encoded(&values).unwrap_or_default();
@@ -793,6 +1029,13 @@ fn build_request(
         let full_path = format!("{}{path}", op.vendor.base_path);
         let mut target = full_path.clone();
         push_query(&mut target, &query);
+        if let Some(o) = obs {
+            o.observe(Event::Rendered {
+                method: op.method.as_str(),
+                target: &secrets.mask(&target),
+                body: &secrets.mask(&body),
+            });
+        }
         values.request = Some(Rendered {
             method: op.method.as_str().to_owned(),
             path: full_path,
@@ -804,6 +1047,7 @@ fn build_request(
             &mut values,
             &mut query,
             &mut headers,
+            obs,
             op.render_at,
             op.steps.len(),
         )?;
@@ -835,12 +1079,48 @@ fn build_request(
         })?;
         req = req.header(h, v);
     }
+    if let (Some(o), Some(headers)) = (obs, req.headers_ref()) {
+        o.observe(Event::Wire {
+            method: op.method.as_str(),
+            url: &secrets.mask(&uri),
+            headers: &masked_headers(&secrets, headers),
+            body: &secrets.mask(&body),
+        });
+    }
     req.body(Full::new(Bytes::from(body))).map_err(|_| {
         CallError::Build(format!(
             "`{}{}` is not a valid URL",
             op.vendor.base_url, path
         ))
     })
+}
+
+/// Runs one step for an observer: its masked input and output (or failure) are shown.
+fn observed_step(
+    step: &Step,
+    values: &dyn super::template::Values,
+    secrets: &Secrets<'_>,
+    o: &mut dyn Observer,
+) -> Result<String, super::steps::StepError> {
+    let (input, result) = match step.input(values) {
+        Ok(input) => (secrets.mask(&input), step.apply(input, values)),
+        Err(e) => (String::new(), Err(e)),
+    };
+    let output = match &result {
+        Ok(out) => Ok(secrets.mask(out)),
+        Err(e) => Err(secrets.mask(&e.to_string())),
+    };
+    o.observe(Event::Step {
+        name: &step.name,
+        input: &input,
+        output: output.as_deref().map_err(String::as_str),
+        into: match &step.target {
+            Target::Var(_) => "var".to_owned(),
+            Target::Query(q) => format!("query {q}"),
+            Target::Header(h) => format!("header {h}"),
+        },
+    });
+    result
 }
 
 /// Appends `?k=v&…`, names and values RFC 3986-encoded, in order.
@@ -850,5 +1130,119 @@ fn push_query(out: &mut String, query: &[(String, String)]) {
         out.push_str(&crypto::percent_encode(k));
         out.push('=');
         out.push_str(&crypto::percent_encode(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::{Credentials, Plan};
+
+    /// One vendor whose GET names the paging offset and both non-numeric nonces.
+    fn plan(first_page: u64) -> Plan {
+        let yaml = format!(
+            r#"
+server: {{listen: "127.0.0.1:0"}}
+routes: {{coupons_query: {{operation: list_coupons}}}}
+vendors:
+  v:
+    base_url: http://127.0.0.1:9
+    operations:
+      list_coupons:
+        identity: [member_id]
+        request:
+          method: GET
+          path: /coupons
+          query:
+            offset: "{{{{page.offset}}}}"
+            limit: "{{{{page.size}}}}"
+            nonce_hex: "{{{{nonce.hex}}}}"
+            nonce_str: "{{{{nonce.alnum}}}}"
+            again: "{{{{nonce.hex}}}}"
+        paging: {{style: page_number, first_page: {first_page}, page_size: 10, max_pages: 5}}
+        response:
+          success: [{{path: $.ok, in: [true]}}]
+          items: $.items
+        fields:
+          id: $.id
+          status: {{value: usable}}
+"#
+        );
+        let loaded = crate::config::load_str("offset.yaml", &yaml, false).unwrap();
+        Plan::compile(&loaded, Credentials::Required).unwrap().0
+    }
+
+    fn query_of(plan: &Plan, number: u64) -> Vec<(String, String)> {
+        let op = &plan.routes[0].targets[0];
+        let mut page = PageState::first(op);
+        page.number = number;
+        let req =
+            build_request(&op.request, &CallInput::default(), &page, None, &mut None).unwrap();
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn get<'a>(q: &'a [(String, String)], name: &str) -> &'a str {
+        &q.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    #[test]
+    fn page_offset_counts_the_items_before_the_page_from_the_first_page() {
+        let one_based = plan(1);
+        assert_eq!(get(&query_of(&one_based, 1), "offset"), "0");
+        assert_eq!(get(&query_of(&one_based, 3), "offset"), "20");
+        assert_eq!(get(&query_of(&one_based, 3), "limit"), "10");
+        let zero_based = plan(0);
+        assert_eq!(get(&query_of(&zero_based, 0), "offset"), "0");
+        assert_eq!(get(&query_of(&zero_based, 2), "offset"), "20");
+    }
+
+    #[test]
+    fn page_offset_needs_page_number_paging() {
+        let yaml = "server: {listen: \"127.0.0.1:0\"}\nroutes: {coupons_query: {operation: list_coupons}}\nvendors:\n  v:\n    base_url: http://127.0.0.1:9\n    operations:\n      list_coupons:\n        identity: [member_id]\n        request: {method: GET, path: /c, query: {o: \"{{page.offset}}\"}}\n        paging: {style: cursor, page_size: 10, next_cursor: $.next, max_pages: 5}\n        response: {success: [{path: $.ok, in: [true]}], items: $.items}\n        fields: {id: $.id, status: {value: usable}}\n";
+        let loaded = crate::config::load_str("cursor.yaml", yaml, false).unwrap();
+        let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("`page.offset` is not available with paging style cursor")),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn non_numeric_nonces_are_hex_or_alphanumeric_once_per_attempt() {
+        let plan = plan(1);
+        let first = query_of(&plan, 1);
+        let hex = get(&first, "nonce_hex");
+        assert_eq!(hex.len(), 32);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{hex}"
+        );
+        // one value per attempt, wherever the request names it
+        assert_eq!(get(&first, "again"), hex);
+        let alnum = get(&first, "nonce_str");
+        assert_eq!(alnum.len(), 32);
+        assert!(alnum.bytes().all(|b| b.is_ascii_alphanumeric()), "{alnum}");
+        // a new attempt draws new ones
+        let second = query_of(&plan, 1);
+        assert_ne!(get(&second, "nonce_hex"), hex);
+        assert_ne!(get(&second, "nonce_str"), alnum);
+    }
+
+    #[test]
+    fn an_unknown_nonce_form_names_the_known_ones() {
+        let yaml = "server: {listen: \"127.0.0.1:0\"}\nroutes: {coupons_query: {operation: list_coupons}}\nvendors:\n  v:\n    base_url: http://127.0.0.1:9\n    operations:\n      list_coupons:\n        identity: [member_id]\n        request: {method: GET, path: /c, query: {n: \"{{nonce.uuid}}\"}}\n        response: {success: [{path: $.ok, in: [true]}], items: $.items}\n        fields: {id: $.id, status: {value: usable}}\n";
+        let loaded = crate::config::load_str("nonce.yaml", yaml, false).unwrap();
+        let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("unknown `nonce.uuid` (known: nonce, nonce.hex, nonce.alnum)")),
+            "{text:?}"
+        );
     }
 }

@@ -217,6 +217,18 @@ impl Expected {
 }
 
 impl Condition {
+    /// The test in routes.yaml's words (`in [200]`, `present`), for `explain`.
+    pub fn expects(&self) -> String {
+        match &self.test {
+            Test::Present(true) => "present".to_owned(),
+            Test::Present(false) => "absent".to_owned(),
+            Test::OneOf(values) => {
+                let values: Vec<String> = values.iter().map(|e| e.value.to_string()).collect();
+                format!("in [{}]", values.join(", "))
+            }
+        }
+    }
+
     pub fn holds(&self, v: &Value) -> bool {
         let found = self.path.first(v);
         match &self.test {
@@ -671,6 +683,40 @@ impl FieldSpec {
             .ok_or_else(|| format!("{} is not a {}", describe(value), type_name(cx.def.ty)))
     }
 
+    /// Which source of the field `item` answers: the JSONPath (or `value`) and what it
+    /// selected; the sources tried when none did.
+    fn matched(&self, item: &Value) -> (String, Option<Value>) {
+        if let Some(w) = &self.when
+            && !w.holds(item)
+        {
+            return (format!("(when {} does not hold)", w.path.source()), None);
+        }
+        match &self.source {
+            Source::Paths(paths) => paths
+                .iter()
+                .find_map(|p| {
+                    p.first(item)
+                        .map(|v| (p.source().to_owned(), Some(v.clone())))
+                })
+                .unwrap_or_else(|| {
+                    let tried: Vec<&str> = paths.iter().map(JsonPath::source).collect();
+                    (tried.join(" | "), None)
+                }),
+            Source::Const(v) => ("value".to_owned(), Some(v.clone())),
+            Source::FirstOf(specs) => {
+                let mut tried = Vec::new();
+                for spec in specs {
+                    let (path, found) = spec.matched(item);
+                    if found.is_some() {
+                        return (path, found);
+                    }
+                    tried.push(path);
+                }
+                (tried.join(" | "), None)
+            }
+        }
+    }
+
     fn typed(&self, v: &Value, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
         match &self.convert {
             Convert::Named(_, c) => c.apply(v),
@@ -769,7 +815,50 @@ impl std::fmt::Display for Dropped {
     }
 }
 
+/// One canonical field of one item, as `coupon-gateway explain` shows it.
+#[derive(Debug, Clone)]
+pub struct FieldTrace {
+    pub field: &'static str,
+    pub required: bool,
+    /// The JSONPath that matched (`value` for a constant); the ones tried, joined by ` | `,
+    /// when none did; `None` for a field the operation does not map.
+    pub path: Option<String>,
+    /// What the path selected, before `map` and conversion.
+    pub matched: Option<Value>,
+    /// The canonical value (`None`: no value), or why the vendor's value cannot be read.
+    pub value: Result<Option<Value>, String>,
+}
+
 impl ItemMapper {
+    /// Every field of `item`, evaluated as `map` does, with the vendor value each started
+    /// from: what `explain` shows to tell a renamed path from a value that does not convert.
+    pub fn explain(&self, item: &Value) -> Vec<FieldTrace> {
+        self.schema
+            .iter()
+            .zip(&self.fields)
+            .map(|(def, spec)| {
+                let cx = FieldContext {
+                    def,
+                    origin: &self.origin,
+                };
+                let (path, matched) = match spec {
+                    Some(s) => {
+                        let (p, m) = s.matched(item);
+                        (Some(p), m)
+                    }
+                    None => (None, None),
+                };
+                FieldTrace {
+                    field: def.name,
+                    required: def.required,
+                    path,
+                    matched,
+                    value: spec.as_ref().map_or(Ok(None), |s| s.eval(item, &cx)),
+                }
+            })
+            .collect()
+    }
+
     pub fn map(&self, item: &Value) -> Result<Vec<Value>, Dropped> {
         let mut out = Vec::with_capacity(self.schema.len());
         for (def, spec) in self.schema.iter().zip(&self.fields) {

@@ -10,6 +10,7 @@ pub mod decrypt;
 pub mod extract;
 pub mod fanout;
 pub mod formats;
+pub mod observe;
 pub mod plan;
 pub mod resilience;
 pub mod routes;

@@ -163,11 +163,20 @@ impl Step {
 
     /// Runs the step for one attempt.
     pub fn run(&self, values: &dyn Values) -> Result<String, StepError> {
-        let fail = |reason: String| StepError::Failed {
+        self.apply(self.input(values)?, values)
+    }
+
+    fn fail(&self, reason: String) -> StepError {
+        StepError::Failed {
             step: self.name.clone(),
             reason,
-        };
-        let input = match &self.input {
+        }
+    }
+
+    /// The text the step's chain starts from (what `explain` shows before the transforms).
+    pub fn input(&self, values: &dyn Values) -> Result<String, StepError> {
+        let fail = |reason: String| self.fail(reason);
+        Ok(match &self.input {
             StepInput::Template(t) => t.render(values).unwrap_or_default(),
             StepInput::Json(t) => {
                 let mut buf = Vec::new();
@@ -187,7 +196,12 @@ impl Step {
                     .collect();
                 style.join(rendered.iter().map(|(k, v)| (*k, v.as_str())))
             }
-        };
+        })
+    }
+
+    /// Runs the step's transforms over its `input`.
+    pub fn apply(&self, input: String, values: &dyn Values) -> Result<String, StepError> {
+        let fail = |reason: String| self.fail(reason);
         let mut data = Data::Text(input);
         for t in &self.transforms {
             data = t.imp.run(data, values).map_err(fail)?;

@@ -10,9 +10,9 @@
 //! | `cred.<name>` | a credential declared under the vendor's `credentials` |
 //! | `input.<name>` | a canonical input of the route (e.g. `input.package_id`) |
 //! | `now.s`, `now.ms`, `now.rfc3339`, `now.date`, `now \| time:LAYOUT \| zone:ZONE` | the attempt's clock, in any layout and zone (`now.rfc3339` and `now.date` are UTC+08:00) |
-//! | `nonce` | a random positive integer, new for every attempt |
+//! | `nonce`, `nonce.hex`, `nonce.alnum` | a random positive integer, 32 hex digits, 32 letters and digits; each new for every attempt |
 //! | `var.<name>` | the result of an earlier step with `into: {var: name}` |
-//! | `page.number`, `page.size`, `page.cursor` | vendor-side paging state (`page.cursor` absent on the first page) |
+//! | `page.number`, `page.offset`, `page.size`, `page.cursor` | vendor-side paging state (`page.offset` = items before this page; `page.cursor` absent on the first page) |
 //! | `request.method`, `request.path`, `request.body`, `request.query.sorted_namevalue`, `request.query.sorted_pairs`, `request.query.sorted_pairs_encoded` | the rendered request (signing steps only) |
 //!
 //! A string that is exactly one placeholder keeps the value's absence: the body field, query
@@ -32,8 +32,14 @@ pub enum Ref {
     /// The attempt's clock, written as entry N of the request's clock table.
     Now(usize),
     Nonce,
+    /// 32 lowercase hex digits (128 random bits), new for every attempt.
+    NonceHex,
+    /// 32 random letters and digits, new for every attempt (pay-v2's `nonce_str`).
+    NonceAlnum,
     Var(usize),
     PageNumber,
+    /// `(page.number − paging.first_page) × page.size`: offset/limit paging.
+    PageOffset,
     PageSize,
     PageCursor,
     RequestMethod,

@@ -112,6 +112,11 @@ impl Scope for OpScope<'_> {
                 .ok_or_else(|| format!("`{name}`: this route has no input `{i}` (inputs: {})", list(self.inputs))),
             ("now", n) => self.legacy_clock(n),
             ("nonce", "") => Ok(Ref::Nonce),
+            ("nonce", "hex") => Ok(Ref::NonceHex),
+            ("nonce", "alnum") => Ok(Ref::NonceAlnum),
+            ("nonce", _) => Err(format!(
+                "unknown `{name}` (known: nonce, nonce.hex, nonce.alnum)"
+            )),
             ("var", v) => self
                 .vars
                 .iter()
@@ -124,11 +129,14 @@ impl Scope for OpScope<'_> {
                 (None, _) => Err(format!("`{name}` needs a `paging:` section")),
                 (Some(_), "size") => Ok(Ref::PageSize),
                 (Some(PagingStyle::PageNumber), "number") => Ok(Ref::PageNumber),
+                (Some(PagingStyle::PageNumber), "offset") => Ok(Ref::PageOffset),
                 (Some(PagingStyle::Cursor), "cursor") => Ok(Ref::PageCursor),
                 (Some(style), _) => Err(format!(
                     "`{name}` is not available with paging style {}",
                     match style {
-                        PagingStyle::PageNumber => "page_number (use page.number, page.size)",
+                        PagingStyle::PageNumber => {
+                            "page_number (use page.number, page.offset, page.size)"
+                        }
                         PagingStyle::Cursor => "cursor (use page.cursor, page.size)",
                     }
                 )),
