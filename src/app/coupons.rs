@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::future::Cache;
 
-use crate::app::{AppState, Asked};
+use crate::app::{AppState, Asked, Generation};
 use crate::canonical::coupon::Coupon;
 use crate::canonical::cursor::SortKey;
 #[cfg(doc)]
@@ -165,7 +165,8 @@ pub async fn query(
     bypass_cache: bool,
     allowed: Option<&[String]>,
 ) -> Result<(Verdict, Reply), Refused> {
-    let plan = &state.plan;
+    let generation = state.generation();
+    let plan = &generation.plan;
     let route = plan.route(RouteId::CouponsQuery);
     // the vendors that can be asked: those offering the route's operation
     let known: Vec<&str> = route
@@ -200,7 +201,7 @@ pub async fn query(
         .targets
         .iter()
         .filter(|op| q.considers(&op.vendor.id) && may(&op.vendor.id))
-        .map(|op| ask(state, op, &q, bypass_cache));
+        .map(|op| ask(state, &generation, op, &q, bypass_cache));
     let (results, ids): (Vec<VendorResult>, Vec<Option<u64>>) =
         fanout::all(asks).await.into_iter().unzip();
     let (verdict, complete) = judge(&results, &q);
@@ -279,6 +280,7 @@ fn coupons_of(vendor: &str, cached: &Cached) -> Arc<Vec<Coupon>> {
 /// the id of the answer served (0: none; `None`: an answer no cache keeps).
 async fn ask(
     state: &Arc<AppState>,
+    generation: &Generation,
     op: &Arc<OperationPlan>,
     q: &CouponQuery,
     bypass_cache: bool,
@@ -295,11 +297,16 @@ async fn ask(
     };
     let started = tokio::time::Instant::now();
     let fetch = async {
-        call_with_deadline(op, &state.upstream, &input, &state.guards[op.vendor.slot])
-            .await
-            .result
+        call_with_deadline(
+            op,
+            &state.upstream,
+            &input,
+            &generation.guards[op.vendor.slot],
+        )
+        .await
+        .result
     };
-    let (result, lookup, stale, keeps) = match &state.caches[op.slot] {
+    let (result, lookup, stale, keeps) = match &generation.caches[op.slot] {
         None => (
             fetch
                 .await
