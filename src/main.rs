@@ -205,10 +205,11 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         .unwrap_or(listen);
     let state = AppState::with_origin(plan, Origin::of_text(&name, &text));
     state.set_callers(callers);
-    tracing::info!(%addr, vendors = state.generation().plan.vendors.len(), "coupon-gateway serving");
-    // SIGHUP and changes of the file reload it (not the embedded demo file)
+    // SIGHUP and changes of the file reload it (not the embedded demo file); in place before
+    // the line below says the gateway serves
     let reloader =
         (config_path.is_some() || !sandbox).then(|| reload::spawn(state.clone(), path, compile));
+    tracing::info!(%addr, vendors = state.generation().plan.vendors.len(), "coupon-gateway serving");
     if let Some(sb) = &sandbox_handle {
         for (id, sim) in sb.vendors() {
             tracing::info!(vendor = id, url = %sim.base_url(), "sandbox vendor");

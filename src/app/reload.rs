@@ -210,17 +210,10 @@ fn error_json(e: &ConfigError) -> Value {
 
 /// Reloads `path` on SIGHUP and when it changes, until the process ends. The watch is on the
 /// file's directory, so that editors' and Kubernetes' replace-by-rename updates are seen; an
-/// event whose file reads the same as the last attempt is ignored.
+/// event whose file reads the same as the last attempt is ignored. The signal handler and the
+/// watch are in place when this returns.
 pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(state, path, compile))
-}
-
-/// How long the directory must stay quiet before a change is acted on: a save is often a
-/// truncate then a write, or several renames.
-const DEBOUNCE: Duration = Duration::from_millis(200);
-
-async fn run(state: Arc<AppState>, path: String, compile: Compile) {
-    let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    let (tx, changed) = tokio::sync::mpsc::channel::<()>(1);
     // notify's thread delivers the debounced events; a full channel already has a reload due
     let watcher = notify_debouncer_mini::new_debouncer(
         DEBOUNCE,
@@ -234,7 +227,7 @@ async fn run(state: Arc<AppState>, path: String, compile: Compile) {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let _watcher = match watcher {
+    let watcher = match watcher {
         Ok(mut w) => {
             match w.watcher().watch(
                 &dir,
@@ -253,7 +246,32 @@ async fn run(state: Arc<AppState>, path: String, compile: Compile) {
         }
     };
     #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup: Option<()> = None;
+    tokio::spawn(async move {
+        // dropping the debouncer ends the watch: it lives as long as this task
+        let _watcher = watcher;
+        run(state, path, compile, changed, hup).await
+    })
+}
+
+/// How long the directory must stay quiet before a change is acted on: a save is often a
+/// truncate then a write, or several renames.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+async fn run(
+    state: Arc<AppState>,
+    path: String,
+    compile: Compile,
+    mut changed: tokio::sync::mpsc::Receiver<()>,
+    #[allow(unused_mut)] mut hup: Hangup,
+) {
     let mut last_sha = state.generation().origin.sha256.clone();
     loop {
         #[cfg(unix)]
@@ -264,7 +282,10 @@ async fn run(state: Arc<AppState>, path: String, compile: Compile) {
             }
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
+        let hangup = async {
+            let _ = &hup;
+            std::future::pending::<Option<()>>().await
+        };
         let trigger = tokio::select! {
             Some(()) = hangup => Trigger::Signal,
             Some(()) = changed.recv() => Trigger::File,

@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod payv2;
 pub mod payv3;
+pub mod process;
 pub mod topstyle;
 pub mod utcplatform;
 
