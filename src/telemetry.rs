@@ -164,7 +164,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         CONFIG_LOADS,
         Kind::Counter,
-        "Attempts to load and compile routes.yaml.",
+        "Attempts to load and compile routes.yaml (at start-up and on every reload).",
     ),
     (
         CONFIG_LAST_LOAD,
@@ -174,7 +174,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         CONFIG_INFO,
         Kind::Gauge,
-        "Always 1; which configuration file is running.",
+        "1 for the configuration file running, 0 for one that ran before a reload.",
     ),
     (
         READY,

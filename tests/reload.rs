@@ -119,16 +119,13 @@ async fn config_until(gw: &GatewayProcess, what: &str, check: impl Fn(&Value) ->
     support::until(what, || {
         let seen = Arc::clone(&seen);
         let url = gw.url("/v1/config");
-        let ok = {
-            let check = &check;
-            async move {
-                let v = support::get(&url).await.body;
-                let ok = check(&v);
-                *seen.lock().unwrap() = v;
-                ok
-            }
-        };
-        ok
+        let check = &check;
+        async move {
+            let v = support::get(&url).await.body;
+            let ok = check(&v);
+            *seen.lock().unwrap() = v;
+            ok
+        }
     })
     .await;
     seen.lock().unwrap().clone()
