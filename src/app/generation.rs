@@ -165,3 +165,42 @@ fn new_guard(plan: &Plan, v: &VendorPlan, shared: Option<&Arc<Shared>>) -> Vendo
     });
     guard
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::Credentials;
+
+    fn plan(text: &str) -> Plan {
+        let loaded = crate::config::load_str("routes.yaml", text, false).unwrap();
+        Plan::compile(&loaded, Credentials::Optional).unwrap().0
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_what_did_not_change_only() {
+        let text = crate::embedded::ROUTES_YAML;
+        let (first, _) = Generation::build(plan(text), Origin::default(), None, None);
+        // op's timeout changes; hkl's list_coupons cache ttl changes; the rest stays
+        let changed = text
+            .replacen("    timeout_ms: 800\n", "    timeout_ms: 900\n", 1)
+            .replacen("          ttl_ms: 30000", "          ttl_ms: 31000", 2);
+        let (next, kept) = Generation::build(plan(&changed), Origin::default(), None, Some(&first));
+        assert_eq!(kept.guards, ["hkl", "zvcms", "wxcard"]);
+        assert_eq!(kept.caches, ["zvcms.list_coupons", "wxcard.list_templates"]);
+        // kept means the very same objects
+        let slot =
+            |g: &Generation, v: &str| g.plan.vendors.iter().find(|x| x.id == v).unwrap().slot;
+        assert!(Arc::ptr_eq(
+            &first.guards[slot(&first, "hkl")],
+            &next.guards[slot(&next, "hkl")]
+        ));
+        assert!(!Arc::ptr_eq(
+            &first.guards[slot(&first, "op")],
+            &next.guards[slot(&next, "op")]
+        ));
+        // the same file again keeps everything
+        let (_, all) = Generation::build(plan(&changed), Origin::default(), None, Some(&next));
+        assert_eq!(all.guards.len(), 4);
+        assert_eq!(all.caches.len(), next.caches.iter().flatten().count());
+    }
+}
