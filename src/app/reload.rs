@@ -214,25 +214,29 @@ fn error_json(e: &ConfigError) -> Value {
 /// watch are in place when this returns.
 pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::task::JoinHandle<()> {
     let (tx, changed) = tokio::sync::mpsc::channel::<()>(1);
-    // notify's thread delivers the debounced events; a full channel already has a reload due
-    let watcher = notify_debouncer_mini::new_debouncer(
-        DEBOUNCE,
-        move |events: notify_debouncer_mini::DebounceEventResult| {
-            if events.is_ok_and(|e| !e.is_empty()) {
-                let _ = tx.try_send(());
-            }
-        },
-    );
+    let name = Path::new(&path).file_name().map(|n| n.to_owned());
+    // notify's thread delivers the events; a full channel already has a reload due. Only
+    // changes of this file count (its name, or Kubernetes' `..data` swap of a mounted
+    // ConfigMap): other files of the directory may change all the time (a log), and opening
+    // the file is an event too (inotify IN_OPEN), which each read would bring again.
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|f| {
+                Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
+            })
+        });
+        if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+            let _ = tx.try_send(());
+        }
+    });
     let dir: PathBuf = match Path::new(&path).parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
     let watcher = match watcher {
         Ok(mut w) => {
-            match w.watcher().watch(
-                &dir,
-                notify_debouncer_mini::notify::RecursiveMode::NonRecursive,
-            ) {
+            match notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => tracing::info!(path, "watching the configuration file"),
                 Err(e) => {
                     tracing::warn!(path, error = %e, "cannot watch the configuration file; SIGHUP still reloads")
@@ -250,7 +254,7 @@ pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::tas
     #[cfg(not(unix))]
     let hup: Option<()> = None;
     tokio::spawn(async move {
-        // dropping the debouncer ends the watch: it lives as long as this task
+        // dropping the watcher ends the watch: it lives as long as this task
         let _watcher = watcher;
         run(state, path, compile, changed, hup).await
     })
@@ -288,7 +292,11 @@ async fn run(
         };
         let trigger = tokio::select! {
             Some(()) = hangup => Trigger::Signal,
-            Some(()) = changed.recv() => Trigger::File,
+            Some(()) = changed.recv() => {
+                // act once the directory is quiet: a save is often several events
+                while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                Trigger::File
+            }
             else => return,
         };
         let (st, p, c, last) = (
@@ -333,6 +341,10 @@ fn attempt(
     };
     let sha = Origin::of_text(path, &text).sha256;
     if trigger == Trigger::File && sha == last_sha {
+        tracing::debug!(
+            path,
+            "the configuration file reads as before; nothing to reload"
+        );
         return None;
     }
     let _ = state.reload(path, &text, compile, trigger);
