@@ -1,7 +1,8 @@
 //! Hot reload of routes.yaml in the built gateway (a child process on a temp file pointing at
 //! sandbox vendors that run in this test), under steady concurrent load: SIGHUP applies a
 //! changed timeout, a rewritten file adds a vendor without a signal, a broken file keeps the
-//! running plan and says where it is broken, and the caches of unchanged vendors survive.
+//! running plan and says where it is broken, and the caches of unchanged vendors survive. One
+//! in-process test holds a vendor call across a reload: a request finishes on its own plan.
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use coupon_gateway::sandbox::{self, OP_CLIENT, OP_SECRET, Sandbox, data};
+use coupon_gateway::app::reload::{Compile, Compiled, Trigger};
+use coupon_gateway::embedded::{self, ROUTES_YAML};
+use coupon_gateway::engine::plan::{Credentials, Plan};
+use coupon_gateway::sandbox::{self, Fault, OP_CLIENT, OP_SECRET, Sandbox, data};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
@@ -220,9 +224,13 @@ async fn gw_vendors(gw: &GatewayProcess) -> Value {
 
 /// `text` with a copy of vendor `op` named `op2` (its credentials written in the file, as the
 /// environment of the running process cannot name a vendor it did not have).
-fn with_op2(text: &str) -> String {
-    let start = text.find("\n  op:\n").expect("vendor op") + 1;
-    // the block ends at the next line indented by exactly two spaces (a key or a comment)
+/// Where vendor `id`'s block of `text` starts and how long it is: up to the next line indented
+/// by exactly two spaces (the next vendor, or the comment above it).
+fn vendor_block(text: &str, id: &str) -> (usize, usize) {
+    let start = text
+        .find(&format!("\n  {id}:\n"))
+        .unwrap_or_else(|| panic!("vendor {id}"))
+        + 1;
     let mut len = 0;
     for (i, line) in text[start..].split_inclusive('\n').enumerate() {
         if i > 0 && line.starts_with("  ") && !line.starts_with("   ") {
@@ -230,6 +238,11 @@ fn with_op2(text: &str) -> String {
         }
         len += line.len();
     }
+    (start, len)
+}
+
+fn with_op2(text: &str) -> String {
+    let (start, len) = vendor_block(text, "op");
     let block = text[start..start + len]
         .replacen("  op:\n", "  op2:\n", 1)
         .replacen("client: ~", &format!("client: \"{OP_CLIENT}\""), 1)
@@ -238,6 +251,80 @@ fn with_op2(text: &str) -> String {
     let mut out = text.to_owned();
     out.insert_str(start + len, &block);
     out
+}
+
+/// A request in flight when a reload removes its vendor still finishes on the plan it started
+/// with (the vendor asked and in its `sources`), while a request after the reload no longer
+/// knows that vendor. In-process, so the test holds the vendor call and reloads in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_the_plan_it_started_with() {
+    let sb = Arc::new(Sandbox::start().await.unwrap());
+    let plan = embedded::sandbox_plan("routes.yaml", ROUTES_YAML, &sb, false).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = embedded::start(plan, listener);
+    let zvcms = sb
+        .vendors()
+        .into_iter()
+        .find(|(id, _)| *id == "zvcms")
+        .unwrap()
+        .1;
+    zvcms.set_fault(Fault::Hold);
+    let url = gw.url("/v1/coupons/query");
+    let in_flight = tokio::spawn(async move {
+        support::post_json(&url, &serde_json::from_str(&sandbox::demo_query()).unwrap()).await
+    });
+    support::within("the query reaches zvcms", zvcms.wait_held(1)).await;
+
+    let (start, len) = vendor_block(ROUTES_YAML, "zvcms");
+    let without = format!("{}{}", &ROUTES_YAML[..start], &ROUTES_YAML[start + len..]);
+    let compile: Compile = {
+        let sb = Arc::clone(&sb);
+        Arc::new(move |name: &str, text: &str| {
+            let mut loaded = coupon_gateway::config::load_str(name, text, false)?;
+            embedded::point_at_sandbox(&mut loaded, &sb);
+            let (plan, warnings) = Plan::compile(&loaded, Credentials::Required)?;
+            Ok(Compiled {
+                plan,
+                warnings,
+                config: loaded.config,
+            })
+        })
+    };
+    let state = Arc::clone(&gw.state);
+    tokio::task::spawn_blocking(move || {
+        state
+            .reload("routes.yaml", &without, &compile, Trigger::Signal)
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    })
+    .await
+    .unwrap()
+    .expect("the file without zvcms loads");
+
+    // a request from now on runs on the new plan
+    let after = support::post_json(
+        &gw.url("/v1/coupons/query"),
+        &json!({"member": {"ids": {"op": data::OP_MEMBER, "hkl": data::HKL_MEMBER}}}),
+    )
+    .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert!(
+        !after.body["sources"].to_string().contains("zvcms"),
+        "{}",
+        after.body
+    );
+    // the held one finishes on the plan it started with
+    zvcms.clear_fault();
+    let before = support::within("the held query", in_flight).await.unwrap();
+    assert_eq!(before.status, 200, "{}", before.body);
+    let z = before.body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["vendor"] == "zvcms")
+        .unwrap_or_else(|| panic!("{}", before.body))
+        .clone();
+    assert_eq!(z["outcome"], "ok", "{z}");
 }
 
 /// (b): a vendor added by rewriting the file (no signal) is asked, with no failed request.
