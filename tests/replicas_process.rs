@@ -159,6 +159,9 @@ async fn a_replica_killed_mid_create_loses_no_key_and_doubles_none() {
     let wx = wxcard(&sb);
     wx.set_fault(Fault::Hold);
     let held: Vec<String> = (0..12).map(|i| format!("sigkill-b{i}")).collect();
+    // the dead replica's claims are taken after this: their leases end no earlier than
+    // LEASE_MS from here
+    let claimed_after = std::time::Instant::now();
     let tasks: Vec<_> = held
         .iter()
         .enumerate()
@@ -196,9 +199,11 @@ async fn a_replica_killed_mid_create_loses_no_key_and_doubles_none() {
 
     // the caller retries each cut-off key on a survivor: refused while the dead replica's
     // claim lives, then created once
+    let mut refused_within_lease = false;
     for (i, key) in orphaned.iter().enumerate() {
         let gw = &addrs[1 + i % 2];
         let mut refused = 0;
+        let within_lease = claimed_after.elapsed() < Duration::from_millis(LEASE_MS);
         let waited = tokio::time::timeout(Duration::from_millis(LEASE_MS * 4), async {
             loop {
                 match create(&client, gw, key).await {
@@ -222,10 +227,18 @@ async fn a_replica_killed_mid_create_loses_no_key_and_doubles_none() {
         })
         .await;
         let body = waited.unwrap_or_else(|_| panic!("{key}: not created after the lease"));
-        if i == 0 {
+        // a repeat sent while the lease surely lived was refused (on a machine so slow that
+        // none was, the single template per key below still holds)
+        if within_lease {
             assert!(refused > 0, "{key}: a repeat within the lease is refused");
+            refused_within_lease = true;
         }
         answers.insert(key.clone(), body["template"].clone());
+    }
+    if !refused_within_lease {
+        eprintln!(
+            "note: every repeat came after the lease; the in-progress refusal went unchecked"
+        );
     }
 
     // and creates go on on the survivors
