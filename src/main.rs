@@ -207,8 +207,12 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
     state.set_callers(callers);
     // SIGHUP and changes of the file reload it (not the embedded demo file); in place before
     // the line below says the gateway serves
-    let reloader =
-        (config_path.is_some() || !sandbox).then(|| reload::spawn(state.clone(), path, compile));
+    let reloader = if config_path.is_some() || !sandbox {
+        Some(reload::spawn(state.clone(), path, compile))
+    } else {
+        reload::ignore_hangups();
+        None
+    };
     tracing::info!(%addr, vendors = state.generation().plan.vendors.len(), "coupon-gateway serving");
     if let Some(sb) = &sandbox_handle {
         for (id, sim) in sb.vendors() {

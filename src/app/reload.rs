@@ -260,6 +260,19 @@ pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::tas
     })
 }
 
+/// Without a file to reload (the embedded demo configuration), SIGHUP is answered with a log
+/// line instead of its default action, which would end the process.
+pub fn ignore_hangups() {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: the embedded routes.yaml never changes; nothing to reload");
+            }
+        });
+    }
+}
+
 /// How long the directory must stay quiet before a change is acted on: a save is often a
 /// truncate then a write, or several renames.
 const DEBOUNCE: Duration = Duration::from_millis(200);
