@@ -246,6 +246,44 @@ for kind in ("ServiceMonitor", "PrometheusRule"):
     check(d["apiVersion"] == "monitoring.coreos.com/v1" and d.get("metadata", {}).get("name")
           and isinstance(d.get("spec"), dict), f"{kind} has apiVersion monitoring.coreos.com/v1, a name and a spec")
 
+# ---------------------------------------------------------------- the redis component
+SECTION[0] = "Kubernetes: components/redis"
+COMP = DEPLOY / "k8s" / "components" / "redis"
+comp = yaml.safe_load((COMP / "kustomization.yaml").read_text())
+comp_docs = [d for f in comp["resources"] for d in load_all(COMP / f)]
+comp_kinds = {d["kind"]: d for d in comp_docs}
+check({"Deployment", "Service", "Secret"} <= comp_kinds.keys(), "the redis component has a Deployment, a Service and a Secret")
+r_pod = comp_kinds["Deployment"]["spec"]["template"]
+r_c = r_pod["spec"]["containers"][0]
+r_svc = comp_kinds["Service"]
+check(all(r_pod["metadata"]["labels"].get(k) == v for k, v in r_svc["spec"]["selector"].items()),
+      "the redis Service selects the redis pod")
+check(not all(pod_labels.get(k) == v for k, v in r_svc["spec"]["selector"].items())
+      and not all(r_pod["metadata"]["labels"].get(k) == v for k, v in svc["spec"]["selector"].items()),
+      "the gateway's and redis's Services do not select each other's pods")
+r_ports = {p["name"]: p["containerPort"] for p in r_c.get("ports", [])}
+r_port = r_svc["spec"]["ports"][0]
+check(r_port["targetPort"] in r_ports or r_port["targetPort"] in r_ports.values(), "the redis Service targets the container's port")
+patch_env = {}
+for p in comp.get("patches", []):
+    doc = yaml.safe_load(p["patch"])
+    for cont in doc["spec"]["template"]["spec"]["containers"]:
+        patch_env.update({e["name"]: e for e in cont.get("env", [])})
+url = patch_env.get("CGW_SERVER__SHARED__REDIS_URL", {}).get("value", "")
+check(url == f"redis://{r_svc['metadata']['name']}:{r_port['port']}/0",
+      f"the gateway's CGW_SERVER__SHARED__REDIS_URL ({url}) is the redis Service")
+r_secret = comp_kinds["Secret"]
+refs = [patch_env.get("CGW_SERVER__SHARED__PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {})]
+refs += [e.get("valueFrom", {}).get("secretKeyRef", {}) for e in r_c.get("env", [])]
+check(all(r.get("name") == r_secret["metadata"]["name"] and r.get("key") in (r_secret.get("stringData") or {}) for r in refs)
+      and len(refs) == 2, "redis and the gateway read the password from the component's Secret")
+check(all(v == "CHANGEME" for v in r_secret["stringData"].values()), "the redis Secret holds a placeholder only (CHANGEME)")
+r_sc, r_psc = r_c.get("securityContext", {}), r_pod["spec"].get("securityContext", {})
+check(r_sc.get("readOnlyRootFilesystem") and r_psc.get("runAsNonRoot") and r_psc.get("runAsUser", 0) != 0,
+      "redis runs non-root with a read-only root filesystem")
+prod = yaml.safe_load((DEPLOY / "k8s" / "overlays" / "production" / "kustomization.yaml").read_text())
+check("../../components/redis" in prod.get("components", []), "production (several replicas) includes the redis component")
+
 # ---------------------------------------------------------------- Dockerfile
 SECTION[0] = "Dockerfile"
 dockerfile = (DEPLOY / "Dockerfile").read_text()

@@ -1,12 +1,15 @@
 //! `coupon-gateway serve | validate | explain`: arguments → load routes.yaml → compile the plan → serve.
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use coupon_gateway::app::reload::{self, Compile, Compiled};
+use coupon_gateway::app::{AppState, Origin};
 use coupon_gateway::config::{self, ConfigError};
 use coupon_gateway::embedded::{self, ROUTES_YAML};
 use coupon_gateway::engine::plan::{Credentials, Plan};
 use coupon_gateway::sandbox::Sandbox;
-use coupon_gateway::{app::AppState, explain, http, telemetry};
+use coupon_gateway::{explain, http, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,72 +207,76 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
     let path = config_path
         .clone()
         .unwrap_or_else(|| "routes.yaml".to_owned());
-    let callers: Option<config::RoutesConfig>;
-    let (plan, sandbox_handle) = if sandbox {
-        let sb = match Sandbox::start().await {
-            Ok(sb) => sb,
+    let sandbox_handle = if sandbox {
+        match Sandbox::start().await {
+            Ok(sb) => Some(Arc::new(sb)),
             Err(e) => {
                 eprintln!("cannot start the sandbox vendors: {e}");
                 return ExitCode::FAILURE;
             }
-        };
-        let (name, text) = match &config_path {
-            Some(p) => match std::fs::read_to_string(p) {
-                Ok(t) => (p.clone(), t),
-                Err(e) => {
-                    eprintln!("error: {p}: cannot read the configuration file: {e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            None => ("routes.yaml (embedded)".to_owned(), ROUTES_YAML.to_owned()),
-        };
-        // the demo listens on loopback unless told otherwise
-        let text = if std::env::var_os("CGW_SERVER__LISTEN").is_none() {
-            text.replace("listen: 0.0.0.0:8080", "listen: 127.0.0.1:8080")
-        } else {
-            text
-        };
-        match embedded::sandbox_plan(&name, &text, &sb, true) {
-            Ok(p) => {
-                telemetry::record_config_load(Some(&text));
-                // the plan does not keep `callers:`; read it from the same text
-                callers = config::load_str(&name, &text, true)
-                    .ok()
-                    .and_then(|l| l.config.callers.is_some().then_some(l.config));
-                (p, Some(sb))
-            }
-            Err(errors) => {
-                telemetry::record_config_load(None);
-                print_errors(&errors);
-                return ExitCode::from(1);
-            }
         }
     } else {
-        let text = std::fs::read_to_string(&path).ok();
-        let loaded = match config::load_file(&path) {
-            Ok(l) => l,
-            Err(errors) => {
+        None
+    };
+    // how a file's text becomes a plan, at start-up and on every reload
+    let compile: Compile = match &sandbox_handle {
+        Some(sb) => {
+            let sb = Arc::clone(sb);
+            Arc::new(move |name: &str, text: &str| {
+                // the demo listens on loopback unless told otherwise
+                let text = if std::env::var_os("CGW_SERVER__LISTEN").is_none() {
+                    text.replace("listen: 0.0.0.0:8080", "listen: 127.0.0.1:8080")
+                } else {
+                    text.to_owned()
+                };
+                let mut loaded = config::load_str(name, &text, true)?;
+                embedded::point_at_sandbox(&mut loaded, &sb);
+                let (plan, warnings) = Plan::compile(&loaded, Credentials::Required)?;
+                Ok(Compiled {
+                    plan,
+                    warnings,
+                    config: loaded.config,
+                })
+            })
+        }
+        None => Arc::new(reload::compile_serving),
+    };
+    // the sandbox demo without --config runs the embedded file, which never changes
+    let (name, text) = match (&config_path, sandbox) {
+        (None, true) => ("routes.yaml (embedded)".to_owned(), ROUTES_YAML.to_owned()),
+        _ => match std::fs::read_to_string(&path) {
+            Ok(t) => (path.clone(), t),
+            Err(e) => {
                 telemetry::record_config_load(None);
-                print_errors(&errors);
-                return ExitCode::from(1);
+                eprintln!("error: {path}: cannot read the configuration file: {e}");
+                return ExitCode::FAILURE;
             }
-        };
-        callers = Some(loaded.config.clone());
-        match Plan::compile(&loaded, Credentials::Required) {
-            Ok((p, warnings)) => {
-                telemetry::record_config_load(text.as_deref());
-                for w in &warnings {
-                    tracing::warn!("{w}");
-                }
-                (p, None)
+        },
+    };
+    let compiled = match compile(&name, &text) {
+        Ok(c) => {
+            telemetry::record_config_load(Some(&text));
+            for w in &c.warnings {
+                tracing::warn!("{w}");
             }
-            Err(errors) => {
-                telemetry::record_config_load(None);
-                print_errors(&errors);
-                return ExitCode::from(1);
-            }
+            c
+        }
+        Err(errors) => {
+            telemetry::record_config_load(None);
+            print_errors(&errors);
+            return ExitCode::from(1);
         }
     };
+    let callers = match http::auth::Callers::from_config(&compiled.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let plan = compiled.plan;
     let listen = plan.server.listen.clone();
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
@@ -282,18 +289,17 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
-    let state = AppState::new(plan);
-    match callers.as_ref().map(http::auth::Callers::from_config) {
-        None | Some(Ok(None)) => {}
-        Some(Ok(Some(c))) => state.set_callers(Some(c)),
-        Some(Err(errors)) => {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(1);
-        }
-    }
-    tracing::info!(%addr, vendors = state.plan.vendors.len(), "coupon-gateway serving");
+    let state = AppState::with_origin(plan, Origin::of_text(&name, &text));
+    state.set_callers(callers);
+    // SIGHUP and changes of the file reload it (not the embedded demo file); in place before
+    // the line below says the gateway serves
+    let reloader = if config_path.is_some() || !sandbox {
+        Some(reload::spawn(state.clone(), path, compile))
+    } else {
+        reload::ignore_hangups();
+        None
+    };
+    tracing::info!(%addr, vendors = state.generation().plan.vendors.len(), "coupon-gateway serving");
     if let Some(sb) = &sandbox_handle {
         for (id, sim) in sb.vendors() {
             tracing::info!(vendor = id, url = %sim.base_url(), "sandbox vendor");
@@ -305,6 +311,9 @@ async fn serve(config_path: Option<String>, sandbox: bool) -> ExitCode {
         );
     }
     http::server::serve(listener, state, shutdown_signal()).await;
+    if let Some(r) = reloader {
+        r.abort();
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

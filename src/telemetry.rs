@@ -174,7 +174,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         CONFIG_LOADS,
         Kind::Counter,
-        "Attempts to load and compile routes.yaml.",
+        "Attempts to load and compile routes.yaml (at start-up and on every reload).",
     ),
     (
         CONFIG_LAST_LOAD,
@@ -184,7 +184,7 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         CONFIG_INFO,
         Kind::Gauge,
-        "Always 1; which configuration file is running.",
+        "1 for the configuration file running, 0 for one that ran before a reload.",
     ),
     (
         READY,
@@ -236,6 +236,7 @@ pub const ROUTES: &[&str] = &[
     "templates_list",
     "templates_update",
     "vendors",
+    "config",
     "healthz",
     "readyz",
     "metrics",
@@ -742,8 +743,15 @@ pub fn record_config_load(text: Option<&str>) {
                 .map_or(0.0, |d| d.as_secs_f64());
             metrics::gauge!(CONFIG_LAST_LOAD).set(now);
             use sha2::Digest;
-            let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-            metrics::gauge!(CONFIG_INFO, "digest" => digest[..12].to_owned()).set(1.0);
+            let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()))[..12].to_owned();
+            // after a reload the file that ran before stays listed, at 0
+            static RUNNING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(before) = running.take().filter(|d| *d != digest) {
+                metrics::gauge!(CONFIG_INFO, "digest" => before).set(0.0);
+            }
+            metrics::gauge!(CONFIG_INFO, "digest" => digest.clone()).set(1.0);
+            *running = Some(digest);
         }
         None => metrics::counter!(CONFIG_LOADS, "result" => "error").increment(1),
     }

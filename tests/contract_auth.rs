@@ -180,6 +180,14 @@ async fn callers_are_held_to_their_routes_and_vendors() {
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
+    // /v1/config is a route like the others: a caller, and one that has it
+    let a = call(&gw, None, "GET", "/v1/config", None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = call(&gw, Some(ORDERS_KEY), "GET", "/v1/config", None).await;
+    assert_problem(&a, 403, "caller `orders` may not use config");
+    let a = call(&gw, Some(ADMIN_KEY), "GET", "/v1/config", None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body["vendors"].is_array(), "{}", a.body);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::future::Cache;
 
-use crate::app::{AppState, Asked, through_cache};
+use crate::app::{AppState, Asked, Generation, through_cache};
 use crate::canonical::coupon::Coupon;
 use crate::canonical::cursor::SortKey;
 #[cfg(doc)]
@@ -167,7 +167,8 @@ pub async fn query(
     bypass_cache: bool,
     allowed: Option<&[String]>,
 ) -> Result<(Verdict, Reply), Refused> {
-    let plan = &state.plan;
+    let generation = state.generation();
+    let plan = &generation.plan;
     let route = plan.route(RouteId::CouponsQuery);
     // the vendors that can be asked: those offering the route's operation
     let known: Vec<&str> = route
@@ -202,7 +203,7 @@ pub async fn query(
         .targets
         .iter()
         .filter(|op| q.considers(&op.vendor.id) && may(&op.vendor.id))
-        .map(|op| ask(state, op, &q, bypass_cache));
+        .map(|op| ask(state, &generation, op, &q, bypass_cache));
     let (results, ids): (Vec<VendorResult>, Vec<Option<u64>>) =
         fanout::all(asks).await.into_iter().unzip();
     let (verdict, complete) = judge(&results, &q);
@@ -281,6 +282,7 @@ fn coupons_of(vendor: &str, cached: &Cached) -> Arc<Vec<Coupon>> {
 /// the id of the answer served (0: none; `None`: an answer no cache keeps).
 async fn ask(
     state: &Arc<AppState>,
+    generation: &Generation,
     op: &Arc<OperationPlan>,
     q: &CouponQuery,
     bypass_cache: bool,
@@ -304,13 +306,13 @@ async fn ask(
             op,
             &state.upstream,
             &input,
-            &state.guards[op.vendor.slot],
+            &generation.guards[op.vendor.slot],
             bypass_cache,
         )
         .await
         .result
     };
-    let (result, lookup, stale, keeps) = match &state.caches[op.slot] {
+    let (result, lookup, stale, keeps) = match &generation.caches[op.slot] {
         None => (
             fetch
                 .await

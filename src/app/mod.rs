@@ -1,12 +1,16 @@
 //! The gateway's use cases, one module per canonical route, over a shared [`AppState`].
 //! HTTP concerns (parsing, status codes, problem bodies) stay in `crate::http`.
 pub mod coupons;
+pub mod generation;
 pub mod packages;
+pub mod reload;
 pub mod templates;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
@@ -14,45 +18,51 @@ use tracing::Instrument;
 
 use crate::canonical::cursor::CursorSigner;
 use crate::canonical::merge::{Outcome, Source};
+use crate::config::ServerConfig;
 use crate::engine::cache::{AnswerStore, Cached, Lookup, ResponseCache};
 use crate::engine::call::{CallInput, CallOutput};
 use crate::engine::fanout::{Failure, call_with_deadline};
 use crate::engine::plan::OperationPlan;
 use crate::engine::plan::Plan;
-use crate::engine::resilience::{VendorAuth, VendorGuard};
-use crate::engine::token::TokenCache;
 use crate::engine::upstream::Upstream;
 use crate::http::auth::Callers;
 use crate::idempotency::{IdempotencyStore, MemoryStore};
 use crate::shared::Shared;
-use crate::shared::cache::SharedAnswers;
 use crate::shared::idempotency::RedisStore;
-use crate::shared::tokens::SharedTokens;
+pub use generation::{Generation, Origin};
 
-/// Everything a request needs, built once at start-up.
+/// Everything a request needs. The per-configuration part is the current [`Generation`],
+/// swapped whole by a reload; the rest lives as long as the process.
 pub struct AppState {
-    pub plan: Arc<Plan>,
+    generation: ArcSwap<Generation>,
+    /// `server:` as at start-up: listening, limits and the shared tier are the process's and
+    /// apply at the next start (a reload that changes them says so in the log).
+    pub server: ServerConfig,
     pub upstream: Upstream,
-    /// Every cached answer, within one memory budget (`server.cache_max_bytes`).
+    /// Every cached answer, within one memory budget (`server.cache_max_bytes`); the
+    /// generations' caches are views of it, so it outlives reloads.
     pub answers: Arc<AnswerStore>,
-    /// Each cached operation's view of `answers`, by operation slot.
-    pub caches: Vec<Option<ResponseCache>>,
-    /// Breakers, limits and retry budgets by vendor slot.
-    pub guards: Vec<VendorGuard>,
     /// Idempotency records of creates (`Idempotency-Key`).
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub metrics: PrometheusHandle,
     /// Signs and checks paging cursors.
     pub cursors: CursorSigner,
-    /// Who may call (none: anyone); set once at start-up.
+    /// Who may call (none: anyone); set at start-up and by reloads.
     callers: RwLock<Option<Arc<Callers>>>,
     /// The tier replicas share (`server.shared`), when configured.
     pub shared: Option<Arc<Shared>>,
     ready: AtomicBool,
+    /// The last reload attempt and its errors, for `GET /v1/config`.
+    pub(crate) config_status: Mutex<reload::Status>,
 }
 
 impl AppState {
     pub fn new(plan: Plan) -> Arc<AppState> {
+        Self::with_origin(plan, Origin::default())
+    }
+
+    /// The state of a plan loaded from `origin` (its file and hash, for `GET /v1/config`).
+    pub fn with_origin(plan: Plan, origin: Origin) -> Arc<AppState> {
         let upstream = Upstream::new(plan.server.max_vendor_response_bytes);
         // installed first, so the shared tier's gauges are recorded from the start
         let metrics = crate::telemetry::install_metrics();
@@ -62,74 +72,39 @@ impl AppState {
         let shared = Shared::new(&plan.server.shared).map(Arc::new);
         let answers = AnswerStore::new(plan.server.cache_max_bytes);
         answers.keep_house();
-        let mut caches: Vec<Option<ResponseCache>> =
-            (0..plan.operation_count).map(|_| None).collect();
-        // every operation with a `cache:` gets one (the compiler refuses it on writes)
-        for op in plan.operations() {
-            caches[op.slot] = op.cache.as_ref().map(|cfg| match &shared {
-                Some(s) => ResponseCache::with_shared(
-                    &answers,
-                    cfg,
-                    &op.vendor.id,
-                    &op.name,
-                    SharedAnswers::new(
-                        Arc::clone(s),
-                        &op.vendor.id,
-                        &op.name,
-                        cfg,
-                        op.vendor.timeout,
-                    ),
-                ),
-                None => ResponseCache::new(&answers, cfg, &op.vendor.id, &op.name),
-            });
-        }
-        let guards = plan
-            .vendors
-            .iter()
-            .map(|v| {
-                let mut guard = VendorGuard::new(
-                    &v.retry,
-                    v.circuit.as_ref(),
-                    v.limits.as_ref(),
-                    crate::telemetry::vendor(&v.id),
-                );
-                if let Some(s) = &shared {
-                    guard.share_rate(Arc::clone(s), &v.id, v.limits.as_ref());
-                }
-                guard.auth = plan.tokens[v.slot].clone().map(|token| VendorAuth {
-                    cache: match &shared {
-                        Some(s) => TokenCache::with_shared(
-                            token.refresh_before,
-                            SharedTokens::new(Arc::clone(s), &v.id, token.refresh_before),
-                        ),
-                        None => TokenCache::new(token.refresh_before),
-                    },
-                    plan: token,
-                });
-                guard
-            })
-            .collect();
         let idempotency: Arc<dyn IdempotencyStore> = match &shared {
             Some(s) => Arc::new(RedisStore::new(Arc::clone(s), MemoryStore::DEFAULT_TTL)),
             None => Arc::new(MemoryStore::new(100_000, MemoryStore::DEFAULT_TTL)),
         };
-        let plan_cursor_secret = plan.server.cursor_secret.clone();
+        let server = plan.server.clone();
+        let (generation, _) = Generation::build(plan, origin, &answers, shared.as_ref(), None);
         Arc::new(AppState {
-            plan: Arc::new(plan),
+            generation: ArcSwap::from_pointee(generation),
             upstream,
             answers,
-            caches,
-            guards,
             idempotency,
             metrics,
-            cursors: match &plan_cursor_secret {
+            cursors: match &server.cursor_secret {
                 Some(secret) => CursorSigner::from_secret(secret.expose().as_bytes()),
                 None => CursorSigner::random(),
             },
+            server,
             callers: RwLock::new(None),
             shared,
             ready: AtomicBool::new(true),
+            config_status: Mutex::new(reload::Status::default()),
         })
+    }
+
+    /// The current generation. A request calls this once, at its start, and uses what it got
+    /// throughout: a reload meanwhile does not change its plan, caches or guards.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.load_full()
+    }
+
+    /// Puts `next` in place for the requests that start from now on.
+    pub(crate) fn swap_generation(&self, next: Generation) {
+        self.generation.store(Arc::new(next));
     }
 
     /// The callers of the `callers:` section; `None` serves anyone.
@@ -156,9 +131,10 @@ impl AppState {
 
     /// `GET /metrics`: the Prometheus text, with the circuit states as they are now.
     pub fn render_metrics(&self) -> String {
-        for v in &self.plan.vendors {
+        let generation = self.generation();
+        for v in &generation.plan.vendors {
             if let Some(h) = crate::telemetry::vendor(&v.id) {
-                h.circuit_state(self.guards[v.slot].circuit().as_str());
+                h.circuit_state(generation.guards[v.slot].circuit().as_str());
             }
         }
         crate::telemetry::render(&self.metrics)
@@ -166,7 +142,8 @@ impl AppState {
 
     /// `GET /v1/vendors`: configured vendors, their operations and circuit state.
     pub fn vendors(&self) -> Value {
-        let vendors: Vec<Value> = self
+        let generation = self.generation();
+        let vendors: Vec<Value> = generation
             .plan
             .vendors
             .iter()
@@ -177,7 +154,7 @@ impl AppState {
                     "base_url": v.base_url,
                     "timeout_ms": v.timeout.as_millis() as u64,
                     "operations": v.operations,
-                    "circuit": self.guards[v.slot].circuit().as_str(),
+                    "circuit": generation.guards[v.slot].circuit().as_str(),
                 })
             })
             .collect();
@@ -231,9 +208,11 @@ impl Asked {
     }
 }
 
-/// Asks `op`'s vendor through the operation's cache (when it has one) and the vendor's guard.
+/// Asks `op`'s vendor through the operation's cache (when it has one) and the vendor's guard,
+/// both from `generation` (the one `op` belongs to).
 pub async fn ask_vendor(
     state: &AppState,
+    generation: &Generation,
     op: &OperationPlan,
     input: &CallInput,
     bypass_cache: bool,
@@ -244,13 +223,13 @@ pub async fn ask_vendor(
             op,
             &state.upstream,
             input,
-            &state.guards[op.vendor.slot],
+            &generation.guards[op.vendor.slot],
             bypass_cache,
         )
         .await
         .result
     };
-    let (result, lookup, stale) = match &state.caches[op.slot] {
+    let (result, lookup, stale) = match &generation.caches[op.slot] {
         None => (fetch.await.map(Arc::new).map_err(Arc::new), None, None),
         Some(cache) => {
             let (r, lookup, stale) = through_cache(op, cache, input, bypass_cache, fetch).await;

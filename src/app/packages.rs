@@ -29,7 +29,8 @@ pub async fn get(
     package_id: &str,
     bypass_cache: bool,
 ) -> PackageAnswer {
-    let Some(op) = state.plan.route(RouteId::PackageGet).of(vendor) else {
+    let generation = state.generation();
+    let Some(op) = generation.plan.route(RouteId::PackageGet).of(vendor) else {
         return PackageAnswer::NoSuchVendor;
     };
     if !crate::app::is_record_id(package_id) {
@@ -39,7 +40,7 @@ pub async fn get(
         inputs: vec![Some(Value::String(package_id.to_owned()))],
         ..CallInput::default()
     };
-    let asked = ask_vendor(state, op, &input, bypass_cache).await;
+    let asked = ask_vendor(state, &generation, op, &input, bypass_cache).await;
     let (mut source, served) = asked.report(vendor);
     if let Err(e) = &asked.result
         && matches!(&**e, Failure::Call(c) if c.is_not_found())

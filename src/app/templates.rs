@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::app::{AppState, ask_vendor};
+use crate::app::{AppState, Generation, ask_vendor};
 use crate::canonical::schema::{TEMPLATE, TEMPLATE_KINDS, to_object};
 use crate::engine::call::{CallError, CallInput};
 use crate::engine::fanout::Failure;
@@ -89,6 +89,7 @@ fn ymd(d: jiff::civil::Date) -> Value {
 /// Runs a template operation and turns its result into an answer.
 async fn run(
     state: &Arc<AppState>,
+    generation: &Generation,
     op: &OperationPlan,
     inputs: Vec<Option<Value>>,
     bypass_cache: bool,
@@ -97,7 +98,7 @@ async fn run(
         inputs,
         ..CallInput::default()
     };
-    let asked = ask_vendor(state, op, &input, bypass_cache).await;
+    let asked = ask_vendor(state, generation, op, &input, bypass_cache).await;
     if let Err(e) = &asked.result {
         return Err(failure(e));
     }
@@ -157,9 +158,9 @@ fn day_edge(date: jiff::civil::Date, (h, m, s): (i8, i8, i8)) -> String {
 }
 
 /// A write changes the vendor's lists: drop their cached pages.
-fn invalidate_lists(state: &AppState, vendor: &str) {
-    if let Some(list) = state.plan.route(RouteId::TemplatesList).of(vendor)
-        && let Some(cache) = &state.caches[list.slot]
+fn invalidate_lists(generation: &Generation, vendor: &str) {
+    if let Some(list) = generation.plan.route(RouteId::TemplatesList).of(vendor)
+        && let Some(cache) = &generation.caches[list.slot]
     {
         cache.invalidate_all();
     }
@@ -194,13 +195,14 @@ pub async fn create(state: &Arc<AppState>, body: &[u8]) -> TemplateAnswer {
         Err(e) => return TemplateAnswer::Invalid(e),
     };
     let vendor = b.vendor.clone().unwrap_or_default();
-    let op = match vendor_op(state.plan.route(RouteId::TemplatesCreate), &vendor) {
+    let generation = state.generation();
+    let op = match vendor_op(generation.plan.route(RouteId::TemplatesCreate), &vendor) {
         Ok(op) => op,
         Err(a) => return a,
     };
-    let asked = run(state, op, write_inputs(&b), true).await;
+    let asked = run(state, &generation, op, write_inputs(&b), true).await;
     // even a failed create may have created something: the lists are no longer known
-    invalidate_lists(state, &vendor);
+    invalidate_lists(&generation, &vendor);
     let asked = match asked {
         Ok(a) => a,
         Err(a) => return a,
@@ -218,7 +220,8 @@ pub async fn create(state: &Arc<AppState>, body: &[u8]) -> TemplateAnswer {
 
 /// `PUT /v1/templates/{vendor}/{id}`.
 pub async fn update(state: &Arc<AppState>, vendor: &str, id: &str, body: &[u8]) -> TemplateAnswer {
-    let op = match vendor_op(state.plan.route(RouteId::TemplatesUpdate), vendor) {
+    let generation = state.generation();
+    let op = match vendor_op(generation.plan.route(RouteId::TemplatesUpdate), vendor) {
         Ok(op) => op,
         Err(a) => return a,
     };
@@ -233,8 +236,8 @@ pub async fn update(state: &Arc<AppState>, vendor: &str, id: &str, body: &[u8]) 
     };
     let mut inputs = vec![Some(Value::String(id.to_owned()))];
     inputs.extend(write_inputs(&b));
-    let asked = run(state, op, inputs, true).await;
-    invalidate_lists(state, vendor);
+    let asked = run(state, &generation, op, inputs, true).await;
+    invalidate_lists(&generation, vendor);
     let asked = match asked {
         Ok(a) => a,
         Err(a) => return a,
@@ -248,7 +251,13 @@ pub async fn update(state: &Arc<AppState>, vendor: &str, id: &str, body: &[u8]) 
 }
 
 /// `GET /v1/templates?vendor=&kind=&active_on=&page=&per_page=`.
-pub async fn list(state: &Arc<AppState>, query: &str, bypass_cache: bool) -> TemplateAnswer {
+/// `generation` is the request's, which the router already read the default vendor from.
+pub async fn list(
+    state: &Arc<AppState>,
+    generation: &Generation,
+    query: &str,
+    bypass_cache: bool,
+) -> TemplateAnswer {
     let mut params = std::collections::HashMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -266,7 +275,7 @@ pub async fn list(state: &Arc<AppState>, query: &str, bypass_cache: bool) -> Tem
         }
         params.insert(k, v);
     }
-    let route = state.plan.route(RouteId::TemplatesList);
+    let route = generation.plan.route(RouteId::TemplatesList);
     let vendor = match params.get("vendor") {
         Some(v) => v.clone(),
         None if route.targets.len() == 1 => route.targets[0].vendor.id.clone(),
@@ -323,7 +332,7 @@ pub async fn list(state: &Arc<AppState>, query: &str, bypass_cache: bool) -> Tem
         Some(Value::from(page)),
         Some(Value::from(per_page)),
     ];
-    let asked = match run(state, op, inputs, bypass_cache).await {
+    let asked = match run(state, generation, op, inputs, bypass_cache).await {
         Ok(a) => a,
         Err(a) => return a,
     };

@@ -36,6 +36,41 @@ pub struct Plan {
     pub operation_count: usize,
     /// Token endpoints by vendor slot.
     pub tokens: Vec<Option<Arc<TokenPlan>>>,
+    /// What each vendor and operation was compiled from, by slot: a reload keeps the runtime
+    /// state (guard, token cache, response cache) of those whose fingerprint did not change.
+    pub fingerprints: Fingerprints,
+}
+
+/// SHA-256 of the configuration each vendor (without its operations) and each operation (with
+/// its vendor's) was compiled from, credentials included: equal prints mean the compiled
+/// behaviour is the same. Only compared within one process, never shown.
+#[derive(Debug, Default, Clone)]
+pub struct Fingerprints {
+    /// By vendor slot.
+    pub vendors: Vec<[u8; 32]>,
+    /// By operation slot.
+    pub operations: Vec<[u8; 32]>,
+}
+
+impl Fingerprints {
+    /// The vendor's settings apart from its operations: what its guard and token cache are
+    /// built from. `Debug` renders every value of the (plain data) config types, so it is a
+    /// faithful, if unpretty, serialisation for a same-process comparison.
+    fn vendor(id: &str, v: &VendorConfig) -> [u8; 32] {
+        use sha2::Digest;
+        let mut without_ops = v.clone();
+        without_ops.operations.clear();
+        sha2::Sha256::digest(format!("{id}\u{1f}{without_ops:?}").as_bytes()).into()
+    }
+
+    /// An operation's answers depend on its own settings, the route it serves and its vendor.
+    fn operation(vendor: &[u8; 32], name: &str, route: RouteId, op: &OperationConfig) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(vendor);
+        h.update(format!("{name}\u{1f}{route:?}\u{1f}{op:?}").as_bytes());
+        h.finalize().into()
+    }
 }
 
 /// A canonical route and the vendor operations that serve it, in routes.yaml order.
@@ -188,9 +223,11 @@ impl Plan {
         let mut vendors = Vec::new();
         let mut tokens = Vec::new();
         let mut slots = 0;
+        let mut fingerprints = Fingerprints::default();
         for id in loaded.index.order("vendors", cfg.vendors.keys()) {
             let v = &cfg.vendors[&id];
             let slot = vendors.len();
+            let vendor_print = Fingerprints::vendor(&id, v);
             let Some(vendor) = policy::vendor(loaded, slot, &id, v, &mut errors, &mut warnings)
             else {
                 continue;
@@ -224,11 +261,18 @@ impl Plan {
                 {
                     plan.slot = slots;
                     slots += 1;
+                    fingerprints.operations.push(Fingerprints::operation(
+                        &vendor_print,
+                        name,
+                        route.id,
+                        op,
+                    ));
                     targets[route.id as usize].push(Arc::new(plan));
                 }
                 errors.append(&mut cx.errors);
             }
             vendors.push(vendor);
+            fingerprints.vendors.push(vendor_print);
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -257,6 +301,7 @@ impl Plan {
             routes,
             operation_count: slots,
             tokens,
+            fingerprints,
         };
         Ok((plan, warnings))
     }

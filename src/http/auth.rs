@@ -29,6 +29,7 @@ pub const ROUTES: &[&str] = &[
     "templates_update",
     "vendors",
     "metrics",
+    "config",
 ];
 
 /// Routes answered without a caller: probes, the contract itself, and unknown paths.

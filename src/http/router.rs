@@ -161,6 +161,7 @@ pub fn route_name(method: &Method, path: &str) -> &'static str {
         "/readyz" if get => "readyz",
         "/metrics" if get => "metrics",
         "/v1/vendors" if get => "vendors",
+        "/v1/config" if get => "config",
         "/openapi.json" if get => "openapi",
         "/v1/coupons/query" if *method == Method::POST => "coupons_query",
         "/v1/templates" if *method == Method::POST => "templates_create",
@@ -242,12 +243,14 @@ where
         "readyz" => readyz(state, request_id),
         "metrics" => metrics(state),
         "vendors" => json_ok(&state.vendors()),
+        "config" => json_ok(&state.config_json()),
         "openapi" => openapi(),
         "coupons_query" => coupons_query(state, req, request_id, caller).await,
         "templates_create" => templates_create(state, req, request_id, caller).await,
         "templates_list" => {
             // the vendor asked, as the list reads it: the `vendor` parameter, or the only one
-            let route = state
+            let generation = state.generation();
+            let route = generation
                 .plan
                 .route(crate::engine::routes::RouteId::TemplatesList);
             let vendor = strict::query_param(req.uri().query(), "vendor")
@@ -256,7 +259,7 @@ where
                 return res;
             }
             let query = req.uri().query().unwrap_or("").to_owned();
-            let answer = templates::list(state, &query, no_cache(&req)).await;
+            let answer = templates::list(state, &generation, &query, no_cache(&req)).await;
             template_response(answer, request_id)
         }
         "templates_update" => {
@@ -285,6 +288,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
     ("/v1/vendors", "GET, HEAD"),
+    ("/v1/config", "GET, HEAD"),
     ("/openapi.json", "GET, HEAD"),
     ("/v1/coupons/query", "POST"),
     ("/v1/packages/", "GET, HEAD"),
@@ -336,7 +340,7 @@ fn openapi() -> Response<Full<Bytes>> {
 
 fn readyz(state: &AppState, request_id: &str) -> Response<Full<Bytes>> {
     if state.is_ready() {
-        json_ok(&json!({"status": "ready", "vendors": state.plan.vendors.len()}))
+        json_ok(&json!({"status": "ready", "vendors": state.generation().plan.vendors.len()}))
     } else {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(request_id)
     }
@@ -465,7 +469,7 @@ where
         .headers()
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_owned));
-    let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
+    let body = match json_body(req, state.server.body_limit_bytes, request_id).await {
         Ok(b) => b,
         Err(res) => return res,
     };
@@ -591,7 +595,7 @@ where
         )
         .into_response(request_id);
     };
-    let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
+    let body = match json_body(req, state.server.body_limit_bytes, request_id).await {
         Ok(b) => b,
         Err(res) => return res,
     };
@@ -667,7 +671,7 @@ where
     B::Error: Into<BoxError>,
 {
     let bypass_cache = no_cache(&req);
-    let body = match json_body(req, state.plan.server.body_limit_bytes, request_id).await {
+    let body = match json_body(req, state.server.body_limit_bytes, request_id).await {
         Ok(b) => b,
         Err(res) => return res,
     };

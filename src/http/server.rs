@@ -22,7 +22,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let grace = Duration::from_millis(state.plan.server.shutdown_grace_ms);
+    let grace = Duration::from_millis(state.server.shutdown_grace_ms);
     // convert the OpenAPI document now rather than on the first request for it
     std::sync::LazyLock::force(&super::openapi::OPENAPI_JSON);
     if let Ok(addr) = listener.local_addr()
@@ -44,7 +44,7 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // the parser's own limits are far above the router's (`MAX_HEADER_BYTES`), so that
     // oversized headers get the router's problem+json 431 rather than the parser's bare one
-    let server = &state.plan.server;
+    let server = &state.server;
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -60,9 +60,7 @@ pub async fn serve(
         .keep_alive(true)
         // slow clients and idle keep-alive connections: no (next) request head after this
         // long, and the connection is dropped
-        .header_read_timeout(Duration::from_millis(
-            state.plan.server.header_read_timeout_ms,
-        ));
+        .header_read_timeout(Duration::from_millis(state.server.header_read_timeout_ms));
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
     let drain_delay = Duration::from_millis(server.drain_delay_ms);
@@ -159,7 +157,7 @@ pub async fn serve(
     // shutdown closes an HTTP/1 connection with no request in progress: let it arrive
     tokio::time::sleep(grace.min(Duration::from_millis(200))).await;
     tracing::info!(
-        grace_ms = state.plan.server.shutdown_grace_ms,
+        grace_ms = state.server.shutdown_grace_ms,
         "listener closed; letting requests in flight finish"
     );
     if tokio::time::timeout(grace, graceful.shutdown())

@@ -49,7 +49,7 @@ pub fn app(
 > + Clone
 + Send
 + 'static {
-    let server = &state.plan.server;
+    let server = &state.server;
     let body_limit = usize::try_from(server.body_limit_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_millis(server.request_timeout_ms);
     let concurrency = server.max_concurrency.max(1);

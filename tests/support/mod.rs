@@ -4,6 +4,8 @@
 pub mod acme;
 pub mod payv2;
 pub mod payv3;
+pub mod process;
+pub mod redis;
 pub mod topstyle;
 pub mod utcplatform;
 
