@@ -41,29 +41,8 @@ enum Command {
     /// each item field by field. Credentials (and tokens) are shown as ***. Exits 1 when the
     /// call failed, naming the stage; 2 when the question was wrong (nothing was called).
     Explain {
-        /// routes.yaml to load (default ./routes.yaml; with --sandbox, the embedded one).
-        #[arg(long)]
-        config: Option<String>,
-        /// Start the built-in sandbox vendors on loopback and call them.
-        #[arg(long)]
-        sandbox: bool,
-        /// The vendor's id in routes.yaml.
-        vendor: String,
-        /// The vendor operation (list_coupons, get_package, …).
-        operation: String,
-        /// An input as key=value: member.id, member.openid or one of the route's inputs
-        /// (package_id, kind, …). Repeatable.
-        #[arg(long = "input", value_name = "KEY=VALUE")]
-        inputs: Vec<String>,
-        /// The inputs as one JSON object, for values that are not text.
-        #[arg(long, value_name = "JSON")]
-        input_json: Option<String>,
-        /// Read this recorded answer body instead of calling the vendor (nothing is sent).
-        #[arg(long, value_name = "FILE")]
-        answer: Option<String>,
-        /// The HTTP status of the recorded answer.
-        #[arg(long, default_value_t = 200, requires = "answer")]
-        answer_status: u16,
+        #[command(flatten)]
+        opts: explain::Options,
         /// Print one JSON document (field names in docs/routes.md) instead of text.
         #[arg(long)]
         json: bool,
@@ -85,27 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { path } => validate(path.as_deref().unwrap_or("routes.yaml")),
-        Command::Explain {
-            config,
-            sandbox,
-            vendor,
-            operation,
-            inputs,
-            input_json,
-            answer,
-            answer_status,
-            json,
-        } => {
-            let opts = explain::Options {
-                config,
-                sandbox,
-                vendor,
-                operation,
-                inputs,
-                input_json,
-                answer,
-                answer_status,
-            };
+        Command::Explain { opts, json } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {

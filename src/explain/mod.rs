@@ -28,21 +28,30 @@ use crate::sandbox::Sandbox;
 use record::*;
 
 /// What to explain, as the command line says it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Options {
-    /// routes.yaml (default ./routes.yaml; with `sandbox`, the embedded one).
+    /// routes.yaml to load (default ./routes.yaml; with --sandbox, the embedded one).
+    #[arg(long)]
     pub config: Option<String>,
-    /// Start the built-in simulators and point their vendors at them.
+    /// Start the built-in sandbox vendors on loopback and call them.
+    #[arg(long)]
     pub sandbox: bool,
+    /// The vendor's id in routes.yaml.
     pub vendor: String,
+    /// The vendor operation (list_coupons, get_package, …).
     pub operation: String,
-    /// `key=value` inputs: `member.id`, `member.openid`, or a route input (`package_id`).
+    /// An input as key=value: member.id, member.openid or one of the route's inputs
+    /// (package_id, kind, …). Repeatable.
+    #[arg(long = "input", value_name = "KEY=VALUE")]
     pub inputs: Vec<String>,
-    /// The same as one JSON object, for values that are not text.
+    /// The inputs as one JSON object, for values that are not text.
+    #[arg(long, value_name = "JSON")]
     pub input_json: Option<String>,
-    /// A recorded answer body: nothing is sent.
+    /// Read this recorded answer body instead of calling the vendor (nothing is sent).
+    #[arg(long, value_name = "FILE")]
     pub answer: Option<String>,
     /// The HTTP status of the recorded answer.
+    #[arg(long, default_value_t = 200, requires = "answer")]
     pub answer_status: u16,
 }
 
