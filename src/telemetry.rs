@@ -849,10 +849,19 @@ mod process {
 /// Logs to stderr: JSON lines when `json` is set or stderr is not a terminal, text otherwise
 /// (colour only on a terminal); level from `RUST_LOG` (default `info`). Traces are exported
 /// over OTLP/HTTP when the standard `OTEL_*` variables say where ([`otlp_configured`]); the
-/// provider is returned so that [`shutdown_tracing`] can flush it. Call inside a Tokio runtime.
-pub fn init_logging(json: bool) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+/// provider and the log writer are returned so that [`shutdown_tracing`] can flush them. Call
+/// inside a Tokio runtime.
+///
+/// Lines are written by a thread of their own (`tracing_appender::non_blocking`): a request
+/// never waits on a write to stderr, whatever stderr is (a pipe a slow collector drains, a
+/// file on a busy disk). Under a flood (128k lines queued) the writer drops lines rather than
+/// hold requests. Only events and the `request` span are formatted for the log
+/// (every line carries the request's id and trace id); the vendor and cache spans are for
+/// traces and are not formatted into text nobody reads.
+pub fn init_logging(json: bool) -> Logging {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let terminal = std::io::stderr().is_terminal();
@@ -875,9 +884,14 @@ pub fn init_logging(json: bool) -> Option<opentelemetry_sdk::trace::SdkTracerPro
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-gateway"))
     });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(terminal)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
+    let logged = tracing_subscriber::filter::filter_fn(|m| m.is_event() || m.name() == "request");
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = if json || !terminal {
         registry
@@ -885,13 +899,24 @@ pub fn init_logging(json: bool) -> Option<opentelemetry_sdk::trace::SdkTracerPro
                 fmt.json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(logged),
             )
             .try_init()
     } else {
-        registry.with(fmt).try_init()
+        registry.with(fmt.with_filter(logged)).try_init()
     };
-    provider
+    Logging {
+        provider,
+        _writer: guard,
+    }
+}
+
+/// What [`init_logging`] started: the trace exporter and the log writer's thread (its lines
+/// are flushed when this is dropped).
+pub struct Logging {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    _writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 /// Whether the `OTEL_*` environment asks for trace export: an OTLP endpoint is set, and
@@ -929,9 +954,10 @@ fn tracer_provider()
         .build())
 }
 
-/// Flushes and stops trace export, within 3 s (an unreachable collector does not hold exit).
-pub async fn shutdown_tracing(provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>) {
-    let Some(provider) = provider else {
+/// Flushes and stops trace export, within 3 s (an unreachable collector does not hold exit),
+/// then the log lines still queued.
+pub async fn shutdown_tracing(logging: Logging) {
+    let Some(provider) = logging.provider else {
         return;
     };
     let flush = tokio::task::spawn_blocking(move || {
