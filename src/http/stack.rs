@@ -226,9 +226,19 @@ where
             ));
             return Box::pin(async { Ok(overloaded()) });
         }
+        // LoadShed's poll_ready never fails: it sheds by answering `call` with an
+        // `Overloaded` error, so that is where a shed request is seen and counted
+        let route = super::router::route_name(req.method(), req.uri().path());
         let fut = self.inner.call(req);
         // LoadShed's Overloaded is the only error below
-        Box::pin(async move { Ok(fut.await.unwrap_or_else(|_| overloaded())) })
+        Box::pin(async move {
+            Ok(fut.await.unwrap_or_else(|e| {
+                if e.is::<tower::load_shed::error::Overloaded>() {
+                    crate::telemetry::record_shed(route);
+                }
+                overloaded()
+            }))
+        })
     }
 }
 
