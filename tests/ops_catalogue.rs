@@ -363,8 +363,7 @@ async fn every_family_of_the_catalogue_moves() {
     let none = query(&addr, &member(json!({"zvcms": data::ZVCMS_NONE})), &[]).await;
     // (`sources` keeps the API's `ok`; the metric's outcome is `empty`, checked at the end)
     assert_eq!(source(&none, "zvcms")["count"], 0, "{}", none.body);
-    // one record that maps and one whose date cannot be read: the second is dropped (when
-    // every record is unreadable the call fails instead, and nothing counts as dropped)
+    // one record that maps and one whose date cannot be read: the second is dropped
     sb.zvcms.set_fault(Fault::Raw {
         status: 200,
         content_type: "application/json".to_owned(),
@@ -379,6 +378,25 @@ async fn every_family_of_the_catalogue_moves() {
     });
     let partly = query(&addr, &member(json!({"zvcms": "catalogue-raw"})), &[]).await;
     assert_eq!(source(&partly, "zvcms")["count"], 1, "{}", partly.body);
+    // every record unreadable (a renamed field): the call fails, and both still count
+    sb.zvcms.set_fault(Fault::Raw {
+        status: 200,
+        content_type: "application/json".to_owned(),
+        body: Bytes::from(
+            json!({"status": true, "code": "0", "message": "查询成功", "data": [
+                {"cardId": "3", "templateId": "951", "title": "a", "useStatus": "0", "beginAt": "no"},
+                {"cardId": "4", "templateId": "951", "title": "b", "useStatus": "0", "beginAt": "no"},
+            ]})
+            .to_string(),
+        ),
+    });
+    let garbage = query(&addr, &member(json!({"zvcms": "catalogue-raw-2"})), &[]).await;
+    assert_eq!(
+        source(&garbage, "zvcms")["outcome"],
+        "error",
+        "{}",
+        garbage.body
+    );
     let zvcms = member(json!({"zvcms": data::ZVCMS_MEMBER}));
     sb.zvcms.set_fault(Fault::FailFirst {
         times: 1,
@@ -515,6 +533,11 @@ async fn every_family_of_the_catalogue_moves() {
     ] {
         assert!(watch.grew(&series) > 0.0, "{series} did not move");
     }
+    // one dropped from the answer that was served, two from the one that failed
+    assert_eq!(
+        watch.grew("cgw_vendor_items_dropped_total{vendor=\"zvcms\",operation=\"list_coupons\"}"),
+        3.0
+    );
     for result in ["hit", "coalesced", "miss", "stale", "bypass"] {
         let moved: f64 = ["op", "hkl", "zvcms"]
             .iter()

@@ -291,22 +291,17 @@ where
     (r, lookup, stale)
 }
 
-/// Counts what this request's own vendor call dropped or cut short (an answer served from
-/// the cache was counted when it was fetched).
+/// Counts whether this request's own vendor call was cut short at `max_pages` (an answer
+/// served from the cache was counted when it was fetched; dropped items are counted by the
+/// engine as each page is read).
 pub fn count_own_call(op: &OperationPlan, lookup: Option<Lookup>, answer: Option<&CallOutput>) {
     let Some(out) = answer.filter(|_| lookup.is_none_or(|l| l == Lookup::Miss)) else {
         return;
     };
-    if out.dropped == 0 && !out.truncated {
-        return;
-    }
-    if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
-        if out.dropped > 0 {
-            h.dropped(out.dropped);
-        }
-        if out.truncated {
-            h.truncated();
-        }
+    if out.truncated
+        && let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name)
+    {
+        h.truncated();
     }
 }
 

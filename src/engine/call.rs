@@ -264,6 +264,11 @@ fn read_page(
     }
     // one line per page, not per item: a renamed vendor field must not flood the log
     if let Some(why) = first_drop {
+        // counted here, whatever becomes of the call: when every item is dropped the call
+        // fails, and that worst case (a vendor renamed a field) must show on the counter too
+        if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
+            h.dropped(out.dropped - dropped_before);
+        }
         tracing::warn!(
             vendor = %op.vendor.id,
             operation = %op.name,
