@@ -211,6 +211,25 @@ async fn sighup_applies_a_changed_timeout_under_load_and_keeps_unchanged_caches(
     for (_, value) in support::process::credential_env() {
         assert!(!shown.contains(&value), "{value} in /v1/config");
     }
+
+    // a vendor's change says nothing of `server:`; a change of `server:` is loaded but
+    // applies at the next start, and the log says so
+    const SERVER_NOTE: &str = "the `server:` section changed";
+    assert!(!gw.stderr().contains(SERVER_NOTE), "{}", gw.stderr());
+    let server_changed =
+        changed.replacen("request_timeout_ms: 5000", "request_timeout_ms: 6000", 1);
+    assert_ne!(server_changed, changed, "fixture text moved");
+    std::fs::write(&file, &server_changed).unwrap();
+    gw.signal("HUP");
+    config_until(&gw, "/v1/config shows the server change loaded", |c| {
+        c["version"] != after["version"]
+    })
+    .await;
+    support::until("the log says `server:` applies at the next start", || {
+        let said = gw.stderr().matches(SERVER_NOTE).count() == 1;
+        async move { said }
+    })
+    .await;
 }
 
 async fn gw_vendors(gw: &GatewayProcess) -> Value {
@@ -432,4 +451,19 @@ async fn a_broken_file_keeps_the_running_plan_and_says_where_it_is_broken() {
         c["last_error"].is_null() && c["version"] != before["version"]
     })
     .await;
+}
+
+/// Without a file (`serve --sandbox` runs the embedded routes.yaml) there is nothing to
+/// reload: SIGHUP is logged instead of ending the process, as its default action would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_a_file_is_logged_and_the_gateway_keeps_serving() {
+    let gw = GatewayProcess::start_args(&["serve".as_ref(), "--sandbox".as_ref()], &[]).await;
+    gw.signal("HUP");
+    support::until("the log says there is nothing to reload", || {
+        let said = gw.stderr().contains("nothing to reload");
+        async move { said }
+    })
+    .await;
+    let health = support::get(&gw.url("/healthz")).await;
+    assert_eq!(health.status, 200, "still serving after SIGHUP");
 }

@@ -96,10 +96,14 @@ impl GatewayProcess {
     /// `coupon-gateway serve --config <config>` on a free loopback port, with the sandbox
     /// credentials and `env`; returns once it says it serves.
     pub async fn start(config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
+        let config = config.as_os_str();
+        GatewayProcess::start_args(&["serve".as_ref(), "--config".as_ref(), config], env).await
+    }
+
+    /// `coupon-gateway ARGS…` (a `serve` of some kind), as [`start`](Self::start) runs it.
+    pub async fn start_args(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> GatewayProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coupon-gateway"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(config)
+        cmd.args(args)
             .env("CGW_SERVER__LISTEN", "127.0.0.1:0")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
