@@ -28,30 +28,6 @@ const STILL: &[&str] = &[
     "process_start_time_seconds",
 ];
 
-/// The family names and types of docs/operating.md's catalogue tables.
-fn catalogue() -> Vec<(String, String)> {
-    let doc = include_str!("../docs/operating.md");
-    let section = doc
-        .split("## Metric catalogue")
-        .nth(1)
-        .unwrap()
-        .split("### The queries that matter")
-        .next()
-        .unwrap();
-    let mut out = Vec::new();
-    for line in section.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() > 3
-            && cells[1].starts_with('`')
-            && ["counter", "gauge", "histogram"].contains(&cells[2])
-        {
-            out.push((cells[1].trim_matches('`').to_owned(), cells[2].to_owned()));
-        }
-    }
-    assert!(out.len() >= 35, "the catalogue parsed: {out:?}");
-    out
-}
-
 /// Every sample of an exposition, by series (name and labels exactly as exported).
 fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
@@ -98,7 +74,7 @@ struct Watch {
 
 impl Watch {
     async fn start(gw: &GatewayProcess) -> Watch {
-        let catalogue = catalogue();
+        let catalogue = support::process::metric_catalogue();
         let url = gw.url("/metrics");
         let text = scrape_text(&url).await;
         // every family is there from start-up, with HELP, TYPE and a sample

@@ -180,30 +180,6 @@ impl Drop for Gateway {
     }
 }
 
-/// The family names of docs/operating.md's catalogue tables.
-fn catalogue() -> Vec<(String, String)> {
-    let doc = include_str!("../docs/operating.md");
-    let section = doc
-        .split("## Metric catalogue")
-        .nth(1)
-        .unwrap()
-        .split("### The queries that matter")
-        .next()
-        .unwrap();
-    let mut out = Vec::new();
-    for line in section.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() > 3
-            && cells[1].starts_with('`')
-            && ["counter", "gauge", "histogram"].contains(&cells[2])
-        {
-            out.push((cells[1].trim_matches('`').to_owned(), cells[2].to_owned()));
-        }
-    }
-    assert!(out.len() >= 35, "the catalogue parsed: {out:?}");
-    out
-}
-
 /// The sum of a family's samples (`_count` for a histogram), by name.
 fn totals(text: &str, catalogue: &[(String, String)]) -> BTreeMap<String, f64> {
     let mut sums = BTreeMap::new();
@@ -315,7 +291,7 @@ async fn metrics_logs_and_secrets_of_a_real_run() {
     // early 413 is not lost to a reset
     let gw = start(&[("CGW_SERVER__BODY_LIMIT_BYTES", "4096")]);
     let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let catalogue = catalogue();
+    let catalogue = support::process::metric_catalogue();
 
     // at start-up: every family, with HELP and TYPE, and a sample
     let (status, before) = text(&client, get(&gw.url("/metrics"))).await;
@@ -1048,7 +1024,7 @@ async fn circuit_coalescing_and_skipped_vendors_move_their_series() {
     );
     let client: TestClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let metrics = || async { text(&client, get(&gw.url("/metrics"))).await.1 };
-    let catalogue = catalogue();
+    let catalogue = support::process::metric_catalogue();
     let before = metrics().await;
     every_family(&before, &catalogue);
     promtool(&before);

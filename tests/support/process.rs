@@ -188,3 +188,27 @@ impl Drop for GatewayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The family names and types of docs/operating.md's catalogue tables.
+pub fn metric_catalogue() -> Vec<(String, String)> {
+    let doc = include_str!("../../docs/operating.md");
+    let section = doc
+        .split("## Metric catalogue")
+        .nth(1)
+        .unwrap()
+        .split("### The queries that matter")
+        .next()
+        .unwrap();
+    let mut out = Vec::new();
+    for line in section.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() > 3
+            && cells[1].starts_with('`')
+            && ["counter", "gauge", "histogram"].contains(&cells[2])
+        {
+            out.push((cells[1].trim_matches('`').to_owned(), cells[2].to_owned()));
+        }
+    }
+    assert!(out.len() >= 35, "the catalogue parsed: {out:?}");
+    out
+}
