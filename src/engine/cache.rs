@@ -241,11 +241,6 @@ impl AnswerStore {
         })
     }
 
-    /// The budget all entries together stay within.
-    pub fn budget(&self) -> u64 {
-        self.budget
-    }
-
     /// The part of the budget left to the merged pages readers keep above the answers
     /// (`app::coupons`): an eighth.
     pub fn pages_budget(&self) -> u64 {
