@@ -79,6 +79,19 @@ pub async fn call_with_deadline(
     guard: &VendorGuard,
     bypass_cache: bool,
 ) -> Attempt {
+    // boxed when it starts: the call's future (retries, the HTTP exchange, a token fetch) is
+    // ~20 KB, and a caller that holds it inline, as a cache lookup's fallback does, would copy
+    // it with every move even when the cache answers and it never runs
+    Box::pin(guarded_call(op, upstream, input, guard, bypass_cache)).await
+}
+
+async fn guarded_call(
+    op: &OperationPlan,
+    upstream: &Upstream,
+    input: &CallInput,
+    guard: &VendorGuard,
+    bypass_cache: bool,
+) -> Attempt {
     // a call is only made when the cache could not answer: a miss, or a caller's no-cache
     let cache = op
         .cache

@@ -23,10 +23,13 @@ use crate::telemetry;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Request headers larger than this in total, or more of them than [`MAX_HEADERS`], are
-/// answered 431. The server's own parser allows more (see `server.rs`), so that these
-/// answers are problem+json with the request id instead of the parser's bare 431.
+/// answered 431. The server's own parser allows larger headers (see `server.rs`), so that
+/// these answers are problem+json with the request id instead of the parser's bare 431. The
+/// count is HTTP/1's parser limit too (hyper's default, kept because it parses on the
+/// stack): over HTTP/1 a request with more fields gets the parser's bare 431, over HTTP/2 the
+/// router's.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-pub const MAX_HEADERS: usize = 200;
+pub const MAX_HEADERS: usize = 100;
 
 /// Query parameters of `GET /v1/templates`; every other route takes none.
 const TEMPLATE_LIST_PARAMS: &[&str] = &["vendor", "kind", "active_on", "page", "per_page"];
@@ -245,8 +248,11 @@ where
         "vendors" => json_ok(&state.vendors()),
         "config" => json_ok(&state.config_json()),
         "openapi" => openapi(),
-        "coupons_query" => coupons_query(state, req, request_id, caller).await,
-        "templates_create" => templates_create(state, req, request_id, caller).await,
+        // each handler's future is boxed: an async fn's future is as large as its largest
+        // state, and the tower layers above move the route's future several times per
+        // request, so an inline fan-out would be copied on every request, `/healthz` too
+        "coupons_query" => Box::pin(coupons_query(state, req, request_id, caller)).await,
+        "templates_create" => Box::pin(templates_create(state, req, request_id, caller)).await,
         "templates_list" => {
             // the vendor asked, as the list reads it: the `vendor` parameter, or the only one
             let generation = state.generation();
@@ -259,7 +265,8 @@ where
                 return res;
             }
             let query = req.uri().query().unwrap_or("").to_owned();
-            let answer = templates::list(state, &generation, &query, no_cache(&req)).await;
+            let answer =
+                Box::pin(templates::list(state, &generation, &query, no_cache(&req))).await;
             template_response(answer, request_id)
         }
         "templates_update" => {
@@ -268,7 +275,7 @@ where
             {
                 return res;
             }
-            templates_update(state, req, request_id).await
+            Box::pin(templates_update(state, req, request_id)).await
         }
         "package_get" => {
             if let Some((vendor, _)) = vendor_and_id(req.uri().path(), "/v1/packages/")
@@ -276,7 +283,7 @@ where
             {
                 return res;
             }
-            package(state, &req, request_id).await
+            Box::pin(package(state, &req, request_id)).await
         }
         _ => not_routed(req.uri().path(), request_id),
     }
