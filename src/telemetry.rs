@@ -15,6 +15,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::engine::plan::Plan;
 
+pub mod log_writer;
+
 pub const HTTP_REQUESTS: &str = "cgw_http_requests_total";
 pub const HTTP_DURATION: &str = "cgw_http_request_duration_seconds";
 pub const HTTP_IN_FLIGHT: &str = "cgw_http_requests_in_flight";
@@ -852,12 +854,15 @@ mod process {
 /// provider and the log writer are returned so that [`shutdown_tracing`] can flush them. Call
 /// inside a Tokio runtime.
 ///
-/// Lines are written by a thread of their own (`tracing_appender::non_blocking`): a request
-/// never waits on a write to stderr, whatever stderr is (a pipe a slow collector drains, a
-/// file on a busy disk). Under a flood (128k lines queued) the writer drops lines rather than
-/// hold requests. Only events and the `request` span are formatted for the log
-/// (every line carries the request's id and trace id); the vendor and cache spans are for
-/// traces and are not formatted into text nobody reads.
+/// Lines are appended to a buffer that a thread of its own writes to stderr in batches
+/// ([`log_writer`]): a request never waits on stderr, whatever it is (a pipe a slow collector
+/// drains, a file on a busy disk), nor wakes a thread per line; past 8 MiB pending, lines are
+/// dropped and counted rather than hold requests. JSON lines are formatted by
+/// `json-subscriber` (the same shape as tracing-subscriber's JSON, which re-parses a span's
+/// fields for every line and every record: ~20 % of a cached answer's instructions). Only
+/// events and the `request` span are formatted for the log (every line carries the request's
+/// id and trace id); the vendor and cache spans are for traces and are not formatted into text
+/// nobody reads.
 pub fn init_logging(json: bool) -> Logging {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
@@ -884,19 +889,14 @@ pub fn init_logging(json: bool) -> Logging {
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-gateway"))
     });
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .thread_name("log-writer")
-        .finish(std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(terminal)
-        .with_writer(writer);
+    let (writer, guard) = log_writer::spawn(std::io::stderr());
     let logged = tracing_subscriber::filter::filter_fn(|m| m.is_event() || m.name() == "request");
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = if json || !terminal {
         registry
             .with(
-                fmt.json()
+                json_subscriber::fmt::layer()
+                    .with_writer(writer)
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
@@ -904,7 +904,10 @@ pub fn init_logging(json: bool) -> Logging {
             )
             .try_init()
     } else {
-        registry.with(fmt.with_filter(logged)).try_init()
+        let text = tracing_subscriber::fmt::layer()
+            .with_ansi(terminal)
+            .with_writer(writer);
+        registry.with(text.with_filter(logged)).try_init()
     };
     Logging {
         provider,
@@ -916,7 +919,7 @@ pub fn init_logging(json: bool) -> Logging {
 /// are flushed when this is dropped).
 pub struct Logging {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
-    _writer: tracing_appender::non_blocking::WorkerGuard,
+    _writer: log_writer::FlushGuard,
 }
 
 /// Whether the `OTEL_*` environment asks for trace export: an OTLP endpoint is set, and

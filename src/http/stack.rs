@@ -292,7 +292,8 @@ where
                 method = %method,
                 route,
                 status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                // microsecond resolution, without binary-fraction tails
+                duration_ms = elapsed.as_micros() as f64 / 1000.0,
                 request_id = %request_id,
                 trace_id = %crate::telemetry::current_trace_id(),
                 caller = answered.map_or("-", |a| &*a.caller),
