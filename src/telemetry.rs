@@ -15,7 +15,17 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::engine::plan::Plan;
 
+pub mod access_log;
 pub mod log_writer;
+
+/// Whether spans are exported (OTLP configured and its exporter built): without it there is no
+/// trace id to look up or propagate, and the request span carries only what logs need.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`EXPORTING`].
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 pub const HTTP_REQUESTS: &str = "cgw_http_requests_total";
 pub const HTTP_DURATION: &str = "cgw_http_request_duration_seconds";
@@ -418,6 +428,9 @@ impl Answered {
 pub fn trace_id() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !exporting() {
+        return None;
+    }
     let span = tracing::Span::current();
     if span.is_disabled() {
         return None;
@@ -890,6 +903,8 @@ pub fn init_logging(json: bool) -> Logging {
         tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-gateway"))
     });
     let (writer, guard) = log_writer::spawn(std::io::stderr());
+    access_log::install(writer.clone(), json || !terminal);
+    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     let logged = tracing_subscriber::filter::filter_fn(|m| m.is_event() || m.name() == "request");
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let _ = if json || !terminal {

@@ -270,12 +270,18 @@ where
     F: Future<Output = Result<CallOutput, Failure>>,
 {
     let key = ResponseCache::key(&op.vendor.id, &op.name, input);
-    let span = tracing::info_span!(
-        "cache",
-        vendor = %op.vendor.id,
-        operation = %op.name,
-        result = tracing::field::Empty
-    );
+    // a span per lookup is for traces only (the log shows the request span): without an
+    // exporter it would be made and dropped for nothing on every vendor of every request
+    let span = if crate::telemetry::exporting() {
+        tracing::info_span!(
+            "cache",
+            vendor = %op.vendor.id,
+            operation = %op.name,
+            result = tracing::field::Empty
+        )
+    } else {
+        tracing::Span::none()
+    };
     let (r, lookup, stale) = cache
         .get_cached(key, bypass_cache, fetch)
         .instrument(span.clone())

@@ -272,8 +272,12 @@ fn fingerprint(
         v.sort_unstable();
         v
     });
-    let canonical = serde_json::json!([ids, openid, sorted(status), sorted(kinds), vendors]);
-    crypto::hex_lower(&crypto::sha256(canonical.to_string().as_bytes())[..8])
+    // a JSON array, serialized straight from the parts (the same bytes `json!` gave, without
+    // building a `Value` per request): cursors made by another replica or before an upgrade
+    // keep matching
+    let canonical = serde_json::to_vec(&(ids, openid, sorted(status), sorted(kinds), vendors))
+        .expect("strings serialize");
+    crypto::hex_lower(&crypto::sha256(&canonical)[..8])
 }
 
 #[cfg(test)]
@@ -291,6 +295,30 @@ mod tests {
 
     fn now() -> jiff::Timestamp {
         "2026-11-25T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_is_the_hash_of_the_canonical_json_array() {
+        // cursors carry it across replicas and versions: its bytes must not change
+        let ids: BTreeMap<String, String> =
+            [("op".into(), "u1".into()), ("hkl".into(), "k\"2".into())]
+                .into_iter()
+                .collect();
+        let openid = Some("o-1".to_owned());
+        let status = Some(vec!["used", "available"]);
+        let kinds = None;
+        let vendors = Some(vec!["zvcms".to_owned(), "op".to_owned()]);
+        let expected = serde_json::json!([
+            ids,
+            openid,
+            ["available", "used"],
+            serde_json::Value::Null,
+            ["op", "zvcms"]
+        ]);
+        assert_eq!(
+            fingerprint(&ids, &openid, &status, &kinds, &vendors),
+            crypto::hex_lower(&crypto::sha256(expected.to_string().as_bytes())[..8])
+        );
     }
 
     fn parse(body: &str) -> Result<CouponQuery, InvalidQuery> {

@@ -64,6 +64,16 @@ pub fn app(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
                     let route = super::router::route_name(req.method(), req.uri().path());
+                    if !crate::telemetry::exporting() {
+                        // no trace leaves the process: the span is only what log lines written
+                        // inside the request carry (its id, and the caller once known), which
+                        // costs a fraction of the full set of attributes
+                        return tracing::info_span!(
+                            "request",
+                            request_id = %id,
+                            caller = tracing::field::Empty,
+                        );
+                    }
                     // HTTP semantic conventions; the path is not recorded (it can carry a
                     // record id), the route name is
                     let span = tracing::info_span!(
@@ -286,20 +296,19 @@ where
             drop(in_flight);
             let status = res.status().as_u16();
             crate::telemetry::record_http(route, status, elapsed);
-            let answered = res.extensions().get::<crate::telemetry::Answered>();
-            tracing::info!(
-                target: "access",
-                method = %method,
-                route,
-                status,
-                // microsecond resolution, without binary-fraction tails
-                duration_ms = elapsed.as_micros() as f64 / 1000.0,
-                request_id = %request_id,
-                trace_id = %crate::telemetry::current_trace_id(),
-                caller = answered.map_or("-", |a| &*a.caller),
-                vendors = answered.map_or("", |a| &*a.vendors),
-                "request"
-            );
+            if crate::telemetry::access_log::enabled() {
+                let answered = res.extensions().get::<crate::telemetry::Answered>();
+                crate::telemetry::access_log::write(&crate::telemetry::access_log::Line {
+                    method: method.as_str(),
+                    route,
+                    status,
+                    elapsed,
+                    request_id: &request_id,
+                    trace_id: &crate::telemetry::current_trace_id(),
+                    caller: answered.map_or("-", |a| &*a.caller),
+                    vendors: answered.map_or("", |a| &*a.vendors),
+                });
+            }
             Ok(res)
         })
     }

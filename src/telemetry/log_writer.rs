@@ -108,18 +108,36 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
     }
 }
 
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+impl LogWriter {
+    /// Appends `buf` (whole lines) to what the thread writes next, or drops it past the bound.
+    fn append(&self, buf: &[u8]) {
         let mut state = self.shared.lock();
         if state.pending.len() + buf.len() > MAX_PENDING {
             drop(state);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(buf.len());
+            return;
         }
         state.pending.extend_from_slice(buf);
         if state.pending.len() >= FLUSH_AT {
             self.shared.wake.notify_one();
         }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.append(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.append(buf);
         Ok(buf.len())
     }
 
