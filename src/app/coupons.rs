@@ -128,12 +128,13 @@ impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
 
 /// Merged pages by query fingerprint, limit, cursor position and the ids of the vendor answers
 /// merged. Ids are unique in the process, so one key always means the same inputs. Bounded by
-/// the answer store's share for pages, part of the one `server.cache_max_bytes` budget.
+/// the answer store's share for pages (less the eighth [`ParsedQueries`] take), part of the one
+/// `server.cache_max_bytes` budget.
 fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
     static MERGED: OnceLock<Cache<Arc<str>, Arc<MergedPage>>> = OnceLock::new();
     MERGED.get_or_init(|| {
         Cache::builder()
-            .max_capacity(state.answers.pages_budget())
+            .max_capacity(state.answers.pages_budget() - state.answers.pages_budget() / 8)
             .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
                 // the page, and the last whole body made with it
                 u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
@@ -159,6 +160,45 @@ fn merged_key(q: &CouponQuery, ids: &[Option<u64>]) -> Option<Arc<str>> {
     Some(Arc::from(k))
 }
 
+/// Queries already parsed, by their exact body (bodies without a cursor: a cursor is checked
+/// against the clock). A service asking again for the same member sends the same bytes, and
+/// validating them again (strict JSON, vendor names, the fingerprint's hash) was a fifth of a
+/// cached answer's instructions. It belongs to one generation: the vendors a query may name
+/// and its limits come from the plan. Bounded by a part of the pages' share of the budget.
+pub struct ParsedQueries(Cache<Bytes, Arc<CouponQuery>>);
+
+impl ParsedQueries {
+    pub fn new(max_bytes: u64) -> ParsedQueries {
+        ParsedQueries(
+            Cache::builder()
+                .max_capacity(max_bytes)
+                // the body twice (key and the parsed strings) and the parsed form's own
+                .weigher(|k: &Bytes, _: &Arc<CouponQuery>| {
+                    u32::try_from(2 * k.len() + 512).unwrap_or(u32::MAX)
+                })
+                .build(),
+        )
+    }
+
+    async fn parse(
+        &self,
+        body: &[u8],
+        limits: QueryLimits,
+        known: &[&str],
+        cursors: &crate::canonical::cursor::CursorSigner,
+        now: jiff::Timestamp,
+    ) -> Result<Arc<CouponQuery>, InvalidQuery> {
+        if let Some(q) = self.0.get(body).await {
+            return Ok(q);
+        }
+        let q = Arc::new(CouponQuery::parse(body, limits, known, cursors, now)?);
+        if q.after.is_none() {
+            self.0.insert(Bytes::copy_from_slice(body), q.clone()).await;
+        }
+        Ok(q)
+    }
+}
+
 /// Answers one query; `bypass_cache` when the caller sent `Cache-Control: no-cache`;
 /// `allowed` limits the vendors to those the caller may reach.
 pub async fn query(
@@ -181,8 +221,11 @@ pub async fn query(
         max_limit: route.max_limit,
     };
     let now = jiff::Timestamp::now();
-    let q =
-        CouponQuery::parse(body, limits, &known, &state.cursors, now).map_err(Refused::Invalid)?;
+    let q = generation
+        .queries
+        .parse(body, limits, &known, &state.cursors, now)
+        .await
+        .map_err(Refused::Invalid)?;
     let may = |v: &str| allowed.is_none_or(|a| a.iter().any(|x| x == v));
     let named = q
         .vendors
@@ -203,7 +246,9 @@ pub async fn query(
         .targets
         .iter()
         .filter(|op| q.considers(&op.vendor.id) && may(&op.vendor.id))
-        .map(|op| ask(state, &generation, op, &q, bypass_cache));
+        // boxed: the list is collected without knowing its length, and growing a list of
+        // whole futures copies them at each step
+        .map(|op| Box::pin(ask(state, &generation, op, &q, bypass_cache)));
     let (results, ids): (Vec<VendorResult>, Vec<Option<u64>>) =
         fanout::all(asks).await.into_iter().unzip();
     let (verdict, complete) = judge(&results, &q);
@@ -349,6 +394,51 @@ async fn ask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_body_seen_before_is_not_parsed_again_unless_it_carries_a_cursor() {
+        let memo = ParsedQueries::new(1 << 20);
+        let signer = crate::canonical::cursor::CursorSigner::random();
+        let limits = QueryLimits {
+            default_limit: 2,
+            max_limit: 10,
+        };
+        let known = ["op", "hkl"];
+        let now = jiff::Timestamp::now();
+        let body = br#"{"member":{"ids":{"op":"u1","hkl":"k1"}}}"#;
+        let a = memo
+            .parse(body, limits, &known, &signer, now)
+            .await
+            .unwrap();
+        let b = memo
+            .parse(body, limits, &known, &signer, now)
+            .await
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second is the first, not parsed again"
+        );
+        // refused bodies are not kept: they are refused each time
+        let bad = br#"{"member":{"ids":{"nope":"u1"}}}"#;
+        assert!(memo.parse(bad, limits, &known, &signer, now).await.is_err());
+        assert!(memo.0.get(&bad[..]).await.is_none());
+        // a cursor is checked against the clock at every request
+        let last = SortKey {
+            r: 0,
+            u: None,
+            v: "op".into(),
+            i: "op:c1".into(),
+        };
+        let cursor = a.cursor_after(&last, now);
+        let paged =
+            format!(r#"{{"member":{{"ids":{{"op":"u1","hkl":"k1"}}}},"cursor":"{cursor}"}}"#);
+        let p = memo
+            .parse(paged.as_bytes(), limits, &known, &signer, now)
+            .await
+            .unwrap();
+        assert!(p.after.is_some());
+        assert!(memo.0.get(paged.as_bytes()).await.is_none(), "not kept");
+    }
 
     #[test]
     fn bodies_are_the_answer_and_shared_while_the_tail_is_the_same() {

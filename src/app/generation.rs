@@ -51,6 +51,8 @@ pub struct Generation {
     pub caches: Vec<Option<Arc<ResponseCache>>>,
     /// Breakers, limits, retry budgets and token caches by vendor slot.
     pub guards: Vec<Arc<VendorGuard>>,
+    /// Coupon queries parsed under this plan, by body.
+    pub queries: super::coupons::ParsedQueries,
     pub origin: Origin,
 }
 
@@ -121,6 +123,7 @@ impl Generation {
             plan: Arc::new(plan),
             caches,
             guards,
+            queries: super::coupons::ParsedQueries::new(answers.pages_budget() / 8),
             origin,
         };
         (generation, kept)
