@@ -36,6 +36,8 @@ pub struct Reply {
     pub complete: bool,
     pub next_cursor: Option<String>,
     page: Arc<MergedPage>,
+    /// The whole body, when it was kept from an identical earlier request ([`WholeAnswers`]).
+    ready: Option<Bytes>,
 }
 
 impl Reply {
@@ -77,6 +79,9 @@ impl Reply {
     /// [`to_json`](Self::to_json) as a body: when the page's previous body had the same
     /// `sources`, `complete` and cursor (as repeated hits do), that body is shared, not copied.
     pub fn body(&self) -> Bytes {
+        if let Some(body) = &self.ready {
+            return body.clone();
+        }
         let tail = self.tail();
         let mut last = self
             .page
@@ -128,13 +133,13 @@ impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
 
 /// Merged pages by query fingerprint, limit, cursor position and the ids of the vendor answers
 /// merged. Ids are unique in the process, so one key always means the same inputs. Bounded by
-/// the answer store's share for pages (less the eighth [`ParsedQueries`] take), part of the one
-/// `server.cache_max_bytes` budget.
+/// the answer store's share for pages (less the eighths [`ParsedQueries`] and [`WholeAnswers`]
+/// take), part of the one `server.cache_max_bytes` budget.
 fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
     static MERGED: OnceLock<Cache<Arc<str>, Arc<MergedPage>>> = OnceLock::new();
     MERGED.get_or_init(|| {
         Cache::builder()
-            .max_capacity(state.answers.pages_budget() - state.answers.pages_budget() / 8)
+            .max_capacity(state.answers.pages_budget() - state.answers.pages_budget() / 4)
             .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
                 // the page, and the last whole body made with it
                 u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
@@ -199,6 +204,98 @@ impl ParsedQueries {
     }
 }
 
+/// Whole answers by the exact request (the vendors the caller may reach, and the body), kept
+/// while answering again would give the same bytes: every vendor answer it was merged from
+/// is still the one a lookup would serve fresh (by id: a refresh, an invalidation, an
+/// eviction or the end of the ttl all end it), no coupon's effective status has changed
+/// since, and it was made of fresh hits and skipped vendors only (so its `sources` say `hit`,
+/// with a latency of 0 ms: no vendor time). A repeated query then costs a lookup here and one
+/// per vendor instead of the fan-out, the merge lookup and the rendering of `sources`; the
+/// metrics count each vendor's hit as before. Bodies with a cursor are not kept (a cursor is
+/// checked against the clock). Part of one generation, bounded like [`ParsedQueries`].
+pub struct WholeAnswers(Cache<Bytes, Arc<Whole>>);
+
+struct Whole {
+    body: Bytes,
+    sources: Vec<Source>,
+    complete: bool,
+    next_cursor: Option<String>,
+    page: Arc<MergedPage>,
+    /// The vendor answers it was made from.
+    served: Vec<Served>,
+    /// Vendors skipped for want of an identity (counted again on each use).
+    skipped: Vec<Arc<OperationPlan>>,
+}
+
+struct Served {
+    op: Arc<OperationPlan>,
+    cache: Arc<crate::engine::cache::ResponseCache>,
+    key: Arc<str>,
+    id: u64,
+}
+
+impl WholeAnswers {
+    pub fn new(max_bytes: u64) -> WholeAnswers {
+        WholeAnswers(
+            Cache::builder()
+                .max_capacity(max_bytes)
+                // the key, and the body unless it is the page's last body (counted there)
+                .weigher(|k: &Bytes, w: &Arc<Whole>| {
+                    u32::try_from(k.len() + w.body.len() + 256 * w.sources.len() + 512)
+                        .unwrap_or(u32::MAX)
+                })
+                .build(),
+        )
+    }
+
+    /// The key: the vendors the caller is limited to (none: all), then the body.
+    fn key(allowed: Option<&[String]>, body: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(body.len() + 32);
+        match allowed {
+            None => k.push(b'*'),
+            Some(vs) => {
+                for v in vs {
+                    k.extend_from_slice(v.as_bytes());
+                    k.push(b',');
+                }
+            }
+        }
+        k.push(0x1f);
+        k.extend_from_slice(body);
+        k
+    }
+
+    /// The kept answer for `key`, if answering again would give the same bytes.
+    async fn reply(&self, key: &[u8], now: jiff::Timestamp) -> Option<Reply> {
+        let w = self.0.get(key).await?;
+        if w.page.changes_at.is_some_and(|t| now >= t) {
+            return None;
+        }
+        for s in &w.served {
+            if !s.cache.serves(&s.key, s.id).await {
+                return None;
+            }
+        }
+        for s in &w.served {
+            if let Some(h) = crate::telemetry::operation(&s.op.vendor.id, &s.op.name) {
+                h.cache_lookup("hit");
+            }
+        }
+        for op in &w.skipped {
+            if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
+                h.skipped();
+            }
+        }
+        Some(Reply {
+            sources: w.sources.clone(),
+            complete: w.complete,
+            next_cursor: w.next_cursor.clone(),
+            page: w.page.clone(),
+            ready: Some(w.body.clone()),
+        })
+    }
+}
+
 /// Answers one query; `bypass_cache` when the caller sent `Cache-Control: no-cache`;
 /// `allowed` limits the vendors to those the caller may reach.
 pub async fn query(
@@ -208,6 +305,13 @@ pub async fn query(
     allowed: Option<&[String]>,
 ) -> Result<(Verdict, Reply), Refused> {
     let generation = state.generation();
+    let now = jiff::Timestamp::now();
+    let whole_key = (!bypass_cache).then(|| WholeAnswers::key(allowed, body));
+    if let Some(k) = &whole_key
+        && let Some(reply) = generation.whole.reply(k, now).await
+    {
+        return Ok((Verdict::Answered, reply));
+    }
     let plan = &generation.plan;
     let route = plan.route(RouteId::CouponsQuery);
     // the vendors that can be asked: those offering the route's operation
@@ -220,7 +324,6 @@ pub async fn query(
         default_limit: route.default_limit,
         max_limit: route.max_limit,
     };
-    let now = jiff::Timestamp::now();
     let q = generation
         .queries
         .parse(body, limits, &known, &state.cursors, now)
@@ -242,12 +345,14 @@ pub async fn query(
         )));
     }
     // without a `vendors` filter, a limited caller's query considers the vendors it may reach
-    let asks = route
+    let asked: Vec<&Arc<OperationPlan>> = route
         .targets
         .iter()
         .filter(|op| q.considers(&op.vendor.id) && may(&op.vendor.id))
-        // boxed: the list is collected without knowing its length, and growing a list of
-        // whole futures copies them at each step
+        .collect();
+    // boxed: a list of whole futures would be copied as it is collected
+    let asks = asked
+        .iter()
         .map(|op| Box::pin(ask(state, &generation, op, &q, bypass_cache)));
     let (results, ids): (Vec<VendorResult>, Vec<Option<u64>>) =
         fanout::all(asks).await.into_iter().unzip();
@@ -281,15 +386,84 @@ pub async fn query(
         }
     };
     let next_cursor = merged.last.as_ref().map(|k| q.cursor_after(k, now));
-    Ok((
-        verdict,
-        Reply {
-            sources: results.into_iter().map(|r| r.source).collect(),
-            complete,
-            next_cursor,
-            page: merged,
-        },
-    ))
+    let reply = Reply {
+        sources: results.into_iter().map(|r| r.source).collect(),
+        complete,
+        next_cursor,
+        page: merged,
+        ready: None,
+    };
+    if let Some(k) = whole_key
+        && verdict == Verdict::Answered
+        && q.after.is_none()
+        && let Some(whole) = whole_of(&generation, &asked, &ids, &q, &reply)
+    {
+        generation
+            .whole
+            .0
+            .insert(Bytes::from(k), Arc::new(whole))
+            .await;
+    }
+    Ok((verdict, reply))
+}
+
+/// What [`WholeAnswers`] keeps of `reply`, when it was made of fresh hits and skipped vendors
+/// only.
+fn whole_of(
+    generation: &Generation,
+    asked: &[&Arc<OperationPlan>],
+    ids: &[Option<u64>],
+    q: &CouponQuery,
+    reply: &Reply,
+) -> Option<Whole> {
+    let mut served = Vec::with_capacity(asked.len());
+    let mut skipped = Vec::new();
+    for ((op, id), source) in asked.iter().zip(ids).zip(&reply.sources) {
+        match id {
+            Some(0) if source.outcome == crate::canonical::merge::Outcome::Skipped => {
+                skipped.push(Arc::clone(op));
+            }
+            Some(id)
+                if source.outcome == crate::canonical::merge::Outcome::Ok
+                    && source.cache == Some("hit") =>
+            {
+                let cache = generation.caches[op.slot].clone()?;
+                let input = identity(op, q)?;
+                let key = crate::engine::cache::ResponseCache::key(&op.vendor.id, &op.name, &input);
+                served.push(Served {
+                    op: Arc::clone(op),
+                    cache,
+                    key,
+                    id: *id,
+                });
+            }
+            _ => return None,
+        }
+    }
+    // served from here, a vendor's answer takes no time: whatever this lookup took (under
+    // 1 ms on an idle machine, more on a loaded one), a repeat says 0
+    let mut sources = reply.sources.clone();
+    for s in &mut sources {
+        if s.outcome == crate::canonical::merge::Outcome::Ok {
+            s.latency_ms = Some(0);
+        }
+    }
+    let kept = Reply {
+        sources,
+        complete: reply.complete,
+        next_cursor: reply.next_cursor.clone(),
+        page: reply.page.clone(),
+        ready: None,
+    };
+    Some(Whole {
+        body: kept.body(),
+        sources: kept.sources,
+        complete: kept.complete,
+        next_cursor: kept.next_cursor,
+        page: kept.page,
+        served,
+        skipped,
+    })
 }
 
 /// The identity to send to `op`'s vendor: the first kind it accepts that the caller gave.
@@ -396,6 +570,77 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_whole_answer_serves_repeats_until_a_vendor_answer_it_was_made_of_is_refreshed() {
+        let sb = crate::sandbox::Sandbox::start().await.unwrap();
+        let plan =
+            crate::embedded::sandbox_plan("routes.yaml", crate::embedded::ROUTES_YAML, &sb, false)
+                .unwrap();
+        let state = AppState::new(plan);
+        let body = crate::sandbox::demo_query();
+        let ask = |bypass: bool, allowed: Option<Vec<String>>| {
+            let state = state.clone();
+            let body = body.clone();
+            async move {
+                let (verdict, reply) = query(&state, body.as_bytes(), bypass, allowed.as_deref())
+                    .await
+                    .unwrap();
+                assert_eq!(verdict, Verdict::Answered);
+                reply
+            }
+        };
+        let first = ask(false, None).await;
+        assert!(first.ready.is_none(), "vendors asked");
+        let calls = sb.vendors().map(|(_, h)| h.requests());
+        let hits = ask(false, None).await;
+        assert!(hits.ready.is_none(), "made of cache hits, merged");
+        assert!(hits.sources.iter().all(|s| s.cache == Some("hit")));
+        let kept = ask(false, None).await;
+        assert!(kept.ready.is_some(), "the whole answer again");
+        let json = |r: &Reply| serde_json::from_slice::<serde_json::Value>(&r.body()).unwrap();
+        let mut expected = json(&hits);
+        for s in expected["sources"].as_array_mut().unwrap() {
+            s["latency_ms"] = serde_json::json!(0);
+        }
+        assert_eq!(json(&kept), expected, "the same answer, no vendor time");
+        assert_eq!(kept.sources.len(), hits.sources.len());
+        assert_eq!(
+            sb.vendors().map(|(_, h)| h.requests()),
+            calls,
+            "no vendor asked"
+        );
+        // a caller limited to some vendors makes another request, even with the same body
+        let some = || Some(vec!["op".to_owned(), "hkl".into(), "zvcms".into()]);
+        assert!(ask(false, some()).await.ready.is_none());
+        assert!(ask(false, some()).await.ready.is_some());
+        // no-cache asks every vendor again: the answers kept are no longer what a lookup serves
+        let fresh = ask(true, None).await;
+        assert!(fresh.ready.is_none());
+        let after = ask(false, None).await;
+        assert!(
+            after.ready.is_none(),
+            "the refreshed answers are merged again"
+        );
+        assert!(
+            ask(false, None).await.ready.is_some(),
+            "and kept from then on"
+        );
+        // a reload starts with nothing kept
+        let plan =
+            crate::embedded::sandbox_plan("routes.yaml", crate::embedded::ROUTES_YAML, &sb, false)
+                .unwrap();
+        let current = state.generation();
+        let (next, _) = Generation::build(
+            plan,
+            Default::default(),
+            &state.answers,
+            None,
+            Some(&current),
+        );
+        state.swap_generation(next);
+        assert!(ask(false, None).await.ready.is_none());
+    }
+
+    #[tokio::test]
     async fn a_body_seen_before_is_not_parsed_again_unless_it_carries_a_cursor() {
         let memo = ParsedQueries::new(1 << 20);
         let signer = crate::canonical::cursor::CursorSigner::random();
@@ -453,6 +698,7 @@ mod tests {
             complete,
             next_cursor: None,
             page: page.clone(),
+            ready: None,
         };
         let (a, b, c) = (reply(true), reply(true), reply(false));
         let body = a.body();

@@ -53,6 +53,8 @@ pub struct Generation {
     pub guards: Vec<Arc<VendorGuard>>,
     /// Coupon queries parsed under this plan, by body.
     pub queries: super::coupons::ParsedQueries,
+    /// Whole coupon answers under this plan, by request, while they stand.
+    pub whole: super::coupons::WholeAnswers,
     pub origin: Origin,
 }
 
@@ -124,6 +126,7 @@ impl Generation {
             caches,
             guards,
             queries: super::coupons::ParsedQueries::new(answers.pages_budget() / 8),
+            whole: super::coupons::WholeAnswers::new(answers.pages_budget() / 8),
             origin,
         };
         (generation, kept)

@@ -339,6 +339,18 @@ impl ResponseCache {
         Arc::from(k)
     }
 
+    /// Whether a lookup of `key` now would be a fresh hit on the answer `id`: for readers
+    /// that keep what they built from a hit and reuse it while it would be built the same
+    /// (`app::coupons`'s whole answers). A refresh, an invalidation, an eviction or the end
+    /// of the ttl all say no.
+    pub async fn serves(&self, key: &Arc<str>, id: u64) -> bool {
+        self.store
+            .answers
+            .get(&self.store_key(key.clone()))
+            .await
+            .is_some_and(|slot| slot.cached.id == id && slot.fresh_until > Instant::now())
+    }
+
     fn store_key(&self, key: Arc<str>) -> StoreKey {
         let generation = self.generation.load(Ordering::Acquire);
         ((u64::from(self.space) << 32) | u64::from(generation), key)
