@@ -223,15 +223,16 @@ struct Whole {
     page: Arc<MergedPage>,
     /// The vendor answers it was made from.
     served: Vec<Served>,
-    /// Vendors skipped for want of an identity (counted again on each use).
-    skipped: Vec<Arc<OperationPlan>>,
+    /// Where the vendors skipped for want of an identity are counted, again on each use.
+    skipped: Vec<Arc<crate::telemetry::OperationHandles>>,
 }
 
 struct Served {
-    op: Arc<OperationPlan>,
     cache: Arc<crate::engine::cache::ResponseCache>,
     key: Arc<str>,
     id: u64,
+    /// Where its hits are counted (looked up once, not per use).
+    handles: Option<Arc<crate::telemetry::OperationHandles>>,
 }
 
 impl WholeAnswers {
@@ -276,15 +277,11 @@ impl WholeAnswers {
                 return None;
             }
         }
-        for s in &w.served {
-            if let Some(h) = crate::telemetry::operation(&s.op.vendor.id, &s.op.name) {
-                h.cache_lookup("hit");
-            }
+        for h in w.served.iter().filter_map(|s| s.handles.as_ref()) {
+            h.cache_lookup("hit");
         }
-        for op in &w.skipped {
-            if let Some(h) = crate::telemetry::operation(&op.vendor.id, &op.name) {
-                h.skipped();
-            }
+        for h in &w.skipped {
+            h.skipped();
         }
         Some(Reply {
             sources: w.sources.clone(),
@@ -421,7 +418,7 @@ fn whole_of(
     for ((op, id), source) in asked.iter().zip(ids).zip(&reply.sources) {
         match id {
             Some(0) if source.outcome == crate::canonical::merge::Outcome::Skipped => {
-                skipped.push(Arc::clone(op));
+                skipped.extend(crate::telemetry::operation(&op.vendor.id, &op.name));
             }
             Some(id)
                 if source.outcome == crate::canonical::merge::Outcome::Ok
@@ -431,10 +428,10 @@ fn whole_of(
                 let input = identity(op, q)?;
                 let key = crate::engine::cache::ResponseCache::key(&op.vendor.id, &op.name, &input);
                 served.push(Served {
-                    op: Arc::clone(op),
                     cache,
                     key,
                     id: *id,
+                    handles: crate::telemetry::operation(&op.vendor.id, &op.name),
                 });
             }
             _ => return None,
