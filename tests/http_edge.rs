@@ -254,3 +254,64 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let read = tokio::time::timeout(support::SANITY, s.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the connection was left open");
 }
+
+/// A repeat of a create whose first request is still at the vendor waits for its answer, but
+/// only within its own deadline: past it, the caller hears 409 "still in progress" rather than
+/// a bare 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_still_waiting_for_the_first_create_at_its_deadline_is_409_not_504() {
+    use coupon_gateway::sandbox::{Fault, Sandbox};
+    let sb = Sandbox::start().await.unwrap();
+    // a vendor patient enough that the caller's 2 s deadline ends first
+    let yaml = embedded::ROUTES_YAML
+        .replacen("timeout_ms: 2000", "timeout_ms: 60000", 1)
+        .replacen("attempt_timeout_ms: 900", "attempt_timeout_ms: 30000", 1)
+        .replacen("request_timeout_ms: 5000", "request_timeout_ms: 2000", 1);
+    assert!(yaml.contains("request_timeout_ms: 2000") && yaml.contains("timeout_ms: 60000"));
+    let plan = embedded::sandbox_plan("routes.yaml", &yaml, &sb, false).unwrap();
+    let gw = std::sync::Arc::new(embedded::start(
+        plan,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ));
+    // the token first, so that the hold below meets the create
+    let list = support::send(
+        Request::get(gw.url("/v1/templates?vendor=wxcard"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    sb.wxcard.set_fault(Fault::Hold);
+    let body = json!({"vendor": "wxcard", "kind": "gift", "begin_at": "2030-01-01", "end_at": "2030-02-01",
+        "sync": true, "card": {"base_info": {"title": "在途券", "color": "Color010", "brand_name": "海底捞"}, "gift": "蛋糕"}})
+    .to_string();
+    let post = |body: String| {
+        let gw = gw.clone();
+        async move {
+            support::send(
+                Request::post(gw.url("/v1/templates"))
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", "slow-create")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let first = tokio::spawn(post(body.clone()));
+    support::within("the create reaches the vendor", sb.wxcard.wait_held(1)).await;
+    let repeat = post(body).await;
+    assert_eq!(repeat.status, 409, "{}", repeat.body);
+    assert_problem(&repeat, 409);
+    assert!(
+        repeat.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("still in progress"),
+        "{}",
+        repeat.body
+    );
+    // the first is cut by its own deadline
+    assert_eq!(first.await.unwrap().status, 504);
+    sb.wxcard.release(1);
+}

@@ -514,7 +514,7 @@ where
         .claim(
             &scoped,
             &idempotency::fingerprint(&body),
-            std::time::Duration::from_secs(30),
+            in_flight_wait(state.server.request_timeout_ms),
         )
         .await;
     let pending = match claim {
@@ -720,6 +720,15 @@ where
             res
         }
     }
+}
+
+/// How long a repeat waits for the first answer of a key still in progress: three quarters of
+/// the request deadline (at most 30 s), so that the caller hears 409 "still in progress", which
+/// says what happened and that a retry later will be answered, before its own deadline turns
+/// the wait into a bare 504.
+fn in_flight_wait(request_timeout_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(request_timeout_ms / 4 * 3)
+        .min(std::time::Duration::from_secs(30))
 }
 
 /// Each vendor's outcome for the access log: `op=ok hkl=timeout` (ids and closed outcomes only).

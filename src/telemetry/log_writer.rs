@@ -264,7 +264,7 @@ mod tests {
         let kept = text.lines().filter(|l| l.starts_with('x')).count();
         // the batch the thread took before it stalled, and what fitted in the bound after
         assert!(
-            kept <= 2 * MAX_PENDING / 1024 && kept < 3 * MAX_PENDING / 1024,
+            kept > 0 && kept <= 2 * MAX_PENDING / 1024,
             "{kept} lines kept"
         );
         let dropped = 3 * MAX_PENDING / 1024 - kept;
