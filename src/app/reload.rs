@@ -235,10 +235,7 @@ pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::tas
             let _ = tx.try_send(());
         }
     });
-    let dir: PathBuf = match Path::new(&path).parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = watched_dir(&path);
     let watcher = match watcher {
         Ok(mut w) => {
             match notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive) {
@@ -263,6 +260,15 @@ pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::tas
         let _watcher = watcher;
         run(state, path, compile, changed, hup).await
     })
+}
+
+/// The directory watched for the file `path`: its parent, or `.` for a bare file name
+/// (`--config routes.yaml`), whose parent is the empty path.
+fn watched_dir(path: &str) -> PathBuf {
+    match Path::new(path).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Without a file to reload (the embedded demo configuration), SIGHUP is answered with a log
@@ -409,6 +415,13 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
         }
+    }
+
+    #[test]
+    fn the_watched_directory_is_the_file_s_or_the_current_one() {
+        assert_eq!(watched_dir("routes.yaml"), Path::new("."));
+        assert_eq!(watched_dir("conf/routes.yaml"), Path::new("conf"));
+        assert_eq!(watched_dir("/etc/cgw/routes.yaml"), Path::new("/etc/cgw"));
     }
 
     #[tokio::test]
