@@ -957,6 +957,17 @@ mod tests {
         assert_eq!(text, "MemoryStore { completed: 0, in_flight: 1 }");
     }
 
+    #[tokio::test]
+    async fn pending_debug_names_the_claim() {
+        let store = MemoryStore::new(10, MemoryStore::DEFAULT_TTL);
+        let held = proceed(&store, "templates.create:k1", "fp-a").await;
+        let text = format!("{held:?}");
+        assert!(
+            text.starts_with("Pending {") && text.contains("fp-a"),
+            "{text}"
+        );
+    }
+
     fn sha256_hex(bytes: &[u8]) -> String {
         crate::crypto::hex_lower(&crate::crypto::sha256(bytes))
     }
@@ -979,6 +990,13 @@ mod tests {
         assert_eq!(
             fingerprint(b" { \"b\" : 1 , \"a\" : \"\\u0041\" } "),
             sha256_hex(br#"{"a":"A","b":1}"#)
+        );
+        // Literals and strings with escaped quotes are canonicalized too, not hashed raw.
+        assert_eq!(
+            fingerprint(
+                b"{ \"t\" : true , \"f\" : false , \"n\" : null , \"q\" : \"say \\\"hi\\\"\" }"
+            ),
+            sha256_hex(br#"{"f":false,"n":null,"q":"say \"hi\"","t":true}"#)
         );
     }
 
@@ -1034,6 +1052,13 @@ mod tests {
         }
         assert_eq!(canonical_number("1.50").as_deref(), Some("15e-1"));
         assert_eq!(canonical_number("-0.000").as_deref(), Some("0"));
+        // Whole numbers are written out up to 32 trailing zeros; beyond, the exponent stays
+        // (`1e1000000000` must not become a gigabyte of zeros).
+        assert_eq!(
+            canonical_number("1e32"),
+            Some(format!("1{}", "0".repeat(32)))
+        );
+        assert_eq!(canonical_number("1e33").as_deref(), Some("1e33"));
     }
 
     #[test]

@@ -138,6 +138,37 @@ async fn bad_list_queries_are_400_and_unknown_vendors_404() {
     }
 }
 
+/// With no vendor offering the list, leaving `vendor` out is refused like with several: there
+/// is no "only vendor" to default to.
+#[tokio::test]
+async fn without_a_vendor_offering_templates_a_list_must_name_one() {
+    // wxcard's list_templates operation left out: its block runs to the next line indented
+    // no deeper than the operation's name
+    let (_sb, gw) = setup_with(|t| {
+        let start = t
+            .find("      list_templates:\n")
+            .expect("wxcard offers list_templates");
+        let block: usize = t[start..]
+            .split_inclusive('\n')
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || l.trim().is_empty() || l.starts_with("       "))
+            .map(|(_, l)| l.len())
+            .sum();
+        format!("{}{}", &t[..start], &t[start + block..])
+    })
+    .await;
+    let a = list(&gw, "kind=gift", false).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/problem+json");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("`vendor` is required")),
+        "{}",
+        a.body
+    );
+}
+
 #[tokio::test]
 async fn tokens_are_reused_and_renewed_after_revocation() {
     let (sb, gw) = setup().await;

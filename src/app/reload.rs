@@ -235,10 +235,7 @@ pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::tas
             let _ = tx.try_send(());
         }
     });
-    let dir: PathBuf = match Path::new(&path).parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = watched_dir(&path);
     let watcher = match watcher {
         Ok(mut w) => {
             match notify::Watcher::watch(&mut w, &dir, notify::RecursiveMode::NonRecursive) {
@@ -263,6 +260,15 @@ pub fn spawn(state: Arc<AppState>, path: String, compile: Compile) -> tokio::tas
         let _watcher = watcher;
         run(state, path, compile, changed, hup).await
     })
+}
+
+/// The directory watched for the file `path`: its parent, or `.` for a bare file name
+/// (`--config routes.yaml`), whose parent is the empty path.
+fn watched_dir(path: &str) -> PathBuf {
+    match Path::new(path).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Without a file to reload (the embedded demo configuration), SIGHUP is answered with a log
@@ -367,4 +373,116 @@ fn attempt(
     }
     let _ = state.reload(path, &text, compile, trigger);
     Some(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::Credentials;
+
+    fn compile() -> Compile {
+        Arc::new(|name, text| {
+            let loaded = crate::config::load_str(name, text, false)?;
+            let (plan, warnings) = Plan::compile(&loaded, Credentials::Optional)?;
+            Ok(Compiled {
+                plan,
+                warnings,
+                config: loaded.config,
+            })
+        })
+    }
+
+    fn state() -> Arc<AppState> {
+        let compiled = compile()("routes.yaml", crate::embedded::ROUTES_YAML).unwrap();
+        AppState::new(compiled.plan)
+    }
+
+    /// A path of this test's own under the temporary directory, removed when dropped.
+    struct TempPath(PathBuf);
+
+    impl TempPath {
+        fn new(name: &str) -> TempPath {
+            TempPath(
+                std::env::temp_dir().join(format!("cgw-reload-{}-{name}.yaml", std::process::id())),
+            )
+        }
+        fn as_str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_watched_directory_is_the_file_s_or_the_current_one() {
+        assert_eq!(watched_dir("routes.yaml"), Path::new("."));
+        assert_eq!(watched_dir("conf/routes.yaml"), Path::new("conf"));
+        assert_eq!(watched_dir("/etc/cgw/routes.yaml"), Path::new("/etc/cgw"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_awaited_after_a_file_event_and_an_error_on_sighup() {
+        let state = state();
+        let missing = TempPath::new("missing");
+        // a file being replaced is missing for a moment: nothing is attempted or reported
+        assert_eq!(
+            attempt(&state, missing.as_str(), &compile(), Trigger::File, ""),
+            None
+        );
+        let status = state.config_json();
+        assert_eq!(status["last_attempt_at"], Value::Null, "{status}");
+        assert_eq!(status["last_error"], Value::Null, "{status}");
+        // asked for by a signal, a file that cannot be read is a failed reload
+        assert_eq!(
+            attempt(&state, missing.as_str(), &compile(), Trigger::Signal, ""),
+            None
+        );
+        let status = state.config_json();
+        assert_eq!(status["last_attempt_trigger"], "sighup", "{status}");
+        let message = status["last_error"]["errors"][0]["message"].as_str();
+        assert!(
+            message.is_some_and(|m| m.starts_with("cannot read the configuration file")),
+            "{status}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_event_on_unchanged_bytes_is_ignored_but_sighup_reloads_them() {
+        let state = state();
+        let file = TempPath::new("unchanged");
+        let text = crate::embedded::ROUTES_YAML;
+        std::fs::write(&file.0, text).unwrap();
+        let sha = Origin::of_text(file.as_str(), text).sha256;
+        assert_eq!(
+            attempt(&state, file.as_str(), &compile(), Trigger::File, &sha),
+            None
+        );
+        assert_eq!(state.config_json()["last_attempt_at"], Value::Null);
+        // a signal is an explicit request: the same bytes are reloaded
+        assert_eq!(
+            attempt(&state, file.as_str(), &compile(), Trigger::Signal, &sha),
+            Some(sha.clone())
+        );
+        let status = state.config_json();
+        assert_eq!(status["last_attempt_trigger"], "sighup", "{status}");
+        assert_eq!(status["sha256"], sha.as_str(), "{status}");
+        assert_eq!(status["last_error"], Value::Null, "{status}");
+        // a changed file is reloaded on its event
+        let changed = text.replacen("    timeout_ms: 800\n", "    timeout_ms: 900\n", 1);
+        assert_ne!(
+            changed, text,
+            "the embedded routes.yaml has a timeout_ms: 800"
+        );
+        std::fs::write(&file.0, &changed).unwrap();
+        let new_sha = attempt(&state, file.as_str(), &compile(), Trigger::File, &sha);
+        assert_eq!(
+            new_sha,
+            Some(Origin::of_text(file.as_str(), &changed).sha256)
+        );
+        assert_eq!(state.config_json()["last_attempt_trigger"], "file");
+    }
 }

@@ -358,3 +358,24 @@ pub async fn list(
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(begin_at: &str, end_at: &str) -> Vec<u8> {
+        let card = json!({"title": "t"});
+        let b = json!({"kind": TEMPLATE_KINDS[0], "begin_at": begin_at, "end_at": end_at, "card": card});
+        serde_json::to_vec(&b).unwrap()
+    }
+
+    #[test]
+    fn a_template_may_last_one_day_but_not_end_before_it_begins() {
+        assert!(parse_body(&body("2026-03-01", "2026-03-01"), false).is_ok());
+        assert!(parse_body(&body("2026-03-01", "2026-03-02"), false).is_ok());
+        assert_eq!(
+            parse_body(&body("2026-03-02", "2026-03-01"), false).err(),
+            Some("`end_at` is before `begin_at`".to_owned())
+        );
+    }
+}
