@@ -41,11 +41,6 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The JSON array of the page's coupons.
-    pub fn coupons_json(&self) -> &[u8] {
-        &self.page.coupons_json
-    }
-
     /// What follows the coupons: `sources`, `complete`, `next_cursor`.
     fn tail(&self) -> Vec<u8> {
         let cursor = self.next_cursor.as_ref().map_or(0, String::len);
@@ -139,7 +134,7 @@ fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
     static MERGED: OnceLock<Cache<Arc<str>, Arc<MergedPage>>> = OnceLock::new();
     MERGED.get_or_init(|| {
         Cache::builder()
-            .max_capacity(state.answers.pages_budget() - state.answers.pages_budget() / 4)
+            .max_capacity(Shares::of(state.answers.pages_budget()).merged)
             .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
                 // the page, and the last whole body made with it
                 u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
@@ -163,6 +158,27 @@ fn merged_key(q: &CouponQuery, ids: &[Option<u64>]) -> Option<Arc<str>> {
         let _ = write!(k, "\u{1f}{}", (*id)?);
     }
     Some(Arc::from(k))
+}
+
+/// How the answer store's share for what identical queries share is divided: an eighth each
+/// for parsed queries and whole answers (small: a body and a reference each), the rest for
+/// merged pages (the coupons' JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    pub merged: u64,
+    pub parsed: u64,
+    pub whole: u64,
+}
+
+impl Shares {
+    pub fn of(pages_budget: u64) -> Shares {
+        let eighth = pages_budget / 8;
+        Shares {
+            merged: pages_budget - 2 * eighth,
+            parsed: eighth,
+            whole: eighth,
+        }
+    }
 }
 
 /// Queries already parsed, by their exact body (bodies without a cursor: a cursor is checked
@@ -635,6 +651,53 @@ mod tests {
         );
         state.swap_generation(next);
         assert!(ask(false, None).await.ready.is_none());
+    }
+
+    #[test]
+    fn the_pages_share_is_divided_whole() {
+        let s = Shares::of(8 * 1024 * 1024);
+        assert_eq!(s.parsed, 1024 * 1024);
+        assert_eq!(s.whole, 1024 * 1024);
+        assert_eq!(s.merged, 6 * 1024 * 1024);
+        let odd = Shares::of(1001);
+        assert_eq!(odd.merged + odd.parsed + odd.whole, 1001);
+    }
+
+    #[test]
+    fn a_merged_page_expires_when_a_status_changes_and_within_ten_minutes() {
+        let page = |changes_at: Option<jiff::Timestamp>| {
+            Arc::new(MergedPage {
+                coupons_json: Bytes::new(),
+                last: None,
+                changes_at,
+                last_body: Mutex::new(None),
+            })
+        };
+        let ttl = |p: &Arc<MergedPage>| {
+            moka::Expiry::expire_after_create(
+                &MergedExpiry,
+                &Arc::from("k"),
+                p,
+                std::time::Instant::now(),
+            )
+            .unwrap()
+        };
+        assert_eq!(ttl(&page(None)), MERGED_MAX_LIFE);
+        let soon = ttl(&page(Some(
+            jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60),
+        )));
+        assert!(
+            soon > Duration::from_secs(50) && soon <= Duration::from_secs(60),
+            "{soon:?}"
+        );
+        let far = page(Some(
+            jiff::Timestamp::now() + jiff::SignedDuration::from_secs(86_400),
+        ));
+        assert_eq!(ttl(&far), MERGED_MAX_LIFE);
+        let past = page(Some(
+            jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1),
+        ));
+        assert_eq!(ttl(&past), Duration::ZERO);
     }
 
     #[tokio::test]

@@ -121,12 +121,13 @@ impl Generation {
                 _ => Arc::new(new_guard(&plan, v, shared)),
             })
             .collect();
+        let shares = super::coupons::Shares::of(answers.pages_budget());
         let generation = Generation {
             plan: Arc::new(plan),
             caches,
             guards,
-            queries: super::coupons::ParsedQueries::new(answers.pages_budget() / 8),
-            whole: super::coupons::WholeAnswers::new(answers.pages_budget() / 8),
+            queries: super::coupons::ParsedQueries::new(shares.parsed),
+            whole: super::coupons::WholeAnswers::new(shares.whole),
             origin,
         };
         (generation, kept)
