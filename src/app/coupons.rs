@@ -105,6 +105,19 @@ struct MergedPage {
     last_body: Mutex<Option<(Vec<u8>, Bytes)>>,
 }
 
+impl MergedPage {
+    /// What it weighs in the budget: the page, the last whole body made with it, its key.
+    fn weight(&self, key: &str) -> u32 {
+        u32::try_from(key.len() + 2 * self.coupons_json.len() + 512).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the page is still what merging would give at `now`: no coupon's effective
+    /// status has changed since it was made (moka's expiry says the same, but lazily).
+    fn stands_at(&self, now: jiff::Timestamp) -> bool {
+        self.changes_at.is_none_or(|t| now < t)
+    }
+}
+
 /// The longest a merged page is kept; its vendor answers usually expire sooner, after which
 /// nothing asks for it again (its key names the answers by id).
 const MERGED_MAX_LIFE: Duration = Duration::from_secs(600);
@@ -135,10 +148,7 @@ fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
     MERGED.get_or_init(|| {
         Cache::builder()
             .max_capacity(Shares::of(state.answers.pages_budget()).merged)
-            .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| {
-                // the page, and the last whole body made with it
-                u32::try_from(k.len() + 2 * v.coupons_json.len() + 512).unwrap_or(u32::MAX)
-            })
+            .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| v.weight(k))
             .expire_after(MergedExpiry)
             .build()
     })
@@ -374,10 +384,7 @@ pub async fn query(
     // identical queries over the same answers share it until a status changes
     let key = merged_key(&q, &ids);
     let cached = match &key {
-        Some(k) if !bypass_cache => merged(state)
-            .get(k)
-            .await
-            .filter(|m| m.changes_at.is_none_or(|t| now < t)),
+        Some(k) if !bypass_cache => merged(state).get(k).await.filter(|m| m.stands_at(now)),
         _ => None,
     };
     let merged = match cached {
@@ -651,6 +658,117 @@ mod tests {
         );
         state.swap_generation(next);
         assert!(ask(false, None).await.ready.is_none());
+    }
+
+    #[test]
+    fn a_merged_page_weighs_its_json_twice_and_stands_until_a_status_changes() {
+        let at: jiff::Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        let page = MergedPage {
+            coupons_json: Bytes::from(vec![b' '; 1000]),
+            last: None,
+            changes_at: Some(at),
+            last_body: Mutex::new(None),
+        };
+        assert_eq!(page.weight("key"), 3 + 2 * 1000 + 512);
+        let before = at - jiff::SignedDuration::from_nanos(1);
+        assert!(page.stands_at(before));
+        assert!(
+            !page.stands_at(at),
+            "the instant of the change is the change"
+        );
+        assert!(!page.stands_at(at + jiff::SignedDuration::from_secs(1)));
+        let forever = MergedPage {
+            changes_at: None,
+            ..page
+        };
+        assert!(forever.stands_at(at));
+    }
+
+    fn sandbox_state(sb: &crate::sandbox::Sandbox) -> Arc<AppState> {
+        let plan =
+            crate::embedded::sandbox_plan("routes.yaml", crate::embedded::ROUTES_YAML, sb, false)
+                .unwrap();
+        AppState::new(plan)
+    }
+
+    async fn ask_as(
+        state: &Arc<AppState>,
+        body: &str,
+        allowed: Option<&[&str]>,
+    ) -> Result<(Verdict, Reply), Refused> {
+        let allowed: Option<Vec<String>> =
+            allowed.map(|a| a.iter().map(|v| (*v).to_owned()).collect());
+        query(state, body.as_bytes(), false, allowed.as_deref()).await
+    }
+
+    #[tokio::test]
+    async fn a_limited_caller_asks_only_its_vendors_and_may_not_name_others() {
+        use crate::sandbox::data::{HKL_MEMBER, OP_MEMBER};
+        let sb = crate::sandbox::Sandbox::start().await.unwrap();
+        let state = sandbox_state(&sb);
+        let op_only = Some(&["op"][..]);
+        let mine = format!(r#"{{"member":{{"ids":{{"op":"{OP_MEMBER}"}}}}}}"#);
+        let (_, reply) = ask_as(&state, &mine, op_only).await.unwrap();
+        let asked: Vec<&str> = reply.sources.iter().map(|s| s.vendor.as_str()).collect();
+        assert_eq!(asked, ["op"], "the others are not even considered");
+        for named in [
+            format!(r#"{{"member":{{"ids":{{"op":"{OP_MEMBER}","hkl":"{HKL_MEMBER}"}}}}}}"#),
+            format!(r#"{{"member":{{"ids":{{"op":"{OP_MEMBER}"}}}},"vendors":["hkl"]}}"#),
+            format!(r#"{{"member":{{"ids":{{"op":"{OP_MEMBER}"}}}},"require":["hkl"]}}"#),
+        ] {
+            match ask_as(&state, &named, op_only).await {
+                Err(Refused::Forbidden(e)) => assert!(e.contains("`hkl`"), "{e}"),
+                other => panic!("{named}: {:?}", other.map(|(v, _)| v)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_answers_keep_skipped_vendors_but_never_a_failed_one() {
+        use crate::sandbox::data::{HKL_MEMBER, OP_MEMBER};
+        let sb = crate::sandbox::Sandbox::start().await.unwrap();
+        let state = sandbox_state(&sb);
+        // zvcms knows members by id only: without one it is skipped
+        let body = format!(r#"{{"member":{{"ids":{{"op":"{OP_MEMBER}","hkl":"{HKL_MEMBER}"}}}}}}"#);
+        let first = ask_as(&state, &body, None).await.unwrap().1;
+        let hits = ask_as(&state, &body, None).await.unwrap().1;
+        assert!(
+            Arc::ptr_eq(&first.page, &hits.page),
+            "the same answers merge into the same page, made once"
+        );
+        let kept = ask_as(&state, &body, None).await.unwrap().1;
+        assert!(
+            kept.ready.is_some(),
+            "skipped vendors do not prevent keeping"
+        );
+        let json = |r: &Reply| serde_json::from_slice::<serde_json::Value>(&r.body()).unwrap();
+        let sources = json(&kept)["sources"].clone();
+        let zvcms = sources
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["vendor"] == "zvcms")
+            .unwrap();
+        assert_eq!(zvcms["outcome"], "skipped");
+        assert!(zvcms["latency_ms"].is_null(), "{zvcms}");
+        assert_eq!(json(&kept)["coupons"], json(&hits)["coupons"]);
+
+        // a vendor that fails is asked again by every repeat: nothing is kept over it
+        let sb2 = crate::sandbox::Sandbox::start().await.unwrap();
+        let state2 = sandbox_state(&sb2);
+        sb2.vendors()[1]
+            .1
+            .set_fault(crate::sandbox::Fault::Status(500));
+        assert_eq!(sb2.vendors()[1].0, "hkl");
+        for _ in 0..3 {
+            let (verdict, reply) = ask_as(&state2, &body, None).await.unwrap();
+            assert_eq!(verdict, Verdict::Answered);
+            assert!(
+                reply.ready.is_none(),
+                "an answer with a failed vendor is not kept"
+            );
+            assert!(!reply.complete);
+        }
     }
 
     #[test]
