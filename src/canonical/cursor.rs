@@ -123,10 +123,6 @@ impl CursorSigner {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// A cursor continuing `query` after `last`, valid for the TTL from `now`.
     pub fn issue(&self, query: &str, last: &SortKey, now: jiff::Timestamp) -> String {
         let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
@@ -203,6 +199,36 @@ mod tests {
         assert_eq!(s.check(&c, "q2", now()), Err(CursorError::OtherQuery));
         let later = now() + jiff::SignedDuration::from_secs(16 * 60);
         assert_eq!(s.check(&c, "q1", later), Err(CursorError::Expired(15)));
+    }
+
+    #[test]
+    fn a_cursor_is_valid_through_the_last_second_of_its_ttl() {
+        let s = CursorSigner::random();
+        let c = s.issue("q", &key("a:1"), now());
+        let at = |secs| now() + jiff::SignedDuration::from_secs(secs);
+        assert_eq!(s.check(&c, "q", at(15 * 60)), Ok(key("a:1")));
+        assert_eq!(
+            s.check(&c, "q", at(15 * 60 + 1)),
+            Err(CursorError::Expired(15))
+        );
+    }
+
+    #[test]
+    fn a_cursor_over_the_length_cap_is_refused_even_when_signed() {
+        let s = CursorSigner::random();
+        let long = SortKey {
+            v: "v".repeat(MAX_CURSOR_LEN),
+            ..key("a:1")
+        };
+        let c = s.issue("q", &long, now());
+        assert!(c.len() > MAX_CURSOR_LEN);
+        assert_eq!(s.check(&c, "q", now()), Err(CursorError::Invalid));
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let text = format!("{:?}", CursorSigner::from_secret(b"s3cret"));
+        assert_eq!(text, "CursorSigner { key: \"[redacted]\", ttl: 900s }");
     }
 
     #[test]

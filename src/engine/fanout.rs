@@ -160,3 +160,19 @@ async fn guarded_call(
 pub async fn all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     futures_util::future::join_all(futures).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_counts_5xx_and_429_statuses_but_no_other_4xx() {
+        let fault = |status| Failure::Call(CallError::Status(status)).is_vendor_fault();
+        for status in [500, 502, 503, 429] {
+            assert!(fault(status), "{status}");
+        }
+        for status in [400, 401, 403, 409, 422] {
+            assert!(!fault(status), "{status}");
+        }
+    }
+}

@@ -333,6 +333,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_token_is_stale_from_its_refresh_instant_on() {
+        let cache = TokenCache::new(MINUTE);
+        let calls = AtomicUsize::new(0);
+        // the fetch starts now (the clock is paused) and lasts 10 ms
+        let started = Instant::now();
+        cache.get(|| fetcher(&calls, HOUR)).await.unwrap();
+        let refresh_at = started + (HOUR - MINUTE);
+        tokio::time::advance(refresh_at - Instant::now()).await;
+        assert_eq!(Instant::now(), refresh_at);
+        let t = cache.get(|| fetcher(&calls, HOUR)).await.unwrap();
+        assert_eq!((calls.load(Ordering::SeqCst), t.expose()), (2, "tok-2"));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrent_first_gets_share_one_fetch() {
         let cache = TokenCache::new(MINUTE);
         let calls = AtomicUsize::new(0);
@@ -513,6 +527,7 @@ mod tests {
         let shown = format!("{token:?} {token:#?} {cache:?}");
         assert!(!shown.contains("tok-1"), "{shown}");
         assert!(shown.starts_with("Token("));
+        assert!(format!("{cache:?}").starts_with("TokenCache {"), "{shown}");
         let fetched = FetchedToken {
             token: SecretString::from("tok-secret".to_owned()),
             expires_in: HOUR,
