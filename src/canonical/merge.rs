@@ -387,6 +387,51 @@ mod tests {
     }
 
     #[test]
+    fn pending_coupons_come_after_usable_ones_and_before_the_rest() {
+        let mut pending = coupon("a", "x", "usable", "cash", None);
+        pending.from_ts = Some("2015-12-05T00:00:00+08:00".parse().unwrap());
+        let cs = vec![
+            coupon("a", "b", "used", "cash", None),
+            pending,
+            coupon("a", "y", "usable", "cash", None),
+        ];
+        let (_, ans) = merge(vec![ok("a", cs)], &query(r#"{"member":{}}"#), now());
+        let ids: Vec<(&str, &str)> = ans
+            .coupons
+            .iter()
+            .map(|c| (c.id.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [("a:y", "usable"), ("a:x", "pending"), ("a:b", "used")]
+        );
+    }
+
+    #[test]
+    fn outcomes_read_as_in_sources_and_dropped_shows_only_when_some_were() {
+        // the label of metrics and logs is the word of API.md's `sources[].outcome`
+        for o in [
+            Outcome::Ok,
+            Outcome::Error,
+            Outcome::Timeout,
+            Outcome::CircuitOpen,
+            Outcome::RateLimited,
+            Outcome::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        let mut source = ok("a", vec![]).source;
+        assert!(
+            serde_json::to_value(&source)
+                .unwrap()
+                .get("dropped")
+                .is_none()
+        );
+        source.dropped = 3;
+        assert_eq!(serde_json::to_value(&source).unwrap()["dropped"], 3);
+    }
+
+    #[test]
     fn ordering_does_not_depend_on_vendor_answer_order() {
         let cs = || {
             vec![
@@ -638,6 +683,11 @@ mod tests {
         assert_eq!(statuses(&page(&r, &q, just_before)), statuses(&p));
         let at = page(&r, &q, p.changes_at.unwrap());
         assert_ne!(statuses(&at), statuses(&p));
+        // from its start on a:2 is usable: the next change is a:1's end, not now
+        assert_eq!(
+            at.changes_at,
+            Some(ts("2015-12-12T23:59:59+08:00") + jiff::SignedDuration::from_nanos(1))
+        );
         // past its end a coupon expires the next nanosecond, not at the end itself
         let end = ts("2015-12-12T23:59:59+08:00");
         let p = page(&r, &q, end);
