@@ -874,8 +874,8 @@ mod process {
 /// `json-subscriber` (the same shape as tracing-subscriber's JSON, which re-parses a span's
 /// fields for every line and every record: ~20 % of a cached answer's instructions). Only
 /// events and the `request` span are formatted for the log (every line carries the request's
-/// id and trace id); the vendor and cache spans are for traces and are not formatted into text
-/// nobody reads.
+/// id, and its trace id when traces are exported); the vendor and cache spans are for traces
+/// and are not formatted into text nobody reads.
 pub fn init_logging(json: bool) -> Logging {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
