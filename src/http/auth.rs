@@ -235,11 +235,6 @@ impl Callers {
         Callers::build(section, &vendors).map(Some)
     }
 
-    /// Names of the configured callers (bounded: metric labels use them).
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.callers.iter().map(|c| c.name.as_str())
-    }
-
     /// The caller presenting a valid key or token, or a 401 saying what is missing (403 for
     /// a valid token of a subject that is no configured caller).
     pub async fn identify(&self, headers: &HeaderMap) -> Result<&Caller, Problem> {
@@ -424,6 +419,107 @@ mod tests {
             HeaderValue::from_str(value).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn caller_names_and_vendors_are_checked_when_the_config_is_built() {
+        let with = |name: &str, vendors: Vec<String>| {
+            let mut cfg = config("authorization");
+            let mut client = cfg.clients.remove("orders").unwrap();
+            client.vendors = Some(vendors);
+            cfg.clients.insert(name.to_owned(), client);
+            Callers::build(&cfg, &["a", "b"])
+        };
+        let refused = |name: &str| {
+            let errors = with(name, vec!["a".into()]).unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains("a caller name is 1 to 64")),
+                "{name:?}: {errors:?}"
+            );
+        };
+        refused("");
+        refused(&"n".repeat(65));
+        refused("two words");
+        assert!(
+            with(&"n".repeat(64), vec!["a".into()]).is_ok(),
+            "64 is the most"
+        );
+        assert!(with("svc-1_a.b", vec!["a".into(), "b".into()]).is_ok());
+        let errors = with("orders", vec!["a".into(), "zz".into()]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("callers.clients.orders.vendors: unknown vendor `zz`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_reset_is_the_seconds_until_the_burst_is_whole_again() {
+        let mut cfg = config("authorization");
+        // the route's own rate, not the caller's (1 per second, burst 2) nor another route's
+        let orders = cfg.clients.get_mut("orders").unwrap();
+        orders.routes = None;
+        orders
+            .route_rates
+            .insert("coupons_query".into(), RateConfig { rps: 2, burst: 4 });
+        let c = Callers::build(&cfg, &["a"]).unwrap();
+        let caller = &c.callers[0];
+        // whatever refilled meanwhile on a slow machine, the reset is the missing tokens at 2
+        // per second, rounded up (missing 3: 1.5 s -> 2)
+        let mut refused = None;
+        let mut seen_missing = Vec::new();
+        for _ in 0..20 {
+            match caller.admit("coupons_query") {
+                Ok(s) => {
+                    let s = s.unwrap();
+                    assert_eq!(s.limit, 4);
+                    let missing = 4 - s.remaining;
+                    assert_eq!(s.reset, u64::from(missing.div_ceil(2)), "missing {missing}");
+                    seen_missing.push(missing);
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(seen_missing.contains(&3), "{seen_missing:?}");
+        let (problem, state, retry_after) = refused.expect("over the burst at last");
+        assert_eq!(problem.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!((state.remaining, state.reset), (0, 2));
+        assert_eq!(
+            retry_after, 1,
+            "half a second, rounded up to the whole second"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_under_another_scheme_than_bearer_is_401() {
+        let c = Callers::build(&config("authorization"), &["a"]).unwrap();
+        for value in ["Basic k-orders", "Token k-orders", "k-orders"] {
+            match c.identify(&headers("authorization", value)).await {
+                Err(e) => assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{value}"),
+                Ok(caller) => panic!("{value}: identified as {}", caller.name),
+            }
+        }
+        assert!(
+            c.identify(&headers("authorization", "bEaReR k-orders"))
+                .await
+                .is_ok(),
+            "the scheme is case-insensitive"
+        );
+    }
+
+    #[test]
+    fn debug_names_the_callers_but_never_their_keys() {
+        let c = Callers::build(&config("authorization"), &["a"]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.starts_with("Callers"), "{shown}");
+        assert!(shown.contains("\"orders\""), "{shown}");
+        assert!(!shown.contains(&key_hash("k-orders")), "{shown}");
+        assert!(!shown.contains("k-orders"), "{shown}");
     }
 
     #[tokio::test]
