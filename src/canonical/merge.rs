@@ -367,13 +367,8 @@ mod tests {
             now(),
         );
         assert_eq!(v, Verdict::Answered);
-        let ids: Vec<(&str, &str)> = ans
-            .coupons
-            .iter()
-            .map(|c| (c.id.as_str(), c.status.as_str()))
-            .collect();
         assert_eq!(
-            ids,
+            ids_and_statuses(&ans),
             [
                 ("b:0", "usable"),
                 ("b:1", "usable"),
@@ -386,6 +381,14 @@ mod tests {
         assert!(ans.complete);
     }
 
+    /// The answer's coupons as (id, status), in order.
+    fn ids_and_statuses(ans: &QueryAnswer) -> Vec<(&str, &str)> {
+        ans.coupons
+            .iter()
+            .map(|c| (c.id.as_str(), c.status.as_str()))
+            .collect()
+    }
+
     #[test]
     fn pending_coupons_come_after_usable_ones_and_before_the_rest() {
         let mut pending = coupon("a", "x", "usable", "cash", None);
@@ -396,13 +399,8 @@ mod tests {
             coupon("a", "y", "usable", "cash", None),
         ];
         let (_, ans) = merge(vec![ok("a", cs)], &query(r#"{"member":{}}"#), now());
-        let ids: Vec<(&str, &str)> = ans
-            .coupons
-            .iter()
-            .map(|c| (c.id.as_str(), c.status.as_str()))
-            .collect();
         assert_eq!(
-            ids,
+            ids_and_statuses(&ans),
             [("a:y", "usable"), ("a:x", "pending"), ("a:b", "used")]
         );
     }
