@@ -114,6 +114,10 @@ fn map(c: &mut Criterion) {
         g.bench_function(format!("{vendor}/parse"), |b| {
             b.iter(|| serde_json::from_slice::<Value>(black_box(&body)).expect("JSON"))
         });
+        let projection = op.projection.as_ref().expect("plain paths only");
+        g.bench_function(format!("{vendor}/parse_projected"), |b| {
+            b.iter(|| projection.read(black_box(&body)).expect("JSON"))
+        });
         g.bench_function(format!("{vendor}/parse_and_map"), |b| {
             b.iter(|| map_answer(op, black_box(&body)))
         });

@@ -113,9 +113,12 @@ pub fn zvcms_answer(n: usize) -> Vec<u8> {
 }
 
 /// What the pipeline does with one page of a vendor's answer, after the HTTP exchange:
-/// parse, take the items, map each one into a canonical row.
+/// parse what the operation reads, take the items, map each one into a canonical row.
 pub fn map_answer(op: &OperationPlan, body: &[u8]) -> CallOutput {
-    let doc: Value = serde_json::from_slice(body).expect("JSON");
+    let doc: Value = match &op.projection {
+        Some(p) => p.read(body).expect("JSON"),
+        None => serde_json::from_slice(body).expect("JSON"),
+    };
     let items = op.response.items.first(&doc).expect("items");
     let items: Vec<&Value> = match items {
         Value::Array(a) => a.iter().collect(),

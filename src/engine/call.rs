@@ -201,11 +201,13 @@ fn read_page(
     if !res.status().is_success() {
         return Err(refusal(op, secrets, res.status().as_u16(), res.body()));
     }
-    let mut doc: Value = op
-        .request
-        .answer_format
-        .read(res.body())
-        .map_err(CallError::Unreadable)?;
+    // only what the operation reads, unless someone is shown the answer
+    let format = &op.request.answer_format;
+    let mut doc: Value = match (&op.projection, &obs) {
+        (Some(p), None) => format.read_projected(res.body(), p),
+        _ => format.read(res.body()),
+    }
+    .map_err(CallError::Unreadable)?;
     for d in &op.response.decrypt {
         d.apply(&mut doc, &op.request.credentials)
             .map_err(CallError::Unreadable)?;
@@ -708,6 +710,17 @@ fn judge<'a>(
                 "vendor error {code}: {message}"
             )));
         }
+        // no code, no message and not even the member success is judged by: a changed
+        // envelope (or no envelope at all), not a business error of the vendor's
+        if code.is_empty()
+            && message.is_empty()
+            && let Some(c) = r.success.iter().find(|c| c.path.first(doc).is_none())
+        {
+            return Err(CallError::Shape(format!(
+                "the answer has no `{}`",
+                c.path.source()
+            )));
+        }
         return Err(CallError::Business { code, message });
     }
     let found = r.items.all(doc);
@@ -1175,6 +1188,171 @@ vendors:
         );
         let loaded = crate::config::load_str("offset.yaml", &yaml, false).unwrap();
         Plan::compile(&loaded, Credentials::Required).unwrap().0
+    }
+
+    /// An operation that reads an answer every way routes.yaml can: envelope rules, page
+    /// info, paging, alternatives, conditions, `map`, `add_days`, nested names.
+    pub(crate) const READS_EVERY_WAY: &str = r#"
+server: {listen: "127.0.0.1:0"}
+routes: {coupons_query: {operation: list_coupons}}
+vendors:
+  v:
+    base_url: http://127.0.0.1:9
+    operations:
+      list_coupons:
+        identity: [member_id]
+        request: {method: GET, path: /c}
+        paging: {style: page_number, page_size: 2, max_pages: 3, has_more: $.data.more}
+        response:
+          success: [{path: $.code, in: [0]}]
+          empty: [{path: $.code, in: [404]}]
+          error_code: $.code
+          error_message: $.msg
+          page_info: {page: $.data.page.no, per_page: $.data.page.per, total: $.data.page.total, total_pages: $.data.page.pages}
+          items: $.data.list
+        fields:
+          id: {path: [$._id, $.id]}
+          name: $.ticketName
+          kind: {path: $.ticketType, map: {"1": cash, "2": discount}, default: other}
+          amount_off: {path: $.ticketAmount, when: {path: $.ticketType, in: [1]}, convert: fen}
+          min_order: $.ticketRule.orderAmount
+          status: {path: $.useStatus, map: {"1": pending, "2": usable, "4": used}}
+          valid_from:
+            first_of:
+              - {path: $.ticketRule.useStartTime, time: {formats: [epoch_ms], bound: start}}
+              - {path: $.createTime, when: {path: $.ticketRule.delayDay, present: true}, time: {formats: [epoch_ms]}}
+          valid_until:
+            first_of:
+              - {path: $.ticketRule.useEndTime, time: {formats: [epoch_ms], bound: end}}
+              - {path: $.createTime, when: {path: $.ticketRule.delayDay, present: true}, time: {formats: [epoch_ms]}, add_days: $.ticketRule.delayDay}
+          channels: {path: $.useChannels, convert: names}
+          vendor_status: $['useStatus']
+"#;
+
+    /// Answers for [`READS_EVERY_WAY`]: members no path names at every depth, items as a list
+    /// and as one object, alternatives taken both ways, a dropped item, failures.
+    pub(crate) fn answers_read_every_way() -> Vec<String> {
+        let item = |id: &str, kind: u8, extra: &str| {
+            format!(
+                r#"{{"{id}":"c-{kind}","ticketName":"券{kind}","ticketType":{kind},"ticketAmount":500,
+                "useStatus":2,"themeId":null,"junk":{{"deep":[1,{{"x":"y"}}],"s":"\u00e9"}},
+                "ticketRule":{{"useStartTime":1767196800000,"useEndTime":1769875199000,
+                "orderAmount":5000,"maxAmount":3000,"productKinds":[{{"id":"p","name":"咖啡"}}]{extra}}},
+                "createTime":1767196800000,"useChannels":[{{"id":"c1","name":"微信"}},{{"id":"c2"}}]}}"#
+            )
+        };
+        let list = format!(
+            "[{},{},{}]",
+            item("_id", 1, ""),
+            item(
+                "id",
+                2,
+                r#","delayDay":3,"useStartTime":null,"useEndTime":null"#
+            ),
+            // an unknown status: dropped, and counted
+            item("id", 1, "").replace(r#""useStatus":2"#, r#""useStatus":9"#),
+        );
+        let page = r#"{"no":1,"per":2,"total":3,"pages":2,"junk":[1,2,3]}"#;
+        vec![
+            format!(
+                r#"{{"code":0,"msg":"成功","trace":{{"a":[[1],[2]]}},"data":{{"more":true,"page":{page},"list":{list},"other":{list}}}}}"#
+            ),
+            format!(
+                r#"{{"code":0,"data":{{"more":false,"page":{page},"list":{}}},"extra":1}}"#,
+                item("_id", 2, "")
+            ),
+            r#"{"code":7,"msg":"会员不存在","data":{"list":[1]}}"#.to_owned(),
+            r#"{"code":404,"data":null}"#.to_owned(),
+            format!(r#"{{"code":0,"data":{{"page":{page},"more":true}}}}"#),
+            format!(r#"{{"code":0,"data":{{"page":{page},"list":"none"}}}}"#),
+            format!(r#"{{"code":0,"data":{{"page":{{"no":1}},"list":{list}}}}}"#),
+            r#"{"code":0,"data":{"list":[]},"page":"#.to_owned(),
+            r#"{"code":0,"data":{"list":[]}} trailing"#.to_owned(),
+            // valid JSON too deep for serde_json to read whole; projected, nothing is read
+            format!("{}{}", "[".repeat(500), "]".repeat(500)),
+            r#"{"msg":"签名错误"}"#.to_owned(),
+        ]
+    }
+
+    struct Nothing;
+    impl Observer for Nothing {
+        fn observe(&mut self, _: Event<'_>) {}
+    }
+
+    /// What `read_page` made of `body`: with an observer the answer is read whole, without
+    /// one only what the operation reads.
+    fn read_with(op: &OperationPlan, body: &str, observed: bool) -> String {
+        let res = http::Response::new(Bytes::from(body.to_owned()));
+        let secrets = Secrets {
+            credentials: &op.request.credentials,
+            token: None,
+        };
+        let (mut out, mut page, mut seen) = (CallOutput::default(), PageState::first(op), 0);
+        let mut nothing = Nothing;
+        let mut obs: Option<&mut dyn Observer> = if observed { Some(&mut nothing) } else { None };
+        let more = read_page(op, &secrets, &res, &mut out, &mut page, &mut seen, &mut obs)
+            .map_err(|e| e.to_string());
+        format!(
+            "{more:?} rows={:?} dropped={} page_info={:?} pages={} seen={seen} next={}",
+            out.rows, out.dropped, out.page_info, out.pages, page.number
+        )
+    }
+
+    #[test]
+    fn a_projected_answer_reads_exactly_as_the_whole_answer() {
+        let loaded = crate::config::load_str("every.yaml", READS_EVERY_WAY, false).unwrap();
+        let plan = Plan::compile(&loaded, Credentials::Required).unwrap().0;
+        let op = &plan.routes[0].targets[0];
+        assert!(op.projection.is_some(), "plain paths only: projected");
+        let mut outcomes = Vec::new();
+        for body in answers_read_every_way() {
+            let whole = read_with(op, &body, true);
+            if body.starts_with("[[[") {
+                // the one difference: what nobody reads is not parsed, however deep
+                assert!(whole.contains("answer is not JSON"), "{whole}");
+                outcomes.push(read_with(op, &body, false));
+                continue;
+            }
+            assert_eq!(read_with(op, &body, false), whole, "{body}");
+            outcomes.push(whole);
+        }
+        // the answers do reach every outcome the comparison is meant to cover
+        for (i, expect) in [
+            (0, "Ok(true) rows="),
+            (0, "dropped=1"),
+            (1, "Ok(false) rows="),
+            (2, "vendor error 7: 会员不存在"),
+            (3, "Ok(false) rows=[]"),
+            (4, "has no `$.data.list`"),
+            (5, "holds a string"),
+            (6, "no number at `$.data.page.per`"),
+            (7, "answer is not JSON"),
+            (8, "answer is not JSON"),
+            (9, "unexpected answer: the answer has no `$.code`"),
+            (10, "vendor error : 签名错误"),
+        ] {
+            assert!(outcomes[i].contains(expect), "{i}: {}", outcomes[i]);
+        }
+        assert!(
+            outcomes[0].contains("2026-01-04"),
+            "add_days: {}",
+            outcomes[0]
+        );
+    }
+
+    #[test]
+    fn every_operation_of_the_shipped_routes_reads_a_projection() {
+        let loaded =
+            crate::config::load_str("routes.yaml", crate::embedded::ROUTES_YAML, false).unwrap();
+        let plan = Plan::compile(&loaded, Credentials::Optional).unwrap().0;
+        for op in plan.operations() {
+            assert!(
+                op.projection.is_some(),
+                "{}.{} reads whole answers",
+                op.vendor.id,
+                op.name
+            );
+        }
     }
 
     fn query_of(plan: &Plan, number: u64) -> Vec<(String, String)> {

@@ -133,6 +133,11 @@ impl Decrypt {
         })
     }
 
+    /// The member this entry decrypts (its ciphertext, nonce and associated data are inside).
+    pub fn at(&self) -> &JsonPath {
+        &self.at
+    }
+
     /// Replaces the member in `doc` by its plaintext. Nothing happens when the member is
     /// absent; a member that cannot be decrypted is an error naming the path (never the key).
     pub fn apply(&self, doc: &mut Value, credentials: &[SecretString]) -> Result<(), String> {

@@ -31,8 +31,9 @@ enum PathPlan {
     General(Box<JpQuery>),
 }
 
+/// One step of a plain path.
 #[derive(Debug, Clone)]
-enum Seg {
+pub enum Seg {
     Key(String),
     Index(usize),
 }
@@ -88,6 +89,14 @@ impl JsonPath {
     /// Whether the path is made of names and indexes only.
     pub fn is_plain(&self) -> bool {
         matches!(self.plan, PathPlan::Plain(_))
+    }
+
+    /// The names and indexes of a plain path; None for other paths.
+    pub fn segments(&self) -> Option<&[Seg]> {
+        match &self.plan {
+            PathPlan::Plain(segs) => Some(segs),
+            PathPlan::General(_) => None,
+        }
     }
 
     /// The first value the path selects that is not null.
@@ -681,6 +690,22 @@ impl FieldSpec {
         self.typed(value, item, cx)
             .map(Some)
             .ok_or_else(|| format!("{} is not a {}", describe(value), type_name(cx.def.ty)))
+    }
+
+    /// Every path this field reads from an item (its source, `when` and `add_days`, and those
+    /// of its `first_of` alternatives); nested `fields` read inside the value a path selects.
+    pub fn paths<'a>(&'a self, f: &mut dyn FnMut(&'a JsonPath)) {
+        if let Some(w) = &self.when {
+            f(&w.path);
+        }
+        if let Some(d) = &self.add_days {
+            f(d);
+        }
+        match &self.source {
+            Source::Paths(paths) => paths.iter().for_each(&mut *f),
+            Source::Const(_) => {}
+            Source::FirstOf(specs) => specs.iter().for_each(|s| s.paths(f)),
+        }
     }
 
     /// Which source of the field `item` answers: the JSONPath (or `value`) and what it

@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod formats;
 pub mod observe;
 pub mod plan;
+pub mod projection;
 pub mod resilience;
 pub mod routes;
 pub mod steps;

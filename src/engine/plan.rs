@@ -149,6 +149,8 @@ pub struct OperationPlan {
     pub response: ResponsePlan,
     pub paging: Option<PagingPlan>,
     pub mapper: ItemMapper,
+    /// The members of an answer this operation reads (None: it reads whole answers).
+    pub projection: Option<super::projection::Projection>,
     pub cache: Option<crate::config::CacheConfig>,
     pub effect: crate::config::Effect,
     /// Index of this operation's runtime state (its cache) in `AppState`.
@@ -347,14 +349,21 @@ fn operation(
     if !cx.errors.is_empty() {
         return None;
     }
+    let (response, mapper) = (response?, mapper?);
+    let mut item_paths = Vec::new();
+    for spec in mapper.fields.iter().flatten() {
+        spec.paths(&mut |p| item_paths.push(p));
+    }
+    let projection = super::projection::Projection::of(&response, paging.as_ref(), item_paths);
     Some(OperationPlan {
         vendor: vendor.clone(),
         name: name.to_owned(),
         identity: op.identity.clone(),
         request: request?,
-        response: response?,
+        response,
         paging,
-        mapper: mapper?,
+        projection,
+        mapper,
         cache: op.cache.clone(),
         effect: op.effect,
         slot: 0,

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{AnswerReader, BodyWriter, FormatKind};
+use crate::engine::projection::Projection;
 use crate::engine::template::{JsonTemplate, RenderError, Values};
 
 pub struct Json;
+
+const NOT_JSON: &str = "answer is not JSON";
 
 impl FormatKind for Json {
     fn name(&self) -> &'static str {
@@ -46,6 +49,9 @@ impl AnswerReader for Run {
         "application/json"
     }
     fn read(&self, body: &[u8]) -> Result<Value, String> {
-        serde_json::from_slice(body).map_err(|_| "answer is not JSON".to_owned())
+        serde_json::from_slice(body).map_err(|_| NOT_JSON.to_owned())
+    }
+    fn read_projected(&self, body: &[u8], projection: &Projection) -> Result<Value, String> {
+        projection.read(body).map_err(|_| NOT_JSON.to_owned())
     }
 }

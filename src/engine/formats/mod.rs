@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::projection::Projection;
 use super::template::{JsonTemplate, RenderError, Values};
 
 /// A body format.
@@ -52,6 +53,11 @@ pub trait AnswerReader: std::fmt::Debug + Send + Sync {
     /// The `Accept` a request sends unless its headers say otherwise.
     fn accept(&self) -> &'static str;
     fn read(&self, body: &[u8]) -> Result<Value, String>;
+    /// Reads only the members `projection` keeps, where the format can skip the others
+    /// while parsing; reads everything otherwise.
+    fn read_projected(&self, body: &[u8], _projection: &Projection) -> Result<Value, String> {
+        self.read(body)
+    }
 }
 
 /// Every format, in documentation order.
