@@ -298,4 +298,132 @@ mod tests {
         );
         assert_eq!(url(&json!(""), origin), None);
     }
+
+    #[test]
+    fn decimals_are_exact_signed_and_bounded() {
+        let d = |s: &str| Decimal::parse(s);
+        assert_eq!(
+            d("-12.50"),
+            Some(Decimal {
+                units: -125,
+                scale: 1
+            })
+        );
+        assert_eq!(d("+7"), Some(Decimal { units: 7, scale: 0 }));
+        assert_eq!(d(".5"), Some(Decimal { units: 5, scale: 1 }));
+        assert_eq!(d("5."), Some(Decimal { units: 5, scale: 0 }));
+        assert_eq!(d("."), None);
+        assert_eq!(d("-"), None);
+        assert_eq!(d("1.2.3"), None);
+        // 30 digits fit an i128 exactly; more are refused before they could overflow it
+        let thirty = format!("1{}", "0".repeat(29));
+        assert_eq!(
+            d(&thirty),
+            Some(Decimal {
+                units: 10i128.pow(29),
+                scale: 0
+            })
+        );
+        assert_eq!(d(&format!("{thirty}0")), None);
+        assert_eq!(d(&"9".repeat(40)), None);
+        assert_eq!(yuan_to_fen(&json!("-12.50")), Some(-1250));
+        assert_eq!(yuan_to_fen(&json!(" 3.07 ")), Some(307));
+        assert_eq!(fen(&json!(u64::MAX)), None, "beyond i64");
+        assert_eq!(fen(&json!("9223372036854775807")), Some(i64::MAX));
+        assert_eq!(number(&json!("12.5")), Some(12.5));
+        assert_eq!(number(&json!(-0.25)), Some(-0.25));
+        assert_eq!(number(&json!(true)), None);
+    }
+
+    #[test]
+    fn percent_off_ends_at_zero_and_a_hundred() {
+        assert_eq!(zhe_to_percent_off(&json!(10)), Some(0.0));
+        assert_eq!(zhe_to_percent_off(&json!(0)), Some(100.0));
+        assert_eq!(zhe_to_percent_off(&json!(-1)), None);
+        assert_eq!(
+            zhe_to_percent_off(&json!(8.8888)),
+            None,
+            "finer than a hundredth"
+        );
+        assert_eq!(pay_rate_to_percent_off(&json!(1)), Some(0.0));
+        assert_eq!(pay_rate_to_percent_off(&json!(0)), Some(100.0));
+        assert_eq!(pay_rate_to_percent_off(&json!(-0.1)), None);
+        assert_eq!(pay_rate_to_percent_off(&json!("0.8525")), Some(14.75));
+    }
+
+    #[test]
+    fn weekdays_by_number_or_name_in_english_or_chinese() {
+        assert_eq!(
+            weekdays(&json!("MON, Tuesday;周三、星期四 礼拜五，sat")),
+            Some(vec![1, 2, 3, 4, 5, 6])
+        );
+        assert_eq!(weekdays(&json!("礼拜天")), Some(vec![7]));
+        assert_eq!(weekdays(&json!("星期日")), Some(vec![7]));
+        assert_eq!(weekdays(&json!(["7", "1", 1])), Some(vec![1, 7]));
+        assert_eq!(weekdays(&json!([0])), None);
+        assert_eq!(weekdays(&json!(["周八"])), None);
+        assert_eq!(weekdays(&json!([])), None);
+        assert_eq!(weekdays(&json!(3)), None);
+    }
+
+    #[test]
+    fn hour_ranges_from_text_lists_and_objects() {
+        let r = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            hour_ranges(&json!("9:5-11:30; 17:00-24:00")),
+            Some(vec![r("09:05", "11:30"), r("17:00", "24:00")])
+        );
+        assert_eq!(
+            hour_ranges(
+                &json!([{"from": "08:00", "to": "10:00"}, {"start": "12:00", "end": "13:59"}, " 20:00-21:00 "])
+            ),
+            Some(vec![
+                r("08:00", "10:00"),
+                r("12:00", "13:59"),
+                r("20:00", "21:00")
+            ])
+        );
+        assert_eq!(hour_ranges(&json!("25:00-26:00")), None);
+        assert_eq!(hour_ranges(&json!("10:60-11:00")), None);
+        assert_eq!(hour_ranges(&json!([{"from": "08:00"}])), None);
+        assert_eq!(hour_ranges(&json!([1])), None);
+        assert_eq!(hour_ranges(&json!([])), None);
+        assert_eq!(hour_ranges(&json!(5)), None);
+    }
+
+    #[test]
+    fn names_and_urls_of_every_shape() {
+        let n = |v: Value| names(&v, "title");
+        assert_eq!(
+            n(json!([{"title": 7}, {"title": true}, {"other": "x"}, 3.5, null, "a"])),
+            Some(vec![
+                "7".to_owned(),
+                "true".to_owned(),
+                "3.5".to_owned(),
+                "a".to_owned()
+            ])
+        );
+        assert_eq!(
+            n(json!(" a ,b")),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(n(json!("  ")), Some(vec![]));
+        assert_eq!(n(json!(5)), None);
+        assert_eq!(text(&json!(false)).as_deref(), Some("false"));
+        assert_eq!(text(&json!([1])), None);
+        let origin = "http://crm.houcaller.com";
+        assert_eq!(
+            url(&json!("//cdn.x/a.png"), origin).as_deref(),
+            Some("http://cdn.x/a.png")
+        );
+        assert_eq!(
+            url(&json!(" img/a.png "), origin).as_deref(),
+            Some("http://crm.houcaller.com/img/a.png")
+        );
+        assert_eq!(
+            url(&json!("http://x.y/z"), origin).as_deref(),
+            Some("http://x.y/z")
+        );
+        assert_eq!(url(&json!(5), origin), None);
+    }
 }

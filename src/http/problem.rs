@@ -97,3 +97,98 @@ pub fn for_bare_status(status: StatusCode) -> Problem {
     };
     Problem::new(status, detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn answer(p: Problem) -> (StatusCode, http::HeaderMap, Value) {
+        let (parts, body) = p.into_response("req-1").into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    /// Callers branch on `type`, so each status keeps its slug; the body is RFC 9457 with the
+    /// request id as `instance`, and only overload and rate limits say when to come back.
+    #[tokio::test]
+    async fn every_status_has_its_stable_type() {
+        let cases = [
+            (400, "invalid-request"),
+            (401, "unauthenticated"),
+            (403, "forbidden"),
+            (404, "not-found"),
+            (405, "method-not-allowed"),
+            (409, "conflict"),
+            (413, "body-too-large"),
+            (415, "unsupported-media-type"),
+            (422, "vendor-validation"),
+            (429, "rate-limited"),
+            (431, "headers-too-large"),
+            (502, "vendors-failed"),
+            (503, "overloaded"),
+            (504, "timeout"),
+            (500, "internal"),
+            (501, "internal"),
+            (408, "error"),
+            (418, "error"),
+        ];
+        for (code, slug) in cases {
+            let status = StatusCode::from_u16(code).unwrap();
+            let (got, headers, body) = answer(Problem::new(status, "why")).await;
+            assert_eq!(got, status);
+            assert_eq!(headers[header::CONTENT_TYPE], CONTENT_TYPE);
+            assert_eq!(body["type"], format!("urn:coupon-gateway:problem:{slug}"));
+            assert!(!body["title"].as_str().unwrap().is_empty());
+            assert_eq!(body["status"], code);
+            assert_eq!(body["detail"], "why");
+            assert_eq!(body["instance"], "req-1");
+            let retry = headers
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap());
+            let waits = code == 429 || code == 503;
+            assert_eq!(retry, waits.then_some("1"), "{code}");
+        }
+        let (_, _, body) = answer(Problem::new(StatusCode::BAD_REQUEST, "x")).await;
+        assert_eq!(body["title"], "The request is not valid");
+    }
+
+    #[tokio::test]
+    async fn extensions_sit_beside_the_standard_members() {
+        let p = Problem::new(StatusCode::BAD_GATEWAY, "all failed")
+            .with("sources", serde_json::json!([{"vendor": "a"}]));
+        let (_, _, body) = answer(p).await;
+        assert_eq!(body["sources"], serde_json::json!([{"vendor": "a"}]));
+        assert_eq!(body["type"], "urn:coupon-gateway:problem:vendors-failed");
+    }
+
+    #[test]
+    fn bare_statuses_get_a_detail_of_their_own() {
+        let detail = |code: u16| for_bare_status(StatusCode::from_u16(code).unwrap()).detail;
+        assert_eq!(detail(408), "the request was not received in time");
+        assert_eq!(
+            detail(413),
+            "the request body is larger than the gateway accepts"
+        );
+        assert_eq!(
+            detail(431),
+            "the request headers are larger than the gateway accepts"
+        );
+        assert_eq!(detail(503), "too many requests in progress");
+        assert_eq!(
+            detail(504),
+            "the request took longer than the gateway allows"
+        );
+        assert!(detail(500).contains("the request id identifies it"));
+        assert_eq!(detail(418), "the request failed");
+        assert_eq!(
+            for_bare_status(StatusCode::IM_A_TEAPOT).status,
+            StatusCode::IM_A_TEAPOT
+        );
+    }
+}

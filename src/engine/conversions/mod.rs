@@ -131,4 +131,57 @@ mod tests {
             }
         }
     }
+
+    /// The names and extra keys that config errors and the field mapping's key check use,
+    /// and what logs show of a conversion.
+    #[test]
+    fn names_extra_keys_and_debug() {
+        assert_eq!(
+            known(),
+            "fen, yuan_to_fen, zhe_to_percent_off, pay_rate_to_percent_off, names"
+        );
+        assert_eq!(extra_keys().collect::<Vec<_>>(), ["names_key"]);
+        assert!(find("yuan").is_none());
+        for kind in REGISTRY {
+            assert_eq!(format!("{kind:?}"), kind.name());
+        }
+        for name in [
+            "fen",
+            "yuan_to_fen",
+            "zhe_to_percent_off",
+            "pay_rate_to_percent_off",
+        ] {
+            let c = find(name).unwrap().compile(&Map::new()).unwrap();
+            assert_eq!(format!("{c:?}"), name);
+        }
+    }
+
+    /// Which canonical field types each conversion may fill (the field mapping refuses the
+    /// others when the config is loaded).
+    #[test]
+    fn each_conversion_fits_its_field_types_only() {
+        use FieldType::*;
+        let all = [
+            Text, Money, Percent, Integer, Time, TextList, Weekdays, HourRanges, Url,
+        ];
+        let fits = |name: &str| -> Vec<FieldType> {
+            let kind = find(name).unwrap();
+            all.iter().copied().filter(|t| kind.fits(*t)).collect()
+        };
+        assert_eq!(fits("fen"), [Money, Integer]);
+        assert_eq!(fits("yuan_to_fen"), [Money, Integer]);
+        assert_eq!(fits("zhe_to_percent_off"), [Percent]);
+        assert_eq!(fits("pay_rate_to_percent_off"), [Percent]);
+        assert_eq!(fits("names"), [TextList]);
+        let e = find("names")
+            .unwrap()
+            .compile(
+                &serde_json::json!({"names_key": 1})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap_err();
+        assert_eq!(e.0, "names_key");
+    }
 }

@@ -472,6 +472,95 @@ mod tests {
     }
 
     #[test]
+    fn a_transform_is_one_name_or_a_one_key_mapping() {
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"md5": null, "sha1": null}),
+            serde_json::json!(["md5"]),
+        ] {
+            let e = compile(&bad, &NoNames).unwrap_err();
+            assert!(
+                e.starts_with("a transform is a name or a one-key mapping (known: digest, md5,"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    /// `Debug` (logs, `explain`) names the kind and never a key, prefix or suffix.
+    #[test]
+    fn compiled_transforms_show_their_kind_and_never_their_key() {
+        let cases = [
+            (serde_json::json!("md5"), "digest"),
+            (serde_json::json!({"hmac_sha256": "s3cret-key"}), "hmac"),
+            (
+                serde_json::json!({"des_ecb_pkcs5": "s3cretk8"}),
+                "des_ecb_pkcs5",
+            ),
+            (serde_json::json!("percent_encode"), "percent_encode"),
+            (serde_json::json!({"wrap": {"prefix": "s3cret"}}), "wrap"),
+        ];
+        for (apply, shown) in cases {
+            let t = compile(&apply, &NoNames).unwrap();
+            assert_eq!(format!("{:?}", t.imp), shown, "{apply}");
+        }
+    }
+
+    /// A key that names request values is rendered per attempt, and the names it reads are
+    /// reported so the step has them rendered first.
+    #[test]
+    fn per_attempt_keys_report_the_names_they_read() {
+        struct Vars;
+        impl Scope for Vars {
+            fn resolve(&self, name: &str) -> Result<Ref, String> {
+                match name {
+                    "var.k" => Ok(Ref::Var(0)),
+                    _ => Err(format!("unknown `{name}`")),
+                }
+            }
+        }
+        struct Attempt(&'static str);
+        impl Values for Attempt {
+            fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+                (r == Ref::Var(0)).then_some(Cow::Borrowed(self.0))
+            }
+        }
+        let hmac = compile(&serde_json::json!({"hmac_sha1": "{{var.k}}"}), &Vars).unwrap();
+        assert_eq!(hmac.imp.refs(), vec![Ref::Var(0)]);
+        let out = hmac
+            .imp
+            .run(
+                Data::Text("what do ya want for nothing?".into()),
+                &Attempt("Jefe"),
+            )
+            .unwrap();
+        // RFC 2202 test case 2
+        assert_eq!(
+            crate::crypto::hex_lower(out.bytes()),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+
+        let des = compile(&serde_json::json!({"des_ecb_pkcs5": "{{var.k}}"}), &Vars).unwrap();
+        assert_eq!(des.imp.refs(), vec![Ref::Var(0)]);
+        // the vendor kit's worked example, with its key given per attempt
+        let out = des
+            .imp
+            .run(
+                Data::Text(r#"{"memberId":"K1H93QDKI00B7"}"#.into()),
+                &Attempt("hklkey01"),
+            )
+            .unwrap();
+        assert_eq!(
+            crate::crypto::hex_lower(out.bytes()),
+            "6b177edf396081b2fe204c2b2db191452417852a0235a46bef363ae847e2ab1e"
+        );
+        let e = des
+            .imp
+            .run(Data::Text("x".into()), &Attempt("short"))
+            .unwrap_err();
+        assert_eq!(e, "DES needs a key of exactly 8 bytes");
+    }
+
+    #[test]
     fn keys_made_of_known_credentials_are_prepared_once() {
         struct Creds;
         impl Scope for Creds {
