@@ -278,4 +278,71 @@ mod tests {
             "decoded names"
         );
     }
+
+    #[test]
+    fn every_json_type_is_kept() {
+        assert_eq!(
+            parse(br#"[-1, 18446744073709551615, -0.5, "a\"b", "", false, {}]"#).unwrap(),
+            serde_json::json!([-1, 18446744073709551615u64, -0.5, "a\"b", "", false, {}])
+        );
+        assert_eq!(
+            parse_object(br#"{"kinds": 1}"#, &["kinds"]).unwrap()["kinds"],
+            1
+        );
+        assert_eq!(
+            parse_object(b"[]", &["kinds"]).unwrap_err(),
+            "the body must be a JSON object"
+        );
+        let e = parse_object(br#"{"kind": 1}"#, &["kinds"]).unwrap_err();
+        assert_eq!(e, "unknown member `kind` (did you mean `kinds`?)");
+        let m = parse_object(br#"{"ids": {"opnid": "x"}}"#, &["ids"]).unwrap();
+        let e =
+            known_members(m["ids"].as_object().unwrap(), &["openid"], "member.ids").unwrap_err();
+        assert_eq!(
+            e,
+            "unknown member `member.ids.opnid` (did you mean `openid`?)"
+        );
+    }
+
+    #[test]
+    fn long_names_are_clipped_and_not_matched() {
+        let long = "k".repeat(65);
+        assert_eq!(nearest(&long, &["kinds"]), None);
+        let known = ["a".repeat(64)];
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        let typo = format!("{}b", "a".repeat(63));
+        assert_eq!(nearest(&typo, &known), Some(known[0]));
+        // a third of the name: 9 letters allow 3 edits, 2 letters still 2
+        assert_eq!(nearest("abcxyz", &["abcdefghi"]), None);
+        assert_eq!(nearest("abcdefxyz", &["abcdefghi"]), Some("abcdefghi"));
+        assert_eq!(nearest("xy", &["ab"]), Some("ab"));
+        assert_eq!(nearest("xyz", &["ab"]), None);
+        assert_eq!(nearest("kidz", &["kinds", "kid"]), Some("kid"));
+        assert_eq!(clip(&long).chars().count(), 64);
+        let e = check_query(Some(&format!("{long}=1")), &["kinds"]).unwrap_err();
+        assert_eq!(
+            e,
+            format!("unknown query parameter `{}` (known: kinds)", &long[..64])
+        );
+        assert_eq!(hint("zzz", &[]), "");
+    }
+
+    #[test]
+    fn query_parameters_are_decoded_like_the_route_reads_them() {
+        assert_eq!(
+            check_query(Some("%FF=1"), &["kinds"]).unwrap_err(),
+            "the query string is not valid UTF-8"
+        );
+        assert!(check_query(Some("&&kinds=1&"), &["kinds"]).is_ok());
+        assert!(check_query(Some("a+b=1"), &["a b"]).is_ok());
+        let q = Some("x=1&kinds=a+b%2Cc&kinds=later&empty");
+        assert_eq!(query_param(q, "kinds").as_deref(), Some("a b,c"));
+        assert_eq!(query_param(q, "empty").as_deref(), Some(""));
+        assert_eq!(query_param(q, "none"), None);
+        assert_eq!(query_param(None, "kinds"), None);
+        assert_eq!(
+            query_param(Some("%6Binds=1"), "kinds").as_deref(),
+            Some("1")
+        );
+    }
 }
