@@ -14,6 +14,7 @@ pub mod engine;
 pub mod explain;
 pub mod http;
 pub mod idempotency;
+mod json_scalars;
 pub mod sandbox;
 pub mod shared;
 pub mod telemetry;
