@@ -319,7 +319,16 @@ vendors:
         // told apart from one answering nothing ("holds a number", not "has no `$.data.list`")
         let plan = plan(FIELDS, "$.data.list");
         let p = plan.routes[0].targets[0].projection.as_ref().unwrap();
-        for scalar in ["true", "false", "-3", "7", "18446744073709551615", "1.5", r#""s""#, "null"] {
+        for scalar in [
+            "true",
+            "false",
+            "-3",
+            "7",
+            "18446744073709551615",
+            "1.5",
+            r#""s""#,
+            "null",
+        ] {
             for body in [
                 format!(r#"{{"code":0,"data":{scalar}}}"#),
                 format!(r#"{{"code":0,"data":{{"list":{scalar}}}}}"#),
