@@ -216,5 +216,33 @@ mod tests {
         assert_eq!(v["channels"], json!([]));
         assert_eq!(v["product_kinds"], json!([]));
         assert!(v.get("from_ts").is_none());
+        assert_eq!(v["usable_hours"], Value::Null);
+    }
+
+    #[test]
+    fn rows_keep_their_lists_and_hours() {
+        let mut row = vec![Value::Null; COUPON.len()];
+        row[SLOTS.id] = json!("x");
+        row[SLOTS.channels] = json!(["app", 3, "mini"]);
+        row[SLOTS.product_kinds] = json!(["drinks"]);
+        let hours = json!([{"from": "10:00", "to": "14:00"}]);
+        row[SLOTS.usable_hours] = hours.clone();
+        let c = Coupon::from_row("v", &row);
+        // the mapper gives canonical values; anything else in a list is left out, not an error
+        assert_eq!(c.channels, ["app", "mini"]);
+        assert_eq!(c.product_kinds, ["drinks"]);
+        assert_eq!(c.usable_hours, Some(hours));
+    }
+
+    #[test]
+    fn a_coupon_is_usable_through_its_last_instant() {
+        let until = "2015-12-12T23:59:59+08:00";
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+        let c = coupon("usable", None, Some(until));
+        assert_eq!(c.effective_status(at(until)), "usable");
+        assert_eq!(
+            c.effective_status(at("2015-12-13T00:00:00+08:00")),
+            "expired"
+        );
     }
 }

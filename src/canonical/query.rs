@@ -342,7 +342,18 @@ mod tests {
         assert_eq!(q.limit, 50);
         assert_eq!(q.after, None);
         assert_eq!(q.status, Some(vec!["usable"]));
+        assert_eq!(q.openid.as_deref(), Some("oEv"));
         assert!(q.considers("gamma"));
+    }
+
+    #[test]
+    fn the_vendors_filter_decides_which_vendors_are_considered() {
+        let q = parse(r#"{"member":{},"vendors":["alpha","gamma"]}"#).unwrap();
+        let considered: Vec<&str> = VENDORS.iter().copied().filter(|v| q.considers(v)).collect();
+        assert_eq!(considered, ["alpha", "gamma"]);
+        let q = parse(r#"{"member":{}}"#).unwrap();
+        assert!(VENDORS.iter().all(|v| q.considers(v)));
+        assert_eq!(q.openid, None);
     }
 
     #[test]

@@ -183,3 +183,28 @@ pub const TEMPLATE: &[FieldDef] = &[
     f("updated_at", FieldType::Time),
     f("card", FieldType::Json),
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[test]
+    fn a_row_becomes_an_object_of_its_schema_names_with_lists_never_null() {
+        let mut row = vec![Value::Null; PACKAGE.len()];
+        row[slot(PACKAGE, "id").unwrap()] = json!("p1");
+        row[slot(PACKAGE, "total_limit").unwrap()] = json!(5);
+        let object = to_object(PACKAGE, row);
+        let names: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut expected: Vec<&str> = PACKAGE.iter().map(|d| d.name).collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        assert_eq!(object["id"], json!("p1"));
+        assert_eq!(object["total_limit"], json!(5));
+        // a list of names and a list of records: [] for null; other fields stay null
+        assert_eq!(object["channels"], json!([]));
+        assert_eq!(object["coupons"], json!([]));
+        assert_eq!(object["name"], Value::Null);
+    }
+}

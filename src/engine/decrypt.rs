@@ -332,4 +332,39 @@ mod tests {
             "colour"
         );
     }
+
+    #[test]
+    fn an_aes_cbc_member_of_text_is_decrypted_with_its_iv() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let iv = "abcdef0123456789";
+        let sealed = crypto::aes_cbc_encrypt(key, iv.as_bytes(), b"hello").unwrap();
+        let d = compile(json!({"at": "$.r", "cipher": "aes_cbc", "key": "{{cred.api_v3_key}}", "ciphertext": "$.c", "nonce": "$.iv", "encoding": "hex", "plaintext": "text"})).unwrap();
+        let mut doc = json!({"r": {"c": hex::encode(sealed), "iv": iv}});
+        d.apply(&mut doc, &creds()).unwrap();
+        assert_eq!(doc, json!({"r": "hello"}));
+    }
+
+    #[test]
+    fn a_key_is_prepared_once_when_its_credentials_are_known() {
+        // known when compiling: the key is made then, not rendered again for every answer
+        let d = compile(json!({"at": "$.r", "cipher": "des_ecb", "key": "{{cred.api_v3_key}}"}))
+            .unwrap();
+        assert!(matches!(d.key, Key::Fixed(_)));
+        // a credential without a value yet (`validate`) leaves the key to each attempt, which
+        // reads it from the credentials the call is made with
+        let later = vec![SecretString::from("hklkey01".to_owned())];
+        let d = Decrypt::compile(
+            &json!({"at": "$.param", "cipher": "des_ecb", "key": "{{cred.k}}", "encoding": "hex"}),
+            &CredScope {
+                names: vec!["k"],
+                values: &[SecretString::from(String::new())],
+            },
+        )
+        .unwrap();
+        assert!(matches!(d.key, Key::PerAttempt(_)));
+        let mut doc =
+            json!({"param": "6B177EDF396081B2FE204C2B2DB191452417852A0235A46BEF363AE847E2AB1E"});
+        d.apply(&mut doc, &later).unwrap();
+        assert_eq!(doc, json!({"param": {"memberId": "K1H93QDKI00B7"}}));
+    }
 }

@@ -287,6 +287,33 @@ vendors:
     }
 
     #[test]
+    fn scalars_where_a_path_goes_deeper_are_read_as_they_are() {
+        // `$.data.list` is entered, not kept whole: a vendor answering a scalar there must be
+        // told apart from one answering nothing ("holds a number", not "has no `$.data.list`")
+        let plan = plan(FIELDS, "$.data.list");
+        let p = plan.routes[0].targets[0].projection.as_ref().unwrap();
+        for scalar in [
+            "true",
+            "false",
+            "-3",
+            "7",
+            "18446744073709551615",
+            "1.5",
+            r#""s""#,
+            "null",
+        ] {
+            for body in [
+                format!(r#"{{"code":0,"data":{scalar}}}"#),
+                format!(r#"{{"code":0,"data":{{"list":{scalar}}}}}"#),
+                format!(r#"{{"code":0,"data":{{"list":[{scalar}]}}}}"#),
+            ] {
+                let whole: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(p.read(body.as_bytes()).unwrap(), whole, "{body}");
+            }
+        }
+    }
+
+    #[test]
     fn a_path_that_is_not_plain_reads_whole_answers() {
         for (fields, items) in [
             (FIELDS, "$.data[*]"),

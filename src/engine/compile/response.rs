@@ -145,3 +145,79 @@ pub fn mapper(
         origin: origin.to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::plan::{Credentials, Plan};
+
+    /// The errors of compiling one `list_coupons` operation with `extra` settings and `fields`.
+    fn errors(extra: &str, fields: &str) -> Vec<String> {
+        let yaml = format!(
+            r#"
+server: {{listen: "127.0.0.1:0"}}
+routes: {{coupons_query: {{operation: list_coupons}}}}
+vendors:
+  v:
+    base_url: http://127.0.0.1:9
+    operations:
+      list_coupons:
+        identity: [member_id]
+        request: {{method: GET, path: /c}}
+        response:
+          success: [{{path: $.code, in: [0]}}]
+          items: $.data
+        fields: {fields}
+{extra}"#
+        );
+        let loaded = crate::config::load_str("r.yaml", &yaml, false).unwrap();
+        match Plan::compile(&loaded, Credentials::Required) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    const FIELDS: &str = "{id: $.id, status: {value: usable}}";
+
+    fn has(errors: &[String], want: &str) -> bool {
+        errors.iter().any(|e| e.contains(want))
+    }
+
+    #[test]
+    fn paging_needs_at_least_one_page_of_at_least_one_item() {
+        assert_eq!(errors("", FIELDS), Vec::<String>::new());
+        let paging = |p: &str| format!("        paging: {{style: page_number, {p}}}\n");
+        assert_eq!(
+            errors(&paging("max_pages: 2, page_size: 3"), FIELDS),
+            Vec::<String>::new()
+        );
+        for p in ["max_pages: 0, page_size: 3", "max_pages: 2, page_size: 0"] {
+            let e = errors(&paging(p), FIELDS);
+            assert!(
+                has(&e, "`max_pages` and `page_size` are at least 1"),
+                "{p}: {e:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_required_canonical_field_is_mapped() {
+        let e = errors("", "{id: $.id, name: $.title}");
+        assert!(
+            has(&e, "the canonical field `status` is required"),
+            "{e:#?}"
+        );
+        assert!(!has(&e, "the canonical field `id`"), "{e:#?}");
+        // a required field that is mapped wrongly is reported for its mistake, not as missing
+        let e = errors("", "{id: $.id, status: {value: valid}}");
+        assert!(!e.is_empty() && !has(&e, "is required"), "{e:#?}");
+        let e = errors("", "{}");
+        assert!(
+            has(&e, "map at least the required canonical fields"),
+            "{e:#?}"
+        );
+        assert!(
+            !has(&e, "is required"),
+            "one error for an empty mapping: {e:#?}"
+        );
+    }
+}

@@ -138,3 +138,75 @@ pub fn reference_table() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer_error(format: Value) -> String {
+        writer(Some(&format), &JsonTemplate::Object(Vec::new())).unwrap_err()
+    }
+
+    #[test]
+    fn formats_are_named_once_and_unknown_ones_list_the_known() {
+        let body = JsonTemplate::Object(Vec::new());
+        assert_eq!(
+            writer(None, &body).unwrap().content_type(),
+            "application/json"
+        );
+        assert_eq!(
+            writer(Some(&serde_json::json!({"json": {}})), &body)
+                .unwrap()
+                .content_type(),
+            "application/json"
+        );
+        assert_eq!(
+            writer_error(serde_json::json!({"json": {}, "form": {}})),
+            "`format` is a name or `{name: {options}}`"
+        );
+        assert_eq!(
+            writer_error(serde_json::json!({})),
+            "`format` is a name or `{name: {options}}`"
+        );
+        assert_eq!(
+            writer_error(serde_json::json!("yaml")),
+            "unknown body format `yaml` (known: json, form, xml)"
+        );
+        assert_eq!(reader(None).unwrap().accept(), "application/json");
+        // form is written, never read
+        assert_eq!(
+            reader(Some("form")).unwrap_err(),
+            "unknown answer format `form` (known: json, xml)"
+        );
+    }
+    #[test]
+    fn a_format_that_cannot_skip_members_reads_a_projected_answer_whole() {
+        let yaml = r#"
+server: {listen: "127.0.0.1:0"}
+routes: {coupons_query: {operation: list_coupons}}
+vendors:
+  v:
+    base_url: http://127.0.0.1:9
+    operations:
+      list_coupons:
+        identity: [member_id]
+        request: {method: GET, path: /c}
+        response:
+          format: xml
+          success: [{path: $.code, in: ["0"]}]
+          items: $.coupon
+        fields: {id: $.id, status: {value: usable}}
+"#;
+        let loaded = crate::config::load_str("x.yaml", yaml, false).unwrap();
+        let plan =
+            crate::engine::plan::Plan::compile(&loaded, crate::engine::plan::Credentials::Required)
+                .unwrap()
+                .0;
+        let projection = plan.routes[0].targets[0].projection.as_ref().unwrap();
+        let xml = reader(Some("xml")).unwrap();
+        let body = b"<xml><code>0</code><coupon><id>a</id></coupon><junk>1</junk></xml>";
+        let whole = xml.read(body).unwrap();
+        assert_eq!(whole["coupon"]["id"], "a", "{whole}");
+        assert_eq!(xml.read_projected(body, projection).unwrap(), whole);
+    }
+}
