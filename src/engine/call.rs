@@ -1158,15 +1158,8 @@ mod tests {
 
     /// One vendor whose GET names the paging offset and both non-numeric nonces.
     fn plan(first_page: u64) -> Plan {
-        let yaml = format!(
+        let op = format!(
             r#"
-server: {{listen: "127.0.0.1:0"}}
-routes: {{coupons_query: {{operation: list_coupons}}}}
-vendors:
-  v:
-    base_url: http://127.0.0.1:9
-    operations:
-      list_coupons:
         identity: [member_id]
         request:
           method: GET
@@ -1186,20 +1179,12 @@ vendors:
           status: {{value: usable}}
 "#
         );
-        let loaded = crate::config::load_str("offset.yaml", &yaml, false).unwrap();
-        Plan::compile(&loaded, Credentials::Required).unwrap().0
+        crate::engine::plan::one_operation(&op).unwrap()
     }
 
     /// An operation that reads an answer every way routes.yaml can: envelope rules, page
     /// info, paging, alternatives, conditions, `map`, `add_days`, nested names.
-    pub(crate) const READS_EVERY_WAY: &str = r#"
-server: {listen: "127.0.0.1:0"}
-routes: {coupons_query: {operation: list_coupons}}
-vendors:
-  v:
-    base_url: http://127.0.0.1:9
-    operations:
-      list_coupons:
+    const READS_EVERY_WAY: &str = r#"
         identity: [member_id]
         request: {method: GET, path: /c}
         paging: {style: page_number, page_size: 2, max_pages: 3, has_more: $.data.more}
@@ -1231,7 +1216,7 @@ vendors:
 
     /// Answers for [`READS_EVERY_WAY`]: members no path names at every depth, items as a list
     /// and as one object, alternatives taken both ways, a dropped item, failures.
-    pub(crate) fn answers_read_every_way() -> Vec<String> {
+    fn answers_read_every_way() -> Vec<String> {
         let item = |id: &str, kind: u8, extra: &str| {
             format!(
                 r#"{{"{id}":"c-{kind}","ticketName":"券{kind}","ticketType":{kind},"ticketAmount":500,
@@ -1300,8 +1285,7 @@ vendors:
 
     #[test]
     fn a_projected_answer_reads_exactly_as_the_whole_answer() {
-        let loaded = crate::config::load_str("every.yaml", READS_EVERY_WAY, false).unwrap();
-        let plan = Plan::compile(&loaded, Credentials::Required).unwrap().0;
+        let plan = crate::engine::plan::one_operation(READS_EVERY_WAY).unwrap();
         let op = &plan.routes[0].targets[0];
         assert!(op.projection.is_some(), "plain paths only: projected");
         let mut outcomes = Vec::new();

@@ -410,6 +410,23 @@ fn token(
     })
 }
 
+/// Test support: the plan of one vendor `v` (at `http://127.0.0.1:9`) with one `list_coupons`
+/// operation, whose settings (indented by eight spaces) are `operation`; the compile errors,
+/// as text, when it does not compile.
+#[cfg(test)]
+pub(crate) fn one_operation(operation: &str) -> Result<Plan, Vec<String>> {
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\"}}\nroutes: {{coupons_query: {{operation: list_coupons}}}}\n\
+         vendors:\n  v:\n    base_url: http://127.0.0.1:9\n    operations:\n      list_coupons:\n\
+         {operation}"
+    );
+    let text = |errors: Vec<ConfigError>| errors.iter().map(ToString::to_string).collect();
+    let loaded = crate::config::load_str("test.yaml", &yaml, false).map_err(text)?;
+    Plan::compile(&loaded, Credentials::Required)
+        .map(|(plan, _)| plan)
+        .map_err(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,18 +212,11 @@ impl<'de, 'p> Visitor<'de> for Member<'p> {
 mod tests {
     use serde_json::json;
 
-    use crate::engine::plan::{Credentials, Plan};
+    use crate::engine::plan::Plan;
 
     fn plan(fields: &str, items: &str) -> Plan {
-        let yaml = format!(
+        let op = format!(
             r#"
-server: {{listen: "127.0.0.1:0"}}
-routes: {{coupons_query: {{operation: list_coupons}}}}
-vendors:
-  v:
-    base_url: http://127.0.0.1:9
-    operations:
-      list_coupons:
         identity: [member_id]
         request: {{method: GET, path: /c}}
         response:
@@ -233,8 +226,7 @@ vendors:
         fields: {fields}
 "#
         );
-        let loaded = crate::config::load_str("p.yaml", &yaml, false).unwrap();
-        Plan::compile(&loaded, Credentials::Required).unwrap().0
+        crate::engine::plan::one_operation(&op).unwrap()
     }
 
     const FIELDS: &str = "{id: $.id, name: {path: [$.title, $.t.name]}, status: {value: usable}, channels: {path: $.ch, convert: names}}";

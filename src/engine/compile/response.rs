@@ -148,19 +148,12 @@ pub fn mapper(
 
 #[cfg(test)]
 mod tests {
-    use crate::engine::plan::{Credentials, Plan};
+    use crate::engine::plan::one_operation;
 
     /// The errors of compiling one `list_coupons` operation with `extra` settings and `fields`.
     fn errors(extra: &str, fields: &str) -> Vec<String> {
-        let yaml = format!(
+        let op = format!(
             r#"
-server: {{listen: "127.0.0.1:0"}}
-routes: {{coupons_query: {{operation: list_coupons}}}}
-vendors:
-  v:
-    base_url: http://127.0.0.1:9
-    operations:
-      list_coupons:
         identity: [member_id]
         request: {{method: GET, path: /c}}
         response:
@@ -169,11 +162,7 @@ vendors:
         fields: {fields}
 {extra}"#
         );
-        let loaded = crate::config::load_str("r.yaml", &yaml, false).unwrap();
-        match Plan::compile(&loaded, Credentials::Required) {
-            Ok(_) => Vec::new(),
-            Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
-        }
+        one_operation(&op).err().unwrap_or_default()
     }
 
     const FIELDS: &str = "{id: $.id, status: {value: usable}}";

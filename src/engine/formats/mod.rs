@@ -181,14 +181,7 @@ mod tests {
     }
     #[test]
     fn a_format_that_cannot_skip_members_reads_a_projected_answer_whole() {
-        let yaml = r#"
-server: {listen: "127.0.0.1:0"}
-routes: {coupons_query: {operation: list_coupons}}
-vendors:
-  v:
-    base_url: http://127.0.0.1:9
-    operations:
-      list_coupons:
+        let op = r#"
         identity: [member_id]
         request: {method: GET, path: /c}
         response:
@@ -197,11 +190,7 @@ vendors:
           items: $.coupon
         fields: {id: $.id, status: {value: usable}}
 "#;
-        let loaded = crate::config::load_str("x.yaml", yaml, false).unwrap();
-        let plan =
-            crate::engine::plan::Plan::compile(&loaded, crate::engine::plan::Credentials::Required)
-                .unwrap()
-                .0;
+        let plan = crate::engine::plan::one_operation(op).unwrap();
         let projection = plan.routes[0].targets[0].projection.as_ref().unwrap();
         let xml = reader(Some("xml")).unwrap();
         let body = b"<xml><code>0</code><coupon><id>a</id></coupon><junk>1</junk></xml>";
