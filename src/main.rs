@@ -56,7 +56,9 @@ enum Command {
 }
 
 /// mimalloc instead of glibc malloc: malloc was 26-48 % of the baseline profile
-/// (docs/benchmarks.md).
+/// (docs/benchmarks.md). The `system-alloc` feature leaves the system allocator in place, for
+/// heap profilers that hook malloc (`bench/run --wrap heaptrack`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
