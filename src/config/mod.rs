@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     /// Largest vendor response body read; a larger answer is a vendor error.
     pub max_vendor_response_bytes: u64,
+    /// Vendor calls in progress at once, all vendors together; a call beyond it waits for a
+    /// free slot, its deadline running. Each call in progress holds a connection's buffers,
+    /// its answer and what is read from it (~60 KB), so this bounds that memory.
+    pub max_vendor_calls: usize,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace_ms: u64,
     /// A client that has not sent its request headers after this long is disconnected.
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 10_000,
             max_concurrency: 1024,
             max_vendor_response_bytes: 4 * 1024 * 1024,
+            max_vendor_calls: 512,
             shutdown_grace_ms: 5_000,
             header_read_timeout_ms: 10_000,
             cursor_secret: None,

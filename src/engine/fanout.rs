@@ -119,6 +119,10 @@ async fn guarded_call(
                 Failure::RateLimited
             }
         })?;
+        // then a slot among the process's calls in progress (`server.max_vendor_calls`): what
+        // calls hold in memory is bounded by their number. After the vendor's own admission,
+        // so that calls waiting for one vendor's quota never keep the others' calls waiting.
+        let _slot = upstream.call_slot().await;
         if let Some(h) = &vh {
             h.limit_wait(started.elapsed());
             h.call_started();
@@ -136,7 +140,7 @@ async fn guarded_call(
     };
     let result = match tokio::time::timeout(deadline, guarded.instrument(span.clone())).await {
         Ok(r) => r,
-        // only the admission wait can still run into the deadline here
+        // only the waits for a slot and for admission can still run into the deadline here
         Err(_) => Err(Failure::Timeout(deadline)),
     };
     let latency = started.elapsed();

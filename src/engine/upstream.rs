@@ -10,6 +10,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -32,6 +33,8 @@ pub enum TransportError {
 pub struct Upstream {
     client: HttpClient,
     max_body: u64,
+    /// Slots of `server.max_vendor_calls`, when the calls made through this client are capped.
+    calls: Option<Arc<Semaphore>>,
 }
 
 impl Upstream {
@@ -54,7 +57,27 @@ impl Upstream {
             .pool_timer(TokioTimer::new()) // without a timer the idle timeout is not enforced
             .timer(TokioTimer::new())
             .build(https);
-        Upstream { client, max_body }
+        Upstream {
+            client,
+            max_body,
+            calls: None,
+        }
+    }
+
+    /// Caps the vendor calls in progress at once (`server.max_vendor_calls`) at `slots`.
+    pub fn with_call_slots(mut self, slots: usize) -> Upstream {
+        self.calls = Some(Arc::new(Semaphore::new(slots.max(1))));
+        self
+    }
+
+    /// Waits for a free slot among the calls in progress; the call holds it until it ends.
+    /// `None` when calls are not capped.
+    pub async fn call_slot(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.calls {
+            // the semaphore is never closed, so acquiring fails never
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        }
     }
 
     /// Sends `req` and reads the whole answer, refusing bodies over the limit.

@@ -103,6 +103,13 @@ pub const SERVER_BOUNDS: &[Bound<RoutesConfig>] = &[
         get: |c| Some(c.server.max_concurrency as u64),
     },
     Bound {
+        key: "server.max_vendor_calls",
+        min: 1,
+        max: 1_000_000,
+        note: "",
+        get: |c| Some(c.server.max_vendor_calls as u64),
+    },
+    Bound {
         key: "server.max_vendor_response_bytes",
         min: 1,
         max: GIB,
