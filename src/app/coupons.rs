@@ -4,7 +4,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use moka::future::Cache;
+use moka::future::Cache as MokaCache;
+
+/// The caches of this module are looked up several times per cached query, keyed by request
+/// bodies and fingerprints: foldhash instead of SipHash, whose hashing of those keys was 3 % of
+/// a cached answer's instructions. It is seeded at random per process, so keys cannot be
+/// chosen to collide without knowing the seed; the callers are the company's own services.
+type Cache<K, V> = MokaCache<K, V, foldhash::fast::RandomState>;
 
 use crate::app::{AppState, Asked, Generation, through_cache};
 use crate::canonical::coupon::Coupon;
@@ -146,11 +152,11 @@ impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
 fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
     static MERGED: OnceLock<Cache<Arc<str>, Arc<MergedPage>>> = OnceLock::new();
     MERGED.get_or_init(|| {
-        Cache::builder()
+        MokaCache::builder()
             .max_capacity(Shares::of(state.answers.pages_budget()).merged)
             .weigher(|k: &Arc<str>, v: &Arc<MergedPage>| v.weight(k))
             .expire_after(MergedExpiry)
-            .build()
+            .build_with_hasher(foldhash::fast::RandomState::default())
     })
 }
 
@@ -201,13 +207,13 @@ pub struct ParsedQueries(Cache<Bytes, Arc<CouponQuery>>);
 impl ParsedQueries {
     pub fn new(max_bytes: u64) -> ParsedQueries {
         ParsedQueries(
-            Cache::builder()
+            MokaCache::builder()
                 .max_capacity(max_bytes)
                 // the body twice (key and the parsed strings) and the parsed form's own
                 .weigher(|k: &Bytes, _: &Arc<CouponQuery>| {
                     u32::try_from(2 * k.len() + 512).unwrap_or(u32::MAX)
                 })
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         )
     }
 
@@ -264,14 +270,14 @@ struct Served {
 impl WholeAnswers {
     pub fn new(max_bytes: u64) -> WholeAnswers {
         WholeAnswers(
-            Cache::builder()
+            MokaCache::builder()
                 .max_capacity(max_bytes)
                 // the key, and the body unless it is the page's last body (counted there)
                 .weigher(|k: &Bytes, w: &Arc<Whole>| {
                     u32::try_from(k.len() + w.body.len() + 256 * w.sources.len() + 512)
                         .unwrap_or(u32::MAX)
                 })
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         )
     }
 

@@ -214,12 +214,17 @@ impl Expiry<StoreKey, Slot> for WhileFresh {
 /// One part in this many of the budget is for merged pages (see [`AnswerStore::pages_budget`]).
 const PAGES_SHARE: u64 = 8;
 
+/// foldhash instead of SipHash for the store's keys (a vendor, an operation and the canonical
+/// inputs, never a secret): every cached query looks up each of its vendors. Seeded at random
+/// per process, so keys cannot be chosen to collide without knowing the seed.
+type Hasher = foldhash::fast::RandomState;
+
 /// The one store of every operation's cached answers, bounded by `server.cache_max_bytes`
 /// together with the merged pages built from them.
 pub struct AnswerStore {
-    answers: Cache<StoreKey, Slot>,
+    answers: Cache<StoreKey, Slot, Hasher>,
     /// Fills in progress, so that concurrent misses of one key make one vendor call.
-    fills: Cache<StoreKey, Slot>,
+    fills: Cache<StoreKey, Slot, Hasher>,
     budget: u64,
     next_space: AtomicU32,
 }
@@ -234,8 +239,10 @@ impl AnswerStore {
                 .expire_after(KeepFor)
                 .support_invalidation_closures()
                 .eviction_listener(|_key, slot: Slot, cause| slot.owner.removed(slot.weight, cause))
-                .build(),
-            fills: Cache::builder().expire_after(WhileFresh).build(),
+                .build_with_hasher(Hasher::default()),
+            fills: Cache::builder()
+                .expire_after(WhileFresh)
+                .build_with_hasher(Hasher::default()),
             budget: max_bytes,
             next_space: AtomicU32::new(1),
         })
