@@ -333,3 +333,20 @@ async fn headers_are_served_up_to_64_kib_and_answered_431_beyond() {
     let a = support::send(padded(65 * 1024)).await;
     assert_problem(&a, 431);
 }
+
+/// Query parameters are checked per route, after routing: an unknown path is 404 whatever its
+/// query, only `GET /v1/templates` takes the list's parameters, and a POST's query string is
+/// checked too.
+#[tokio::test]
+async fn query_parameters_are_refused_per_route_and_only_on_routed_paths() {
+    let gw = gateway("", &silent_vendor().await).await;
+    assert_problem(&support::get(&gw.url("/v1/nothing?x=1")).await, 404);
+    let a = support::get(&gw.url("/v1/vendors?vendor=acme")).await;
+    assert_problem(&a, 400);
+    let a = support::post_json(
+        &gw.url("/v1/coupons/query?vendor=acme"),
+        &json!({"member": {"ids": {"acme": "m"}}}),
+    )
+    .await;
+    assert_problem(&a, 400);
+}
