@@ -315,3 +315,38 @@ async fn a_repeat_still_waiting_for_the_first_create_at_its_deadline_is_409_not_
     assert_eq!(first.await.unwrap().status, 504);
     sb.wxcard.release(1);
 }
+
+/// Headers up to the router's limit (64 KiB in all) are served; beyond it the answer is the
+/// router's problem+json 431 (the parser's own limit is far higher, `server.rs`).
+#[tokio::test]
+async fn headers_are_served_up_to_64_kib_and_answered_431_beyond() {
+    let gw = gateway("", &silent_vendor().await).await;
+    let padded = |bytes: usize| {
+        Request::get(gw.url("/healthz"))
+            .header("x-padding", "a".repeat(bytes))
+            .body(Full::default())
+            .unwrap()
+    };
+    // a large token or a few cookies: several KiB
+    let a = support::send(padded(16 * 1024)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = support::send(padded(65 * 1024)).await;
+    assert_problem(&a, 431);
+}
+
+/// Query parameters are checked per route, after routing: an unknown path is 404 whatever its
+/// query, only `GET /v1/templates` takes the list's parameters, and a POST's query string is
+/// checked too.
+#[tokio::test]
+async fn query_parameters_are_refused_per_route_and_only_on_routed_paths() {
+    let gw = gateway("", &silent_vendor().await).await;
+    assert_problem(&support::get(&gw.url("/v1/nothing?x=1")).await, 404);
+    let a = support::get(&gw.url("/v1/vendors?vendor=acme")).await;
+    assert_problem(&a, 400);
+    let a = support::post_json(
+        &gw.url("/v1/coupons/query?vendor=acme"),
+        &json!({"member": {"ids": {"acme": "m"}}}),
+    )
+    .await;
+    assert_problem(&a, 400);
+}

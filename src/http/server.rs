@@ -16,6 +16,12 @@ use crate::app::AppState;
 /// Header bytes the HTTP/1 parser buffers before it answers a bare 431 and closes.
 const PARSER_MAX_HEADER_BYTES: usize = 1024 * 1024;
 
+/// Whether a listener on `addr` serves anyone who can reach it, with no caller to check: the
+/// startup warning. Loopback is left alone (tests, a sidecar behind its own proxy).
+fn unauthenticated_beyond_loopback(addr: std::net::SocketAddr, has_callers: bool) -> bool {
+    !addr.ip().is_loopback() && !has_callers
+}
+
 /// Serves until `shutdown` completes, then drains for at most `shutdown_grace_ms`.
 pub async fn serve(
     listener: TcpListener,
@@ -26,8 +32,7 @@ pub async fn serve(
     // convert the OpenAPI document now rather than on the first request for it
     std::sync::LazyLock::force(&super::openapi::OPENAPI_JSON);
     if let Ok(addr) = listener.local_addr()
-        && !addr.ip().is_loopback()
-        && state.callers().is_none()
+        && unauthenticated_beyond_loopback(addr, state.callers().is_some())
     {
         tracing::warn!(
             %addr,
@@ -168,5 +173,24 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_open_listener_beyond_loopback_warrants_the_warning() {
+        let at = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert!(unauthenticated_beyond_loopback(at("0.0.0.0:8080"), false));
+        assert!(unauthenticated_beyond_loopback(at("10.1.2.3:8080"), false));
+        assert!(unauthenticated_beyond_loopback(at("[::]:8080"), false));
+        assert!(!unauthenticated_beyond_loopback(at("0.0.0.0:8080"), true));
+        assert!(!unauthenticated_beyond_loopback(
+            at("127.0.0.1:8080"),
+            false
+        ));
+        assert!(!unauthenticated_beyond_loopback(at("[::1]:8080"), false));
     }
 }

@@ -313,3 +313,108 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http::HeaderMap;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// What the layers under test log, for the assertions on their error lines.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs a request through `ProblemBodies` over an inner service answering `status`
+    /// with `content_type`; the answer, and what was logged meanwhile.
+    async fn dressed(status: u16, content_type: &str) -> (StatusCode, HeaderMap, Bytes, String) {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let content_type = content_type.to_owned();
+        let inner = tower::service_fn(move |_req: Request<Full<Bytes>>| {
+            let content_type = content_type.clone();
+            async move {
+                let mut res = Response::new(Full::new(Bytes::from_static(b"inner body")));
+                *res.status_mut() = StatusCode::from_u16(status).unwrap();
+                if !content_type.is_empty() {
+                    res.headers_mut()
+                        .insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+                }
+                Ok::<_, Infallible>(res)
+            }
+        });
+        let req = Request::get("/v1/coupons/query")
+            .header("x-request-id", "req-7")
+            .body(Full::default())
+            .unwrap();
+        let res = ProblemBodiesLayer.layer(inner).oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        (parts.status, parts.headers, body, logged)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn answers_below_400_and_problems_pass_as_they_are() {
+        for (status, content_type) in [
+            (200, "application/json"),
+            (399, ""),
+            (404, "application/problem+json"),
+            (500, "application/problem+json; charset=utf-8"),
+        ] {
+            let (got, headers, body, logged) = dressed(status, content_type).await;
+            assert_eq!(got.as_u16(), status);
+            assert_eq!(&body[..], b"inner body", "{status} {content_type}");
+            if !content_type.is_empty() {
+                assert_eq!(headers[header::CONTENT_TYPE], content_type);
+            }
+            assert_eq!(logged, "", "{status}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bare_errors_become_problems_and_only_failures_are_logged() {
+        // 503 (shedding) and 504 (the request deadline) are the edge doing its job
+        for (status, logs) in [
+            (400, false),
+            (404, false),
+            (413, false),
+            (500, true),
+            (502, true),
+            (503, false),
+            (504, false),
+        ] {
+            let (got, headers, body, logged) = dressed(status, "text/plain").await;
+            assert_eq!(got.as_u16(), status);
+            assert_eq!(headers[header::CONTENT_TYPE], problem::CONTENT_TYPE);
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["status"], status, "{body}");
+            assert_eq!(body["instance"], "req-7", "{body}");
+            assert_eq!(
+                logged.contains("an inner layer failed the request"),
+                logs,
+                "{status}: {logged}"
+            );
+            if logs {
+                assert!(logged.contains("req-7"), "{logged}");
+            }
+        }
+    }
+}
