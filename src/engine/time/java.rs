@@ -76,3 +76,25 @@ fn translate(spec: &str) -> Result<String, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_text_is_literal_and_percent_signs_stay_text() {
+        assert_eq!(
+            translate("yyyy-MM-dd'T'HH:mm:ss").unwrap(),
+            "%Y-%m-%dT%H:%M:%S"
+        );
+        assert_eq!(translate("'at' HH'h'mm").unwrap(), "at %Hh%M");
+        assert_eq!(translate("yyyy'%d'%").unwrap(), "%Y%%d%%");
+        assert_eq!(translate("HH:mm:ss.SSS").unwrap(), "%H:%M:%S.%3f");
+        assert!(translate("yyyy'T").unwrap_err().contains("unclosed quote"));
+        assert!(
+            translate("yyyy-MM-ddTHH")
+                .unwrap_err()
+                .contains("`T` is not a pattern letter")
+        );
+    }
+}

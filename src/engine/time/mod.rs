@@ -359,4 +359,88 @@ mod tests {
         );
         assert_eq!(read_canonical("yesterday"), None);
     }
+
+    #[test]
+    fn zones_at_their_bounds_and_every_spelling_of_utc() {
+        let t = Timestamp::from_second(0).unwrap();
+        let rfc = layout("rfc3339").unwrap();
+        for z in ["UTC", "utc", "Z"] {
+            assert_eq!(
+                rfc.write(t, &zone(z).unwrap()),
+                "1970-01-01T00:00:00Z",
+                "{z}"
+            );
+        }
+        // the widest offsets in use (Kiribati, +14:00) and the last minute of an hour
+        assert_eq!(
+            rfc.write(t, &zone("+14:00").unwrap()),
+            "1970-01-01T14:00:00+14:00"
+        );
+        assert_eq!(
+            rfc.write(t, &zone("-03:59").unwrap()),
+            "1969-12-31T20:01:00-03:59"
+        );
+        // a zone that is at offset zero only part of the year keeps its offset; only UTC
+        // (and `+00:00`, the same zone) is written `Z`
+        let winter = Timestamp::from_second(1_420_070_400).unwrap();
+        assert_eq!(
+            rfc.write(winter, &zone("Europe/London").unwrap()),
+            "2015-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            rfc.write(winter, &zone("+00:00").unwrap()),
+            "2015-01-01T00:00:00Z"
+        );
+        for bad in ["+15:00", "+05:60", "+0800", "+08:xx"] {
+            assert!(zone(bad).unwrap_err().contains("bad zone"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_specs_compile_from_field_mappings() {
+        // `formats` as one string or a list; no zone means the canonical one; no bound, start
+        let one = TimeSpec::compile(&json!({"formats": "date"})).unwrap();
+        assert_eq!(one.layouts.len(), 1);
+        assert_eq!(one.zone, canonical_zone());
+        assert_eq!(one.bound, DayBound::Start);
+        assert_eq!(
+            one.read(&json!("2015-11-25")).map(canonical).as_deref(),
+            Some("2015-11-25T00:00:00+08:00")
+        );
+        let end = TimeSpec::compile(
+            &json!({"formats": ["epoch_ms", "date"], "zone": "UTC", "bound": "end"}),
+        )
+        .unwrap();
+        assert_eq!(end.layouts.len(), 2);
+        assert_eq!(end.bound, DayBound::End);
+        assert_eq!(
+            end.read(&json!("2015-11-25")).map(canonical).as_deref(),
+            Some("2015-11-26T07:59:59+08:00")
+        );
+        let start = TimeSpec::compile(&json!({"formats": ["date"], "bound": "start"})).unwrap();
+        assert_eq!(start.bound, DayBound::Start);
+
+        let err = |v: Value| TimeSpec::compile(&v).unwrap_err();
+        assert!(err(json!("date")).contains("is a mapping"));
+        assert!(err(json!({"formats": []})).contains("at least one"));
+        assert!(err(json!({})).contains("at least one"));
+        assert!(err(json!({"formats": [1]})).contains("strings"));
+        assert!(err(json!({"formats": ["julian"]})).contains("unknown time layout"));
+        assert!(err(json!({"formats": "date", "zone": "+99:00"})).contains("bad zone"));
+        assert!(err(json!({"formats": "date", "bound": "noon"})).contains("unknown bound `noon`"));
+        assert!(err(json!({"formats": "date", "zones": "UTC"})).contains("unknown key `zones`"));
+    }
+
+    #[test]
+    fn each_family_is_named_once_and_its_name_is_in_its_docs_row() {
+        let names: Vec<&str> = REGISTRY.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            ["epoch_s", "epoch_ms", "rfc3339", "strftime", "pattern"]
+        );
+        for k in REGISTRY {
+            let row = format!("{} {}", k.written(), k.summary());
+            assert!(row.contains(k.name()), "{} not in `{row}`", k.name());
+        }
+    }
 }
