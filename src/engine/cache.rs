@@ -821,4 +821,173 @@ mod tests {
         let k = ResponseCache::key("hkl", "list_coupons", &input);
         assert_eq!(&*k, "hkl\u{1f}list_coupons\u{1f}K1\u{1f}\u{1f}[\"p1\"]");
     }
+
+    #[test]
+    fn nested_values_are_weighed_with_their_members_names_and_contents() {
+        let grown = |small: &Value, large: &Value| value_bytes(large) - value_bytes(small);
+        let long = "x".repeat(100);
+        // lists count what they hold
+        assert_eq!(grown(&json!(["x"]), &json!([long.clone()])), 99);
+        // a member counts its name and its value (plus a fixed node overhead)
+        assert_eq!(grown(&json!({"a": 1}), &json!({ long.clone(): 1 })), 99);
+        assert_eq!(grown(&json!({"a": "x"}), &json!({"a": long})), 99);
+        assert!(
+            value_bytes(&json!({"a": 1})) >= 2 * size_of::<Value>() + size_of::<String>() + 1 + 40
+        );
+    }
+
+    #[test]
+    fn an_empty_answer_weighs_at_least_its_records_and_their_arcs() {
+        let empty = Cached::new(Arc::new(CallOutput::default())).weight();
+        // `Cached` and `CallOutput`, each behind an `Arc` (two counters of 8 bytes)
+        let records = size_of::<Cached>() + size_of::<CallOutput>() + 2 * 16;
+        assert!(empty >= records as u64, "{empty} < {records}");
+    }
+
+    #[test]
+    fn lookups_are_named_for_the_api_and_told_apart_for_metrics() {
+        let all = [Lookup::Miss, Lookup::Hit, Lookup::Coalesced, Lookup::Stale];
+        assert_eq!(all.map(Lookup::as_str), ["miss", "hit", "hit", "stale"]);
+        assert_eq!(
+            all.map(Lookup::label),
+            ["miss", "hit", "coalesced", "stale"]
+        );
+    }
+
+    async fn weighed_alone(key: String) -> u64 {
+        let store = AnswerStore::new(1 << 20);
+        let cache = ResponseCache::new(&store, &cfg(600_000, 0), "v", "op");
+        let (r, _, _) = cache
+            .get(Arc::from(key), false, async { Ok::<_, String>(out(1)) })
+            .await;
+        assert!(r.is_ok());
+        store.weighed_size().await
+    }
+
+    #[tokio::test]
+    async fn an_entry_counts_its_key_twice() {
+        let short = weighed_alone("k".to_owned()).await;
+        let long = weighed_alone(format!("k{}", "x".repeat(100))).await;
+        assert_eq!(long - short, 200);
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_removes_its_own_old_answers_from_the_store_and_no_other() {
+        let store = AnswerStore::new(1 << 20);
+        let a = ResponseCache::new(&store, &cfg(600_000, 0), "v", "a");
+        let b = ResponseCache::new(&store, &cfg(600_000, 0), "v", "b");
+        let k: Arc<str> = Arc::from("same key");
+        let (r, _, _) = a
+            .get(k.clone(), false, async { Ok::<_, String>(out(1)) })
+            .await;
+        assert!(r.is_ok());
+        let only_a = store.weighed_size().await;
+        assert!(only_a > 0);
+        // the same key in another operation is another answer
+        let (r, l, _) = b
+            .get(k.clone(), false, async { Ok::<_, String>(out(2)) })
+            .await;
+        assert_eq!((r.unwrap().rows.len(), l), (2, Lookup::Miss));
+        assert!(store.weighed_size().await > only_a);
+        for _ in 0..2 {
+            b.invalidate_all();
+            assert_eq!(
+                store.weighed_size().await,
+                only_a,
+                "b's answer is gone from the store, a's is still there"
+            );
+            let (_, l, _) = b
+                .get(k.clone(), false, async { Ok::<_, String>(out(2)) })
+                .await;
+            assert_eq!(l, Lookup::Miss);
+        }
+        let (_, l, _) = a
+            .get(k.clone(), false, async { Ok::<_, String>(out(1)) })
+            .await;
+        assert_eq!(l, Lookup::Hit);
+        b.invalidate_all();
+        a.invalidate_all();
+        assert_eq!(store.weighed_size().await, 0);
+    }
+
+    #[tokio::test]
+    async fn without_stale_if_error_a_failed_no_cache_request_gets_no_stale_answer() {
+        let cache = alone(&cfg(600_000, 0));
+        let k: Arc<str> = Arc::from("k");
+        let (r, _, _) = cache
+            .get(k.clone(), false, async { Ok::<_, String>(out(3)) })
+            .await;
+        assert!(r.is_ok());
+        let (r, l, stale) = cache
+            .get(k, true, async { Err::<CallOutput, _>("down".to_owned()) })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(l, Lookup::Miss);
+        assert!(stale.is_none(), "the fresh answer it asked to bypass");
+    }
+
+    #[test]
+    fn entries_are_kept_fresh_then_stale_and_fills_only_while_fresh() {
+        let cache = alone(&cfg(60_000, 30_000));
+        let slot = cache.slot("k", Cached::new(Arc::new(out(1))), None);
+        let key = cache.store_key(Arc::from("k"));
+        let keep = Some(Duration::from_secs(90));
+        assert_eq!(
+            KeepFor.expire_after_create(&key, &slot, Instant::now()),
+            keep
+        );
+        // a refresh (no-cache) is kept as long as a new answer, not for ever
+        let left = Some(Duration::from_secs(1));
+        assert_eq!(
+            KeepFor.expire_after_update(&key, &slot, Instant::now(), left),
+            keep
+        );
+        let fill = WhileFresh
+            .expire_after_create(&key, &slot, Instant::now())
+            .unwrap();
+        assert!(
+            fill > Duration::from_secs(50) && fill <= Duration::from_secs(60),
+            "{fill:?}"
+        );
+    }
+
+    #[test]
+    fn merged_pages_get_an_eighth_of_the_budget() {
+        assert_eq!(AnswerStore::new(8 << 20).pages_budget(), 1 << 20);
+    }
+
+    #[tokio::test]
+    async fn housekeeping_evicts_expired_answers_without_waiting_for_traffic() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let store = AnswerStore::new(1 << 20);
+        // the operation's gauges and counters go to this test's own recorder
+        let cache = metrics::with_local_recorder(&recorder, || {
+            ResponseCache::new(&store, &cfg(50, 0), "v", "op")
+        });
+        store.keep_house();
+        let (r, _, _) = cache
+            .get(Arc::from("k"), false, async { Ok::<_, String>(out(1)) })
+            .await;
+        assert!(r.is_ok());
+        // nothing asks the cache from here on: only the housekeeping sees the answer expire
+        let expired = |text: &str| {
+            text.lines().any(|l| {
+                l.starts_with("cgw_cache_evictions_total")
+                    && l.contains("cause=\"expired\"")
+                    && l.ends_with(" 1")
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !expired(&metrics.render()) {
+            assert!(Instant::now() < deadline, "{}", metrics.render());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l.starts_with("cgw_cache_entries") && l.ends_with(" 0"))
+        );
+    }
 }

@@ -834,12 +834,6 @@ pub struct Dropped {
     pub reason: String,
 }
 
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "`{}`: {}", self.field, self.reason)
-    }
-}
-
 /// One canonical field of one item, as `coupon-gateway explain` shows it.
 #[derive(Debug, Clone)]
 pub struct FieldTrace {
@@ -1364,5 +1358,193 @@ mod tests {
             ("status", "`9` is not in the field's `map`")
         );
         assert_eq!(m.map(&json!({"s": "0"})).unwrap_err().reason, "no value");
+    }
+
+    #[test]
+    fn names_the_walker_cannot_take_as_keys_go_the_general_way() {
+        // RFC 9535 allows blanks between segments: `$.data .list` is `$.data.list`, and
+        // the name before the blank is not `data `
+        let doc = json!({"data": {"list": [1]}});
+        let spaced = JsonPath::compile("$.data .list").unwrap();
+        assert!(!spaced.is_plain());
+        assert_eq!(spaced.first(&doc), Some(&json!([1])));
+        // a name the parser takes but that is not letters, digits or `_` (U+00B7)
+        let dotted = JsonPath::compile("$.a·b").unwrap();
+        assert!(!dotted.is_plain());
+        assert_eq!(dotted.first(&json!({"a·b": 2})), Some(&json!(2)));
+        // an empty name never reaches the walker: the parser refuses it first
+        for p in ["$.", "$.a.", "$.[0]", "$.a.[0]"] {
+            assert!(JsonPath::compile(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn prepared_conditions_agree_with_loose_equality() {
+        let values = [
+            json!(true),
+            json!(false),
+            json!("true"),
+            json!("false"),
+            json!(200),
+            json!("200"),
+            json!(200.5),
+            json!("200.50"),
+            json!(1e40),
+            json!(json!(1e40).to_string()),
+            json!(-1e-7),
+            json!(json!(-1e-7).to_string()),
+            json!("OK"),
+            json!(null),
+        ];
+        for expected in &values {
+            let c = Condition::compile("$.c", std::slice::from_ref(expected), None).unwrap();
+            for found in &values {
+                assert_eq!(
+                    c.holds(&json!({ "c": found })),
+                    !found.is_null() && loosely_equal(expected, found),
+                    "in [{expected}] for {found}"
+                );
+            }
+        }
+        // what the agreement covers: booleans and numbers found where text is expected
+        let holds = |expected: Value, found: Value| {
+            Condition::compile("$.c", &[expected], None)
+                .unwrap()
+                .holds(&json!({ "c": found }))
+        };
+        assert!(holds(json!("true"), json!(true)));
+        assert!(holds(json!("false"), json!(false)));
+        assert!(!holds(json!("true"), json!(false)));
+        // too large for a decimal: compared as the text serde_json writes
+        assert!(holds(json!(json!(1e40).to_string()), json!(1e40)));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_known_ones_with_the_conversions_own() {
+        let (at, e) =
+            FieldSpec::compile(&json!({"path": "$.a", "colour": 1}), def("name")).unwrap_err();
+        assert_eq!(at, "colour");
+        assert!(
+            e.contains("(known: path, value, when, map, default, convert, time, first_of"),
+            "{e}"
+        );
+        assert!(e.contains("names_key"), "{e}");
+    }
+
+    #[test]
+    fn a_conversion_s_own_key_goes_with_that_conversion_only() {
+        let names = json!({"path": "$.c", "convert": "names", "names_key": "title"});
+        assert_eq!(
+            eval(names, "channels", json!({"c": [{"title": "门店"}]})),
+            Some(json!(["门店"]))
+        );
+        let (at, e) = FieldSpec::compile(
+            &json!({"path": "$.c", "names_key": "title"}),
+            def("channels"),
+        )
+        .unwrap_err();
+        assert_eq!(at, "names_key");
+        assert!(e.contains("goes with the conversion"), "{e}");
+    }
+
+    #[test]
+    fn split_and_member_are_non_empty() {
+        for key in ["split", "member"] {
+            let (at, e) =
+                FieldSpec::compile(&json!({"path": "$.d", key: ""}), def("usable_weekdays"))
+                    .unwrap_err();
+            assert_eq!(
+                (at.as_str(), e.as_str()),
+                (key, &*format!("`{key}` is a non-empty string"))
+            );
+        }
+    }
+
+    #[test]
+    fn boolean_vendor_values_find_their_map_entries() {
+        let status = json!({"path": "$.s", "map": {"true": "usable", "false": "used"}});
+        assert_eq!(
+            eval(status.clone(), "status", json!({"s": true})),
+            Some(json!("usable"))
+        );
+        assert_eq!(
+            eval(status, "status", json!({"s": false})),
+            Some(json!("used"))
+        );
+    }
+
+    #[test]
+    fn a_long_vendor_text_is_not_repeated_in_a_reason() {
+        let long = "x".repeat(33);
+        let e = read(json!("$.a"), "amount_off", json!({ "a": long })).unwrap_err();
+        assert_eq!(e, "a long text is not a whole number of fen");
+        let short = "x".repeat(32);
+        let e = read(json!("$.a"), "amount_off", json!({ "a": short })).unwrap_err();
+        assert_eq!(e, format!("`{short}` is not a whole number of fen"));
+    }
+
+    #[test]
+    fn explain_says_when_a_condition_keeps_a_field_out() {
+        let d = def("amount_off");
+        let spec = FieldSpec::compile(
+            &json!({"path": "$.a", "when": {"path": "$.t", "in": [1]}}),
+            d,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.matched(&json!({"a": 5, "t": 1})),
+            ("$.a".to_owned(), Some(json!(5)))
+        );
+        assert_eq!(
+            spec.matched(&json!({"a": 5, "t": 2})),
+            ("(when $.t does not hold)".to_owned(), None)
+        );
+    }
+
+    /// A nested schema with a required field (the shipped ones have none).
+    const INNER: &[FieldDef] = &[
+        FieldDef {
+            name: "id",
+            ty: FieldType::Text,
+            required: true,
+        },
+        FieldDef {
+            name: "n",
+            ty: FieldType::Integer,
+            required: false,
+        },
+    ];
+
+    #[test]
+    fn nested_records_leave_out_the_ones_that_cannot_be_read() {
+        let outer = FieldDef {
+            name: "records",
+            ty: FieldType::Records(INNER),
+            required: false,
+        };
+        let spec = FieldSpec::compile(
+            &json!({"path": "$.list", "fields": {"id": "$.id", "n": "$.n"}}),
+            &outer,
+        )
+        .unwrap();
+        let item = json!({"list": [
+            {"id": "a", "n": 1},
+            {"n": 2},
+            {"id": "c", "n": "many"},
+            {"id": "d"},
+        ]});
+        let cx = FieldContext {
+            def: &outer,
+            origin: "",
+        };
+        assert_eq!(
+            spec.eval(&item, &cx),
+            Ok(Some(json!([{"id": "a", "n": 1}, {"id": "d", "n": null}]))),
+            "without its required id, or with an unreadable n, a record is left out"
+        );
+        // a list of records needs its fields, also when given as a bare path
+        let (at, e) = FieldSpec::compile(&json!("$.list"), &outer).unwrap_err();
+        assert_eq!(at, "");
+        assert!(e.contains("needs `fields"), "{e}");
     }
 }

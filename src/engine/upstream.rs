@@ -126,3 +126,73 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
     cur.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    /// A loopback server answering every request with `body` (its `Content-Length` set),
+    /// bound for as long as the returned task is not aborted.
+    async fn serving(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req| async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (url, task)
+    }
+
+    fn get(url: &str) -> Request<Full<Bytes>> {
+        Request::get(url).body(Full::new(Bytes::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_exactly_the_limit_is_read_and_one_byte_more_is_refused() {
+        let (url, server) = serving("0123456789").await;
+        let res = Upstream::new(10).exchange(get(&url)).await.unwrap();
+        assert_eq!(
+            res.headers()[http::header::CONTENT_LENGTH],
+            "10",
+            "the announced length is what is checked first"
+        );
+        assert_eq!(res.body().as_ref(), b"0123456789");
+        let err = Upstream::new(9).exchange(get(&url)).await.unwrap_err();
+        assert!(matches!(err, TransportError::TooLarge(9)), "{err:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_why_in_the_words_of_the_system() {
+        // a port nothing listens on: bound, then released
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = Upstream::new(1024)
+            .exchange(get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        let TransportError::Connect(why) = &err else {
+            panic!("{err:?}");
+        };
+        // the io error hyper wraps, not hyper's own "client error (Connect)"
+        assert!(why.to_lowercase().contains("refused"), "{why}");
+    }
+}
