@@ -70,15 +70,6 @@ pub struct Breaker {
     telemetry: Option<Arc<VendorHandles>>,
 }
 
-impl std::fmt::Debug for Breaker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Breaker")
-            .field("cfg", &self.cfg)
-            .field("state", &self.state)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A call the breaker let through; `probe` when it tests a half-open circuit.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
@@ -587,5 +578,74 @@ mod tests {
         for a in 0..5 {
             assert!(p.backoff(a) <= Duration::from_millis(10 << a));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_instant_the_open_period_ends_the_circuit_probes() {
+        let b = breaker(1, 1_000, 1);
+        assert!(call(&b, false));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(b.state(), CircuitState::Open);
+        assert!(b.admit().is_none());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // state() already says half-open here: admit() must agree and let a probe through
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert!(b.admit().is_some_and(|t| t.probe));
+    }
+
+    #[test]
+    fn states_read_as_the_api_words() {
+        let words = [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ]
+        .map(CircuitState::as_str);
+        assert_eq!(words, ["closed", "open", "half_open"]);
+    }
+
+    /// Calls at `at_ms` (from the start, in order), each `(at_ms, ok)`.
+    async fn calls_at(b: &Breaker, calls: &[(u64, bool)]) {
+        let start = Instant::now();
+        for &(at, ok) in calls {
+            tokio::time::advance((start + Duration::from_millis(at)) - Instant::now()).await;
+            assert!(call(b, ok), "admitted at {at} ms");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_leave_the_window_a_bucket_at_a_time() {
+        // window 10 s in buckets of 1 s: the failures at 0 and 0.5 s share the first bucket
+        // and leave together at 10 s; the successes at 9.5 and 9.6 s share theirs and stay
+        let b = breaker(4, 1_000, 1);
+        calls_at(
+            &b,
+            &[
+                (0, false),
+                (500, false),
+                (9_500, true),
+                (9_600, true),
+                (10_200, false),
+            ],
+        )
+        .await;
+        assert_eq!(b.state(), CircuitState::Closed, "3 calls in the window");
+        calls_at(&b, &[(100, false)]).await;
+        assert_eq!(b.state(), CircuitState::Open, "2 of 4 failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_a_whole_bucket_later_starts_the_next_bucket() {
+        let b = breaker(2, 1_000, 1);
+        // the success at 1 s opens the second bucket, so it outlives the first failure
+        calls_at(&b, &[(0, false), (1_000, true), (10_000, false)]).await;
+        assert_eq!(b.state(), CircuitState::Open, "1 of 2 failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_the_failure_rate_the_circuit_stays_closed() {
+        let b = breaker(4, 1_000, 1);
+        calls_at(&b, &[(0, true), (0, true), (0, true), (0, false)]).await;
+        assert_eq!(b.state(), CircuitState::Closed, "1 of 4 failed, under 50 %");
     }
 }
