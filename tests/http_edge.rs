@@ -393,3 +393,35 @@ async fn every_route_answers_only_its_methods() {
         assert!(head.raw.is_empty(), "{path}: HEAD has no body");
     }
 }
+
+/// The header limit counts each field as its name, its value and 4 bytes (`: ` and CRLF), as
+/// it would be written over HTTP/1: a request of exactly 64 KiB by that count is served, one
+/// byte more is a 431; and 100 fields are served.
+#[tokio::test]
+async fn the_header_limit_is_exact_to_the_byte() {
+    let gw = gateway("", &silent_vendor().await).await;
+    // the fields the router sees: `host` and `x-request-id` given, so that the client and the
+    // request-id layer add none, and the padding
+    let fixed = ("host".len() + 1 + 4) + ("x-request-id".len() + 1 + 4) + ("x-padding".len() + 4);
+    let padded = |total: usize| {
+        Request::get(gw.url("/healthz"))
+            .header("host", "h")
+            .header("x-request-id", "r")
+            .header("x-padding", "a".repeat(total - fixed))
+            .body(Full::default())
+            .unwrap()
+    };
+    let a = support::send(padded(64 * 1024)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = support::send(padded(64 * 1024 + 1)).await;
+    assert_problem(&a, 431);
+    // exactly 100 fields (HTTP/1's parser limit, the router's too) are served
+    let mut req = Request::get(gw.url("/healthz"))
+        .header("host", "h")
+        .header("x-request-id", "r");
+    for i in 0..98 {
+        req = req.header(format!("x-h{i}"), "1");
+    }
+    let a = support::send(req.body(Full::default()).unwrap()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
