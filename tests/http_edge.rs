@@ -350,3 +350,78 @@ async fn query_parameters_are_refused_per_route_and_only_on_routed_paths() {
     .await;
     assert_problem(&a, 400);
 }
+
+/// Each route takes only its own methods: any other is a 405 naming the route's, even where
+/// another route shares the path's prefix; and `HEAD` is answered wherever `GET` is. The
+/// route is picked by method and path (`route_name`), so a method check lost there would
+/// serve `POST /healthz` or send every `PUT` to the template update.
+#[tokio::test]
+async fn every_route_answers_only_its_methods() {
+    let gw = gateway("", &silent_vendor().await).await;
+    for (method, path, allow) in [
+        ("POST", "/healthz", "GET, HEAD"),
+        ("POST", "/readyz", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("POST", "/v1/vendors", "GET, HEAD"),
+        ("POST", "/v1/config", "GET, HEAD"),
+        ("POST", "/openapi.json", "GET, HEAD"),
+        ("PUT", "/healthz", "GET, HEAD"),
+        ("PUT", "/v1/templates", "GET, HEAD, POST"),
+        ("DELETE", "/v1/templates", "GET, HEAD, POST"),
+        ("GET", "/v1/templates/acme/t1", "PUT"),
+        ("POST", "/v1/packages/acme/p1", "GET, HEAD"),
+        ("PUT", "/v1/packages/acme/p1", "GET, HEAD"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(gw.url(path))
+            .body(Full::default())
+            .unwrap();
+        let a = support::send(req).await;
+        assert_problem(&a, 405);
+        assert_eq!(a.headers["allow"], allow, "{method} {path}");
+    }
+    // an unknown path is the router's own 404, not a route's (`/v1/packages/` answers its own)
+    let a = support::get(&gw.url("/v1/nothing")).await;
+    assert_problem(&a, 404);
+    assert_eq!(a.body["detail"], "no such route", "{}", a.body);
+    for path in ["/v1/config", "/openapi.json", "/v1/packages/acme/p1"] {
+        let get = support::get(&gw.url(path)).await;
+        assert_ne!(get.status, 405, "{path}: {}", get.body);
+        let head = support::send(Request::head(gw.url(path)).body(Full::default()).unwrap()).await;
+        assert_eq!(head.status, get.status, "{path}");
+        assert!(head.raw.is_empty(), "{path}: HEAD has no body");
+    }
+}
+
+/// The header limit counts each field as its name, its value and 4 bytes (`: ` and CRLF), as
+/// it would be written over HTTP/1: a request of exactly 64 KiB by that count is served, one
+/// byte more is a 431; and 100 fields are served.
+#[tokio::test]
+async fn the_header_limit_is_exact_to_the_byte() {
+    let gw = gateway("", &silent_vendor().await).await;
+    // the fields the router sees: `host` and `x-request-id` given, so that the client and the
+    // request-id layer add none, and the padding
+    let fixed = ("host".len() + 1 + 4) + ("x-request-id".len() + 1 + 4) + ("x-padding".len() + 4);
+    let padded = |total: usize| {
+        Request::get(gw.url("/healthz"))
+            .header("host", "h")
+            .header("x-request-id", "r")
+            .header("x-padding", "a".repeat(total - fixed))
+            .body(Full::default())
+            .unwrap()
+    };
+    let a = support::send(padded(64 * 1024)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = support::send(padded(64 * 1024 + 1)).await;
+    assert_problem(&a, 431);
+    // exactly 100 fields (HTTP/1's parser limit, the router's too) are served
+    let mut req = Request::get(gw.url("/healthz"))
+        .header("host", "h")
+        .header("x-request-id", "r");
+    for i in 0..98 {
+        req = req.header(format!("x-h{i}"), "1");
+    }
+    let a = support::send(req.body(Full::default()).unwrap()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
