@@ -16,6 +16,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::engine::plan::Plan;
 
 pub mod access_log;
+#[cfg(test)]
+pub(crate) mod captured;
 pub mod log_writer;
 
 /// Whether spans are exported (OTLP configured and its exporter built): without it there is no

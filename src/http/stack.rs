@@ -316,37 +316,16 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
     use http::HeaderMap;
     use tower::ServiceExt;
 
     use super::*;
 
-    /// What the layers under test log, for the assertions on their error lines.
-    #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Log {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Runs a request through `ProblemBodies` over an inner service answering `status`
     /// with `content_type`; the answer, and what was logged meanwhile.
     async fn dressed(status: u16, content_type: &str) -> (StatusCode, HeaderMap, Bytes, String) {
-        let log = Log::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (log, _guard) = crate::telemetry::captured::capture();
         let content_type = content_type.to_owned();
         let inner = tower::service_fn(move |_req: Request<Full<Bytes>>| {
             let content_type = content_type.clone();
@@ -367,7 +346,7 @@ mod tests {
         let res = ProblemBodiesLayer.layer(inner).oneshot(req).await.unwrap();
         let (parts, body) = res.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let logged = log.text();
         (parts.status, parts.headers, body, logged)
     }
 

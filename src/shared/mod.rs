@@ -280,24 +280,9 @@ impl Runnable for Call<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::config::shared::Sensitive;
-
-    /// Collects what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Log {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     /// A Redis that accepts connections and never answers: every command takes the timeout.
     fn silent_redis() -> std::net::TcpListener {
@@ -306,13 +291,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_down_redis_is_one_log_line_and_requests_do_not_wait_on_it() {
-        let log = Log::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (log, _guard) = crate::telemetry::captured::capture();
 
         let silent = silent_redis();
         let cfg = SharedConfig {
@@ -337,7 +316,7 @@ mod tests {
         assert!(took >= Duration::from_millis(100), "{took:?}");
         assert!(took < Duration::from_millis(1_000), "{took:?}");
         assert!(!shared.is_up());
-        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let text = log.text();
         assert_eq!(
             text.matches("shared tier (Redis) unavailable").count(),
             1,
