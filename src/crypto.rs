@@ -435,7 +435,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    //! Known answers from `shared/vendors/README.md` (the vendor kit's worked examples) and
+    //! Known answers from the vendor integration kit's worked examples and
     //! from published RFC test vectors for the primitives the kit does not exercise.
     use super::*;
 

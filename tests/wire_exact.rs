@@ -1,6 +1,6 @@
 //! The gateway speaks the vendor kit's wire protocols byte-exactly, to any server: a plain
 //! capture server (no simulator logic) records what the shipped routes.yaml sends, and each
-//! request is checked against the worked examples of shared/vendors/README.md.
+//! request is checked against the worked examples of the vendors' integration kit.
 mod support;
 
 use std::sync::{Arc, Mutex};

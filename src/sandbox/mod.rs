@@ -1,5 +1,5 @@
 //! Built-in sandbox vendors: strict HTTP simulators of the four coupon vendors (`op`, `hkl`,
-//! `zvcms`, `wxcard`) exactly as `shared/vendors/README.md` (the vendor integration kit)
+//! `zvcms`, `wxcard`) exactly as the vendors' integration kit
 //! describes them. They verify signatures, decrypt parameters, check timestamps, reject replayed
 //! nonces and answer with the kit's envelopes and error codes (HTTP 200 with a business error
 //! code, as the real vendors do). They know nothing about the gateway engine: only HTTP, JSON and
