@@ -48,7 +48,7 @@ pub struct ServerConfig {
     pub max_vendor_response_bytes: u64,
     /// Vendor calls in progress at once, all vendors together; a call beyond it waits for a
     /// free slot, its deadline running. Each call in progress holds a connection's buffers,
-    /// its answer and what is read from it (~60 KB), so this bounds that memory.
+    /// its answer and what is read from it (~55 KB measured), so this bounds that memory.
     pub max_vendor_calls: usize,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace_ms: u64,

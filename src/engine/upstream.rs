@@ -74,7 +74,7 @@ impl Upstream {
     /// `None` when calls are not capped.
     pub async fn call_slot(&self) -> Option<OwnedSemaphorePermit> {
         match &self.calls {
-            // the semaphore is never closed, so acquiring fails never
+            // the semaphore is never closed, so acquiring never fails
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),
             None => None,
         }
