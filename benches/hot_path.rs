@@ -20,6 +20,7 @@ use coupon_gateway::crypto;
 use coupon_gateway::embedded::{ROUTES_YAML, sandbox_plan};
 use coupon_gateway::engine::cache::{AnswerStore, ResponseCache};
 use coupon_gateway::engine::call::{CallInput, CallOutput};
+use coupon_gateway::engine::packed::Packed;
 use coupon_gateway::engine::plan::Plan;
 use coupon_gateway::sandbox::{Sandbox, demo_query};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -232,6 +233,15 @@ fn cache(c: &mut Criterion) {
     let cache = ResponseCache::new(&store, cfg, &op.vendor.id, &op.name);
     let body = op_answer(11);
     let answer = map_answer(op, &body);
+    // every answer a vendor gives is packed once for the store; a hit outside the decoded
+    // tier unpacks it
+    g.bench_function("pack_11_coupons", |b| {
+        b.iter(|| Packed::of(black_box(&answer)))
+    });
+    let packed = Packed::of(&answer);
+    g.bench_function("unpack_11_coupons", |b| {
+        b.iter(|| black_box(&packed).unpack().expect("unpacks"))
+    });
     let key = ResponseCache::key(&op.vendor.id, &op.name, &input);
     rt.block_on(async {
         let (r, _, _) = cache

@@ -1,10 +1,10 @@
 //! The answer cache bounds memory by weighing each entry with an estimate of what it holds
-//! (`Cached::weight` + a fixed overhead per entry). This measures the heap the entries really
-//! take — with a counting allocator, so it is the only test in its binary — and checks the
-//! estimate against it, for answers shaped like each shipped vendor's.
-use std::alloc::{GlobalAlloc, Layout, System};
+//! (the packed answer and, in the decoded tier, `Cached::weight`, each with a fixed overhead
+//! per entry). This measures the heap the entries really take — with a counting allocator, so
+//! it is the only test in its binary — and checks the estimate against it, for answers shaped
+//! like each shipped vendor's, each read once (so held packed and decoded). `tests/cache_fit.rs`
+//! measures the packed side at scale.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use coupon_gateway::canonical::coupon::Coupon;
 use coupon_gateway::engine::cache::{AnswerStore, ResponseCache};
@@ -12,38 +12,13 @@ use coupon_gateway::engine::call::CallOutput;
 
 #[path = "../benches/support/answers.rs"]
 mod answers;
+#[path = "support/counting.rs"]
+mod counting;
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only sizes are counted.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use counting::live;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 #[test]
 fn each_entry_weighs_within_a_third_of_the_heap_it_holds() {

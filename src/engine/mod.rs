@@ -11,6 +11,7 @@ pub mod extract;
 pub mod fanout;
 pub mod formats;
 pub mod observe;
+pub mod packed;
 pub mod plan;
 pub mod projection;
 pub mod resilience;
