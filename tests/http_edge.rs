@@ -425,3 +425,34 @@ async fn the_header_limit_is_exact_to_the_byte() {
     let a = support::send(req.body(Full::default()).unwrap()).await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+/// `/v1/packages/{vendor}/{package_id}` needs both parts, non-empty, and nothing after the
+/// id: anything else is the route's own 404 naming the path it takes, never a lookup of an
+/// empty vendor or of an id with a slash in it.
+#[tokio::test]
+async fn a_package_path_without_both_its_parts_is_the_routes_404() {
+    let gw = gateway("", &silent_vendor().await).await;
+    for path in [
+        "/v1/packages/acme",
+        "/v1/packages//p1",
+        "/v1/packages/acme/",
+        "/v1/packages/acme/p1/more",
+        "/v1/packages/acme//p1",
+    ] {
+        let a = support::get(&gw.url(path)).await;
+        assert_problem(&a, 404);
+        assert_eq!(
+            a.body["detail"], "no such route: use /v1/packages/{vendor}/{package_id}",
+            "{path}: {}",
+            a.body
+        );
+    }
+    // a whole path is looked up: acme offers no packages
+    let a = support::get(&gw.url("/v1/packages/acme/p1")).await;
+    assert_problem(&a, 404);
+    assert_eq!(
+        a.body["detail"], "no configured vendor of that id offers gift packages",
+        "{}",
+        a.body
+    );
+}
