@@ -82,13 +82,14 @@ pub(crate) mod edited {
     use crate::config::{ConfigError, load_str};
     use crate::engine::plan::{Credentials, Plan};
 
+    /// The plan and its warnings, or every error.
+    pub type Compiled = Result<(Plan, Vec<ConfigError>), Vec<ConfigError>>;
+
     pub const ROUTES: &str = include_str!("../../../routes.yaml");
 
     /// routes.yaml with each `from` replaced by its `to` once (each must be there, in the
     /// text edited so far): the text, and the plan with its warnings or every error.
-    pub fn compile(
-        edits: &[(&str, &str)],
-    ) -> (String, Result<(Plan, Vec<ConfigError>), Vec<ConfigError>>) {
+    pub fn compile(edits: &[(&str, &str)]) -> (String, Compiled) {
         let mut text = ROUTES.to_owned();
         for (from, to) in edits {
             assert!(text.contains(from), "fixture text moved: {from}");

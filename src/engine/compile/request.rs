@@ -403,7 +403,8 @@ mod tests {
     #[test]
     fn only_operations_that_send_the_token_fetch_one() {
         // (edits, route, whether wxcard's operation there sends its token, so fetches one)
-        let cases: [(&[(&str, &str)], RouteId, bool); 6] = [
+        type Case = (&'static [(&'static str, &'static str)], RouteId, bool);
+        let cases: [Case; 6] = [
             (&[], RouteId::TemplatesList, true),
             // other placeholders in the path, the query or the headers are not the token
             (
