@@ -74,3 +74,52 @@ pub fn list(items: &[&str]) -> String {
         items.join(", ")
     }
 }
+
+/// Test support for the passes' tests: the shipped routes.yaml edited, compiled as `validate`
+/// compiles it, and its errors looked up with their line.
+#[cfg(test)]
+pub(crate) mod edited {
+    use crate::config::{ConfigError, load_str};
+    use crate::engine::plan::{Credentials, Plan};
+
+    /// The plan and its warnings, or every error.
+    pub type Compiled = Result<(Plan, Vec<ConfigError>), Vec<ConfigError>>;
+
+    pub const ROUTES: &str = include_str!("../../../routes.yaml");
+
+    /// routes.yaml with each `from` replaced by its `to` once (each must be there, in the
+    /// text edited so far): the text, and the plan with its warnings or every error.
+    pub fn compile(edits: &[(&str, &str)]) -> (String, Compiled) {
+        let mut text = ROUTES.to_owned();
+        for (from, to) in edits {
+            assert!(text.contains(from), "fixture text moved: {from}");
+            text = text.replacen(from, to, 1);
+        }
+        let compiled = load_str("routes.yaml", &text, false)
+            .and_then(|loaded| Plan::compile(&loaded, Credentials::Optional));
+        (text, compiled)
+    }
+
+    /// The error at `path`, checked to be shown at the first line of `text` holding `needle`.
+    pub fn error_at<'e>(
+        errors: &'e [ConfigError],
+        path: &str,
+        text: &str,
+        needle: &str,
+    ) -> &'e ConfigError {
+        let e = errors
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no error at {path}: {errors:#?}"));
+        let line = text
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line holds {needle}"))
+            + 1;
+        assert!(
+            e.to_string().starts_with(&format!("routes.yaml:{line}:")),
+            "{e} (expected at line {line})"
+        );
+        e
+    }
+}

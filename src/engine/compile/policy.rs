@@ -527,3 +527,147 @@ pub fn operation(cx: &mut Cx<'_>, op: &OperationConfig, route: &RouteKind) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::edited::{ROUTES, compile, error_at};
+    use crate::config::load_str;
+    use crate::engine::plan::{Credentials, Plan};
+
+    #[test]
+    fn the_default_limit_is_between_one_and_the_max_limit() {
+        // the shipped max_limit is 500
+        for (default, accepted) in [("0", false), ("1", true), ("500", true), ("501", false)] {
+            let (text, compiled) = compile(&[(
+                "    default_limit: 100",
+                &format!("    default_limit: {default}"),
+            )]);
+            match compiled {
+                Ok(_) => assert!(accepted, "default_limit {default} was accepted"),
+                Err(errors) => {
+                    assert!(!accepted, "default_limit {default}: {errors:#?}");
+                    let e = error_at(
+                        &errors,
+                        "routes.coupons_query.default_limit",
+                        &text,
+                        "default_limit:",
+                    );
+                    assert_eq!(e.message, "must be between 1 and max_limit");
+                    assert_eq!(errors.len(), 1, "{errors:#?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_attempt_timeout_leaving_no_time_for_a_retry_is_warned_of_only_when_retrying() {
+        // op's timeout_ms is 800
+        const RETRY: &str = "      max_attempts: 2\n      attempt_timeout_ms: 450";
+        for (attempts, attempt_ms, warned) in [(2, 800, true), (2, 799, false), (1, 800, false)] {
+            let (_, compiled) = compile(&[(
+                RETRY,
+                &format!("      max_attempts: {attempts}\n      attempt_timeout_ms: {attempt_ms}"),
+            )]);
+            let (_, warnings) = compiled.unwrap();
+            let w = warnings
+                .iter()
+                .find(|w| w.path == "vendors.op.retry.attempt_timeout_ms");
+            assert_eq!(
+                w.is_some(),
+                warned,
+                "{attempts} attempts of {attempt_ms} ms: {warnings:#?}"
+            );
+            if let Some(w) = w {
+                assert!(w.message.contains("leaves no time to retry"), "{w}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_lowercase_letters_digits_and_underscores() {
+        const CREDS: &str = "      client: ~";
+        let (_, compiled) = compile(&[(CREDS, "      client: ~\n      key_2: ~")]);
+        let (_, warnings) = compiled.unwrap();
+        // declared without a value, like the others: a warning naming its variable
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.message.contains("CGW_VENDORS__OP__CREDENTIALS__KEY_2")),
+            "{warnings:#?}"
+        );
+        for bad in ["Key_2", "key-2", "kéy"] {
+            let (text, compiled) = compile(&[(CREDS, &format!("      client: ~\n      {bad}: ~"))]);
+            let errors = compiled.unwrap_err();
+            let e = error_at(
+                &errors,
+                &format!("vendors.op.credentials.{bad}"),
+                &text,
+                &format!("{bad}: ~"),
+            );
+            assert!(
+                e.message
+                    .starts_with("a credential name is lowercase letters, digits and `_`"),
+                "{e}"
+            );
+        }
+        // a vendor id likewise
+        let (_, compiled) = compile(&[("\n  op:\n", "\n  op_2:\n")]);
+        compiled.unwrap();
+        let (text, compiled) = compile(&[("\n  op:\n", "\n  Op:\n")]);
+        let errors = compiled.unwrap_err();
+        let e = error_at(&errors, "vendors.Op", &text, "  Op:");
+        assert_eq!(
+            e.message,
+            "a vendor id is lowercase letters, digits and `_`"
+        );
+    }
+
+    #[test]
+    fn credentials_from_the_environment_raise_nothing_and_an_empty_one_is_missing() {
+        let mut loaded = load_str("routes.yaml", ROUTES, false).unwrap();
+        // as the environment (or the sandbox) fills them in; eight bytes, as hkl's DES key must be
+        for v in loaded.config.vendors.values_mut() {
+            for value in v.credentials.values_mut() {
+                *value = Some("k3y-8byt".to_owned());
+            }
+        }
+        let (_, warnings) = Plan::compile(&loaded, Credentials::Required).unwrap();
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        // an empty variable sets no credential
+        let op = loaded.config.vendors.get_mut("op").unwrap();
+        op.credentials
+            .insert("secret".to_owned(), Some(String::new()));
+        let errors = Plan::compile(&loaded, Credentials::Required).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].path, "vendors.op.credentials.secret");
+        assert_eq!(
+            errors[0].message,
+            "credential `secret` of vendor `op` has no value: set CGW_VENDORS__OP__CREDENTIALS__SECRET"
+        );
+    }
+
+    #[test]
+    fn an_answer_is_kept_thirty_days_at_most_in_all() {
+        // op's list_coupons keeps an answer 30 s fresh, an empty one 5 s, and a stale one
+        // stale_if_error_ms more
+        const STALE: &str = "          stale_if_error_ms: 600000";
+        let thirty_days: u64 = 30 * 86_400_000;
+        let most = thirty_days - 30_000 - 5_000;
+        let (_, compiled) = compile(&[(STALE, &format!("          stale_if_error_ms: {most}"))]);
+        compiled.unwrap();
+        let (text, compiled) =
+            compile(&[(STALE, &format!("          stale_if_error_ms: {}", most + 1))]);
+        let errors = compiled.unwrap_err();
+        let e = error_at(
+            &errors,
+            "vendors.op.operations.list_coupons.cache",
+            &text,
+            "        cache:",
+        );
+        assert_eq!(
+            e.message,
+            "ttl_ms, empty_ttl_ms and stale_if_error_ms together are at most 30 days"
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+    }
+}

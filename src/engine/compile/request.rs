@@ -357,4 +357,153 @@ mod tests {
             serde_json::from_value(json!({"method": "GET", "path": "/x"})).unwrap();
         assert!(expand_sorted(&json!({"sorted": "body"}), &no_body).is_err());
     }
+
+    use super::super::edited::{compile as compile_edited, error_at};
+    use crate::engine::routes::RouteId;
+
+    /// wxcard's `list_templates`, a GET without a body.
+    const LIST_TEMPLATES: &str = "          method: GET\n          path: /tickets\n";
+
+    #[test]
+    fn a_get_request_with_a_body_is_refused_where_the_body_is() {
+        for method in ["GET", "get"] {
+            let (text, compiled) = compile_edited(&[(
+                LIST_TEMPLATES,
+                &format!(
+                    "          method: {method}\n          path: /tickets\n          body: {{page: \"{{{{input.page}}}}\"}}\n"
+                ),
+            )]);
+            let errors = compiled.unwrap_err();
+            let e = error_at(
+                &errors,
+                "vendors.wxcard.operations.list_templates.request.body",
+                &text,
+                "body: {page:",
+            );
+            assert_eq!(e.message, "a GET request has no body");
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+        }
+        // the same body on a POST is sent
+        let (_, compiled) = compile_edited(&[(
+            LIST_TEMPLATES,
+            "          method: POST\n          path: /tickets\n          body: {page: \"{{input.page}}\"}\n",
+        )]);
+        let (plan, _) = compiled.unwrap();
+        let op = plan.route(RouteId::TemplatesList).of("wxcard").unwrap();
+        assert_eq!(op.request.method, Method::POST);
+        assert!(op.request.body.is_some());
+    }
+
+    const LIST_AUTH: &str = "          headers: {Authorization: \"Bearer {{auth.token}}\"}\n          # canonical filters";
+    const CREATE_PATH: &str = "          path: \"/{{input.kind | map:path}}/ticket\"\n";
+    const CREATE_AUTH: &str = "          path: \"/{{input.kind | map:path}}/ticket\"\n          headers: {Authorization: \"Bearer {{auth.token}}\"}\n";
+    const LIST_QUERY_END: &str = "            per_page: \"{{input.per_page}}\"\n";
+    const CREATE_BODY_END: &str = "            end_at: \"{{input.end_at}}\"\n        response:";
+
+    #[test]
+    fn only_operations_that_send_the_token_fetch_one() {
+        // (edits, route, whether wxcard's operation there sends its token, so fetches one)
+        type Case = (&'static [(&'static str, &'static str)], RouteId, bool);
+        let cases: [Case; 6] = [
+            (&[], RouteId::TemplatesList, true),
+            // other placeholders in the path, the query or the headers are not the token
+            (
+                &[(
+                    LIST_AUTH,
+                    "          headers: {X-Page: \"{{input.page}}\"}\n          # canonical filters",
+                )],
+                RouteId::TemplatesList,
+                false,
+            ),
+            (
+                &[(CREATE_AUTH, CREATE_PATH)],
+                RouteId::TemplatesCreate,
+                false,
+            ),
+            // the token in the query, in the body, or only in a signing step
+            (
+                &[
+                    (LIST_AUTH, "          # canonical filters"),
+                    (
+                        LIST_QUERY_END,
+                        "            per_page: \"{{input.per_page}}\"\n            access_token: \"{{auth.token}}\"\n",
+                    ),
+                ],
+                RouteId::TemplatesList,
+                true,
+            ),
+            (
+                &[
+                    (CREATE_AUTH, CREATE_PATH),
+                    (
+                        CREATE_BODY_END,
+                        "            end_at: \"{{input.end_at}}\"\n            access_token: \"{{auth.token}}\"\n        response:",
+                    ),
+                ],
+                RouteId::TemplatesCreate,
+                true,
+            ),
+            (
+                &[
+                    (CREATE_AUTH, CREATE_PATH),
+                    (
+                        CREATE_BODY_END,
+                        "            end_at: \"{{input.end_at}}\"\n        steps:\n          - name: sign\n            input: \"{{auth.token}}{{request.body}}\"\n            apply: [md5, hex_lower]\n            into: {header: X-Sign}\n        response:",
+                    ),
+                ],
+                RouteId::TemplatesCreate,
+                true,
+            ),
+        ];
+        for (edits, route, sends) in cases {
+            let (_, compiled) = compile_edited(edits);
+            let (plan, _) = compiled.unwrap_or_else(|e| panic!("{edits:?}: {e:#?}"));
+            let op = plan.route(route).of("wxcard").unwrap();
+            assert_eq!(op.request.uses_auth, sends, "{edits:?}");
+        }
+    }
+
+    /// op's `list_coupons` signs its query and body into `sign`.
+    const OP_SIGN: &str = "            apply: [md5, hex_lower]\n            into: {query: sign}\n";
+    const LATER_STEP: &str = "          - name: later\n            input: \"{{nonce}}\"\n            apply: [md5, hex_lower]\n            into: {var: later}\n";
+
+    #[test]
+    fn steps_that_make_variables_come_before_the_signing_steps() {
+        // after a signing step the request is rendered already: the variable would reach nothing
+        let (text, compiled) = compile_edited(&[(OP_SIGN, &format!("{OP_SIGN}{LATER_STEP}"))]);
+        let errors = compiled.unwrap_err();
+        let e = error_at(
+            &errors,
+            "vendors.op.operations.list_coupons.steps.1.into",
+            &text,
+            "into: {var: later}",
+        );
+        assert!(
+            e.message
+                .starts_with("step `later` comes after a signing step"),
+            "{e}"
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        // before it, the same step is fine, and the request is rendered after it
+        let (_, compiled) = compile_edited(&[(
+            "        steps:\n          # sign = md5",
+            &format!("        steps:\n{LATER_STEP}          # sign = md5"),
+        )]);
+        let (plan, _) = compiled.unwrap();
+        let op = plan.route(RouteId::CouponsQuery).of("op").unwrap();
+        assert_eq!(op.request.render_at, 1);
+        // and a signing step's result goes into the query or a header, not a variable
+        let (text, compiled) = compile_edited(&[(
+            OP_SIGN,
+            "            apply: [md5, hex_lower]\n            into: {var: sign}\n",
+        )]);
+        let errors = compiled.unwrap_err();
+        let e = error_at(
+            &errors,
+            "vendors.op.operations.list_coupons.steps.0.into",
+            &text,
+            "into: {var: sign}",
+        );
+        assert!(e.message.contains("reads the rendered request"), "{e}");
+    }
 }
