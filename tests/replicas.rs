@@ -425,6 +425,48 @@ async fn a_vendor_quota_is_held_across_replicas_within_ten_percent() {
     );
 }
 
+/// The shared quota spaces the calls it lets wait: with `burst: 1` the vendor never gets two
+/// calls at once, whichever replicas send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_waiting_for_the_shared_quota_go_out_at_their_slot() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(None).await;
+    let sb = Sandbox::start().await.unwrap();
+    // hkl: 10/s without burst, callers queue up to 250 ms: three calls at once take the
+    // slots at 0, 100 and 200 ms
+    let yaml = routes(&redis, |t| {
+        let at = t.find("\n  hkl:\n").expect("hkl");
+        let (head, tail) = t.split_at(at);
+        let tail = tail
+            .replacen("rps: 1000", "rps: 10", 1)
+            .replacen("burst: 200", "burst: 1", 1)
+            .replacen("queue_ms: 50", "queue_ms: 250", 1);
+        format!("{head}{tail}")
+    });
+    let gws = replicas(&sb, &yaml).await;
+    let hkl = &sb.vendors()[1].1;
+    assert_eq!(sb.vendors()[1].0, "hkl");
+    hkl.reset_counters();
+    let started = tokio::time::Instant::now();
+    let answers = futures_util::future::join_all(gws.iter().map(|gw| query(gw, true))).await;
+    let elapsed = started.elapsed();
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.body);
+        let source = a.body["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["vendor"] == "hkl")
+            .unwrap();
+        assert_eq!(source["outcome"], "ok", "waited for its slot: {source}");
+    }
+    assert_eq!(hkl.requests(), 3);
+    // a lower bound, not an ordering: the third call waited for the slot two intervals on
+    assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_redis_down_reads_are_answered_keyed_writes_refused_and_sharing_resumes() {
     if !redis_available() {
