@@ -445,26 +445,43 @@ async fn calls_waiting_for_the_shared_quota_go_out_at_their_slot() {
             .replacen("queue_ms: 50", "queue_ms: 250", 1);
         format!("{head}{tail}")
     });
-    let gws = replicas(&sb, &yaml).await;
+    let gws = Arc::new(replicas(&sb, &yaml).await);
     let hkl = &sb.vendors()[1].1;
     assert_eq!(sb.vendors()[1].0, "hkl");
     hkl.reset_counters();
-    let started = tokio::time::Instant::now();
-    let answers = futures_util::future::join_all(gws.iter().map(|gw| query(gw, true))).await;
-    let elapsed = started.elapsed();
-    for a in &answers {
+    // hkl holds what it receives, so the test sees when each call arrives
+    hkl.set_fault(coupon_gateway::sandbox::Fault::Hold);
+    let asked: Vec<_> = (0..3)
+        .map(|i| {
+            let gws = Arc::clone(&gws);
+            tokio::spawn(async move { query(&gws[i], true).await })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), hkl.wait_held(1))
+        .await
+        .expect("the first call reaches hkl");
+    let first = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), hkl.wait_held(3))
+        .await
+        .expect("the third call reaches hkl");
+    // a lower bound, not an ordering: the third call waited for its slot two intervals after
+    // the first (100 ms of margin for the first call's own way to the vendor)
+    let spread = first.elapsed();
+    hkl.clear_fault();
+    for a in asked {
+        let a = a.await.unwrap();
         assert_eq!(a.status, 200, "{}", a.body);
         let source = a.body["sources"]
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["vendor"] == "hkl")
-            .unwrap();
+            .unwrap()
+            .clone();
         assert_eq!(source["outcome"], "ok", "waited for its slot: {source}");
     }
     assert_eq!(hkl.requests(), 3);
-    // a lower bound, not an ordering: the third call waited for the slot two intervals on
-    assert!(elapsed >= Duration::from_millis(150), "{elapsed:?}");
+    assert!(spread >= Duration::from_millis(100), "{spread:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
