@@ -542,7 +542,8 @@ fn operation_handles(vendor: &str, operation: &str, cached: bool) -> OperationHa
     h
 }
 
-fn vendor_handles(vendor: &str, token_auth: bool) -> VendorHandles {
+/// `pub(crate)` so a unit test can give a breaker handles on its own recorder.
+pub(crate) fn vendor_handles(vendor: &str, token_auth: bool) -> VendorHandles {
     let v = vendor.to_owned();
     let h = VendorHandles {
         limit_wait: metrics::histogram!(LIMIT_WAIT, "vendor" => v.clone()),

@@ -425,6 +425,65 @@ async fn a_vendor_quota_is_held_across_replicas_within_ten_percent() {
     );
 }
 
+/// The shared quota spaces the calls it lets wait: with `burst: 1` the vendor never gets two
+/// calls at once, whichever replicas send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_waiting_for_the_shared_quota_go_out_at_their_slot() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start(None).await;
+    let sb = Sandbox::start().await.unwrap();
+    // hkl: 10/s without burst, callers queue up to 250 ms: three calls at once take the
+    // slots at 0, 100 and 200 ms
+    let yaml = routes(&redis, |t| {
+        let at = t.find("\n  hkl:\n").expect("hkl");
+        let (head, tail) = t.split_at(at);
+        let tail = tail
+            .replacen("rps: 1000", "rps: 10", 1)
+            .replacen("burst: 200", "burst: 1", 1)
+            .replacen("queue_ms: 50", "queue_ms: 250", 1);
+        format!("{head}{tail}")
+    });
+    let gws = Arc::new(replicas(&sb, &yaml).await);
+    let hkl = &sb.vendors()[1].1;
+    assert_eq!(sb.vendors()[1].0, "hkl");
+    hkl.reset_counters();
+    // hkl holds what it receives, so the test sees when each call arrives
+    hkl.set_fault(coupon_gateway::sandbox::Fault::Hold);
+    let asked: Vec<_> = (0..3)
+        .map(|i| {
+            let gws = Arc::clone(&gws);
+            tokio::spawn(async move { query(&gws[i], true).await })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), hkl.wait_held(1))
+        .await
+        .expect("the first call reaches hkl");
+    let first = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), hkl.wait_held(3))
+        .await
+        .expect("the third call reaches hkl");
+    // a lower bound, not an ordering: the third call waited for its slot two intervals after
+    // the first (100 ms of margin for the first call's own way to the vendor)
+    let spread = first.elapsed();
+    hkl.clear_fault();
+    for a in asked {
+        let a = a.await.unwrap();
+        assert_eq!(a.status, 200, "{}", a.body);
+        let source = a.body["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["vendor"] == "hkl")
+            .unwrap()
+            .clone();
+        assert_eq!(source["outcome"], "ok", "waited for its slot: {source}");
+    }
+    assert_eq!(hkl.requests(), 3);
+    assert!(spread >= Duration::from_millis(100), "{spread:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_redis_down_reads_are_answered_keyed_writes_refused_and_sharing_resumes() {
     if !redis_available() {

@@ -648,4 +648,139 @@ mod tests {
         calls_at(&b, &[(0, true), (0, true), (0, true), (0, false)]).await;
         assert_eq!(b.state(), CircuitState::Closed, "1 of 4 failed, under 50 %");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_is_counted_as_half_open_to_open() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        // the vendor's handles go to this test's own recorder
+        let handles = metrics::with_local_recorder(&recorder, || {
+            crate::telemetry::vendor_handles("v", false)
+        });
+        let b = Breaker::new(
+            CircuitConfig {
+                failure_rate_percent: 50,
+                min_calls: 1,
+                window_ms: 10_000,
+                open_ms: 500,
+                half_open_probes: 1,
+            },
+            Some(Arc::new(handles)),
+        );
+        assert!(call(&b, false));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(call(&b, false), "the probe");
+        assert_eq!(b.state(), CircuitState::Open);
+        let text = metrics.render();
+        let sample = |name: &str, labels: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
+                .unwrap_or_else(|| panic!("{name}{{{labels}}} in {text}"))
+                .to_owned()
+        };
+        let transition = |from: &str, to: &str| {
+            sample(
+                "cgw_circuit_transitions_total",
+                &format!("vendor=\"v\",from=\"{from}\",to=\"{to}\""),
+            )
+        };
+        // opened once from closed, once from the failed probe: each counted where it came from
+        assert_eq!(transition("closed", "open"), "1");
+        assert_eq!(transition("open", "half_open"), "1");
+        assert_eq!(transition("half_open", "open"), "1");
+        assert_eq!(transition("half_open", "closed"), "0");
+        let state = |s: &str| sample("cgw_circuit_state", &format!("vendor=\"v\",state=\"{s}\""));
+        assert_eq!(
+            (state("closed"), state("open"), state("half_open")),
+            ("0".into(), "1".into(), "0".into())
+        );
+    }
+
+    fn held_guard(queue_ms: u64) -> VendorGuard {
+        let limits = LimitsConfig {
+            max_concurrency: None,
+            rps: None,
+            burst: None,
+            queue_ms,
+        };
+        VendorGuard::new(&RetryConfig::default(), None, Some(&limits), None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vendor_hold_within_the_queue_time_is_waited_out_and_a_longer_one_refused() {
+        let g = held_guard(100);
+        // exactly the queue time: waited out, and nothing goes out before it ends
+        g.hold_off(Duration::from_millis(100));
+        let start = Instant::now();
+        assert_eq!(g.pace().await, Ok(()));
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        // past the hold, calls go out at once
+        assert_eq!(g.pace().await, Ok(()));
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        // longer than the queue time: refused at once, without waiting
+        g.hold_off(Duration::from_millis(101));
+        assert_eq!(g.pace().await, Err(Refusal::RateLimited));
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_of_two_holds_is_kept() {
+        // a shorter Retry-After after a longer one does not shorten the hold
+        let g = held_guard(100);
+        g.hold_off(Duration::from_millis(500));
+        g.hold_off(Duration::from_millis(50));
+        assert_eq!(g.pace().await, Err(Refusal::RateLimited));
+        // a longer one after a shorter one lengthens it
+        let g = held_guard(100);
+        g.hold_off(Duration::from_millis(50));
+        g.hold_off(Duration::from_millis(500));
+        assert_eq!(g.pace().await, Err(Refusal::RateLimited));
+    }
+
+    fn retries(max_attempts: u32, budget_percent: u32) -> RetryPolicy {
+        RetryPolicy::new(&RetryConfig {
+            max_attempts,
+            attempt_timeout_ms: 0,
+            backoff_ms: 10,
+            budget_percent,
+        })
+    }
+
+    #[test]
+    fn first_attempts_earn_the_retries_of_the_budget() {
+        // the reserve alone (about one retry a second over the budget's 10 s) runs dry quickly
+        let quiet = retries(3, 50);
+        let reserve = (0..1_000).filter(|_| quiet.may_retry(1)).count();
+        // 400 first attempts at 50 % earn some 200 retries more
+        let busy = retries(3, 50);
+        for _ in 0..400 {
+            busy.deposit();
+        }
+        let earned = (0..1_000).filter(|_| busy.may_retry(1)).count();
+        assert!(earned >= reserve + 150, "{reserve} then {earned}");
+    }
+
+    #[test]
+    fn the_last_attempt_is_never_retried_even_with_budget_left() {
+        let p = retries(3, 100);
+        for _ in 0..100 {
+            p.deposit();
+        }
+        assert!(!p.may_retry(3));
+        assert!(p.may_retry(2));
+    }
+
+    #[test]
+    fn backoff_doubles_its_jittered_cap_per_attempt() {
+        let p = retries(3, 10);
+        // full jitter: any wait from 0 to the cap; the cap is 10 ms doubled per attempt, up to
+        // 2^10 times. The largest of 200 draws is near the cap (all 200 in its lower eighth
+        // has a chance of 8^-200)
+        for attempt in [0, 3, 10, 20] {
+            let cap = Duration::from_millis(10 << attempt.min(10));
+            let most = (0..200).map(|_| p.backoff(attempt)).max().unwrap();
+            assert!(most <= cap, "attempt {attempt}: {most:?}");
+            assert!(most > cap / 8, "attempt {attempt}: {most:?}");
+        }
+    }
 }

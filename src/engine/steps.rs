@@ -315,6 +315,7 @@ mod tests {
                 "now.s" => Ok(Ref::Now(0)),
                 "nonce" => Ok(Ref::Nonce),
                 "input.plain" => Ok(Ref::Input(0)),
+                "request.body" => Ok(Ref::RequestBody),
                 _ => Err(format!("unknown `{name}`")),
             }
         }
@@ -458,5 +459,38 @@ mod tests {
             json!([{"des_ecb_pkcs5": "{{cred.des_key}}"}, "hex_upper"]),
         );
         assert!(s.run(&Short).unwrap_err().to_string().contains("8 bytes"));
+    }
+
+    #[test]
+    fn each_documented_style_compiles_to_its_join() {
+        let input = |style: &str| json!({"style": style, "sorted": {"b": "x/y", "a": "1 2"}});
+        for (style, joined) in [
+            ("namevalue", "a1 2bx/y"),
+            ("pairs", "a=1 2&b=x/y"),
+            ("pairs_encoded", "a=1%202&b=x%2Fy"),
+        ] {
+            assert_eq!(
+                step(input(style), json!([])).run(&V).unwrap(),
+                joined,
+                "{style}"
+            );
+        }
+        assert!(PairStyle::parse("Pairs").is_none());
+    }
+
+    #[test]
+    fn a_step_names_what_its_input_and_keys_read() {
+        let s = step(
+            json!({"json": {"m": "{{input.plain}}", "t": "{{now.s}}"}}),
+            json!([{"hmac_sha1": "{{cred.secret}}"}, "base64"]),
+        );
+        assert_eq!(s.refs(), vec![Ref::Input(0), Ref::Now(0), Ref::Cred(0)]);
+        assert!(!s.reads_request());
+        // a signature over the rendered request can only be made once the request is
+        let s = step(
+            json!("{{cred.secret}}{{request.body}}"),
+            json!(["md5", "hex_lower"]),
+        );
+        assert!(s.reads_request());
     }
 }

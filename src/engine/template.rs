@@ -701,4 +701,102 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":"K1","k":"xK1"}"#);
         assert_eq!(values.0.get(), 3, "one value read per placeholder");
     }
+
+    /// A scope with the value map `kinds`, else like `S`.
+    struct Maps;
+    impl Scope for Maps {
+        fn resolve(&self, name: &str) -> Result<Ref, String> {
+            S.resolve(name)
+        }
+        fn map_index(&self, name: &str) -> Option<usize> {
+            (name == "kinds").then_some(0)
+        }
+    }
+
+    /// Values with only texts, as the decrypt and transform scopes give them: no maps, no
+    /// JSON of their own.
+    struct Plain;
+    impl Values for Plain {
+        fn text(&self, r: Ref) -> Option<Cow<'_, str>> {
+            (r == Ref::MemberId).then(|| "K1".into())
+        }
+    }
+
+    #[test]
+    fn without_maps_a_map_filter_is_refused_and_renders_absent() {
+        // a scope without value maps (a decrypt or transform key) refuses `| map:`
+        assert!(
+            Template::compile("{{member.id | map:kinds}}", &S)
+                .unwrap_err()
+                .contains("no value map `kinds`")
+        );
+        // values that translate nothing leave a mapped value absent, never some other text
+        let mapped = Template::compile("{{member.id | map:kinds}}", &Maps).unwrap();
+        assert_eq!(mapped.render(&Plain), None);
+        let inside = Template::compile("a{{member.id | map:kinds}}b{{member.id}}", &Maps).unwrap();
+        assert_eq!(inside.render(&Plain).as_deref(), Some("abK1"));
+    }
+
+    #[test]
+    fn json_of_a_text_value_is_a_json_string() {
+        let body = json!({"id": "{{member.id | json}}", "gone": "{{member.openid | json}}"});
+        let t = JsonTemplate::compile(&body, &S, "body", &|_, k| k, &mut Vec::new());
+        let mut out = Vec::new();
+        t.render(&Plain, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":"K1"}"#);
+    }
+
+    #[test]
+    fn a_stray_or_unclosed_brace_pair_in_a_body_string_is_refused() {
+        for s in ["x}}", "{{member.id", "a }} b"] {
+            let mut errors = Vec::new();
+            JsonTemplate::compile(&json!({"k": s}), &S, "body", &|_, k| k, &mut errors);
+            assert_eq!(errors.len(), 1, "{s}: {errors:?}");
+            assert_eq!(errors[0].0, "body.k");
+        }
+    }
+
+    #[test]
+    fn a_body_names_the_values_of_its_nested_members_and_lists() {
+        let body = json!({"a": {"b": ["{{member.id}}", 1, {"c": "x{{cred.secret}}"}]},
+                          "d": "{{now.ms | number}}", "e": "plain"});
+        let t = JsonTemplate::compile(&body, &S, "body", &|_, k| k, &mut Vec::new());
+        assert_eq!(t.refs(), vec![Ref::MemberId, Ref::Cred(0), Ref::Now(0)]);
+    }
+
+    #[test]
+    fn a_pushed_field_is_added_once_and_only_to_an_object() {
+        let sig = || JsonTemplate::Text(Template::compile("{{cred.secret}}", &S).unwrap());
+        let mut body = JsonTemplate::compile(
+            &json!({"a": 1, "b": 2}),
+            &S,
+            "body",
+            &|_, k| k,
+            &mut Vec::new(),
+        );
+        assert!(body.push_field("sign".into(), sig()));
+        // the key is taken now, as one in the file would be
+        assert!(!body.push_field("sign".into(), sig()));
+        assert!(!body.push_field("a".into(), sig()));
+        let mut out = Vec::new();
+        body.render(&V, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":1,"b":2,"sign":"s3"}"#
+        );
+        let mut list = JsonTemplate::Literal(json!([1]));
+        assert!(!list.push_field("sign".into(), sig()));
+    }
+
+    #[test]
+    fn list_items_are_comma_separated() {
+        let body = json!({"l": [1, "{{member.id}}", [], {"x": "{{cred.secret}}"}]});
+        let t = JsonTemplate::compile(&body, &S, "body", &|_, k| k, &mut Vec::new());
+        let mut out = Vec::new();
+        t.render(&V, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"l":[1,"K1",[],{"x":"s3"}]}"#
+        );
+    }
 }
