@@ -2315,4 +2315,33 @@ mod tests {
         );
         drop(silent);
     }
+
+    #[tokio::test]
+    async fn attempts_running_out_are_not_the_retry_budget_running_out() {
+        let plan = plan_named("retrycount", "http://127.0.0.1:9", "", PAGED);
+        crate::telemetry::register(&plan);
+        let vendor = Vendor::start(vec![answer(503, "")]).await;
+        let plan = plan_named("retrycount", &vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let e = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(retries(3), None),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CallError::Status(503)), "{e:?}");
+        let metrics = crate::telemetry::render(&crate::telemetry::install_metrics());
+        let series = |name: &str| -> Vec<String> {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name) && l.contains("\"retrycount\""))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        // two retries, and a budget that had room for them: alerts on the budget stay quiet
+        assert_eq!(series(crate::telemetry::VENDOR_RETRIES), ["2"], "{metrics}");
+        assert_eq!(series(crate::telemetry::VENDOR_BUDGET), ["0"], "{metrics}");
+    }
 }
