@@ -1412,4 +1412,936 @@ mod tests {
             "{text:?}"
         );
     }
+
+    // ---- calls against a scripted vendor on loopback
+
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    use crate::config::{LimitsConfig, RetryConfig};
+
+    /// One scripted answer: status, headers, body.
+    type Scripted = (u16, Vec<(&'static str, String)>, String);
+
+    fn answer(status: u16, body: &str) -> Scripted {
+        (status, Vec::new(), body.to_owned())
+    }
+
+    /// A vendor on loopback answering its script in turn (the last answer again once the
+    /// script runs out), keeping what each request asked for; bound while it lives.
+    struct Vendor {
+        url: String,
+        asked: Arc<Mutex<Vec<String>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Vendor {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl Vendor {
+        async fn start(script: Vec<Scripted>) -> Vendor {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let asked = Arc::new(Mutex::new(Vec::new()));
+            let (script, log) = (Arc::new(script), asked.clone());
+            let task = tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (script, log) = (script.clone(), log.clone());
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut log = log.lock().unwrap();
+                        let auth = req
+                            .headers()
+                            .get(http::header::AUTHORIZATION)
+                            .map(|v| format!(" {}", v.to_str().unwrap()))
+                            .unwrap_or_default();
+                        log.push(format!("{} {}{auth}", req.method(), req.uri()));
+                        let (status, headers, body) =
+                            &script[(log.len() - 1).min(script.len() - 1)];
+                        let mut res = http::Response::builder().status(*status);
+                        for (k, v) in headers {
+                            res = res.header(*k, v);
+                        }
+                        let res = res.body(Full::new(Bytes::from(body.clone()))).unwrap();
+                        std::future::ready(Ok::<_, Infallible>(res))
+                    });
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+            Vendor { url, asked, task }
+        }
+
+        fn asked(&self) -> Vec<String> {
+            self.asked.lock().unwrap().clone()
+        }
+    }
+
+    /// A plan whose one vendor (`vendor`: its settings beside `base_url`, indented four
+    /// spaces) lives at `url` and runs `operation` (indented eight spaces).
+    fn plan_at(url: &str, vendor: &str, operation: &str) -> Plan {
+        plan_named("v", url, vendor, operation)
+    }
+
+    /// [`plan_at`] with the vendor named `id`.
+    fn plan_named(id: &str, url: &str, vendor: &str, operation: &str) -> Plan {
+        let yaml = format!(
+            "server: {{listen: \"127.0.0.1:0\"}}\nroutes: {{coupons_query: {{operation: list_coupons}}}}\n\
+             vendors:\n  {id}:\n    base_url: {url}\n{vendor}    operations:\n      list_coupons:\n{operation}"
+        );
+        let loaded = crate::config::load_str("test.yaml", &yaml, false).unwrap();
+        Plan::compile(&loaded, Credentials::Required).unwrap().0
+    }
+
+    /// A paged list: more while `$.more` says so, up to five pages of two.
+    const PAGED: &str = "        identity: [member_id]
+        request: {method: GET, path: /c, query: {page: \"{{page.number}}\"}}
+        paging: {style: page_number, page_size: 2, max_pages: 5, has_more: $.more}
+        response:
+          success: [{path: $.code, in: [0]}]
+          error_code: $.code
+          error_message: $.msg
+          rate_limited: [{path: $.code, in: [429]}]
+          items: $.list
+        fields: {id: $.id, status: {value: usable}}
+";
+
+    fn page(ids: &[&str], more: bool) -> String {
+        let list: Vec<Value> = ids.iter().map(|id| serde_json::json!({"id": id})).collect();
+        serde_json::json!({"code": 0, "more": more, "list": list}).to_string()
+    }
+
+    fn guard_of(retry: RetryConfig, limits: Option<LimitsConfig>) -> VendorGuard {
+        VendorGuard::new(&retry, None, limits.as_ref(), None)
+    }
+
+    fn limits(rps: u32, queue_ms: u64) -> LimitsConfig {
+        LimitsConfig {
+            max_concurrency: None,
+            rps: Some(rps),
+            burst: Some(1),
+            queue_ms,
+        }
+    }
+
+    fn input() -> CallInput {
+        CallInput {
+            member_id: Some("m1".to_owned()),
+            ..CallInput::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn every_further_page_takes_its_share_of_the_quota() {
+        let vendor = Vendor::start(vec![answer(200, &page(&["a", "b"], true))]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        // room for one request a second: the call's admission paid for the first page (not
+        // taken here), the second takes the room, the third finds none
+        let guard = guard_of(RetryConfig::default(), Some(limits(1, 0)));
+        let result = call(op, &Upstream::new(1 << 20), &input(), &guard).await;
+        assert!(matches!(result, Err(CallError::RateLimited)), "{result:?}");
+        assert_eq!(vendor.asked().len(), 2, "{:?}", vendor.asked());
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_the_vendor_off_for_its_retry_after_a_business_throttle_for_a_second() {
+        let throttled = (429, vec![("retry-after", "30".to_owned())], String::new());
+        let vendor = Vendor::start(vec![throttled]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_of(RetryConfig::default(), Some(limits(1000, 2000)));
+        let result = call(op, &Upstream::new(1 << 20), &input(), &guard).await;
+        assert!(
+            matches!(&result, Err(CallError::Throttled(m)) if m == "HTTP 429"),
+            "{result:?}"
+        );
+        // 30 s is more than a call may wait: the next request is refused at once
+        assert!(guard.pace().await.is_err());
+
+        // a throttling business code has no Retry-After of its own (the header is the
+        // HTTP 429's): the vendor is left alone for a second
+        let body = serde_json::json!({"code": 429, "msg": "slow down"}).to_string();
+        let vendor = Vendor::start(vec![(200, vec![("retry-after", "30".to_owned())], body)]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_of(RetryConfig::default(), Some(limits(1000, 2000)));
+        let result = call(op, &Upstream::new(1 << 20), &input(), &guard).await;
+        assert!(
+            matches!(&result, Err(CallError::Throttled(m)) if m.contains("slow down")),
+            "{result:?}"
+        );
+        assert!(guard.pace().await.is_ok());
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_a_date_and_capped_at_a_minute() {
+        let after = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            retry_after(&h).as_secs()
+        };
+        assert_eq!(after("7"), 7);
+        assert_eq!(after(" 12 "), 12);
+        assert_eq!(after("3600"), 60);
+        // an HTTP date ten seconds ahead (a second may pass while the test runs)
+        let at = Timestamp::now() + jiff::SignedDuration::from_secs(10);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&at)
+            .unwrap();
+        assert!((9..=10).contains(&after(&date)), "{date}: {}", after(&date));
+        // a date past, or something else: the default second
+        let past = Timestamp::now() - jiff::SignedDuration::from_secs(10);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&past)
+            .unwrap();
+        assert_eq!(after(&date), 1);
+        assert_eq!(after("soon"), 1);
+        assert_eq!(retry_after(&http::HeaderMap::new()), DEFAULT_HOLD_OFF);
+    }
+
+    #[tokio::test]
+    async fn paging_stops_at_max_pages_and_says_the_answer_was_cut() {
+        let body = page(&["a", "b"], true);
+        let vendor = Vendor::start(vec![answer(200, &body)]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let out = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(RetryConfig::default(), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!((out.pages, out.rows.len(), out.truncated), (5, 10, true));
+        // the weight of the cached answer: every page's bytes
+        assert_eq!(out.bytes, 5 * body.len());
+        let pages: Vec<String> = (1..=5).map(|n| format!("GET /c?page={n}")).collect();
+        assert_eq!(vendor.asked(), pages);
+    }
+
+    /// What an observer was shown, one `Debug` line per event.
+    #[derive(Default)]
+    struct Shown(Vec<String>);
+
+    impl Observer for Shown {
+        fn observe(&mut self, event: Event<'_>) {
+            self.0.push(format!("{event:?}"));
+        }
+    }
+
+    impl Shown {
+        fn kinds(&self) -> Vec<&str> {
+            self.0
+                .iter()
+                .map(|e| e.split([' ', '(']).next().unwrap_or_default())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_replayed_answer_shows_the_request_it_answers_and_its_rows() {
+        let plan = plan(1);
+        let op = &plan.routes[0].targets[0];
+        let mut shown = Shown::default();
+        let mut obs: Option<&mut dyn Observer> = Some(&mut shown);
+        let body = Bytes::from(r#"{"ok":true,"items":[{"id":"a"},{"id":"b"}]}"#);
+        let out = replay(op, &input(), http::StatusCode::OK, body, &mut obs).unwrap();
+        assert_eq!((out.rows.len(), out.pages), (2, 1));
+        assert_eq!(
+            shown.kinds(),
+            ["Wire", "Answer", "Envelope", "Item", "Item", "Page"],
+            "{:?}",
+            shown.0
+        );
+    }
+
+    #[tokio::test]
+    async fn paging_stops_once_the_vendor_s_total_of_items_is_read() {
+        let op_yaml = PAGED.replace("has_more: $.more", "total_items: $.total");
+        let with_total = |ids: &[&str]| {
+            let list: Vec<Value> = ids.iter().map(|id| serde_json::json!({"id": id})).collect();
+            serde_json::json!({"code": 0, "total": 3, "list": list}).to_string()
+        };
+        let vendor = Vendor::start(vec![
+            answer(200, &with_total(&["a", "b"])),
+            answer(200, &with_total(&["c"])),
+        ])
+        .await;
+        let plan = plan_at(&vendor.url, "", &op_yaml);
+        let op = &plan.routes[0].targets[0];
+        let out = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(RetryConfig::default(), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!((out.pages, out.rows.len(), out.truncated), (2, 3, false));
+        assert_eq!(vendor.asked(), ["GET /c?page=1", "GET /c?page=2"]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_every_item_is_dropped_fails_and_an_empty_list_does_not() {
+        let bad = serde_json::json!({"code": 0, "list": [{"x": 1}, {"x": 2}]}).to_string();
+        let vendor = Vendor::start(vec![answer(200, &bad), answer(200, &page(&[], false))]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let (upstream, guard) = (
+            Upstream::new(1 << 20),
+            guard_of(RetryConfig::default(), None),
+        );
+        let garbage = call(op, &upstream, &input(), &guard).await;
+        assert!(
+            matches!(&garbage, Err(CallError::Shape(m)) if m.starts_with("none of the 2 items")),
+            "{garbage:?}"
+        );
+        // a vendor with nothing to list is not answering garbage
+        let none = call(op, &upstream, &input(), &guard).await.unwrap();
+        assert_eq!((none.rows.len(), none.pages, none.dropped), (0, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn dropped_items_are_counted_once_per_page() {
+        let plan = plan_named("dropcount", "http://127.0.0.1:9", "", PAGED);
+        crate::telemetry::register(&plan);
+        let two = |id: &str, more: bool| {
+            serde_json::json!({"code": 0, "more": more, "list": [{"id": id}, {"x": 1}]}).to_string()
+        };
+        let vendor = Vendor::start(vec![
+            answer(200, &two("a", true)),
+            answer(200, &two("b", false)),
+        ])
+        .await;
+        let plan = plan_named("dropcount", &vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let out = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(RetryConfig::default(), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!((out.rows.len(), out.dropped), (2, 2));
+        let metrics = crate::telemetry::render(&crate::telemetry::install_metrics());
+        let counted: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(crate::telemetry::VENDOR_DROPPED) && l.contains("\"dropcount\"")
+            })
+            .collect();
+        assert!(
+            counted.len() == 1 && counted[0].ends_with(" 2"),
+            "{counted:?}"
+        );
+    }
+
+    /// A vendor with a credential worth hiding, and one too short to hide.
+    const ECHOED: &str = "    credentials: {client: client-4711, short: abc}\n";
+
+    #[tokio::test]
+    async fn a_vendor_echoing_a_credential_has_it_scrubbed_from_errors() {
+        let op_yaml = PAGED.replace(
+            "          items: $.list\n",
+            "          items: $.list\n          error_fields: $.errors\n",
+        );
+        let business = r#"{"code":403,"msg":"unknown client client-4711 (abc)"}"#;
+        let refused =
+            r#"{"msg":"bad client-4711","errors":{"client-4711":["client-4711 unknown",7]}}"#;
+        let vendor = Vendor::start(vec![
+            answer(200, business),
+            answer(422, refused),
+            answer(500, refused),
+        ])
+        .await;
+        let plan = plan_at(&vendor.url, ECHOED, &op_yaml);
+        let op = &plan.routes[0].targets[0];
+        let (upstream, guard) = (
+            Upstream::new(1 << 20),
+            guard_of(RetryConfig::default(), None),
+        );
+        let e = call(op, &upstream, &input(), &guard).await.unwrap_err();
+        // a secret under four characters is left: hiding every `abc` would garble the text
+        assert_eq!(e.to_string(), "vendor error 403: unknown client … (abc)");
+        let e = call(op, &upstream, &input(), &guard).await.unwrap_err();
+        let CallError::Rejected {
+            status,
+            message,
+            fields,
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((*status, message.as_str()), (422, "bad …"));
+        assert_eq!(fields, &Some(serde_json::json!({"…": ["… unknown", 7]})));
+        // only a 4xx is the vendor refusing the request; a 5xx is the vendor failing
+        let e = call(op, &upstream, &input(), &guard).await.unwrap_err();
+        assert!(matches!(e, CallError::Status(500)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn an_observer_sees_every_secret_masked() {
+        let op_yaml = PAGED.replace(
+            "query: {page: \"{{page.number}}\"}",
+            "query: {page: \"{{page.number}}\", c: \"{{cred.client}}\"}",
+        );
+        let body = r#"{"code":0,"more":false,"list":[{"id":"a","note":"for client-4711"}]}"#;
+        let echo = (
+            200,
+            vec![("x-echo", "client-4711".to_owned())],
+            body.to_owned(),
+        );
+        let vendor = Vendor::start(vec![echo]).await;
+        let plan = plan_at(&vendor.url, ECHOED, &op_yaml);
+        let op = &plan.routes[0].targets[0];
+        let mut shown = Shown::default();
+        let mut obs: Option<&mut dyn Observer> = Some(&mut shown);
+        let guard = guard_of(RetryConfig::default(), None);
+        let out = call_observed(op, &Upstream::new(1 << 20), &input(), &guard, &mut obs)
+            .await
+            .unwrap();
+        assert_eq!(out.rows.len(), 1);
+        // the vendor did get it
+        assert!(
+            vendor.asked()[0].contains("c=client-4711"),
+            "{:?}",
+            vendor.asked()
+        );
+        assert_eq!(
+            shown.kinds(),
+            ["Wire", "Answer", "Envelope", "Item", "Page"],
+            "{:?}",
+            shown.0
+        );
+        let all = shown.0.join("\n");
+        assert!(!all.contains("client-4711"), "{all}");
+        let [wire, answer, envelope, item, _] = &shown.0[..] else {
+            unreachable!()
+        };
+        assert!(wire.contains("c=***"), "{wire}");
+        assert!(answer.contains(r#"("x-echo", "***")"#), "{answer}");
+        assert!(answer.contains(r#"for ***"#), "{answer}");
+        assert!(envelope.contains(r#"String("for ***")"#), "{envelope}");
+        assert!(item.contains(r#"String("for ***")"#), "{item}");
+    }
+
+    /// A vendor whose calls carry an access token from its token endpoint.
+    const WITH_TOKEN: &str = "    credentials: {client: client-4711}
+    auth:
+      token:
+        request: {method: POST, path: /token, body: {id: \"{{cred.client}}\"}}
+        token: $.access_token
+        expires_in: $.expires_in
+        refresh_before_ms: 0
+";
+
+    fn token(t: &str) -> Scripted {
+        answer(
+            200,
+            &serde_json::json!({"access_token": t, "expires_in": 600}).to_string(),
+        )
+    }
+
+    /// [`PAGED`] sending the access token.
+    fn paged_with_token() -> String {
+        PAGED.replace(
+            "request: {method: GET, path: /c,",
+            "request: {method: GET, path: /c, headers: {Authorization: \"Bearer {{auth.token}}\"},",
+        )
+    }
+
+    /// The guard of `plan`'s vendor with its token endpoint, as the gateway builds it.
+    fn guard_with_token(plan: &Plan, retry: RetryConfig) -> VendorGuard {
+        let mut guard = guard_of(retry, None);
+        let op = &plan.routes[0].targets[0];
+        guard.auth = plan.tokens[op.vendor.slot].clone().map(|plan| VendorAuth {
+            cache: crate::engine::token::TokenCache::new(plan.refresh_before),
+            plan,
+        });
+        assert!(guard.auth.is_some());
+        guard
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_renewed_once_and_the_call_tried_again() {
+        let (unauthorized, ok) = (answer(401, ""), answer(200, &page(&["a"], false)));
+        let vendor = Vendor::start(vec![
+            token("tok-1111"),
+            unauthorized.clone(),
+            token("tok-2222"),
+            ok,
+            // a token refused again right after its renewal: the call fails
+            unauthorized.clone(),
+            token("tok-3333"),
+            unauthorized,
+        ])
+        .await;
+        let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_with_token(&plan, RetryConfig::default());
+        let upstream = Upstream::new(1 << 20);
+        let out = call(op, &upstream, &input(), &guard).await.unwrap();
+        assert_eq!(out.rows.len(), 1);
+        let e = call(op, &upstream, &input(), &guard).await.unwrap_err();
+        assert!(matches!(e, CallError::Status(401)), "{e:?}");
+        assert_eq!(
+            vendor.asked(),
+            [
+                "POST /token",
+                "GET /c?page=1 Bearer tok-1111",
+                "POST /token",
+                "GET /c?page=1 Bearer tok-2222",
+                "GET /c?page=1 Bearer tok-2222",
+                "POST /token",
+                "GET /c?page=1 Bearer tok-3333",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_endpoint_is_tried_twice_even_for_a_vendor_without_retries() {
+        let vendor = Vendor::start(vec![
+            answer(503, ""),
+            token("tok-1111"),
+            answer(200, &page(&["a"], false)),
+        ])
+        .await;
+        let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_with_token(&plan, RetryConfig::default());
+        let out = call(op, &Upstream::new(1 << 20), &input(), &guard)
+            .await
+            .unwrap();
+        assert_eq!(out.rows.len(), 1);
+        assert_eq!(
+            vendor.asked(),
+            [
+                "POST /token",
+                "POST /token",
+                "GET /c?page=1 Bearer tok-1111"
+            ]
+        );
+
+        // and only twice: a failing endpoint fails the call
+        let vendor = Vendor::start(vec![answer(500, "")]).await;
+        let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_with_token(&plan, RetryConfig::default());
+        let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot authenticate: the token endpoint answered HTTP 500"
+        );
+        assert_eq!(vendor.asked(), ["POST /token", "POST /token"]);
+    }
+
+    #[tokio::test]
+    async fn a_token_endpoint_answer_without_a_token_fails_the_call() {
+        for (body, why) in [
+            (r#"{"access_token":"","expires_in":600}"#, "holds no token"),
+            (r#"{"expires_in":600}"#, "holds no token"),
+            ("<html>", "is not JSON"),
+        ] {
+            let vendor = Vendor::start(vec![answer(200, body)]).await;
+            let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
+            let op = &plan.routes[0].targets[0];
+            let guard = guard_with_token(&plan, RetryConfig::default());
+            let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, CallError::Auth(m) if m.ends_with(why)),
+                "{body}: {e:?}"
+            );
+            // one request: a token endpoint that answers is not asked again
+            assert_eq!(vendor.asked(), ["POST /token"], "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vendor_echoing_the_access_token_has_it_scrubbed() {
+        let echo = r#"{"code":401,"msg":"token tok-secret-1 expired"}"#;
+        let vendor = Vendor::start(vec![token("tok-secret-1"), answer(200, echo)]).await;
+        let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_with_token(&plan, RetryConfig::default());
+        let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "vendor error 401: token … expired");
+    }
+
+    #[tokio::test]
+    async fn an_observer_sees_the_token_exchange_with_the_token_masked() {
+        let vendor = Vendor::start(vec![
+            token("tok-secret-1"),
+            answer(200, &page(&["a"], false)),
+        ])
+        .await;
+        let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
+        let op = &plan.routes[0].targets[0];
+        let guard = guard_with_token(&plan, RetryConfig::default());
+        let mut shown = Shown::default();
+        let mut obs: Option<&mut dyn Observer> = Some(&mut shown);
+        call_observed(op, &Upstream::new(1 << 20), &input(), &guard, &mut obs)
+            .await
+            .unwrap();
+        assert_eq!(
+            shown.kinds(),
+            [
+                "TokenRequested",
+                "Wire",
+                "TokenAnswer",
+                "Wire",
+                "Answer",
+                "Envelope",
+                "Item",
+                "Page"
+            ],
+            "{:?}",
+            shown.0
+        );
+        let all = shown.0.join("\n");
+        assert!(
+            !all.contains("tok-secret-1") && !all.contains("client-4711"),
+            "{all}"
+        );
+        assert!(shown.0[1].contains(r#"{\"id\":\"***\"}"#), "{}", shown.0[1]);
+        assert!(
+            shown.0[2].contains(r#"\"access_token\":\"***\""#),
+            "{}",
+            shown.0[2]
+        );
+        assert!(
+            shown.0[3].contains(r#"("authorization", "Bearer ***")"#),
+            "{}",
+            shown.0[3]
+        );
+    }
+
+    fn retries(max_attempts: u32) -> RetryConfig {
+        RetryConfig {
+            max_attempts,
+            backoff_ms: 1,
+            ..RetryConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_is_tried_again_after_a_5xx_up_to_its_attempts() {
+        let vendor = Vendor::start(vec![answer(500, ""), answer(200, &page(&["a"], false))]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let out = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(retries(3), None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.rows.len(), 1);
+        assert_eq!(vendor.asked().len(), 2);
+
+        // three attempts in all, then the vendor's failure is the call's
+        let vendor = Vendor::start(vec![answer(502, "")]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let e = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(retries(3), None),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CallError::Status(502)), "{e:?}");
+        assert_eq!(vendor.asked().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_a_failure_is_not_tried_again() {
+        // a success, a refusal (4xx) and a business error are the vendor's answer
+        for (status, body) in [
+            (200, page(&["a"], false)),
+            (404, String::new()),
+            (200, r#"{"code":7,"msg":"no"}"#.to_owned()),
+        ] {
+            let vendor = Vendor::start(vec![answer(status, &body)]).await;
+            let plan = plan_at(&vendor.url, "", PAGED);
+            let op = &plan.routes[0].targets[0];
+            let _ = call(
+                op,
+                &Upstream::new(1 << 20),
+                &input(),
+                &guard_of(retries(3), None),
+            )
+            .await;
+            assert_eq!(vendor.asked().len(), 1, "{status} {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_is_never_tried_again() {
+        let write = PAGED.replace(
+            "        identity:",
+            "        effect: write\n        identity:",
+        );
+        let vendor = Vendor::start(vec![answer(500, ""), answer(200, &page(&["a"], false))]).await;
+        let plan = plan_at(&vendor.url, "", &write);
+        let op = &plan.routes[0].targets[0];
+        let e = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(retries(3), None),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CallError::Status(500)), "{e:?}");
+        assert_eq!(vendor.asked().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_retry_takes_its_share_of_the_quota() {
+        let vendor = Vendor::start(vec![answer(500, "")]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        // the first attempt was paid for by the call's admission (not taken here), the
+        // second takes the one request of room, the third finds none
+        let guard = guard_of(retries(3), Some(limits(1, 0)));
+        let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CallError::RateLimited), "{e:?}");
+        assert_eq!(vendor.asked().len(), 2);
+    }
+
+    /// The pages a paged call asked for, with the vendor answering `script`.
+    async fn pages_asked(op_yaml: &str, script: Vec<Value>) -> (CallOutput, Vec<String>) {
+        let script = script
+            .into_iter()
+            .map(|v| answer(200, &v.to_string()))
+            .collect();
+        let vendor = Vendor::start(script).await;
+        let plan = plan_at(&vendor.url, "", op_yaml);
+        let op = &plan.routes[0].targets[0];
+        let out = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(RetryConfig::default(), None),
+        )
+        .await
+        .unwrap();
+        (out, vendor.asked())
+    }
+
+    #[tokio::test]
+    async fn has_more_may_say_true_or_1() {
+        use serde_json::json;
+        let item = json!([{"id": "a"}]);
+        let (out, asked) = pages_asked(
+            PAGED,
+            vec![
+                json!({"code": 0, "more": 1, "list": item}),
+                json!({"code": 0, "more": "true", "list": item}),
+                json!({"code": 0, "more": 0, "list": item}),
+            ],
+        )
+        .await;
+        assert_eq!((out.pages, out.truncated), (3, false), "{asked:?}");
+        let (out, _) = pages_asked(PAGED, vec![json!({"code": 0, "list": item})]).await;
+        assert_eq!(out.pages, 1, "no `more`: no more");
+    }
+
+    #[tokio::test]
+    async fn paging_stops_at_the_vendor_s_total_of_pages_counted_from_the_first_page() {
+        use serde_json::json;
+        let op_yaml = PAGED
+            .replace("has_more: $.more", "total_pages: $.pages")
+            .replace("style: page_number,", "style: page_number, first_page: 0,");
+        let answer = json!({"code": 0, "pages": 2, "list": [{"id": "a"}]});
+        let (out, asked) = pages_asked(&op_yaml, vec![answer]).await;
+        assert_eq!(asked, ["GET /c?page=0", "GET /c?page=1"]);
+        assert_eq!((out.pages, out.truncated), (2, false));
+    }
+
+    #[tokio::test]
+    async fn cursor_paging_follows_the_cursor_until_it_ends_or_repeats() {
+        use serde_json::json;
+        let op_yaml = PAGED.replace(
+            "query: {page: \"{{page.number}}\"}}\n        paging: {style: page_number, page_size: 2, max_pages: 5, has_more: $.more}",
+            "query: {after: \"{{page.cursor}}\"}}\n        paging: {style: cursor, page_size: 2, max_pages: 5, next_cursor: $.next}",
+        );
+        let item = json!([{"id": "a"}]);
+        let (out, asked) = pages_asked(
+            &op_yaml,
+            vec![
+                json!({"code": 0, "next": "c2", "list": item}),
+                json!({"code": 0, "next": "c3", "list": item}),
+                // the same cursor again: the vendor is not moving on
+                json!({"code": 0, "next": "c3", "list": item}),
+            ],
+        )
+        .await;
+        assert_eq!(asked, ["GET /c", "GET /c?after=c2", "GET /c?after=c3"]);
+        assert_eq!(out.pages, 3);
+        // an empty cursor is the last page
+        let (out, asked) =
+            pages_asked(&op_yaml, vec![json!({"code": 0, "next": "", "list": item})]).await;
+        assert_eq!((out.pages, asked.len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_404_or_a_not_found_rule_means_no_such_record_and_nothing_else_does() {
+        let op_yaml = PAGED.replace(
+            "          items: $.list\n",
+            "          items: $.list\n          not_found: [{path: $.code, in: [40004]}]\n",
+        );
+        let vendor = Vendor::start(vec![
+            answer(404, ""),
+            answer(404, r#"{"msg":"no such coupon"}"#),
+            answer(200, r#"{"code":40004}"#),
+            answer(500, ""),
+            answer(422, r#"{"msg":"bad id"}"#),
+            answer(200, r#"{"code":7,"msg":"no"}"#),
+        ])
+        .await;
+        let plan = plan_at(&vendor.url, "", &op_yaml);
+        let op = &plan.routes[0].targets[0];
+        let (upstream, guard) = (
+            Upstream::new(1 << 20),
+            guard_of(RetryConfig::default(), None),
+        );
+        let mut found = Vec::new();
+        for _ in 0..6 {
+            let e = call(op, &upstream, &input(), &guard).await.unwrap_err();
+            found.push((e.is_not_found(), e.to_string()));
+        }
+        let expect = [
+            (true, "HTTP 404"),
+            (true, "HTTP 404: no such coupon"),
+            (true, "the vendor has no such record"),
+            (false, "HTTP 500"),
+            (false, "HTTP 422: bad id"),
+            (false, "vendor error 7: no"),
+        ];
+        let expect: Vec<(bool, String)> = expect.iter().map(|(b, s)| (*b, s.to_string())).collect();
+        assert_eq!(found, expect);
+    }
+
+    /// What the spans of a call recorded after they began (`name=value`, in order): how each
+    /// attempt went.
+    #[derive(Clone, Default)]
+    struct Recorded(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Fields<'a>(&'a mut Vec<String>);
+            impl tracing::field::Visit for Fields<'_> {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push(format!("{}={v:?}", f.name()));
+                }
+            }
+            values.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+    }
+
+    #[tokio::test]
+    async fn each_attempt_s_span_says_how_it_went() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let recorded = Recorded::default();
+        let _default =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(recorded.clone()));
+        let vendor = Vendor::start(vec![answer(400, ""), answer(200, &page(&["a"], false))]).await;
+        let plan = plan_at(&vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let (upstream, guard) = (
+            Upstream::new(1 << 20),
+            guard_of(RetryConfig::default(), None),
+        );
+        // a 400 is an error of the client span, as HTTP client spans are judged
+        let _ = call(op, &upstream, &input(), &guard).await.unwrap_err();
+        call(op, &upstream, &input(), &guard).await.unwrap();
+        // a vendor that takes the request and never answers: the attempt times out
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plan = plan_at(
+            &format!("http://{}", silent.local_addr().unwrap()),
+            "",
+            PAGED,
+        );
+        let op = &plan.routes[0].targets[0];
+        let patient = RetryConfig {
+            attempt_timeout_ms: 50,
+            ..RetryConfig::default()
+        };
+        let e = call(op, &upstream, &input(), &guard_of(patient, None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, CallError::Transport(TransportError::AttemptTimeout(_))),
+            "{e:?}"
+        );
+        assert_eq!(
+            *recorded.0.lock().unwrap(),
+            [
+                "outcome=\"error\"",
+                "http.response.status_code=400",
+                "otel.status_code=\"ERROR\"",
+                "outcome=\"ok\"",
+                "http.response.status_code=200",
+                "outcome=\"timeout\"",
+                "otel.status_code=\"ERROR\"",
+            ]
+        );
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn attempts_running_out_are_not_the_retry_budget_running_out() {
+        let plan = plan_named("retrycount", "http://127.0.0.1:9", "", PAGED);
+        crate::telemetry::register(&plan);
+        let vendor = Vendor::start(vec![answer(503, "")]).await;
+        let plan = plan_named("retrycount", &vendor.url, "", PAGED);
+        let op = &plan.routes[0].targets[0];
+        let e = call(
+            op,
+            &Upstream::new(1 << 20),
+            &input(),
+            &guard_of(retries(3), None),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CallError::Status(503)), "{e:?}");
+        let metrics = crate::telemetry::render(&crate::telemetry::install_metrics());
+        let series = |name: &str| -> Vec<String> {
+            metrics
+                .lines()
+                .filter(|l| l.starts_with(name) && l.contains("\"retrycount\""))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        // two retries, and a budget that had room for them: alerts on the budget stay quiet
+        assert_eq!(series(crate::telemetry::VENDOR_RETRIES), ["2"], "{metrics}");
+        assert_eq!(series(crate::telemetry::VENDOR_BUDGET), ["0"], "{metrics}");
+    }
 }
