@@ -1,5 +1,5 @@
 //! 10,000 members' answers from three vendors fit in a 64 MiB cache budget: the store keeps
-//! answers packed (deflated rows) and only the answers read lately decoded, in an eighth of
+//! answers packed (rows compressed by zstd) and only the answers read lately decoded, in an eighth of
 //! the budget. This fills a 64 MiB store with 30,000 answers shaped like the shipped vendors'
 //! (each member's coupon ids and codes its own, random, as a vendor's are), then checks that
 //! every one is still held and that the heap they take, measured by a counting allocator (so
@@ -23,7 +23,7 @@ const MEMBERS: usize = 10_000;
 const BUDGET: u64 = 64 << 20;
 
 /// `out` with its coupons' ids and codes replaced by random digits, so that no two members'
-/// answers share them and deflate finds no more repetition than a vendor's list has.
+/// answers share them and compression finds no more repetition than a vendor's list has.
 fn as_member(out: &CallOutput, vendor: &str, rng: &mut u64) -> CallOutput {
     let (id, code) = (slot(COUPON, "id").unwrap(), slot(COUPON, "code").unwrap());
     let mut digits = |n: usize| -> String {
