@@ -456,3 +456,103 @@ async fn a_package_path_without_both_its_parts_is_the_routes_404() {
         a.body
     );
 }
+
+/// Request bodies are `application/json` or any `application/*+json` (docs/api.md), with
+/// parameters and in any case; every other type is 415, even one ending in `+json` outside
+/// `application/`. The body here is cut short, so a type read as JSON answers 400.
+#[tokio::test]
+async fn bodies_are_read_as_json_only_under_json_media_types() {
+    let gw = gateway("", &silent_vendor().await).await;
+    let url = gw.url("/v1/coupons/query");
+    let send = |content_type: &'static str| {
+        support::send(
+            Request::post(&url)
+                .header("content-type", content_type)
+                .body(Full::new(Bytes::from_static(b"{\"member\":")))
+                .unwrap(),
+        )
+    };
+    for json_type in [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.acme.query+json",
+    ] {
+        let a = send(json_type).await;
+        assert_problem(&a, 400);
+        assert!(
+            a.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("not a valid query"),
+            "{json_type}: {}",
+            a.body
+        );
+    }
+    for other in [
+        "application/xml",
+        "application/json-seq",
+        "text/json",
+        "text/vnd.acme+json",
+    ] {
+        let a = send(other).await;
+        assert_problem(&a, 415);
+    }
+}
+
+/// A body that cannot be read (here a chunk whose size is not hexadecimal) is a 400 that says
+/// so: 413 is kept for bodies over the limit, which a caller fixes differently.
+#[tokio::test]
+async fn a_body_that_cannot_be_read_is_400_not_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway("", &silent_vendor().await).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/coupons/query HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+          transfer-encoding: chunked\r\n\r\n2\r\n{\"\r\nzz\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    support::within("the gateway answers and closes", s.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(
+        text.contains("the request body could not be read"),
+        "{text}"
+    );
+}
+
+/// A failed query's status and detail say which rule failed it: every vendor asked failed
+/// (502), or a vendor the request `require`s did not answer while others did (502, with a
+/// detail that does not claim every vendor failed).
+#[tokio::test]
+async fn a_failed_query_says_which_vendors_failed_it() {
+    use coupon_gateway::sandbox::{Fault, Sandbox, data};
+    let sb = Sandbox::start().await.unwrap();
+    let plan = embedded::sandbox_plan("routes.yaml", embedded::ROUTES_YAML, &sb, false).unwrap();
+    let gw = embedded::start(
+        plan,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let url = gw.url("/v1/coupons/query");
+    let member = json!({"ids": {"op": data::OP_MEMBER, "hkl": data::HKL_MEMBER}});
+    // both down first, so that no answer of op is cached to be served stale
+    sb.op.set_fault(Fault::Status(500));
+    sb.hkl.set_fault(Fault::Status(500));
+    let a = support::post_json(&url, &json!({"member": member})).await;
+    assert_problem(&a, 502);
+    assert_eq!(a.body["detail"], "every vendor asked failed", "{}", a.body);
+    assert_eq!(a.body["complete"], false);
+    sb.op.clear_fault();
+    let a = support::post_json(&url, &json!({"member": member, "require": ["hkl"]})).await;
+    assert_problem(&a, 502);
+    assert_eq!(a.body["sources"][0]["outcome"], "ok", "{}", a.body);
+    assert_eq!(
+        a.body["detail"], "a vendor the request requires did not answer",
+        "{}",
+        a.body
+    );
+}

@@ -747,3 +747,37 @@ fn vendor_outcomes(sources: &[crate::canonical::merge::Source]) -> VendorOutcome
     }
     VendorOutcomes(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::merge::{Outcome, Source};
+
+    /// A repeat of a key in progress waits three quarters of the request deadline, so that its
+    /// 409 comes before the deadline's 504; never more than 30 s.
+    #[test]
+    fn a_repeat_waits_three_quarters_of_the_deadline_at_most_30_s() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(in_flight_wait(2_000), ms(1_500));
+        assert_eq!(in_flight_wait(5_000), ms(3_750));
+        assert_eq!(in_flight_wait(40_000), ms(30_000));
+        assert_eq!(in_flight_wait(60_000), ms(30_000));
+    }
+
+    /// The access log's `vendors` field: `vendor=outcome` for each vendor in order, one space
+    /// between, nothing else (operators split it on spaces).
+    #[test]
+    fn the_access_log_lists_each_vendor_outcome_separated_by_spaces() {
+        let source = |vendor: &str, outcome| Source {
+            outcome,
+            ..Source::skipped(vendor, String::new())
+        };
+        let VendorOutcomes(v) = vendor_outcomes(&[
+            source("op", Outcome::Ok),
+            source("hkl", Outcome::Timeout),
+            source("zvcms", Outcome::Skipped),
+        ]);
+        assert_eq!(v, "op=ok hkl=timeout zvcms=skipped");
+        assert_eq!(vendor_outcomes(&[]).0, "");
+    }
+}

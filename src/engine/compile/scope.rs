@@ -229,4 +229,110 @@ mod tests {
         assert!(err("{{now | time:rfc3339 | zone:Mars/Base}}").contains("bad zone"));
         assert!(err("{{input.begin_at | time:date | number}}").contains("does not combine"));
     }
+
+    /// A scope where every namespace has something: two of each, so a lookup that took the
+    /// wrong entry shows.
+    fn full(in_step: bool, auth: bool) -> OpScope<'static> {
+        OpScope {
+            creds: vec!["app_key", "secret"],
+            identity: &[IdentityKind::MemberId],
+            inputs: &["begin_at", "end_at"],
+            vars: vec!["sign".to_owned(), "digest".to_owned()],
+            paging: Some(PagingStyle::PageNumber),
+            in_step,
+            maps: vec!["status", "kind"],
+            auth,
+            ..scope()
+        }
+    }
+
+    #[test]
+    fn each_name_resolves_to_its_own_entry() {
+        let s = full(true, true);
+        let ok = |name: &str| s.resolve(name).unwrap();
+        assert_eq!(ok("member.id"), Ref::MemberId);
+        assert_eq!(ok("cred.app_key"), Ref::Cred(0));
+        assert_eq!(ok("cred.secret"), Ref::Cred(1));
+        assert_eq!(ok("input.end_at"), Ref::Input(1));
+        assert_eq!(ok("now.s"), Ref::Now(0));
+        assert_eq!(ok("nonce"), Ref::Nonce);
+        assert_eq!(ok("nonce.hex"), Ref::NonceHex);
+        assert_eq!(ok("nonce.alnum"), Ref::NonceAlnum);
+        assert_eq!(ok("var.sign"), Ref::Var(0));
+        assert_eq!(ok("var.digest"), Ref::Var(1));
+        assert_eq!(ok("page.number"), Ref::PageNumber);
+        assert_eq!(ok("page.offset"), Ref::PageOffset);
+        assert_eq!(ok("page.size"), Ref::PageSize);
+        assert_eq!(ok("request.method"), Ref::RequestMethod);
+        assert_eq!(ok("request.path"), Ref::RequestPath);
+        assert_eq!(ok("request.target"), Ref::RequestTarget);
+        assert_eq!(ok("request.body"), Ref::RequestBody);
+        assert_eq!(
+            ok("request.query.sorted_namevalue"),
+            Ref::QuerySortedNameValue
+        );
+        assert_eq!(ok("request.query.sorted_pairs"), Ref::QuerySortedPairs);
+        assert_eq!(
+            ok("request.query.sorted_pairs_encoded"),
+            Ref::QuerySortedPairsEncoded
+        );
+        assert_eq!(ok("auth.token"), Ref::AuthToken);
+        let openid = OpScope {
+            identity: &[IdentityKind::Openid],
+            paging: Some(PagingStyle::Cursor),
+            ..scope()
+        };
+        assert_eq!(openid.resolve("member.openid"), Ok(Ref::MemberOpenid));
+        assert_eq!(openid.resolve("page.cursor"), Ok(Ref::PageCursor));
+        assert_eq!(s.map_index("status"), Some(0));
+        assert_eq!(s.map_index("kind"), Some(1));
+        assert_eq!(s.map_index("channel"), None);
+    }
+
+    /// Each refusal names what is wrong where routes.yaml can fix it.
+    #[test]
+    fn names_not_available_here_are_refused_with_the_reason() {
+        let err = |s: &OpScope, name: &str| s.resolve(name).unwrap_err();
+        let s = full(false, false);
+        for (name, why) in [
+            ("member.openid", "does not list `openid`"),
+            ("cred.token", "no credential `token` (declared: "),
+            ("input.limit", "no input `limit`"),
+            ("nonce.base64", "known: nonce, nonce.hex, nonce.alnum"),
+            (
+                "var.token",
+                "no earlier step puts a result `into: {var: token}`",
+            ),
+            ("page.cursor", "not available with paging style page_number"),
+            ("request.method", "only available in signing steps"),
+            ("auth.token", "needs the vendor's `auth: {token: …}`"),
+            ("auth.secret", "needs the vendor's `auth: {token: …}`"),
+            ("member.name", "unknown name `member.name`"),
+        ] {
+            let e = err(&s, name);
+            assert!(e.contains(why), "{name}: {e}");
+        }
+        assert!(err(&full(true, true), "request.headers").contains("known: request.method"));
+        assert!(err(&full(true, true), "auth.secret").contains("`auth: {token: …}`"));
+        assert!(err(&scope(), "member.id").contains("does not list `member_id`"));
+        assert!(err(&scope(), "page.size").contains("needs a `paging:` section"));
+    }
+
+    /// A credential with a value is known when the request is compiled, so a key made of it is
+    /// prepared once (`Key::Fixed`); an empty one is not known yet, and nothing else is fixed.
+    #[test]
+    fn only_credentials_with_a_value_are_fixed() {
+        let values = [
+            SecretString::from("k1".to_owned()),
+            SecretString::from(String::new()),
+        ];
+        let s = OpScope {
+            cred_values: &values,
+            ..full(true, true)
+        };
+        assert_eq!(s.fixed(Ref::Cred(0)).as_deref(), Some("k1"));
+        assert_eq!(s.fixed(Ref::Cred(1)), None);
+        assert_eq!(s.fixed(Ref::Cred(2)), None);
+        assert_eq!(s.fixed(Ref::Nonce), None);
+    }
 }
