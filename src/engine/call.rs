@@ -2344,4 +2344,183 @@ mod tests {
         assert_eq!(series(crate::telemetry::VENDOR_RETRIES), ["2"], "{metrics}");
         assert_eq!(series(crate::telemetry::VENDOR_BUDGET), ["0"], "{metrics}");
     }
+
+    // ---- what a request is built from: value maps, embedded JSON, default headers
+
+    /// A write in the shape of a template creation: the canonical kind translated by a value
+    /// map (in the path and a query parameter), the caller's inputs embedded as JSON.
+    const TRANSLATES_INPUTS: &str = "        effect: write
+        maps:
+          path: {discount: discount, cash: coupon}
+          kind: {cash: CASH}
+        request:
+          method: POST
+          path: \"/{{input.kind | map:path}}/ticket\"
+          query: {type: \"{{input.kind | map:kind}}\"}
+          body:
+            ticket_info: \"{{input.card | json}}\"
+            sync: \"{{input.sync | json}}\"
+            begin_at: \"{{input.begin_at | json}}\"
+        response: {items: $.data}
+        fields: {id: $.id}
+";
+
+    /// The plan of `templates_create` served by one vendor running `operation`.
+    fn create_plan(operation: &str) -> Plan {
+        let yaml = format!(
+            "server: {{listen: \"127.0.0.1:0\"}}\nroutes: {{coupons_query: {{operation: list_coupons}}}}\n\
+             vendors:\n  v:\n    base_url: http://127.0.0.1:9\n    operations:\n      create_template:\n{operation}"
+        );
+        let loaded = crate::config::load_str("test.yaml", &yaml, false).unwrap();
+        Plan::compile(&loaded, Credentials::Required).unwrap().0
+    }
+
+    /// The request `templates_create` sends for `kind`, `begin_at`, `sync` and `card`.
+    async fn create_request(
+        plan: &Plan,
+        kind: &str,
+        begin_at: Value,
+        sync: Value,
+        card: Value,
+    ) -> (http::request::Parts, Value) {
+        use http_body_util::BodyExt;
+        let op = &plan
+            .route(crate::engine::routes::RouteId::TemplatesCreate)
+            .targets[0];
+        // in the route's input order: kind, begin_at, end_at, sync, card
+        let input = CallInput {
+            inputs: vec![
+                Some(kind.into()),
+                Some(begin_at),
+                None,
+                Some(sync),
+                Some(card),
+            ],
+            ..CallInput::default()
+        };
+        let req =
+            build_request(&op.request, &input, &PageState::first(op), None, &mut None).unwrap();
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_value_map_translates_an_input_and_leaves_out_what_it_does_not_name() {
+        let plan = create_plan(TRANSLATES_INPUTS);
+        let card = serde_json::json!({"title": "5 off"});
+        let (cash, _) =
+            create_request(&plan, "cash", Value::Null, false.into(), card.clone()).await;
+        assert_eq!(cash.uri.path(), "/coupon/ticket");
+        assert_eq!(cash.uri.query(), Some("type=CASH"));
+        // `kind` maps `discount` to nothing: the parameter is not sent at all
+        let (discount, _) =
+            create_request(&plan, "discount", Value::Null, false.into(), card).await;
+        assert_eq!(discount.uri.path(), "/discount/ticket");
+        assert_eq!(discount.uri.query(), None);
+    }
+
+    #[tokio::test]
+    async fn json_embeds_an_input_as_the_caller_gave_it_and_leaves_out_a_null() {
+        let plan = create_plan(TRANSLATES_INPUTS);
+        let card = serde_json::json!({"title": "5 off", "reduce_cost": 500, "tags": ["a"]});
+        let (_, body) = create_request(&plan, "cash", Value::Null, true.into(), card.clone()).await;
+        // the object and the boolean themselves, not their text; `begin_at` (null) left out
+        assert_eq!(body, serde_json::json!({"ticket_info": card, "sync": true}));
+        let (_, body) = create_request(
+            &plan,
+            "cash",
+            "2026-01-01".into(),
+            false.into(),
+            card.clone(),
+        )
+        .await;
+        assert_eq!(
+            body,
+            serde_json::json!({"ticket_info": card, "sync": false, "begin_at": "2026-01-01"})
+        );
+    }
+
+    /// The headers `op_yaml`'s request is sent with.
+    fn headers_of(op_yaml: &str) -> http::HeaderMap {
+        let plan = crate::engine::plan::one_operation(op_yaml).unwrap();
+        let op = &plan.routes[0].targets[0];
+        let req = build_request(
+            &op.request,
+            &input(),
+            &PageState::first(op),
+            None,
+            &mut None,
+        )
+        .unwrap();
+        req.headers().clone()
+    }
+
+    /// Every value `headers` holds for `name`.
+    fn values_of<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_body_says_its_format_every_request_says_what_it_reads_unless_routes_yaml_says_otherwise() {
+        let op = |request: &str| {
+            format!(
+                "        identity: [member_id]\n        request: {request}\n        response: {{success: [{{path: $.ok, in: [true]}}], items: $.items}}\n        fields: {{id: $.id, status: {{value: usable}}}}\n"
+            )
+        };
+        // defaults, beside a header of routes.yaml's own
+        let post = headers_of(&op(
+            "{method: POST, path: /c, headers: {X-Client: gw}, body: {member: \"{{member.id}}\"}}",
+        ));
+        assert_eq!(values_of(&post, "content-type"), ["application/json"]);
+        assert_eq!(values_of(&post, "accept"), ["application/json"]);
+        assert_eq!(values_of(&post, "x-client"), ["gw"]);
+        // without a body nothing says a format
+        let get = headers_of(&op("{method: GET, path: /c, headers: {X-Client: gw}}"));
+        assert_eq!(values_of(&get, "content-type"), Vec::<&str>::new());
+        assert_eq!(values_of(&get, "accept"), ["application/json"]);
+        // routes.yaml's own replace them, once each
+        let own = headers_of(&op(
+            "{method: POST, path: /c, headers: {Content-Type: application/json; charset=utf-8, Accept: application/vnd.v2+json}, body: {member: \"{{member.id}}\"}}",
+        ));
+        assert_eq!(
+            values_of(&own, "content-type"),
+            ["application/json; charset=utf-8"]
+        );
+        assert_eq!(values_of(&own, "accept"), ["application/vnd.v2+json"]);
+    }
+
+    #[test]
+    fn an_observed_request_is_signed_and_sent_as_a_served_one() {
+        let op_yaml = "        identity: [member_id]
+        request: {method: GET, path: /c, query: {member: \"{{member.id}}\"}}
+        steps:
+          - name: sign
+            input: \"{{request.query.sorted_namevalue}}\"
+            apply: [md5, hex_lower]
+            into: {query: sign}
+        response: {success: [{path: $.ok, in: [true]}], items: $.items}
+        fields: {id: $.id, status: {value: usable}}
+";
+        let plan = crate::engine::plan::one_operation(op_yaml).unwrap();
+        let op = &plan.routes[0].targets[0];
+        let page = PageState::first(op);
+        let served = build_request(&op.request, &input(), &page, None, &mut None).unwrap();
+        let mut shown = Shown::default();
+        let mut obs: Option<&mut dyn Observer> = Some(&mut shown);
+        let observed = build_request(&op.request, &input(), &page, None, &mut obs).unwrap();
+        // md5("memberm1"): what `explain` shows is what the gateway sends
+        let sign = "sign=c22121e8906f62e7cddf6b0db46395a3";
+        assert_eq!(served.uri(), observed.uri());
+        assert!(
+            served.uri().query().unwrap().ends_with(sign),
+            "{}",
+            served.uri()
+        );
+        assert_eq!(shown.kinds(), ["Rendered", "Step", "Wire"], "{:?}", shown.0);
+    }
 }
