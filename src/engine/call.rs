@@ -1539,6 +1539,11 @@ mod tests {
         }
     }
 
+    /// `op` called for member `m1` through a fresh connection pool.
+    async fn call_with(op: &OperationPlan, guard: &VendorGuard) -> Result<CallOutput, CallError> {
+        call(op, &Upstream::new(1 << 20), &input(), guard).await
+    }
+
     #[tokio::test]
     async fn every_further_page_takes_its_share_of_the_quota() {
         let vendor = Vendor::start(vec![answer(200, &page(&["a", "b"], true))]).await;
@@ -1547,7 +1552,7 @@ mod tests {
         // room for one request a second: the call's admission paid for the first page (not
         // taken here), the second takes the room, the third finds none
         let guard = guard_of(RetryConfig::default(), Some(limits(1, 0)));
-        let result = call(op, &Upstream::new(1 << 20), &input(), &guard).await;
+        let result = call_with(op, &guard).await;
         assert!(matches!(result, Err(CallError::RateLimited)), "{result:?}");
         assert_eq!(vendor.asked().len(), 2, "{:?}", vendor.asked());
     }
@@ -1559,7 +1564,7 @@ mod tests {
         let plan = plan_at(&vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
         let guard = guard_of(RetryConfig::default(), Some(limits(1000, 2000)));
-        let result = call(op, &Upstream::new(1 << 20), &input(), &guard).await;
+        let result = call_with(op, &guard).await;
         assert!(
             matches!(&result, Err(CallError::Throttled(m)) if m == "HTTP 429"),
             "{result:?}"
@@ -1574,7 +1579,7 @@ mod tests {
         let plan = plan_at(&vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
         let guard = guard_of(RetryConfig::default(), Some(limits(1000, 2000)));
-        let result = call(op, &Upstream::new(1 << 20), &input(), &guard).await;
+        let result = call_with(op, &guard).await;
         assert!(
             matches!(&result, Err(CallError::Throttled(m)) if m.contains("slow down")),
             "{result:?}"
@@ -1614,14 +1619,9 @@ mod tests {
         let vendor = Vendor::start(vec![answer(200, &body)]).await;
         let plan = plan_at(&vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
-        let out = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(RetryConfig::default(), None),
-        )
-        .await
-        .unwrap();
+        let out = call_with(op, &guard_of(RetryConfig::default(), None))
+            .await
+            .unwrap();
         assert_eq!((out.pages, out.rows.len(), out.truncated), (5, 10, true));
         // the weight of the cached answer: every page's bytes
         assert_eq!(out.bytes, 5 * body.len());
@@ -1679,14 +1679,9 @@ mod tests {
         .await;
         let plan = plan_at(&vendor.url, "", &op_yaml);
         let op = &plan.routes[0].targets[0];
-        let out = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(RetryConfig::default(), None),
-        )
-        .await
-        .unwrap();
+        let out = call_with(op, &guard_of(RetryConfig::default(), None))
+            .await
+            .unwrap();
         assert_eq!((out.pages, out.rows.len(), out.truncated), (2, 3, false));
         assert_eq!(vendor.asked(), ["GET /c?page=1", "GET /c?page=2"]);
     }
@@ -1725,14 +1720,9 @@ mod tests {
         .await;
         let plan = plan_named("dropcount", &vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
-        let out = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(RetryConfig::default(), None),
-        )
-        .await
-        .unwrap();
+        let out = call_with(op, &guard_of(RetryConfig::default(), None))
+            .await
+            .unwrap();
         assert_eq!((out.rows.len(), out.dropped), (2, 2));
         let metrics = crate::telemetry::render(&crate::telemetry::install_metrics());
         let counted: Vec<&str> = metrics
@@ -1920,9 +1910,7 @@ mod tests {
         let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
         let op = &plan.routes[0].targets[0];
         let guard = guard_with_token(&plan, RetryConfig::default());
-        let out = call(op, &Upstream::new(1 << 20), &input(), &guard)
-            .await
-            .unwrap();
+        let out = call_with(op, &guard).await.unwrap();
         assert_eq!(out.rows.len(), 1);
         assert_eq!(
             vendor.asked(),
@@ -1938,9 +1926,7 @@ mod tests {
         let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
         let op = &plan.routes[0].targets[0];
         let guard = guard_with_token(&plan, RetryConfig::default());
-        let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
-            .await
-            .unwrap_err();
+        let e = call_with(op, &guard).await.unwrap_err();
         assert_eq!(
             e.to_string(),
             "cannot authenticate: the token endpoint answered HTTP 500"
@@ -1959,9 +1945,7 @@ mod tests {
             let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
             let op = &plan.routes[0].targets[0];
             let guard = guard_with_token(&plan, RetryConfig::default());
-            let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
-                .await
-                .unwrap_err();
+            let e = call_with(op, &guard).await.unwrap_err();
             assert!(
                 matches!(&e, CallError::Auth(m) if m.ends_with(why)),
                 "{body}: {e:?}"
@@ -1978,9 +1962,7 @@ mod tests {
         let plan = plan_at(&vendor.url, WITH_TOKEN, &paged_with_token());
         let op = &plan.routes[0].targets[0];
         let guard = guard_with_token(&plan, RetryConfig::default());
-        let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
-            .await
-            .unwrap_err();
+        let e = call_with(op, &guard).await.unwrap_err();
         assert_eq!(e.to_string(), "vendor error 401: token … expired");
     }
 
@@ -2045,14 +2027,7 @@ mod tests {
         let vendor = Vendor::start(vec![answer(500, ""), answer(200, &page(&["a"], false))]).await;
         let plan = plan_at(&vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
-        let out = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(retries(3), None),
-        )
-        .await
-        .unwrap();
+        let out = call_with(op, &guard_of(retries(3), None)).await.unwrap();
         assert_eq!(out.rows.len(), 1);
         assert_eq!(vendor.asked().len(), 2);
 
@@ -2060,14 +2035,9 @@ mod tests {
         let vendor = Vendor::start(vec![answer(502, "")]).await;
         let plan = plan_at(&vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
-        let e = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(retries(3), None),
-        )
-        .await
-        .unwrap_err();
+        let e = call_with(op, &guard_of(retries(3), None))
+            .await
+            .unwrap_err();
         assert!(matches!(e, CallError::Status(502)), "{e:?}");
         assert_eq!(vendor.asked().len(), 3);
     }
@@ -2083,13 +2053,7 @@ mod tests {
             let vendor = Vendor::start(vec![answer(status, &body)]).await;
             let plan = plan_at(&vendor.url, "", PAGED);
             let op = &plan.routes[0].targets[0];
-            let _ = call(
-                op,
-                &Upstream::new(1 << 20),
-                &input(),
-                &guard_of(retries(3), None),
-            )
-            .await;
+            let _ = call_with(op, &guard_of(retries(3), None)).await;
             assert_eq!(vendor.asked().len(), 1, "{status} {body}");
         }
     }
@@ -2103,14 +2067,9 @@ mod tests {
         let vendor = Vendor::start(vec![answer(500, ""), answer(200, &page(&["a"], false))]).await;
         let plan = plan_at(&vendor.url, "", &write);
         let op = &plan.routes[0].targets[0];
-        let e = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(retries(3), None),
-        )
-        .await
-        .unwrap_err();
+        let e = call_with(op, &guard_of(retries(3), None))
+            .await
+            .unwrap_err();
         assert!(matches!(e, CallError::Status(500)), "{e:?}");
         assert_eq!(vendor.asked().len(), 1);
     }
@@ -2123,9 +2082,7 @@ mod tests {
         // the first attempt was paid for by the call's admission (not taken here), the
         // second takes the one request of room, the third finds none
         let guard = guard_of(retries(3), Some(limits(1, 0)));
-        let e = call(op, &Upstream::new(1 << 20), &input(), &guard)
-            .await
-            .unwrap_err();
+        let e = call_with(op, &guard).await.unwrap_err();
         assert!(matches!(e, CallError::RateLimited), "{e:?}");
         assert_eq!(vendor.asked().len(), 2);
     }
@@ -2139,14 +2096,9 @@ mod tests {
         let vendor = Vendor::start(script).await;
         let plan = plan_at(&vendor.url, "", op_yaml);
         let op = &plan.routes[0].targets[0];
-        let out = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(RetryConfig::default(), None),
-        )
-        .await
-        .unwrap();
+        let out = call_with(op, &guard_of(RetryConfig::default(), None))
+            .await
+            .unwrap();
         (out, vendor.asked())
     }
 
@@ -2323,14 +2275,9 @@ mod tests {
         let vendor = Vendor::start(vec![answer(503, "")]).await;
         let plan = plan_named("retrycount", &vendor.url, "", PAGED);
         let op = &plan.routes[0].targets[0];
-        let e = call(
-            op,
-            &Upstream::new(1 << 20),
-            &input(),
-            &guard_of(retries(3), None),
-        )
-        .await
-        .unwrap_err();
+        let e = call_with(op, &guard_of(retries(3), None))
+            .await
+            .unwrap_err();
         assert!(matches!(e, CallError::Status(503)), "{e:?}");
         let metrics = crate::telemetry::render(&crate::telemetry::install_metrics());
         let series = |name: &str| -> Vec<String> {
