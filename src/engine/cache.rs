@@ -704,6 +704,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hits_share_one_decoded_answer_until_a_refresh_replaces_it() {
+        let cache = alone(&cfg(60_000, 0));
+        let k: Arc<str> = Arc::from("k");
+        let get = |bypass: bool, rows: usize| {
+            cache.get_cached(k.clone(), bypass, async move { Ok::<_, String>(out(rows)) })
+        };
+        let (first, _, _) = get(false, 3).await;
+        let (hit, lookup, _) = get(false, 9).await;
+        let (first, hit) = (first.unwrap(), hit.unwrap());
+        // the decoded tier's copy: not unpacked again, so what readers built from it (the
+        // canonical coupons) is built once
+        assert_eq!(lookup, Lookup::Hit);
+        assert!(Arc::ptr_eq(&first, &hit), "a hit decoded the answer again");
+        // a refresh replaces both the packed answer and its decoded copy
+        let (fresh, _, _) = get(true, 5).await;
+        let (hit, _, _) = get(false, 9).await;
+        let (fresh, hit) = (fresh.unwrap(), hit.unwrap());
+        assert!(Arc::ptr_eq(&fresh, &hit));
+        assert_eq!((hit.answer.rows.len(), hit.id == first.id), (5, false));
+    }
+
+    #[tokio::test]
     async fn within_ttl_the_vendor_is_not_asked() {
         let cache = alone(&cfg(60_000, 60_000));
         let k: Arc<str> = Arc::from("k");
