@@ -16,6 +16,8 @@ pub mod plan;
 pub mod projection;
 pub mod resilience;
 pub mod routes;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod steps;
 pub mod template;
 pub mod time;

@@ -130,33 +130,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
-
-    /// A loopback server answering every request with `body` (its `Content-Length` set),
-    /// bound for as long as the returned task is not aborted.
-    async fn serving(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                tokio::spawn(async move {
-                    let svc = service_fn(|_req| async move {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            body,
-                        ))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        (url, task)
-    }
+    use crate::engine::scripted::{Vendor, answer};
 
     fn get(url: &str) -> Request<Full<Bytes>> {
         Request::get(url).body(Full::new(Bytes::new())).unwrap()
@@ -164,7 +138,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_of_exactly_the_limit_is_read_and_one_byte_more_is_refused() {
-        let (url, server) = serving("0123456789").await;
+        let server = Vendor::start(vec![answer(200, "0123456789")]).await;
+        let url = format!("{}/", server.url);
         let res = Upstream::new(10).exchange(get(&url)).await.unwrap();
         assert_eq!(
             res.headers()[http::header::CONTENT_LENGTH],
@@ -174,7 +149,7 @@ mod tests {
         assert_eq!(res.body().as_ref(), b"0123456789");
         let err = Upstream::new(9).exchange(get(&url)).await.unwrap_err();
         assert!(matches!(err, TransportError::TooLarge(9)), "{err:?}");
-        server.abort();
+        drop(server);
     }
 
     #[tokio::test]
