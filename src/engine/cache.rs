@@ -7,9 +7,10 @@
 //! packed (its rows as compressed JSON, `super::packed`: ~65 bytes a coupon instead of ~1.7 KB
 //! decoded with its canonical records), and the answers read lately decoded as well, in a
 //! tier of their own with an eighth of the budget, so a hit on a member asked for often
-//! decodes nothing and 10,000 members of three vendors fit in 64 MiB. An entry is *fresh* for its operation's ttl
-//! (or the shorter `empty_ttl` for "nothing found") and kept `stale_if_error` longer, so that
-//! when the vendor fails the last good answer can still be served and reported as `stale`.
+//! decodes nothing and 10,000 members of three vendors fit in 64 MiB. An entry is *fresh* for
+//! its operation's ttl (or the shorter `empty_ttl` for "nothing found") and kept
+//! `stale_if_error` longer, so that when the vendor fails the last good answer can still be
+//! served and reported as `stale`.
 //! Errors are never cached. Keys are the canonical inputs that reach the vendor, never anything
 //! signed or secret.
 //!
@@ -590,12 +591,12 @@ impl ResponseCache {
             Err(e) => {
                 // only with stale-if-error: a failed `no-cache` request is not served the
                 // fresh entry it asked to bypass
-                let stale = match held {
+                let last = match held {
                     _ if self.stale_if_error.is_zero() => None,
-                    Some(slot) => Some(slot),
+                    held @ Some(_) => held,
                     None => self.store.answers.get(&skey).await,
                 };
-                let stale = match stale {
+                let stale = match last {
                     Some(slot) => self.store.open(&skey, &slot).await,
                     None => None,
                 };

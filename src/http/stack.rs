@@ -316,7 +316,6 @@ where
 
 #[cfg(test)]
 mod tests {
-
     use http::HeaderMap;
     use tower::ServiceExt;
 

@@ -280,7 +280,6 @@ impl Runnable for Call<'_> {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::config::shared::Sensitive;
 
