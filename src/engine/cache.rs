@@ -4,7 +4,7 @@
 //! Every cached answer lives in one [`AnswerStore`], so an operator can say how much memory the
 //! caches may take whatever the number of vendors: entries are weighed by an estimate of what
 //! they really hold in memory, not by the vendor's answer size. The store keeps each answer
-//! packed (its rows as compressed JSON, `super::packed`: ~65 bytes a coupon instead of ~1.7 KB
+//! packed (its rows as compressed JSON, `super::packed`: ~80 bytes a coupon instead of ~1.7 KB
 //! decoded with its canonical records), and the answers read lately decoded as well, in a
 //! tier of their own with an eighth of the budget, so a hit on a member asked for often
 //! decodes nothing and 10,000 members of three vendors fit in 64 MiB. An entry is *fresh* for
