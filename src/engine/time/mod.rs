@@ -188,7 +188,39 @@ pub fn read_canonical(text: &str) -> Option<Timestamp> {
 }
 
 /// RFC 3339 in UTC+08:00, seconds precision: `2015-11-25T00:00:00+08:00`, the canonical form.
+///
+/// Written digit by digit: every coupon of a vendor answer has two of these, and jiff's
+/// `strftime` (a format string interpreted per call, a `Zoned` made per instant) was ~1.3k
+/// instructions a time, 3 % of a miss. Years outside 0000–9999 (which no vendor sends, but a
+/// conversion can reach) go the general way.
 pub fn canonical(t: Timestamp) -> String {
+    const ZONE: Offset = jiff::tz::offset(8);
+    let dt = ZONE.to_datetime(t);
+    let Ok(year) = u16::try_from(dt.year()) else {
+        return canonical_general(t);
+    };
+    if year > 9999 {
+        return canonical_general(t);
+    }
+    let mut b = *b"0000-00-00T00:00:00+08:00";
+    let mut put = |at: usize, n: u16, width: usize| {
+        let mut n = n;
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, dt.month() as u16, 2);
+    put(8, dt.day() as u16, 2);
+    put(11, dt.hour() as u16, 2);
+    put(14, dt.minute() as u16, 2);
+    put(17, dt.second() as u16, 2);
+    std::str::from_utf8(&b).expect("ASCII digits").to_owned()
+}
+
+/// [`canonical`] by jiff's `strftime`: the reference the fast way is tested against.
+fn canonical_general(t: Timestamp) -> String {
     t.to_zoned(canonical_zone())
         .strftime("%Y-%m-%dT%H:%M:%S%:z")
         .to_string()
@@ -343,6 +375,43 @@ mod tests {
                 .contains("known: epoch_s, epoch_ms, rfc3339")
         );
         assert!(layout("%Q").is_err());
+    }
+
+    #[test]
+    fn canonical_times_are_written_as_strftime_writes_them() {
+        // instants spread over the years jiff knows, and the edges of each field
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let (lo, hi) = (Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+        let mut seconds: Vec<i64> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                lo + (x % (hi - lo + 1) as u64) as i64
+            })
+            .collect();
+        seconds.extend([
+            0,
+            -1,
+            1_448_380_800,
+            253_402_178_399,
+            253_402_178_400,
+            -62_167_248_000,
+        ]);
+        seconds.extend([
+            -62_167_248_001,
+            lo,
+            hi,
+            1_700_000_000 + 59,
+            1_700_000_000 - 28_800,
+        ]);
+        for s in seconds {
+            let t = Timestamp::from_second(s).unwrap();
+            assert_eq!(canonical(t), canonical_general(t), "at {s}");
+        }
+        // subseconds are not written
+        let t = Timestamp::new(1_448_380_800, 999_999_999).unwrap();
+        assert_eq!(canonical(t), "2015-11-25T00:00:00+08:00");
     }
 
     #[test]
