@@ -15,10 +15,11 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::convert;
-use super::extract::loosely_equal;
+use super::extract::{Slotted, loosely_equal};
 use super::observe::{Event, Next, Observer, Verdict};
 use super::plan::RequestPlan;
 use super::plan::{OperationPlan, PagingPlan};
+use super::projection::Projected;
 use super::resilience::{VendorAuth, VendorGuard};
 use super::steps::{PairStyle, Step, Target};
 use super::template::{Ref, Values};
@@ -203,9 +204,14 @@ fn read_page(
     }
     // only what the operation reads, unless someone is shown the answer
     let format = &op.request.answer_format;
-    let mut doc: Value = match (&op.projection, &obs) {
+    let Projected {
+        mut doc,
+        items: slotted,
+    } = match (&op.projection, &obs) {
         (Some(p), None) => format.read_projected(res.body(), p),
-        _ => format.read(res.body()),
+        _ => format
+            .read(res.body())
+            .map(|doc| Projected { doc, items: None }),
     }
     .map_err(CallError::Unreadable)?;
     for d in &op.response.decrypt {
@@ -247,8 +253,16 @@ fn read_page(
     *seen_items += count as u64;
     let mut first_drop = None;
     let dropped_before = out.dropped;
+    // items read into slots stand in the document as empty objects, in the same order
+    let mut slotted = slotted.map(Vec::into_iter);
     for item in items {
-        let mapped = op.mapper.map(item);
+        let mapped = match (item, &mut slotted) {
+            (Value::Object(_), Some(rows)) => match rows.next() {
+                Some(slots) => op.mapper.map(&Slotted(&slots)),
+                None => op.mapper.map(item),
+            },
+            _ => op.mapper.map(item),
+        };
         if let Some(o) = obs {
             let item = secrets.mask_json(item);
             o.observe(Event::Item {
@@ -1287,7 +1301,8 @@ mod tests {
     fn a_projected_answer_reads_exactly_as_the_whole_answer() {
         let plan = crate::engine::plan::one_operation(READS_EVERY_WAY).unwrap();
         let op = &plan.routes[0].targets[0];
-        assert!(op.projection.is_some(), "plain paths only: projected");
+        let projection = op.projection.as_ref().expect("plain paths only: projected");
+        assert!(projection.slots_items(), "names only: items in slots");
         let mut outcomes = Vec::new();
         for body in answers_read_every_way() {
             let whole = read_with(op, &body, true);
@@ -1330,9 +1345,10 @@ mod tests {
             crate::config::load_str("routes.yaml", crate::embedded::ROUTES_YAML, false).unwrap();
         let plan = Plan::compile(&loaded, Credentials::Optional).unwrap().0;
         for op in plan.operations() {
+            let projection = op.projection.as_ref();
             assert!(
-                op.projection.is_some(),
-                "{}.{} reads whole answers",
+                projection.is_some_and(|p| p.slots_items()),
+                "{}.{} reads whole answers or items as maps",
                 op.vendor.id,
                 op.name
             );

@@ -23,6 +23,17 @@ use crate::canonical::schema::{FieldDef, FieldType};
 pub struct JsonPath {
     source: String,
     plan: PathPlan,
+    /// Where an item-relative path is found in a projected item's slots (set when the
+    /// operation's projection is compiled, `projection::Projection::of`).
+    slot: Option<SlotRef>,
+}
+
+/// A path's place in an item read into slots: the slot of the value where the path (or the
+/// shortest part of it that some path reads whole) ends, and the names left to walk inside it.
+#[derive(Debug, Clone)]
+pub struct SlotRef {
+    pub slot: u16,
+    pub rest: Box<[String]>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +59,7 @@ impl JsonPath {
         Ok(JsonPath {
             source: source.to_owned(),
             plan,
+            slot: None,
         })
     }
 
@@ -97,6 +109,10 @@ impl JsonPath {
             PathPlan::Plain(segs) => Some(segs),
             PathPlan::General(_) => None,
         }
+    }
+
+    pub fn set_slot(&mut self, slot: Option<SlotRef>) {
+        self.slot = slot;
     }
 
     /// The first value the path selects that is not null.
@@ -161,6 +177,34 @@ fn plain_segments(source: &str) -> Option<Vec<Seg>> {
         }
     }
     Some(segs)
+}
+
+/// A vendor item as the field mappings read it: a whole JSON value, or the slots a projection
+/// read it into (`projection`: the values its paths end at, no map of members built).
+pub trait Item {
+    /// What `path` selects in the item, as [`JsonPath::first`] (null is nothing).
+    fn at(&self, path: &JsonPath) -> Option<&Value>;
+}
+
+impl Item for Value {
+    fn at(&self, path: &JsonPath) -> Option<&Value> {
+        path.first(self)
+    }
+}
+
+/// An item read into slots, in the order the operation's projection numbered them.
+pub struct Slotted<'a>(pub &'a [Value]);
+
+impl Item for Slotted<'_> {
+    fn at(&self, path: &JsonPath) -> Option<&Value> {
+        // every item path of a slotted operation has its place (`Projection::of`)
+        let r = path.slot.as_ref()?;
+        let mut cur = self.0.get(usize::from(r.slot))?;
+        for k in &r.rest {
+            cur = cur.get(k.as_str())?;
+        }
+        (!cur.is_null()).then_some(cur)
+    }
 }
 
 /// Loose equality of vendor values: `200` = `"200"` = `200.0`; `true` = `"true"`.
@@ -239,7 +283,12 @@ impl Condition {
     }
 
     pub fn holds(&self, v: &Value) -> bool {
-        let found = self.path.first(v);
+        self.holds_in(v)
+    }
+
+    /// Whether the condition holds for an item, however it was read.
+    pub fn holds_in(&self, item: &(impl Item + ?Sized)) -> bool {
+        let found = item.at(&self.path);
         match &self.test {
             Test::Present(want) => found.is_some() == *want,
             Test::OneOf(values) => found.is_some_and(|f| values.iter().any(|w| w.matches(f))),
@@ -644,14 +693,18 @@ impl FieldSpec {
     /// (absent, null, blank, or `when` does not hold), `Err(reason)` when it gave one that
     /// cannot be read, so the item is dropped with that reason rather than shown with a
     /// silent null.
-    pub fn eval(&self, item: &Value, cx: &FieldContext<'_>) -> Result<Option<Value>, String> {
+    pub fn eval(
+        &self,
+        item: &(impl Item + ?Sized),
+        cx: &FieldContext<'_>,
+    ) -> Result<Option<Value>, String> {
         if let Some(w) = &self.when
-            && !w.holds(item)
+            && !w.holds_in(item)
         {
             return Ok(None);
         }
         let raw: &Value = match &self.source {
-            Source::Paths(paths) => match paths.iter().find_map(|p| p.first(item)) {
+            Source::Paths(paths) => match paths.iter().find_map(|p| item.at(p)) {
                 Some(v) => v,
                 None => return Ok(None),
             },
@@ -708,6 +761,21 @@ impl FieldSpec {
         }
     }
 
+    /// [`FieldSpec::paths`], to give each its place in a projected item.
+    pub fn paths_mut(&mut self, f: &mut dyn FnMut(&mut JsonPath)) {
+        if let Some(w) = &mut self.when {
+            f(&mut w.path);
+        }
+        if let Some(d) = &mut self.add_days {
+            f(d);
+        }
+        match &mut self.source {
+            Source::Paths(paths) => paths.iter_mut().for_each(&mut *f),
+            Source::Const(_) => {}
+            Source::FirstOf(specs) => specs.iter_mut().for_each(|s| s.paths_mut(f)),
+        }
+    }
+
     /// Which source of the field `item` answers: the JSONPath (or `value`) and what it
     /// selected; the sources tried when none did.
     fn matched(&self, item: &Value) -> (String, Option<Value>) {
@@ -742,13 +810,18 @@ impl FieldSpec {
         }
     }
 
-    fn typed(&self, v: &Value, item: &Value, cx: &FieldContext<'_>) -> Option<Value> {
+    fn typed(
+        &self,
+        v: &Value,
+        item: &(impl Item + ?Sized),
+        cx: &FieldContext<'_>,
+    ) -> Option<Value> {
         match &self.convert {
             Convert::Named(_, c) => c.apply(v),
             Convert::Time(spec) => {
                 let mut t = spec.read(v)?;
                 if let Some(days) = &self.add_days {
-                    let n = convert::fen(days.first(item)?)?;
+                    let n = convert::fen(item.at(days)?)?;
                     t = t
                         .checked_add(jiff::SignedDuration::from_secs(n.checked_mul(86_400)?))
                         .ok()?;
@@ -878,7 +951,7 @@ impl ItemMapper {
             .collect()
     }
 
-    pub fn map(&self, item: &Value) -> Result<Vec<Value>, Dropped> {
+    pub fn map(&self, item: &(impl Item + ?Sized)) -> Result<Vec<Value>, Dropped> {
         let mut out = Vec::with_capacity(self.schema.len());
         for (def, spec) in self.schema.iter().zip(&self.fields) {
             let cx = FieldContext {

@@ -349,12 +349,8 @@ fn operation(
     if !cx.errors.is_empty() {
         return None;
     }
-    let (response, mapper) = (response?, mapper?);
-    let mut item_paths = Vec::new();
-    for spec in mapper.fields.iter().flatten() {
-        spec.paths(&mut |p| item_paths.push(p));
-    }
-    let projection = super::projection::Projection::of(&response, paging.as_ref(), item_paths);
+    let (response, mut mapper) = (response?, mapper?);
+    let projection = super::projection::Projection::of(&response, paging.as_ref(), &mut mapper);
     Some(OperationPlan {
         vendor: vendor.clone(),
         name: name.to_owned(),

@@ -15,6 +15,13 @@
 //! (filters, wildcards, descendants) has no projection and reads whole answers, as does
 //! anything that shows an answer (`explain`, observers).
 //!
+//! Items are read into *slots* where they can be: instead of a map of members per item (a
+//! `String` per name, a `BTreeMap` node per member, then a walk of the map for every path), each
+//! value an item path ends at goes straight into its numbered slot, and the field mappings
+//! find it by number (`extract::Slotted`). That needs every item path to be made of names only
+//! and nothing else read at, above or inside the items (an envelope rule, a decrypted member:
+//! decryption replaces what it opens); otherwise items are read as projected maps.
+//!
 //! Two differences from a full parse, on purpose: skipped members are checked for JSON syntax
 //! but their text is not decoded (invalid UTF-8 inside a member nobody reads is no error), and
 //! they are walked without recursion, so serde_json's nesting limit (128), which protects the
@@ -25,13 +32,24 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::extract::{JsonPath, Seg};
+use super::extract::{ItemMapper, JsonPath, Seg, SlotRef};
 use super::plan::{PagingPlan, ResponsePlan};
 
 /// The members of an answer that an operation reads.
 #[derive(Debug, Clone)]
 pub struct Projection {
     root: Node,
+    /// What an item is read into slots by, when its items are (see the module's comment).
+    item: Option<Node>,
+    slots: usize,
+}
+
+/// An answer read by a projection: the document (with each item read into slots left in it
+/// as an empty object), and those items' slots, in the order of the document.
+#[derive(Debug)]
+pub struct Projected {
+    pub doc: Value,
+    pub items: Option<Vec<Vec<Value>>>,
 }
 
 /// What is kept of one value: all of it, or some members of an object and, of a list, each
@@ -44,6 +62,13 @@ struct Node {
     keys: HashMap<Box<str>, Node, foldhash::fast::FixedState>,
     /// A list's elements (any index a path names: all of them, projected alike).
     elements: Option<Box<Node>>,
+    /// An object here is an item, read into slots by the projection's item tree.
+    item: bool,
+    /// (item tree) The slot this value is read into, whole.
+    slot: Option<u16>,
+    /// (item tree) The slots of the values below this one: emptied when a member is met again
+    /// (the last of a repeated name wins, as in a map).
+    below: std::ops::Range<u16>,
 }
 
 impl Node {
@@ -72,16 +97,73 @@ impl Node {
     fn child(&self, name: &str) -> Option<&Node> {
         self.keys.get(name)
     }
+
+    /// Numbers the values read whole, depth first, so that the slots below each node are one
+    /// range; None past `u16::MAX` slots.
+    fn number(&mut self, next: &mut u16) -> Option<()> {
+        let start = *next;
+        if self.whole {
+            self.slot = Some(start);
+            *next = next.checked_add(1)?;
+        } else {
+            for child in self.keys.values_mut() {
+                child.number(next)?;
+            }
+        }
+        self.below = start..*next;
+        Some(())
+    }
+
+    /// Where `segs` (names only) is found: the first value on the way that is read whole.
+    fn slot_ref(&self, segs: &[Seg]) -> Option<SlotRef> {
+        let mut node = self;
+        for (i, seg) in segs.iter().enumerate() {
+            let Seg::Key(k) = seg else { return None };
+            node = node.child(k)?;
+            if let Some(slot) = node.slot {
+                let rest = segs[i + 1..].iter().map(|s| match s {
+                    Seg::Key(k) => Some(k.clone()),
+                    Seg::Index(_) => None,
+                });
+                return Some(SlotRef {
+                    slot,
+                    rest: rest.collect::<Option<_>>()?,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether nothing at or above the end of `segs` is read (the envelope stays clear of
+    /// the items).
+    fn clear_down_to(&self, segs: &[Seg]) -> bool {
+        let mut node = self;
+        for seg in segs {
+            if node.whole {
+                return false;
+            }
+            let next = match seg {
+                Seg::Key(k) => node.child(k),
+                Seg::Index(_) => node.elements.as_deref(),
+            };
+            match next {
+                Some(n) => node = n,
+                None => return true,
+            }
+        }
+        !node.whole && node.keys.is_empty() && node.elements.is_none()
+    }
 }
 
 impl Projection {
     /// The projection of one operation's answers: `items` with the paths each item is read
-    /// by (`item_paths`), and every other path read from the answer. None when a path is not
-    /// plain, or when the whole answer is read anyway.
-    pub fn of<'a>(
-        response: &'a ResponsePlan,
-        paging: Option<&'a PagingPlan>,
-        item_paths: impl IntoIterator<Item = &'a JsonPath>,
+    /// by (the `mapper`'s), and every other path read from the answer. None when a path is not
+    /// plain, or when the whole answer is read anyway. When items are read into slots, each
+    /// of the mapper's paths is given its place.
+    pub fn of(
+        response: &ResponsePlan,
+        paging: Option<&PagingPlan>,
+        mapper: &mut ItemMapper,
     ) -> Option<Projection> {
         let r = response;
         let conditions = [&r.success, &r.empty, &r.not_found, &r.rate_limited]
@@ -104,33 +186,134 @@ impl Projection {
         for p in envelope {
             root.insert(p.segments()?);
         }
+        let items_at = r.items.segments()?;
+        let clear = root.clear_down_to(items_at);
+        let mut item_paths = Vec::new();
+        for spec in mapper.fields.iter().flatten() {
+            spec.paths(&mut |p| item_paths.push(p));
+        }
         // the items path selects a list of items or one item (an object): project both ways
-        let items = root.at(r.items.segments()?);
-        for p in item_paths {
+        let items = root.at(items_at);
+        for p in &item_paths {
             let segs = p.segments()?;
             items.insert(segs);
             items.elements.get_or_insert_default().insert(segs);
         }
-        (!root.whole).then_some(Projection { root })
+        if root.whole {
+            return None;
+        }
+        let mut projection = Projection {
+            root,
+            item: None,
+            slots: 0,
+        };
+        let names_only = |p: &&JsonPath| {
+            p.segments()
+                .is_some_and(|s| !s.is_empty() && s.iter().all(|s| matches!(s, Seg::Key(_))))
+        };
+        if !clear || item_paths.is_empty() || !item_paths.iter().all(names_only) {
+            return Some(projection);
+        }
+        let mut tree = Node::default();
+        for p in &item_paths {
+            tree.insert(p.segments()?);
+        }
+        let mut next = 0;
+        if tree.number(&mut next).is_none() {
+            return Some(projection);
+        }
+        let Some(places) = item_paths
+            .iter()
+            .map(|p| tree.slot_ref(p.segments()?))
+            .collect::<Option<Vec<SlotRef>>>()
+        else {
+            return Some(projection);
+        };
+        let mut places = places.into_iter();
+        for spec in mapper.fields.iter_mut().flatten() {
+            spec.paths_mut(&mut |p| p.set_slot(places.next()));
+        }
+        let items = projection.root.at(items_at);
+        items.item = true;
+        items.elements.get_or_insert_default().item = true;
+        projection.slots = usize::from(next);
+        projection.item = Some(tree);
+        Some(projection)
     }
 
-    /// Parses `body`, keeping only the projected members.
+    /// Whether items are read into slots.
+    pub fn slots_items(&self) -> bool {
+        self.item.is_some()
+    }
+
+    /// Parses `body`, keeping only the projected members, items as maps of them.
     pub fn read(&self, body: &[u8]) -> Result<Value, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(body);
-        let v = Seed(&self.root).deserialize(&mut de)?;
+        let v = Seed::new(&self.root, None).deserialize(&mut de)?;
         de.end()?;
         Ok(v)
     }
+
+    /// Parses `body`, keeping only the projected members, items into slots where they can be.
+    pub fn read_items(&self, body: &[u8]) -> Result<Projected, serde_json::Error> {
+        let Some(tree) = &self.item else {
+            return Ok(Projected {
+                doc: self.read(body)?,
+                items: None,
+            });
+        };
+        let mut items = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let slotted = Slotting {
+            tree,
+            slots: self.slots,
+            items: &mut items,
+        };
+        let doc = Seed::new(&self.root, Some(slotted)).deserialize(&mut de)?;
+        de.end()?;
+        Ok(Projected {
+            doc,
+            items: Some(items),
+        })
+    }
+}
+
+/// Where items go when they are read into slots.
+struct Slotting<'p, 'o> {
+    tree: &'p Node,
+    slots: usize,
+    items: &'o mut Vec<Vec<Value>>,
 }
 
 /// Deserializes one value as its node says.
-struct Seed<'p>(&'p Node);
+struct Seed<'p, 'o> {
+    node: &'p Node,
+    slotting: Option<Slotting<'p, 'o>>,
+}
 
-impl<'de> DeserializeSeed<'de> for Seed<'_> {
+impl<'p, 'o> Seed<'p, 'o> {
+    fn new(node: &'p Node, slotting: Option<Slotting<'p, 'o>>) -> Self {
+        Seed { node, slotting }
+    }
+
+    /// The seed of a value below this one.
+    fn below<'s>(&'s mut self, node: &'p Node) -> Seed<'p, 's> {
+        Seed {
+            node,
+            slotting: self.slotting.as_mut().map(|s| Slotting {
+                tree: s.tree,
+                slots: s.slots,
+                items: &mut *s.items,
+            }),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        if self.0.whole {
+        if self.node.whole {
             serde::Deserialize::deserialize(d)
         } else {
             d.deserialize_any(self)
@@ -138,7 +321,7 @@ impl<'de> DeserializeSeed<'de> for Seed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Seed<'_> {
+impl<'de> Visitor<'de> for Seed<'_, '_> {
     type Value = Value;
 
     crate::json_scalars::value_scalars!();
@@ -147,11 +330,11 @@ impl<'de> Visitor<'de> for Seed<'_> {
         self.deserialize(d)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        match &self.0.elements {
+        match &self.node.elements {
             Some(each) => {
-                while let Some(v) = seq.next_element_seed(Seed(each))? {
+                while let Some(v) = seq.next_element_seed(self.below(each))? {
                     out.push(v);
                 }
             }
@@ -161,12 +344,25 @@ impl<'de> Visitor<'de> for Seed<'_> {
         Ok(Value::Array(out))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
+        if self.node.item
+            && let Some(s) = self.slotting
+        {
+            let mut slots = vec![Value::Null; s.slots];
+            Fill {
+                node: s.tree,
+                slots: &mut slots,
+            }
+            .members(map)?;
+            s.items.push(slots);
+            // its place in the document, for the envelope's rules: an object
+            return Ok(Value::Object(Map::new()));
+        }
         let mut out = Map::new();
-        while let Some(found) = map.next_key_seed(Member(self.0))? {
+        while let Some(found) = map.next_key_seed(Member(self.node))? {
             match found {
                 Some((name, node)) => {
-                    let v = map.next_value_seed(Seed(node))?;
+                    let v = map.next_value_seed(self.below(node))?;
                     out.insert(name, v);
                 }
                 None => {
@@ -175,6 +371,109 @@ impl<'de> Visitor<'de> for Seed<'_> {
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// Reads the members of an item (or of an object inside it) into the item's slots.
+struct Fill<'p, 's> {
+    node: &'p Node,
+    slots: &'s mut [Value],
+}
+
+impl Fill<'_, '_> {
+    fn members<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(name) = map.next_key_seed(Name(self.node))? {
+            let Some(node) = name else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            match node.slot {
+                Some(slot) => self.slots[usize::from(slot)] = map.next_value()?,
+                None => {
+                    let below = usize::from(node.below.start)..usize::from(node.below.end);
+                    self.slots[below].fill(Value::Null);
+                    map.next_value_seed(Fill {
+                        node,
+                        slots: &mut *self.slots,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Fill<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A value where a path goes deeper: only an object has members to read (a path through
+/// anything else finds nothing, as in a map), but the rest is still checked for syntax.
+impl<'de> Visitor<'de> for Fill<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.members(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A member's name, looked up without allocating it.
+struct Name<'p>(&'p Node);
+
+impl<'de, 'p> DeserializeSeed<'de> for Name<'p> {
+    type Value = Option<&'p Node>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'p> Visitor<'de> for Name<'p> {
+    type Value = Option<&'p Node>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.child(v))
     }
 }
 
@@ -320,6 +619,132 @@ mod tests {
         assert_eq!(
             read,
             json!({"code": 0, "data": [{"id": "a", "b": {"c": 1}}]})
+        );
+    }
+
+    /// The objects at the items path of a projected document (`$.data.list` or `$.data`).
+    fn objects(doc: &serde_json::Value) -> Vec<&serde_json::Value> {
+        match &doc["data"] {
+            serde_json::Value::Array(list) => list.iter().filter(|v| v.is_object()).collect(),
+            serde_json::Value::Object(m) => match m.get("list") {
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().filter(|v| v.is_object()).collect()
+                }
+                _ => vec![&doc["data"]],
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn items_read_into_slots_find_what_their_maps_would() {
+        use crate::engine::extract::{Item, JsonPath, Slotted};
+        // alternatives, a path and a longer one below it, a condition's path, a nested list
+        let fields = "{id: {path: [$.id, $.alt]}, name: {path: [$.t, $.t.name]}, \
+                      code: {path: $.c, when: {path: $.t.kind, in: [1]}}, \
+                      channels: {path: $.ch.list, convert: names}, status: {value: usable}}";
+        for items in ["$.data.list", "$.data"] {
+            let plan = plan(fields, items);
+            let op = &plan.routes[0].targets[0];
+            let p = op.projection.as_ref().unwrap();
+            assert!(p.slots_items(), "{items}");
+            let mut paths: Vec<&JsonPath> = Vec::new();
+            for spec in op.mapper.fields.iter().flatten() {
+                spec.paths(&mut |path| paths.push(path));
+            }
+            let item = |body: &str| match items {
+                "$.data.list" => {
+                    format!(r#"{{"code":0,"data":{{"n":1,"list":[{body},7,{{}},{body}]}}}}"#)
+                }
+                _ => format!(r#"{{"code":0,"data":{body}}}"#),
+            };
+            for body in [
+                r#"{"id":"a","t":{"name":"n","kind":1},"c":"x","ch":{"list":[{"name":"w"}]}}"#,
+                // the last of a repeated name wins, below a repeated object too
+                r#"{"id":"a","id":"b","t":{"name":"n","kind":1},"t":{"kind":2},"ch":{"list":1},"ch":{"x":1}}"#,
+                // nulls are nothing, so the alternative is taken; scalars and lists have no members
+                r#"{"id":null,"alt":3,"t":"text","ch":[{"list":[1]}],"junk":{"id":1}}"#,
+                r#"{"t":{"name":null,"kind":"1","deep":{"t":1}},"c":{"k":[1,{"a":2}]},"ch":{"list":null}}"#,
+                "{}",
+            ] {
+                let body = item(body);
+                let maps = p.read(body.as_bytes()).unwrap();
+                let read = p.read_items(body.as_bytes()).unwrap();
+                let slotted = read.items.expect("items in slots");
+                let objects = objects(&maps);
+                assert_eq!(slotted.len(), objects.len(), "{body}");
+                for (slots, object) in slotted.iter().zip(&objects) {
+                    for path in &paths {
+                        assert_eq!(
+                            Slotted(slots).at(path),
+                            object.at(path),
+                            "{} in {body}",
+                            path.source()
+                        );
+                    }
+                }
+                // the document is the same with each item an empty object in its place
+                let mut expected = maps.clone();
+                let at = if items == "$.data" {
+                    &mut expected["data"]
+                } else {
+                    &mut expected["data"]["list"]
+                };
+                match at {
+                    serde_json::Value::Array(list) => list
+                        .iter_mut()
+                        .filter(|v| v.is_object())
+                        .for_each(|v| *v = json!({})),
+                    v => *v = json!({}),
+                }
+                assert_eq!(read.doc, expected, "{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn items_are_read_as_maps_where_slots_cannot_say_the_same() {
+        let item_fields = "{id: $.id, status: {value: usable}}";
+        let envelope = |rules: &str, fields: &str| {
+            let op = format!(
+                r#"
+        identity: [member_id]
+        request: {{method: GET, path: /c}}
+        response:
+          success: [{{path: $.code, in: [0]}}]
+          {rules}
+          items: $.data.list
+        fields: {fields}
+"#
+            );
+            crate::engine::plan::one_operation(&op).unwrap()
+        };
+        for (rules, fields) in [
+            // the envelope reads the items, a member of one, or something above them whole
+            ("empty: [{path: $.data.list, present: false}]", item_fields),
+            ("error_code: $.data.list[0].code", item_fields),
+            ("error_message: $.data", item_fields),
+            // an item path with an index, or the item itself
+            ("", "{id: \"$.ids[0]\", status: {value: usable}}"),
+            ("", "{id: $.id, name: $, status: {value: usable}}"),
+        ] {
+            let plan = envelope(rules, fields);
+            let p = plan.routes[0].targets[0].projection.as_ref().unwrap();
+            assert!(!p.slots_items(), "{rules} {fields}");
+            let body = br#"{"code":0,"data":{"list":[{"id":"a","ids":["b"]}]}}"#;
+            let read = p.read_items(body).unwrap();
+            assert!(read.items.is_none());
+            assert_eq!(read.doc, p.read(body).unwrap(), "{rules} {fields}");
+            assert_ne!(read.doc["data"]["list"][0], json!({}), "{rules} {fields}");
+        }
+        // and with none of those, they are
+        let plan = envelope("error_code: $.data.code", item_fields);
+        assert!(
+            plan.routes[0].targets[0]
+                .projection
+                .as_ref()
+                .unwrap()
+                .slots_items()
         );
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{AnswerReader, BodyWriter, FormatKind};
-use crate::engine::projection::Projection;
+use crate::engine::projection::{Projected, Projection};
 use crate::engine::template::{JsonTemplate, RenderError, Values};
 
 pub struct Json;
@@ -51,7 +51,7 @@ impl AnswerReader for Run {
     fn read(&self, body: &[u8]) -> Result<Value, String> {
         serde_json::from_slice(body).map_err(|_| NOT_JSON.to_owned())
     }
-    fn read_projected(&self, body: &[u8], projection: &Projection) -> Result<Value, String> {
-        projection.read(body).map_err(|_| NOT_JSON.to_owned())
+    fn read_projected(&self, body: &[u8], projection: &Projection) -> Result<Projected, String> {
+        projection.read_items(body).map_err(|_| NOT_JSON.to_owned())
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::projection::Projection;
+use super::projection::{Projected, Projection};
 use super::template::{JsonTemplate, RenderError, Values};
 
 /// A body format.
@@ -53,10 +53,13 @@ pub trait AnswerReader: std::fmt::Debug + Send + Sync {
     /// The `Accept` a request sends unless its headers say otherwise.
     fn accept(&self) -> &'static str;
     fn read(&self, body: &[u8]) -> Result<Value, String>;
-    /// Reads only the members `projection` keeps, where the format can skip the others
-    /// while parsing; reads everything otherwise.
-    fn read_projected(&self, body: &[u8], _projection: &Projection) -> Result<Value, String> {
-        self.read(body)
+    /// Reads only the members `projection` keeps (items into slots where it says so), where
+    /// the format can skip the others while parsing; reads everything otherwise.
+    fn read_projected(&self, body: &[u8], _projection: &Projection) -> Result<Projected, String> {
+        Ok(Projected {
+            doc: self.read(body)?,
+            items: None,
+        })
     }
 }
 
@@ -196,6 +199,7 @@ mod tests {
         let body = b"<xml><code>0</code><coupon><id>a</id></coupon><junk>1</junk></xml>";
         let whole = xml.read(body).unwrap();
         assert_eq!(whole["coupon"]["id"], "a", "{whole}");
-        assert_eq!(xml.read_projected(body, projection).unwrap(), whole);
+        let read = xml.read_projected(body, projection).unwrap();
+        assert_eq!((read.doc, read.items), (whole, None));
     }
 }
