@@ -398,7 +398,7 @@ pub async fn query(
         None => {
             let page = page(&results, &q, now);
             let mut json = Vec::with_capacity(page.coupons.len() * 640 + 2);
-            serde_json::to_writer(&mut json, &page.coupons).expect("coupons serialize");
+            Coupon::write_json_list(&page.coupons, &mut json);
             let m = Arc::new(MergedPage {
                 coupons_json: Bytes::from(json),
                 last: page.last,
