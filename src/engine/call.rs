@@ -204,16 +204,14 @@ fn read_page(
     }
     // only what the operation reads, unless someone is shown the answer
     let format = &op.request.answer_format;
-    let Projected {
-        mut doc,
-        items: slotted,
-    } = match (&op.projection, &obs) {
+    let mut read = match (&op.projection, &obs) {
         (Some(p), None) => format.read_projected(res.body(), p),
         _ => format
             .read(res.body())
             .map(|doc| Projected { doc, items: None }),
     }
     .map_err(CallError::Unreadable)?;
+    let mut doc = std::mem::take(&mut read.doc);
     for d in &op.response.decrypt {
         d.apply(&mut doc, &op.request.credentials)
             .map_err(CallError::Unreadable)?;
@@ -253,15 +251,11 @@ fn read_page(
     *seen_items += count as u64;
     let mut first_drop = None;
     let dropped_before = out.dropped;
-    // items read into slots stand in the document as empty objects, in the same order
-    let mut slotted = slotted.map(Vec::into_iter);
     for item in items {
-        let mapped = match (item, &mut slotted) {
-            (Value::Object(_), Some(rows)) => match rows.next() {
-                Some(slots) => op.mapper.map(&Slotted(&slots)),
-                None => op.mapper.map(item),
-            },
-            _ => op.mapper.map(item),
+        // an item read into slots stands in the document as an object naming its row
+        let mapped = match read.row_of(item) {
+            Some(slots) => op.mapper.map(&Slotted(slots)),
+            None => op.mapper.map(item),
         };
         if let Some(o) = obs {
             let item = secrets.mask_json(item);
@@ -1337,6 +1331,52 @@ mod tests {
             "add_days: {}",
             outcomes[0]
         );
+    }
+
+    #[test]
+    fn items_read_into_slots_are_the_items_the_document_names() {
+        // the document keeps the last of a repeated name, and an index selects one element
+        // of a list whose objects were all read into slots: the rows must follow the document
+        for (items, bodies) in [
+            (
+                "$.data.list",
+                &[
+                    r#"{"code":0,"data":{"list":[{"_id":"a","useStatus":2}],"list":[{"_id":"b","useStatus":2}]}}"#,
+                    r#"{"code":0,"data":{"list":[{"_id":"a","useStatus":2}]},"data":{"list":{"_id":"b","useStatus":2}}}"#,
+                    r#"{"code":0,"data":{"list":{"_id":"a","useStatus":2},"list":[{"_id":"b","useStatus":2},{"_id":"c","useStatus":2}]}}"#,
+                ][..],
+            ),
+            (
+                "$.data[1]",
+                &[
+                    r#"{"code":0,"data":[{"_id":"a","useStatus":2},{"_id":"b","useStatus":2}]}"#,
+                    r#"{"code":0,"data":[{"_id":"a","useStatus":2},{"_id":"b","useStatus":2}],"data":[7,{"_id":"c","useStatus":2}]}"#,
+                ][..],
+            ),
+        ] {
+            let op = format!(
+                r#"
+        identity: [member_id]
+        request: {{method: GET, path: /c}}
+        response:
+          success: [{{path: $.code, in: [0]}}]
+          items: "{items}"
+        fields:
+          id: $._id
+          status: {{path: $.useStatus, map: {{"2": usable}}}}
+"#
+            );
+            let plan = crate::engine::plan::one_operation(&op).unwrap();
+            let op = &plan.routes[0].targets[0];
+            assert!(op.projection.as_ref().unwrap().slots_items(), "{items}");
+            for body in bodies {
+                let whole = read_with(op, body, true);
+                assert_eq!(read_with(op, body, false), whole, "{body}");
+                let last = if body.contains("\"c\"") { "c" } else { "b" };
+                assert!(whole.contains(&format!("\"{last}\"")), "{whole}");
+                assert!(!whole.contains("\"a\""), "{whole}");
+            }
+        }
     }
 
     #[test]

@@ -41,15 +41,29 @@ pub struct Projection {
     root: Node,
     /// What an item is read into slots by, when its items are (see the module's comment).
     item: Option<Node>,
-    slots: usize,
 }
 
-/// An answer read by a projection: the document (with each item read into slots left in it
-/// as an empty object), and those items' slots, in the order of the document.
+/// An answer read by a projection: the document, and the slots of the items read into slots.
+/// Each such item stands in the document as an object naming its row ([`Projected::row_of`]):
+/// by number, not by order, since the document may leave some out (a repeated member name
+/// keeps the last; `items: $.data[1]` selects one of the list it numbered).
 #[derive(Debug)]
 pub struct Projected {
     pub doc: Value,
     pub items: Option<Vec<Vec<Value>>>,
+}
+
+/// The member of an item's stand-in that holds its row (a name no JSON answer is parsed into:
+/// nothing but the projection makes objects at an item's place when items are slotted).
+const ROW: &str = "\0row";
+
+impl Projected {
+    /// The slots of `item`, when it stands for an item read into slots.
+    pub fn row_of(&self, item: &Value) -> Option<&[Value]> {
+        let n = item.get(ROW)?.as_u64()?;
+        let row = self.items.as_ref()?.get(usize::try_from(n).ok()?)?;
+        Some(row)
+    }
 }
 
 /// What is kept of one value: all of it, or some members of an object and, of a list, each
@@ -134,8 +148,8 @@ impl Node {
         None
     }
 
-    /// Whether nothing at or above the end of `segs` is read (the envelope stays clear of
-    /// the items).
+    /// Whether nothing at, above or below the end of `segs` is read (the envelope stays clear
+    /// of the items and of everything on the way to them).
     fn clear_down_to(&self, segs: &[Seg]) -> bool {
         let mut node = self;
         for seg in segs {
@@ -202,11 +216,7 @@ impl Projection {
         if root.whole {
             return None;
         }
-        let mut projection = Projection {
-            root,
-            item: None,
-            slots: 0,
-        };
+        let mut projection = Projection { root, item: None };
         let names_only = |p: &&JsonPath| {
             p.segments()
                 .is_some_and(|s| !s.is_empty() && s.iter().all(|s| matches!(s, Seg::Key(_))))
@@ -236,7 +246,6 @@ impl Projection {
         let items = projection.root.at(items_at);
         items.item = true;
         items.elements.get_or_insert_default().item = true;
-        projection.slots = usize::from(next);
         projection.item = Some(tree);
         Some(projection)
     }
@@ -266,7 +275,7 @@ impl Projection {
         let mut de = serde_json::Deserializer::from_slice(body);
         let slotted = Slotting {
             tree,
-            slots: self.slots,
+            slots: usize::from(tree.below.end),
             items: &mut items,
         };
         let doc = Seed::new(&self.root, Some(slotted)).deserialize(&mut de)?;
@@ -354,9 +363,11 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
                 slots: &mut slots,
             }
             .members(map)?;
+            // its place in the document (an object, for the envelope's rules), naming its row
+            let mut stand_in = Map::new();
+            stand_in.insert(ROW.to_owned(), Value::from(s.items.len()));
             s.items.push(slots);
-            // its place in the document, for the envelope's rules: an object
-            return Ok(Value::Object(Map::new()));
+            return Ok(Value::Object(stand_in));
         }
         let mut out = Map::new();
         while let Some(found) = map.next_key_seed(Member(self.node))? {
@@ -507,13 +518,18 @@ mod tests {
     use crate::engine::plan::Plan;
 
     fn plan(fields: &str, items: &str) -> Plan {
+        plan_with("error_message: $.msg", fields, items)
+    }
+
+    /// An operation reading `items` with `fields`, its envelope `success` and `rules`.
+    fn plan_with(rules: &str, fields: &str, items: &str) -> Plan {
         let op = format!(
             r#"
         identity: [member_id]
         request: {{method: GET, path: /c}}
         response:
           success: [{{path: $.code, in: [0]}}]
-          error_message: $.msg
+          {rules}
           items: {items}
         fields: {fields}
 "#
@@ -670,10 +686,11 @@ mod tests {
                 let body = item(body);
                 let maps = p.read(body.as_bytes()).unwrap();
                 let read = p.read_items(body.as_bytes()).unwrap();
-                let slotted = read.items.expect("items in slots");
-                let objects = objects(&maps);
-                assert_eq!(slotted.len(), objects.len(), "{body}");
-                for (slots, object) in slotted.iter().zip(&objects) {
+                let maps_items = objects(&maps);
+                let slotted = objects(&read.doc);
+                assert_eq!(slotted.len(), maps_items.len(), "{body}");
+                for (stand_in, object) in slotted.iter().zip(&maps_items) {
+                    let slots = read.row_of(stand_in).expect("a row");
                     for path in &paths {
                         assert_eq!(
                             Slotted(slots).at(path),
@@ -683,8 +700,13 @@ mod tests {
                         );
                     }
                 }
-                // the document is the same with each item an empty object in its place
+                // the document is the same with each item's stand-in, numbered, in its place
                 let mut expected = maps.clone();
+                let mut row = 0;
+                let mut stand_in = || {
+                    row += 1;
+                    json!({super::ROW: row - 1})
+                };
                 let at = if items == "$.data" {
                     &mut expected["data"]
                 } else {
@@ -694,10 +716,11 @@ mod tests {
                     serde_json::Value::Array(list) => list
                         .iter_mut()
                         .filter(|v| v.is_object())
-                        .for_each(|v| *v = json!({})),
-                    v => *v = json!({}),
+                        .for_each(|v| *v = stand_in()),
+                    v => *v = stand_in(),
                 }
                 assert_eq!(read.doc, expected, "{body}");
+                assert_eq!(read.items.map(|i| i.len()), Some(row), "{body}");
             }
         }
     }
@@ -705,20 +728,7 @@ mod tests {
     #[test]
     fn items_are_read_as_maps_where_slots_cannot_say_the_same() {
         let item_fields = "{id: $.id, status: {value: usable}}";
-        let envelope = |rules: &str, fields: &str| {
-            let op = format!(
-                r#"
-        identity: [member_id]
-        request: {{method: GET, path: /c}}
-        response:
-          success: [{{path: $.code, in: [0]}}]
-          {rules}
-          items: $.data.list
-        fields: {fields}
-"#
-            );
-            crate::engine::plan::one_operation(&op).unwrap()
-        };
+        let envelope = |rules: &str, fields: &str| plan_with(rules, fields, "$.data.list");
         for (rules, fields) in [
             // the envelope reads the items, a member of one, or something above them whole
             ("empty: [{path: $.data.list, present: false}]", item_fields),
