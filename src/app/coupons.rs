@@ -17,7 +17,7 @@ use crate::canonical::coupon::Coupon;
 use crate::canonical::cursor::SortKey;
 #[cfg(doc)]
 use crate::canonical::merge::QueryAnswer;
-use crate::canonical::merge::{Source, VendorResult, Verdict, judge, page};
+use crate::canonical::merge::{Source, VendorResult, Verdict, choose, judge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits, Require};
 use crate::config::IdentityKind;
 use crate::engine::cache::Cached;
@@ -396,9 +396,9 @@ pub async fn query(
     let merged = match cached {
         Some(m) => m,
         None => {
-            let page = page(&results, &q, now);
+            let page = choose(&results, &q, now);
             let mut json = Vec::with_capacity(page.coupons.len() * 640 + 2);
-            Coupon::write_json_list(&page.coupons, &mut json);
+            Coupon::write_page(&page.coupons, &mut json);
             let m = Arc::new(MergedPage {
                 coupons_json: Bytes::from(json),
                 last: page.last,

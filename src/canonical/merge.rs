@@ -140,9 +140,9 @@ pub fn judge(results: &[VendorResult], q: &CouponQuery) -> (Verdict, bool) {
 
 /// One page of the merged coupons, as judged at one instant.
 #[derive(Debug)]
-pub struct Page {
+pub struct Page<C = Coupon> {
     /// The page's coupons, with their effective status.
-    pub coupons: Vec<Coupon>,
+    pub coupons: Vec<C>,
     /// The sort key of the page's last coupon when more follow (what the cursor carries).
     pub last: Option<SortKey>,
     /// The first instant after `now` at which any coupon's effective status changes (when the
@@ -174,8 +174,34 @@ fn next_change(c: &Coupon, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
 }
 
 /// Judges, filters, dedups and orders the coupons of results given in routes.yaml order, and
-/// cuts the query's page. Only the page's coupons are copied.
+/// cuts the query's page, as copies with their effective status.
 pub fn page(results: &[VendorResult], q: &CouponQuery, now: jiff::Timestamp) -> Page {
+    let chosen = choose(results, q, now);
+    let coupons = chosen
+        .coupons
+        .iter()
+        .map(|(s, c)| {
+            let mut c = (*c).clone();
+            if c.status != *s {
+                c.status = (*s).to_owned();
+            }
+            c
+        })
+        .collect();
+    Page {
+        coupons,
+        last: chosen.last,
+        changes_at: chosen.changes_at,
+    }
+}
+
+/// [`page`] without copying: each coupon of the page with its effective status, borrowed from
+/// the results (a merged page is written out as JSON at once, `Coupon::write_page`).
+pub fn choose<'a>(
+    results: &'a [VendorResult],
+    q: &CouponQuery,
+    now: jiff::Timestamp,
+) -> Page<(&'static str, &'a Coupon)> {
     let total: usize = results.iter().map(|r| r.coupons.len()).sum();
     let mut seen: HashSet<&str> = HashSet::with_capacity(total);
     let mut kept: Vec<(&'static str, &Coupon)> = Vec::with_capacity(total);
@@ -212,18 +238,10 @@ pub fn page(results: &[VendorResult], q: &CouponQuery, now: jiff::Timestamp) -> 
             i: c.id.clone(),
         }
     });
-    let coupons = kept[start..end]
-        .iter()
-        .map(|(s, c)| {
-            let mut c = (*c).clone();
-            if c.status != *s {
-                c.status = (*s).to_owned();
-            }
-            c
-        })
-        .collect();
+    kept.truncate(end);
+    kept.drain(..start);
     Page {
-        coupons,
+        coupons: kept,
         last,
         changes_at,
     }
