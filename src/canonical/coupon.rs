@@ -102,10 +102,17 @@ impl Coupon {
         let ts = |i: usize| {
             row[i]
                 .as_str()
-                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .and_then(crate::engine::time::canonical_instant)
         };
         Coupon {
-            id: format!("{vendor}:{}", row[s.id].as_str().unwrap_or_default()),
+            id: {
+                let own = row[s.id].as_str().unwrap_or_default();
+                let mut id = String::with_capacity(vendor.len() + 1 + own.len());
+                id.push_str(vendor);
+                id.push(':');
+                id.push_str(own);
+                id
+            },
             vendor: vendor.to_owned(),
             code: text(&row[s.code]),
             template_id: text(&row[s.template_id]),

@@ -217,6 +217,40 @@ pub fn canonical(t: Timestamp) -> String {
     std::str::from_utf8(&b).expect("ASCII digits").to_owned()
 }
 
+/// The instant a canonical time names (as [`canonical`] writes it), read by position; any
+/// other RFC 3339 text by jiff. Every coupon built from a stored row reads two of these.
+pub fn canonical_instant(s: &str) -> Option<Timestamp> {
+    const ZONE: Offset = jiff::tz::offset(8);
+    let b = s.as_bytes();
+    let shape = b.len() == 25
+        && s.ends_with("+08:00")
+        && [4, 7].iter().all(|&i| b[i] == b'-')
+        && b[10] == b'T'
+        && [13, 16].iter().all(|&i| b[i] == b':');
+    let num = |from: usize, to: usize| -> Option<i32> {
+        b[from..to].iter().try_fold(0_i32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i32::from(d - b'0'))
+        })
+    };
+    let fast = || -> Option<Timestamp> {
+        let dt = jiff::civil::DateTime::new(
+            i16::try_from(num(0, 4)?).ok()?,
+            i8::try_from(num(5, 7)?).ok()?,
+            i8::try_from(num(8, 10)?).ok()?,
+            i8::try_from(num(11, 13)?).ok()?,
+            i8::try_from(num(14, 16)?).ok()?,
+            i8::try_from(num(17, 19)?).ok()?,
+            0,
+        )
+        .ok()?;
+        ZONE.to_timestamp(dt).ok()
+    };
+    match shape.then(fast).flatten() {
+        Some(t) => Some(t),
+        None => s.parse().ok(),
+    }
+}
+
 /// [`canonical`] by jiff's `strftime`: the reference the fast way is tested against.
 fn canonical_general(t: Timestamp) -> String {
     t.to_zoned(canonical_zone())
@@ -410,6 +444,41 @@ mod tests {
         // subseconds are not written
         let t = Timestamp::new(1_448_380_800, 999_999_999).unwrap();
         assert_eq!(canonical(t), "2015-11-25T00:00:00+08:00");
+    }
+
+    #[test]
+    fn canonical_times_read_back_as_jiff_reads_them() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut texts: Vec<String> = (0..20_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let (lo, hi) = (Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+                canonical(Timestamp::from_second(lo + (x % (hi - lo + 1) as u64) as i64).unwrap())
+            })
+            .collect();
+        texts.extend(
+            [
+                "2015-11-25T00:00:00+08:00",
+                "2015-11-25T00:00:00+09:00",
+                "2015-11-25T00:00:00Z",
+                "2015-11-25 00:00:00+08:00",
+                "2015-02-30T00:00:00+08:00",
+                "2016-12-31T23:59:60+08:00",
+                "2015-11-25T24:00:00+08:00",
+                "2015-11-25T00:00:00.5+08:00",
+                "2015-1-25T00:00:00+08:00",
+                "2015-11-25T0a:00:00+08:00",
+                "",
+                "+2015-11-25T00:00:00+08:00",
+                "9999-12-31T23:59:59+08:00",
+            ]
+            .map(str::to_owned),
+        );
+        for t in &texts {
+            assert_eq!(canonical_instant(t), t.parse::<Timestamp>().ok(), "{t}");
+        }
     }
 
     #[test]
