@@ -280,6 +280,10 @@ mod tests {
             "\u{1}\u{1f}\u{7f}",
             "/ok/",
             "é\u{2028}",
+            // text made only of what must be escaped: a control character, a quote, a backslash
+            "\t",
+            "\"",
+            "\\",
         ];
         let x = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15_u64);
         let next = |n: u64| {

@@ -208,6 +208,8 @@ impl Projection {
         }
         // the items path selects a list of items or one item (an object): project both ways
         let items = root.at(items_at);
+        // every element of a list of items is an item, even when no path goes into them
+        items.elements.get_or_insert_default();
         for p in &item_paths {
             let segs = p.segments()?;
             items.insert(segs);
@@ -755,6 +757,23 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .slots_items()
+        );
+    }
+
+    #[test]
+    fn items_nothing_is_read_from_are_still_items() {
+        // every field a constant: no path goes into the items, but each is still a coupon
+        let fields = "{id: {value: x}, name: {value: n}, status: {value: usable}}";
+        let body = br#"{"code":0,"data":{"list":[{"id":"a"},{"id":"b"},{}]}}"#;
+        let plan = plan(fields, "$.data.list");
+        let p = plan.routes[0].targets[0].projection.as_ref().unwrap();
+        let read = p.read_items(body).unwrap();
+        let whole: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            objects(&read.doc).len(),
+            objects(&whole).len(),
+            "{}",
+            read.doc
         );
     }
 
