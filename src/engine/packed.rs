@@ -1,26 +1,21 @@
-//! The compact form the answer store keeps an answer in: its rows as JSON, compressed (zstd).
+//! The compact form the answer store keeps an answer in: its rows as JSON, compressed (LZ4).
 //!
 //! Decoded, an answer's rows take ~900 bytes a coupon (a `Value` per field, a `String` per
 //! text) and the canonical coupons built from them as much again, so a 64 MiB budget held
 //! ~1,400 members of three vendors. Rows of one answer repeat each other (the same
-//! templates, names, kinds, dates), and zstd takes the JSON of a sandbox answer from
-//! ~270 to ~80 bytes a coupon. The store keeps this form only; the answers read lately are
-//! kept decoded too, in a tier of their own (`cache::AnswerStore`), so that a hit on a member
-//! asked for often decodes nothing.
-use std::cell::RefCell;
-
+//! templates, names, kinds, dates), and LZ4 shrinks the JSON of a sandbox answer about
+//! threefold. The store keeps this form only; the answers read lately are kept
+//! decoded too, in a tier of their own (`cache::AnswerStore`), so that a hit on a member asked
+//! for often decodes nothing.
 use serde_json::Value;
-use zstd::bulk::{Compressor, Decompressor};
 
 use super::call::CallOutput;
 
 /// A vendor answer as the store keeps it.
 #[derive(Debug)]
 pub struct Packed {
-    /// The rows, a JSON array of arrays, compressed (a zstd frame) unless `raw`.
+    /// The rows, a JSON array of arrays, compressed (an LZ4 block).
     rows: Box<[u8]>,
-    /// The rows are the JSON itself: zstd could not make its context (out of memory).
-    raw: bool,
     /// Length of that JSON, to decode into a buffer of the right size at once.
     json_len: u32,
     dropped: usize,
@@ -36,47 +31,24 @@ pub struct Packed {
 #[error("a packed answer does not decode: {0}")]
 pub struct Undecodable(String);
 
-/// zstd's first "fast" level (`--fast=1`): no Huffman coding of literals, whose tables cost
-/// more than the rest of compressing a few KB. It compresses an answer's rows ~2.5× faster
-/// than level 1 for ~23 % more bytes (~80 instead of ~65 bytes a coupon, measured on the
-/// sandbox's answers with random ids): a miss pays the compression, while 10,000 members still
-/// fit in half the default budget (`tests/cache_fit.rs`).
-const LEVEL: i32 = -1;
-
-thread_local! {
-    // One context per thread, reused: zstd sizes its tables to the input (a few KB here) and
-    // does not clear them between inputs. (deflate, tried first, zeroed ~300 KB of tables
-    // for every answer, which cost more than compressing it: +58 % instructions a miss.)
-    static PACK: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
-    static UNPACK: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// `json` compressed.
-fn compress(json: &[u8]) -> std::io::Result<Vec<u8>> {
-    PACK.with_borrow_mut(|c| {
-        let c = match c {
-            Some(c) => c,
-            None => c.insert(Compressor::new(LEVEL)?),
-        };
-        c.compress(json)
-    })
+/// The JSON of `rows` compressed. LZ4 rather than zstd: every vendor call that fills the cache
+/// pays this, and for the few KB of an answer zstd's fastest level (`--fast=1`, no Huffman
+/// tables) spent ~49k instructions an answer where LZ4 spends ~21k, for ~10 % more heap a
+/// cached member (docs/benchmarks.md, "seventh session": 10,000 members take 41 MiB of the
+/// 64 MiB budget, `tests/cache_fit.rs`). (deflate, tried before zstd, zeroed ~300 KB of
+/// tables for every answer.)
+fn compress(json: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress(json)
 }
 
 /// The JSON of `rows`, decompressed into `len` bytes.
 fn decompress(rows: &[u8], len: usize) -> Result<Vec<u8>, Undecodable> {
-    let undecodable = |e: std::io::Error| Undecodable(e.to_string());
-    UNPACK.with_borrow_mut(|d| {
-        let d = match d {
-            Some(d) => d,
-            None => d.insert(Decompressor::new().map_err(undecodable)?),
-        };
-        let json = d.decompress(rows, len).map_err(undecodable)?;
-        if json.len() == len {
-            Ok(json)
-        } else {
-            Err(Undecodable(format!("{} of {len} bytes", json.len())))
-        }
-    })
+    let json = lz4_flex::block::decompress(rows, len).map_err(|e| Undecodable(e.to_string()))?;
+    if json.len() == len {
+        Ok(json)
+    } else {
+        Err(Undecodable(format!("{} of {len} bytes", json.len())))
+    }
 }
 
 impl Packed {
@@ -84,14 +56,8 @@ impl Packed {
     pub fn of(out: &CallOutput) -> Packed {
         let json = serde_json::to_vec(&out.rows).expect("JSON values always serialize");
         let json_len = u32::try_from(json.len()).unwrap_or(u32::MAX);
-        // zstd fails only when it cannot allocate its context: keep the JSON as it is then
-        let (rows, raw) = match compress(&json) {
-            Ok(z) => (z, false),
-            Err(_) => (json, true),
-        };
         Packed {
-            rows: rows.into_boxed_slice(),
-            raw,
+            rows: compress(&json).into_boxed_slice(),
             json_len,
             dropped: out.dropped,
             pages: out.pages,
@@ -103,11 +69,7 @@ impl Packed {
 
     /// The answer again, as it was packed.
     pub fn unpack(&self) -> Result<CallOutput, Undecodable> {
-        let json = if self.raw {
-            std::borrow::Cow::Borrowed(&*self.rows)
-        } else {
-            std::borrow::Cow::Owned(decompress(&self.rows, self.json_len as usize)?)
-        };
+        let json = decompress(&self.rows, self.json_len as usize)?;
         let rows: Vec<Vec<Value>> =
             serde_json::from_slice(&json).map_err(|e| Undecodable(e.to_string()))?;
         Ok(CallOutput {
@@ -200,7 +162,7 @@ mod tests {
 
     #[test]
     fn answers_that_do_not_shrink_and_one_after_another_pack_whole() {
-        // random text, some of it larger than zstd's block (128 KB after escaping: no)
+        // random text, some of it longer than LZ4's 64 KB window
         let mut x = 88_172_645_463_325_252_u64;
         let mut text = |n: usize| -> String {
             (0..n)
@@ -216,7 +178,7 @@ mod tests {
             .into_iter()
             .map(|n| vec![vec![json!(text(n))], vec![json!(n)]])
             .collect();
-        // packed one after the other on this thread, with one zstd context
+        // packed one after the other on this thread
         let packed: Vec<Packed> = answers
             .iter()
             .map(|r| Packed::of(&out(r.clone())))
