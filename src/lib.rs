@@ -15,6 +15,7 @@ pub mod explain;
 pub mod http;
 pub mod idempotency;
 mod json_scalars;
+mod json_text;
 pub mod sandbox;
 pub mod shared;
 pub mod telemetry;

@@ -152,20 +152,7 @@ impl Coupon {
     /// [`Coupon::write_json`] with `status` written in place of the coupon's own: its effective
     /// status, without copying the coupon to change it.
     pub fn write_json_as(&self, status: &str, out: &mut Vec<u8>) {
-        fn text(out: &mut Vec<u8>, s: &str) {
-            // a fold, not `all`: without the early exit the check is vectorized (text that
-            // needs escaping is rare, so the whole string is read either way)
-            let plain = !s.bytes().fold(false, |esc, b| {
-                esc | (b < 0x20) | (b == b'"') | (b == b'\\')
-            });
-            if plain {
-                out.push(b'"');
-                out.extend_from_slice(s.as_bytes());
-                out.push(b'"');
-            } else {
-                serde_json::to_writer(&mut *out, s).expect("a string serializes");
-            }
-        }
+        use crate::json_text::write_str as text;
         fn some_text(out: &mut Vec<u8>, s: &Option<String>) {
             match s {
                 Some(s) => text(out, s),

@@ -59,21 +59,29 @@ fn format(out: &mut Vec<u8>, l: &Line<'_>, now: jiff::Timestamp, json: bool) {
     let micros = l.elapsed.as_micros();
     let duration = format_args!("{}.{:03}", micros / 1000, micros % 1000);
     if json {
-        let s = |out: &mut Vec<u8>, v: &str| {
-            serde_json::to_writer(&mut *out, v).expect("a string serializes");
-        };
-        let _ = write!(
-            out,
-            "{{\"timestamp\":\"{now:.6}\",\"level\":\"INFO\",\"target\":\"access\",\"message\":\"request\",\"method\":"
+        // written piece by piece rather than by `write!` and serde_json (~3.4k instructions a
+        // line, 7 % of a cached answer): the timestamp digit by digit, strings by `write_str`
+        use crate::json_text::write_str as s;
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        timestamp(out, now);
+        out.extend_from_slice(
+            b"\",\"level\":\"INFO\",\"target\":\"access\",\"message\":\"request\",\"method\":",
         );
         s(out, l.method);
         out.extend_from_slice(b",\"route\":");
         s(out, l.route);
-        let _ = write!(
-            out,
-            ",\"status\":{},\"duration_ms\":{duration},\"request_id\":",
-            l.status
-        );
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(l.status).as_bytes());
+        out.extend_from_slice(b",\"duration_ms\":");
+        out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+        out.push(b'.');
+        let frac = (micros % 1000) as u16;
+        out.extend_from_slice(&[
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+        out.extend_from_slice(b",\"request_id\":");
         s(out, l.request_id);
         out.extend_from_slice(b",\"trace_id\":");
         s(out, l.trace_id);
@@ -90,6 +98,36 @@ fn format(out: &mut Vec<u8>, l: &Line<'_>, now: jiff::Timestamp, json: bool) {
             l.method, l.route, l.status, l.request_id, l.trace_id, l.caller, l.vendors
         );
     }
+}
+
+/// `t` in UTC with microseconds, as jiff writes `{t:.6}`: `2026-11-26T02:07:16.846337Z`, digit
+/// by digit (years outside 0000–9999, which a clock does not show, by jiff).
+fn timestamp(out: &mut Vec<u8>, t: jiff::Timestamp) {
+    let dt = jiff::tz::Offset::UTC.to_datetime(t);
+    let Ok(year) = u32::try_from(dt.year()) else {
+        let _ = write!(out, "{t:.6}");
+        return;
+    };
+    if year > 9999 {
+        let _ = write!(out, "{t:.6}");
+        return;
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, n: u32, width: usize| {
+        let mut n = n;
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, dt.month() as u32, 2);
+    put(8, dt.day() as u32, 2);
+    put(11, dt.hour() as u32, 2);
+    put(14, dt.minute() as u32, 2);
+    put(17, dt.second() as u32, 2);
+    put(20, dt.subsec_nanosecond() as u32 / 1000, 6);
+    out.extend_from_slice(&b);
 }
 
 #[cfg(test)]
@@ -139,6 +177,36 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("status=200 duration_ms=12.345"), "{text}");
         assert!(text.contains(r#"request_id="a\nb""#), "{text}");
+    }
+
+    #[test]
+    fn timestamps_read_as_jiff_writes_them() {
+        // instants across jiff's range, with every kind of fraction, and the ends of a second
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut instants: Vec<jiff::Timestamp> = [
+            "1970-01-01T00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-30T21:59:59.999999999Z",
+            "-000001-12-31T23:59:59.5Z",
+            "2026-11-26T02:07:16.000001Z",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let range = jiff::Timestamp::MAX.as_second() - jiff::Timestamp::MIN.as_second();
+            let secs = jiff::Timestamp::MIN.as_second() + (x % range as u64) as i64;
+            let nanos = (x >> 33) as i32 % 1_000_000_000;
+            instants.push(jiff::Timestamp::new(secs, nanos).unwrap());
+        }
+        for t in instants {
+            let mut out = Vec::new();
+            timestamp(&mut out, t);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{t:.6}"));
+        }
     }
 
     #[test]
