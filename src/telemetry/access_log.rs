@@ -112,21 +112,10 @@ fn timestamp(out: &mut Vec<u8>, t: jiff::Timestamp) {
         let _ = write!(out, "{t:.6}");
         return;
     }
+    use crate::engine::time::{put_date_time, put_digits};
     let mut b = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, n: u32, width: usize| {
-        let mut n = n;
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, dt.month() as u32, 2);
-    put(8, dt.day() as u32, 2);
-    put(11, dt.hour() as u32, 2);
-    put(14, dt.minute() as u32, 2);
-    put(17, dt.second() as u32, 2);
-    put(20, dt.subsec_nanosecond() as u32 / 1000, 6);
+    put_date_time(&mut b, year, dt);
+    put_digits(&mut b, 20, dt.subsec_nanosecond() as u32 / 1000, 6);
     out.extend_from_slice(&b);
 }
 

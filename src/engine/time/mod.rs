@@ -201,20 +201,28 @@ pub fn canonical(t: Timestamp) -> String {
         return canonical_general(t);
     };
     let mut b = *b"0000-00-00T00:00:00+08:00";
-    let mut put = |at: usize, n: u16, width: usize| {
-        let mut n = n;
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, dt.month() as u16, 2);
-    put(8, dt.day() as u16, 2);
-    put(11, dt.hour() as u16, 2);
-    put(14, dt.minute() as u16, 2);
-    put(17, dt.second() as u16, 2);
+    put_date_time(&mut b, u32::from(year), dt);
     std::str::from_utf8(&b).expect("ASCII digits").to_owned()
+}
+
+/// Writes `year` (0–9999) and `dt`'s month, day, hour, minute and second over the digits of
+/// `b`, which is shaped `0000-00-00T00:00:00…`: the digit-by-digit writers of times (the
+/// canonical form here, the access line's timestamp) share it.
+pub(crate) fn put_date_time(b: &mut [u8], year: u32, dt: jiff::civil::DateTime) {
+    put_digits(b, 0, year, 4);
+    put_digits(b, 5, dt.month() as u32, 2);
+    put_digits(b, 8, dt.day() as u32, 2);
+    put_digits(b, 11, dt.hour() as u32, 2);
+    put_digits(b, 14, dt.minute() as u32, 2);
+    put_digits(b, 17, dt.second() as u32, 2);
+}
+
+/// `n` as `width` decimal digits, zero-padded, at `b[at..at + width]`.
+pub(crate) fn put_digits(b: &mut [u8], at: usize, mut n: u32, width: usize) {
+    for i in (at..at + width).rev() {
+        b[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// The instant a canonical time names (as [`canonical`] writes it), read by position; any
