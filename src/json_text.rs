@@ -24,12 +24,18 @@ mod tests {
 
     #[test]
     fn strings_read_back_as_written_whatever_they_hold() {
+        // each kind of escape once and twice (a check that toggled instead of accumulating
+        // would let a string with two through unescaped), and a space, the first byte that
+        // needs none
         for s in [
             "",
             "plain",
+            "a space",
             "满100减20",
             "quote\"d",
+            "two \"quotes\"",
             "back\\slash",
+            "two back\\sla\\shes",
             "new\nline",
             "\u{1}\u{1f}",
             "\u{7f}é",
