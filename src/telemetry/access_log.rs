@@ -101,17 +101,13 @@ fn format(out: &mut Vec<u8>, l: &Line<'_>, now: jiff::Timestamp, json: bool) {
 }
 
 /// `t` in UTC with microseconds, as jiff writes `{t:.6}`: `2026-11-26T02:07:16.846337Z`, digit
-/// by digit (years outside 0000–9999, which a clock does not show, by jiff).
+/// by digit (years before 0000, which a clock does not show, by jiff; its years end at 9999).
 fn timestamp(out: &mut Vec<u8>, t: jiff::Timestamp) {
     let dt = jiff::tz::Offset::UTC.to_datetime(t);
     let Ok(year) = u32::try_from(dt.year()) else {
         let _ = write!(out, "{t:.6}");
         return;
     };
-    if year > 9999 {
-        let _ = write!(out, "{t:.6}");
-        return;
-    }
     use crate::engine::time::{put_date_time, put_digits};
     let mut b = *b"0000-00-00T00:00:00.000000Z";
     put_date_time(&mut b, year, dt);
