@@ -74,13 +74,9 @@ fn format(out: &mut Vec<u8>, l: &Line<'_>, now: jiff::Timestamp, json: bool) {
         out.extend_from_slice(itoa::Buffer::new().format(l.status).as_bytes());
         out.extend_from_slice(b",\"duration_ms\":");
         out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
-        out.push(b'.');
-        let frac = (micros % 1000) as u16;
-        out.extend_from_slice(&[
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ]);
+        let mut frac = *b".000";
+        crate::engine::time::put_digits(&mut frac, 1, (micros % 1000) as u32, 3);
+        out.extend_from_slice(&frac);
         out.extend_from_slice(b",\"request_id\":");
         s(out, l.request_id);
         out.extend_from_slice(b",\"trace_id\":");
