@@ -197,11 +197,11 @@ pub fn canonical(t: Timestamp) -> String {
     const ZONE: Offset = jiff::tz::offset(8);
     let dt = ZONE.to_datetime(t);
     // jiff's years end at 9999; negative ones are written with a sign
-    let Ok(year) = u16::try_from(dt.year()) else {
+    let Ok(year) = u32::try_from(dt.year()) else {
         return canonical_general(t);
     };
     let mut b = *b"0000-00-00T00:00:00+08:00";
-    put_date_time(&mut b, u32::from(year), dt);
+    put_date_time(&mut b, year, dt);
     std::str::from_utf8(&b).expect("ASCII digits").to_owned()
 }
 
