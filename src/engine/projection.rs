@@ -23,9 +23,15 @@
 //! decryption replaces what it opens); otherwise items are read as projected maps.
 //!
 //! Two differences from a full parse, on purpose: skipped members are checked for JSON syntax
-//! but their text is not decoded (invalid UTF-8 inside a member nobody reads is no error), and
-//! they are walked without recursion, so serde_json's nesting limit (128), which protects the
-//! stack, applies only to what is kept.
+//! but their text is not decoded, and the tokenizer's nesting limit (sonic-rs: 255 levels,
+//! serde_json: 128), which protects the stack, applies only to what is kept.
+//!
+//! The tokenizer is sonic-rs (SIMD string scanning and skipping): against serde_json's it took
+//! a 3-vendor miss's parsing from ~478k instructions to ~390k (docs/benchmarks.md, "eighth
+//! session"). Its skipping of a member nobody reads recurses once per level with no limit
+//! (sonic-rs issue #232), so an answer that could nest deeper than [`SONIC_DEPTH`] — it has
+//! more opening brackets than that, counted first — is read by serde_json instead, whose
+//! skipping is a loop: a vendor cannot make the gateway overflow its stack.
 use std::collections::HashMap;
 use std::fmt;
 
@@ -258,15 +264,12 @@ impl Projection {
     }
 
     /// Parses `body`, keeping only the projected members, items as maps of them.
-    pub fn read(&self, body: &[u8]) -> Result<Value, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let v = Seed::new(&self.root, None).deserialize(&mut de)?;
-        de.end()?;
-        Ok(v)
+    pub fn read(&self, body: &[u8]) -> Result<Value, NotJson> {
+        parse(body, Seed::new(&self.root, None))
     }
 
     /// Parses `body`, keeping only the projected members, items into slots where they can be.
-    pub fn read_items(&self, body: &[u8]) -> Result<Projected, serde_json::Error> {
+    pub fn read_items(&self, body: &[u8]) -> Result<Projected, NotJson> {
         let Some(tree) = &self.item else {
             return Ok(Projected {
                 doc: self.read(body)?,
@@ -274,18 +277,53 @@ impl Projection {
             });
         };
         let mut items = Vec::new();
-        let mut de = serde_json::Deserializer::from_slice(body);
         let slotted = Slotting {
             tree,
             slots: usize::from(tree.below.end),
             items: &mut items,
         };
-        let doc = Seed::new(&self.root, Some(slotted)).deserialize(&mut de)?;
-        de.end()?;
+        let doc = parse(body, Seed::new(&self.root, Some(slotted)))?;
         Ok(Projected {
             doc,
             items: Some(items),
         })
+    }
+}
+
+/// An answer that is not JSON (or nests deeper than the tokenizer reads).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotJson(String);
+
+/// Opening brackets an answer may have and still be read by sonic-rs, whose skipping recurses
+/// once per level (~100–250 bytes of stack each, measured): 2,048 levels stay well inside a
+/// 2 MiB worker stack, and a page of 500 items, each an object with a few nested ones, is
+/// still under it.
+const SONIC_DEPTH: usize = 2_048;
+
+/// Reads `body` by `seed` to its end, by sonic-rs when it cannot nest deeper than
+/// [`SONIC_DEPTH`] (no more opening brackets than that), otherwise by serde_json.
+fn parse<S, T>(body: &[u8], seed: S) -> Result<T, NotJson>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
+    // memchr's SIMD search (AVX2 when the CPU has it): a byte-by-byte count cost more than
+    // sonic-rs saved
+    let opening = memchr::memchr2_iter(b'[', b'{', body).count();
+    if opening <= SONIC_DEPTH {
+        let mut de = sonic_rs::Deserializer::from_slice(body);
+        let v = seed
+            .deserialize(&mut de)
+            .map_err(|e| NotJson(e.to_string()))?;
+        de.end().map_err(|e| NotJson(e.to_string()))?;
+        Ok(v)
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let v = seed
+            .deserialize(&mut de)
+            .map_err(|e| NotJson(e.to_string()))?;
+        de.end().map_err(|e| NotJson(e.to_string()))?;
+        Ok(v)
     }
 }
 
@@ -789,12 +827,25 @@ mod tests {
         ] {
             assert!(p.read(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        // nesting past serde_json's limit (128) is refused where it is read; a skipped member
-        // is walked without recursion, so its depth costs no stack and is let through
+        // nesting past the tokenizer's limit (sonic-rs: 255) is refused where it is read; a
+        // skipped member's depth is no error
         let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(200));
+        let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(300));
         assert!(p.read(read.as_bytes()).is_err());
-        let skipped = format!(r#"{{"code":0,"junk":{}}}"#, nested(200));
+        let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(200));
+        assert!(p.read(read.as_bytes()).is_ok());
+        // sonic-rs skips by recursion: as deep as it is trusted with, on half a worker's stack
+        let deepest = format!(r#"{{"code":0,"junk":{}}}"#, nested(super::SONIC_DEPTH - 1));
+        let p2 = p.clone();
+        let read = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || p2.read(deepest.as_bytes()).map_err(|e| e.to_string()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(read.unwrap(), json!({"code": 0}));
+        // deeper than that, serde_json reads it, skipping by a loop
+        let skipped = format!(r#"{{"code":0,"junk":{}}}"#, nested(100_000));
         assert_eq!(p.read(skipped.as_bytes()).unwrap(), json!({"code": 0}));
     }
 }
