@@ -429,7 +429,24 @@ async fn metrics_logs_and_secrets_of_a_real_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_without_a_failed_request() {
-    let gw = start(&[("CGW_SERVER__DRAIN_DELAY_MS", "1500")]);
+    drains_under_load(0).await;
+}
+
+/// `server.connection_threads`: connections served on threads of their own (each with its own
+/// runtime and vendor connection pool) answer every vendor and drain on SIGTERM as connections
+/// on the shared runtime do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_threads_answer_and_drain_like_the_shared_runtime() {
+    drains_under_load(2).await;
+}
+
+/// SIGTERM under load from several connections, served on `threads` connection threads.
+async fn drains_under_load(threads: usize) {
+    let threads_env = threads.to_string();
+    let gw = start(&[
+        ("CGW_SERVER__DRAIN_DELAY_MS", "1500"),
+        ("CGW_SERVER__CONNECTION_THREADS", &threads_env),
+    ]);
     // a new connection per request, as a load balancer's health-checked pool would make
     let client: TestClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
@@ -512,6 +529,34 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
     })
     .await;
     let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+    // the threads exist, and a query through them hears from every vendor
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    for i in 0..threads.max(2) {
+        assert_eq!(
+            names.contains(&format!("cgw-conn-{i}")),
+            i < threads,
+            "thread cgw-conn-{i} among {names:?}"
+        );
+    }
+    let (status, body) = text(
+        &client,
+        Request::post(gw.url("/v1/coupons/query"))
+            .header("content-type", "application/json")
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from(query.clone())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for vendor in ["op", "hkl", "zvcms"] {
+        assert_eq!(source(&page, vendor)["outcome"], "ok", "{vendor}");
+    }
+    assert!(!page["coupons"].as_array().unwrap().is_empty(), "{body}");
     gw.sigterm();
     for l in loops {
         l.await.unwrap();

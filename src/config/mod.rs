@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// One memory budget for every cached vendor answer together, weighed by an estimate of
     /// what the entries hold in memory; the least valuable entries make room beyond it.
     pub cache_max_bytes: u64,
+    /// Threads that serve client connections, each with a runtime and a vendor connection
+    /// pool of its own, so that a request and its vendor calls never change threads
+    /// (environment: `CGW_SERVER__CONNECTION_THREADS`); 0 serves them on the shared runtime.
+    pub connection_threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +101,7 @@ impl Default for ServerConfig {
             http2_keep_alive_interval_ms: 30_000,
             http2_keep_alive_timeout_ms: 20_000,
             cache_max_bytes: 64 * 1024 * 1024,
+            connection_threads: 0,
         }
     }
 }

@@ -29,6 +29,41 @@ pub enum TransportError {
     AttemptTimeout(std::time::Duration),
 }
 
+thread_local! {
+    /// The client of a connection thread (`server.connection_threads`): its pooled
+    /// connections are driven by that thread's runtime, so a vendor's answer wakes the thread
+    /// whose request waits for it, not another one.
+    static THREAD_CLIENT: std::cell::OnceCell<HttpClient> = const { std::cell::OnceCell::new() };
+}
+
+/// Gives the current thread a vendor client of its own (a connection thread, at its start).
+pub fn own_client_for_this_thread() {
+    THREAD_CLIENT.with(|c| {
+        c.get_or_init(build_client);
+    });
+}
+
+fn build_client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false); // the https connector wraps it
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .expect("ring supports the default TLS versions")
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .pool_timer(TokioTimer::new()) // without a timer the idle timeout is not enforced
+        .timer(TokioTimer::new())
+        .build(https)
+}
+
 #[derive(Clone)]
 pub struct Upstream {
     client: HttpClient,
@@ -39,26 +74,8 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(max_body: u64) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false); // the https connector wraps it
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(2)));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .expect("ring supports the default TLS versions")
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .pool_timer(TokioTimer::new()) // without a timer the idle timeout is not enforced
-            .timer(TokioTimer::new())
-            .build(https);
         Upstream {
-            client,
+            client: build_client(),
             max_body,
             calls: None,
         }
@@ -85,7 +102,10 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Bytes>, TransportError> {
-        let res = self.client.request(req).await.map_err(|e| {
+        // a connection thread's own client, else the shared one
+        let own = THREAD_CLIENT.with(|c| c.get().cloned());
+        let client = own.as_ref().unwrap_or(&self.client);
+        let res = client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 TransportError::Connect(root_cause(&e))
             } else {

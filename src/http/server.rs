@@ -70,6 +70,7 @@ pub async fn serve(
         // long, and the connection is dropped
         .header_read_timeout(Duration::from_millis(state.server.header_read_timeout_ms));
     let graceful = GracefulShutdown::new();
+    let mut threads = ConnectionThreads::start(server.connection_threads);
     let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
     let drain_delay = Duration::from_millis(server.drain_delay_ms);
     // set when the shutdown signal came: the listener serves until then
@@ -105,7 +106,7 @@ pub async fn serve(
                 let (builder, svc) = (builder.clone(), svc.clone());
                 let first_byte = Duration::from_millis(server.header_read_timeout_ms);
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                let serve = move |stream: tokio::net::TcpStream| async move {
                     // the protocol is only known from the first bytes, and hyper's header
                     // timeout starts after them: a connection that sends nothing is dropped
                     // here, so idle connections cannot pile up
@@ -125,7 +126,8 @@ pub async fn serve(
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(permit);
-                });
+                };
+                threads.hand_over(stream, serve);
             }
             _ = &mut shutdown, if !draining => {
                 state.set_ready(false);
@@ -173,6 +175,88 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// A connection's work, started on the thread that serves it.
+type Job = Box<dyn FnOnce(tokio::net::TcpStream) -> BoxedConn + Send>;
+type BoxedConn = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// `server.connection_threads`: threads that each run a single-threaded runtime and serve the
+/// connections handed to them, round robin, with a vendor client of their own. A request, its
+/// vendor calls and their answers then stay on one thread: on the shared multi-threaded
+/// runtime each of those steps could wake the other worker (a futex wake-up, a steal, cold
+/// caches), which measured ~25 % of the CPU of a vendor call (docs/benchmarks.md, "eighth
+/// session"). With none, connections are served on the shared runtime.
+struct ConnectionThreads {
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, Job)>>,
+    next: usize,
+}
+
+impl ConnectionThreads {
+    fn start(n: usize) -> ConnectionThreads {
+        let mut senders = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, Job)>();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a connection thread; serving on the shared runtime");
+                    break;
+                }
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("cgw-conn-{i}"))
+                .spawn(move || {
+                    crate::engine::upstream::own_client_for_this_thread();
+                    runtime.block_on(async move {
+                        while let Some((stream, job)) = rx.recv().await {
+                            match tokio::net::TcpStream::from_std(stream) {
+                                Ok(stream) => {
+                                    tokio::spawn(job(stream));
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "connection lost in hand-over")
+                                }
+                            }
+                        }
+                    });
+                    // the listener is closed and every connection drained (or the grace over)
+                });
+            match spawned {
+                Ok(_) => senders.push(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a connection thread; serving on the shared runtime");
+                    break;
+                }
+            }
+        }
+        ConnectionThreads { senders, next: 0 }
+    }
+
+    /// Serves `stream` by `serve` on the next connection thread, or here when there is none.
+    fn hand_over<F, Fut>(&mut self, stream: tokio::net::TcpStream, serve: F)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if self.senders.is_empty() {
+            tokio::spawn(serve(stream));
+            return;
+        }
+        // out of this runtime's reactor, into the thread's own
+        let Ok(stream) = stream.into_std() else {
+            return;
+        };
+        let i = self.next % self.senders.len();
+        self.next = self.next.wrapping_add(1);
+        let job: Job = Box::new(move |s| Box::pin(serve(s)));
+        if let Err(e) = self.senders[i].send((stream, job)) {
+            tracing::warn!(error = %e.to_string(), "a connection thread is gone");
+        }
     }
 }
 

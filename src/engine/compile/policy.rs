@@ -47,6 +47,13 @@ pub const SERVER_BOUNDS: &[Bound<RoutesConfig>] = &[
         get: |c| Some(c.server.drain_delay_ms),
     },
     Bound {
+        key: "server.connection_threads",
+        min: 0,
+        max: 256,
+        note: "",
+        get: |c| Some(c.server.connection_threads as u64),
+    },
+    Bound {
         key: "server.max_connections",
         min: 1,
         max: 1_000_000,
