@@ -26,12 +26,13 @@
 //! but their text is not decoded, and the tokenizer's nesting limit (sonic-rs: 255 levels,
 //! serde_json: 128), which protects the stack, applies only to what is kept.
 //!
-//! The tokenizer is sonic-rs (SIMD string scanning and skipping): against serde_json's it took
-//! a 3-vendor miss's parsing from ~478k instructions to ~390k (docs/benchmarks.md, "eighth
-//! session"). Its skipping of a member nobody reads recurses once per level with no limit
-//! (sonic-rs issue #232), so an answer that could nest deeper than [`SONIC_DEPTH`] — it has
-//! more opening brackets than that, counted first — is read by serde_json instead, whose
-//! skipping is a loop: a vendor cannot make the gateway overflow its stack.
+//! The tokenizer of optimised builds is sonic-rs (SIMD string scanning and skipping): against
+//! serde_json's it took a 3-vendor miss's parsing from ~478k instructions to ~410k
+//! (docs/benchmarks.md, "eighth session"). Its skipping of a member nobody reads recurses once
+//! per level with no limit (sonic-rs issue #232), so an answer that could nest deeper than
+//! [`SONIC_DEPTH`] — it has more opening brackets than that, counted first — is read by
+//! serde_json instead, whose skipping is a loop: a vendor cannot make the gateway overflow its
+//! stack.
 use std::collections::HashMap;
 use std::fmt;
 
@@ -296,10 +297,25 @@ impl Projection {
 pub struct NotJson(String);
 
 /// Opening brackets an answer may have and still be read by sonic-rs, whose skipping recurses
-/// once per level (~100–250 bytes of stack each, measured): 2,048 levels stay well inside a
-/// 2 MiB worker stack, and a page of 500 items, each an object with a few nested ones, is
-/// still under it.
-const SONIC_DEPTH: usize = 2_048;
+/// once per level (~100–250 bytes of stack each in a release build, measured): 2,048 levels
+/// stay well inside a 2 MiB worker stack, and a page of 500 items, each an object with a few
+/// nested ones, is still under it.
+const SONIC_DEPTH_OPTIMISED: usize = 2_048;
+
+/// The bound this build reads by: unoptimised, sonic-rs's generic code spends tens of KB of
+/// stack a level (a 500-deep test answer overflowed 16 MiB), so such builds (`cargo test`)
+/// read every answer with a bracket by serde_json; `.ci/run` runs the library's tests in
+/// release too, where answers go through sonic-rs.
+const SONIC_DEPTH: usize = if cfg!(debug_assertions) {
+    0
+} else {
+    SONIC_DEPTH_OPTIMISED
+};
+
+/// A whole answer (no projection), read by the same tokenizer choice as a projected one.
+pub fn read_whole(body: &[u8]) -> Result<Value, NotJson> {
+    parse(body, std::marker::PhantomData::<Value>)
+}
 
 /// Reads `body` by `seed` to its end, by sonic-rs when it cannot nest deeper than
 /// [`SONIC_DEPTH`] (no more opening brackets than that), otherwise by serde_json.
@@ -827,31 +843,28 @@ mod tests {
         ] {
             assert!(p.read(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        // Depth, on half of a runtime worker's 2 MiB stack in a release build: nesting past
-        // the tokenizer's limit (sonic-rs: 255) is refused where it is read, and a skipped
-        // member's depth is no error. Unoptimised builds spend over 32 KB of stack a level
-        // in sonic-rs's skipping (its generic code is built at the test's opt-level), hence
-        // their 512 MiB (reserved, not all touched); `.ci/run` runs this test in release too.
+        // Depth, on half of a runtime worker's 2 MiB stack: nesting past the tokenizers'
+        // limits (sonic-rs 255, serde_json 128) is refused where it is read, and a skipped
+        // member's depth is no error. In a release build the deepest answer sonic-rs is
+        // trusted with goes through it (`.ci/run` runs this test in release too).
         let p = p.clone();
         let on_a_stack = move || {
             let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
             let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(300));
             assert!(p.read(read.as_bytes()).is_err());
-            let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(250));
+            let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(120));
             assert!(p.read(read.as_bytes()).is_ok());
-            // sonic-rs skips by recursion: as deep as it is trusted with
-            let deepest = format!(r#"{{"code":0,"junk":{}}}"#, nested(super::SONIC_DEPTH - 1));
+            let deepest = format!(
+                r#"{{"code":0,"junk":{}}}"#,
+                nested(super::SONIC_DEPTH_OPTIMISED - 1)
+            );
             assert_eq!(p.read(deepest.as_bytes()).unwrap(), json!({"code": 0}));
             // deeper than that, serde_json reads it, skipping by a loop
             let skipped = format!(r#"{{"code":0,"junk":{}}}"#, nested(100_000));
             assert_eq!(p.read(skipped.as_bytes()).unwrap(), json!({"code": 0}));
         };
         std::thread::Builder::new()
-            .stack_size(if cfg!(debug_assertions) {
-                512 << 20
-            } else {
-                1 << 20
-            })
+            .stack_size(1 << 20)
             .spawn(on_a_stack)
             .unwrap()
             .join()

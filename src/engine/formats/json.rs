@@ -49,7 +49,7 @@ impl AnswerReader for Run {
         "application/json"
     }
     fn read(&self, body: &[u8]) -> Result<Value, String> {
-        sonic_rs::from_slice(body).map_err(|_| NOT_JSON.to_owned())
+        crate::engine::projection::read_whole(body).map_err(|_| NOT_JSON.to_owned())
     }
     fn read_projected(&self, body: &[u8], projection: &Projection) -> Result<Projected, String> {
         projection.read_items(body).map_err(|_| NOT_JSON.to_owned())
