@@ -440,6 +440,25 @@ async fn connection_threads_answer_and_drain_like_the_shared_runtime() {
     drains_under_load(2).await;
 }
 
+/// CPU ticks (user + system) of the gateway's connection threads.
+fn connection_threads_ticks(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with("cgw-conn-") {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 /// SIGTERM under load from several connections, served on `threads` connection threads.
 async fn drains_under_load(threads: usize) {
     let threads_env = threads.to_string();
@@ -541,6 +560,15 @@ async fn drains_under_load(threads: usize) {
             i < threads,
             "thread cgw-conn-{i} among {names:?}"
         );
+    }
+    // and they, not the shared runtime, serve the connections: their CPU moves under the load
+    // (counted in 10 ms ticks, so the load goes on until it does)
+    if threads > 0 {
+        let pid = gw.child.id();
+        support::until("the connection threads use CPU", || async move {
+            connection_threads_ticks(pid) > 0
+        })
+        .await;
     }
     let (status, body) = text(
         &client,
