@@ -300,17 +300,13 @@ pub struct NotJson(String);
 /// once per level (~100–250 bytes of stack each in a release build, measured): 2,048 levels
 /// stay well inside a 2 MiB worker stack, and a page of 500 items, each an object with a few
 /// nested ones, is still under it.
-const SONIC_DEPTH_OPTIMISED: usize = 2_048;
+const SONIC_DEPTH: usize = 2_048;
 
-/// The bound this build reads by: unoptimised, sonic-rs's generic code spends tens of KB of
-/// stack a level (a 500-deep test answer overflowed 16 MiB), so such builds (`cargo test`)
-/// read every answer with a bracket by serde_json; `.ci/run` runs the library's tests in
+/// Whether this build reads answers by sonic-rs at all: unoptimised, its generic code spends
+/// tens of KB of stack a level (a 500-deep test answer overflowed 16 MiB), so such builds
+/// (`cargo test`) read every answer by serde_json; `.ci/run` runs the library's tests in
 /// release too, where answers go through sonic-rs.
-const SONIC_DEPTH: usize = if cfg!(debug_assertions) {
-    0
-} else {
-    SONIC_DEPTH_OPTIMISED
-};
+const SONIC: bool = !cfg!(debug_assertions);
 
 /// A whole answer (no projection), read by the same tokenizer choice as a projected one.
 pub fn read_whole(body: &[u8]) -> Result<Value, NotJson> {
@@ -325,8 +321,7 @@ where
 {
     // memchr's SIMD search (AVX2 when the CPU has it): a byte-by-byte count cost more than
     // sonic-rs saved
-    let opening = memchr::memchr2_iter(b'[', b'{', body).count();
-    if opening <= SONIC_DEPTH {
+    if SONIC && memchr::memchr2_iter(b'[', b'{', body).count() <= SONIC_DEPTH {
         let mut de = sonic_rs::Deserializer::from_slice(body);
         let v = seed
             .deserialize(&mut de)
@@ -854,10 +849,7 @@ mod tests {
             assert!(p.read(read.as_bytes()).is_err());
             let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(120));
             assert!(p.read(read.as_bytes()).is_ok());
-            let deepest = format!(
-                r#"{{"code":0,"junk":{}}}"#,
-                nested(super::SONIC_DEPTH_OPTIMISED - 1)
-            );
+            let deepest = format!(r#"{{"code":0,"junk":{}}}"#, nested(super::SONIC_DEPTH - 1));
             assert_eq!(p.read(deepest.as_bytes()).unwrap(), json!({"code": 0}));
             // deeper than that, serde_json reads it, skipping by a loop
             let skipped = format!(r#"{{"code":0,"junk":{}}}"#, nested(100_000));
