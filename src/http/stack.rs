@@ -60,7 +60,7 @@ pub fn app(
                 .make_span_with(|req: &Request<_>| {
                     let id = req
                         .headers()
-                        .get("x-request-id")
+                        .get(&super::X_REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
                     let route = super::router::route_name(req.method(), req.uri().path());
