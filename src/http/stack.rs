@@ -3,8 +3,7 @@
 //! | layer | why |
 //! | --- | --- |
 //! | SetRequestId | every request gets an `x-request-id` (the caller's is kept) before anything logs |
-//! | Access | outside every edge layer: counts each answer by route and status (413, 431, 503, 504 included), in-flight requests, and writes the access-log line |
-//! | Trace | one span per request, carrying the request id |
+//! | Access | outside every edge layer: one span per request (carrying the request id), counts each answer by route and status (413, 431, 503, 504 included), in-flight requests, and writes the access-log line |
 //! | PropagateRequestId | the id goes back on the answer |
 //! | ProblemBodies | any error answer an inner layer made bare (timeout, body limit, panic, shedding) becomes problem+json with `instance` = request id |
 //! | CatchPanic | a bug answers 500 instead of dropping the connection |
@@ -30,7 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use super::problem::{self, Problem};
 use super::router::{BoxError, route};
@@ -55,54 +54,6 @@ pub fn app(
     let concurrency = server.max_concurrency.max(1);
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    let id = req
-                        .headers()
-                        .get(&super::X_REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    let route = super::router::route_name(req.method(), req.uri().path());
-                    if !crate::telemetry::exporting() {
-                        // no trace leaves the process: the span is only what log lines written
-                        // inside the request carry (its id, and the caller once known), which
-                        // costs a fraction of the full set of attributes
-                        return tracing::info_span!(
-                            "request",
-                            request_id = %id,
-                            caller = tracing::field::Empty,
-                        );
-                    }
-                    // HTTP semantic conventions; the path is not recorded (it can carry a
-                    // record id), the route name is
-                    let span = tracing::info_span!(
-                        "request",
-                        otel.name = %format_args!("{} {}", req.method(), route),
-                        otel.kind = "server",
-                        http.request.method = %req.method(),
-                        http.route = route,
-                        http.response.status_code = tracing::field::Empty,
-                        otel.status_code = tracing::field::Empty,
-                        request_id = %id,
-                        trace_id = tracing::field::Empty,
-                        caller = tracing::field::Empty,
-                    );
-                    crate::telemetry::set_parent_from_headers(&span, req.headers());
-                    if let Some(t) = span.in_scope(crate::telemetry::trace_id) {
-                        span.record("trace_id", t);
-                    }
-                    span
-                })
-                .on_response(
-                    |res: &Response<_>, _latency: Duration, span: &tracing::Span| {
-                        span.record("http.response.status_code", res.status().as_u16());
-                        if res.status().is_server_error() {
-                            span.record("otel.status_code", "ERROR");
-                        }
-                    },
-                ),
-        )
         .layer(AccessLayer)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ProblemBodiesLayer)
@@ -289,12 +240,19 @@ where
         let route = super::router::route_name(req.method(), req.uri().path());
         let method = req.method().clone();
         let request_id = super::request_id(&req);
-        let fut = self.inner.call(req);
-        Box::pin(async move {
+        let span = request_span(&req, route, &request_id);
+        // spans made while the inner layers take the request are the request's children
+        let fut = span.in_scope(|| self.inner.call(req));
+        let request_span = span.clone();
+        let answered = async move {
             let res = fut.await?;
             let elapsed = started.elapsed();
             drop(in_flight);
             let status = res.status().as_u16();
+            request_span.record("http.response.status_code", status);
+            if res.status().is_server_error() {
+                request_span.record("otel.status_code", "ERROR");
+            }
             crate::telemetry::record_http(route, status, elapsed);
             if crate::telemetry::access_log::enabled() {
                 let answered = res.extensions().get::<crate::telemetry::Answered>();
@@ -310,8 +268,44 @@ where
                 });
             }
             Ok(res)
-        })
+        };
+        Box::pin(answered.instrument(span))
     }
+}
+
+/// The request's span. Made here rather than by tower-http's `TraceLayer`, whose wrapping of
+/// every answer body (a clock reading per frame, a failure classifier, its default request and
+/// response events) cost more than the span itself on a cached answer.
+fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        // no trace leaves the process: the span is only what log lines written inside the
+        // request carry (its id, and the caller once known), which costs a fraction of the
+        // full set of attributes
+        return tracing::info_span!(
+            "request",
+            request_id = %id,
+            caller = tracing::field::Empty,
+        );
+    }
+    // HTTP semantic conventions; the path is not recorded (it can carry a record id), the
+    // route name is
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {}", req.method(), route),
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        request_id = %id,
+        trace_id = tracing::field::Empty,
+        caller = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent_from_headers(&span, req.headers());
+    if let Some(t) = span.in_scope(crate::telemetry::trace_id) {
+        span.record("trace_id", t);
+    }
+    span
 }
 
 #[cfg(test)]
