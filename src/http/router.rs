@@ -736,7 +736,12 @@ fn in_flight_wait(request_timeout_ms: u64) -> std::time::Duration {
 struct VendorOutcomes(String);
 
 fn vendor_outcomes(sources: &[crate::canonical::merge::Source]) -> VendorOutcomes {
-    let mut out = String::new();
+    // sized once: grown push by push it was reallocated two or three times a request
+    let len = sources
+        .iter()
+        .map(|s| s.vendor.len() + s.outcome.as_str().len() + 2)
+        .sum();
+    let mut out = String::with_capacity(len);
     for s in sources {
         if !out.is_empty() {
             out.push(' ');
