@@ -2,9 +2,7 @@
 //!
 //! | layer | why |
 //! | --- | --- |
-//! | SetRequestId | every request gets an `x-request-id` (the caller's is kept) before anything logs |
-//! | Access | outside every edge layer: one span per request (carrying the request id), counts each answer by route and status (413, 431, 503, 504 included), in-flight requests, and writes the access-log line |
-//! | PropagateRequestId | the id goes back on the answer |
+//! | Access | outermost: every request gets an `x-request-id` (the caller's is kept) before anything logs, and the id goes back on the answer; one span per request (carrying the id); counts each answer by route and status (413, 431, 503, 504 included) and in-flight requests, and writes the access-log line |
 //! | ProblemBodies | any error answer an inner layer made bare (timeout, body limit, panic, shedding) becomes problem+json with `instance` = request id |
 //! | CatchPanic | a bug answers 500 instead of dropping the connection |
 //! | RequestBodyLimit | a declared `Content-Length` over the limit is refused (413) before reading |
@@ -20,14 +18,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
@@ -53,9 +50,7 @@ pub fn app(
     let timeout = Duration::from_millis(server.request_timeout_ms);
     let concurrency = server.max_concurrency.max(1);
     ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(AccessLayer)
-        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ProblemBodiesLayer)
         .layer(CatchPanicLayer::new())
         .layer(RequestBodyLimitLayer::new(body_limit))
@@ -234,18 +229,37 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let started = tokio::time::Instant::now();
         let in_flight = crate::telemetry::InFlight::start();
         let route = super::router::route_name(req.method(), req.uri().path());
         let method = req.method().clone();
+        // the caller's id is kept as it is; a request without one gets a UUID. Done here
+        // rather than by tower-http's SetRequestId and PropagateRequestId, which kept the id
+        // a third time in the request's extensions (a map allocated per request) for the
+        // answer to find it there.
+        let id_header = match req.headers().get(&super::X_REQUEST_ID) {
+            Some(given) => given.clone(),
+            None => {
+                let mut text = uuid::Uuid::encode_buffer();
+                let made = HeaderValue::from_str(
+                    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text),
+                )
+                .expect("a UUID is a valid header value");
+                req.headers_mut().insert(super::X_REQUEST_ID, made.clone());
+                made
+            }
+        };
         let request_id = super::request_id(&req);
         let span = request_span(&req, route, &request_id);
         // spans made while the inner layers take the request are the request's children
         let fut = span.in_scope(|| self.inner.call(req));
         let request_span = span.clone();
         let answered = async move {
-            let res = fut.await?;
+            let mut res = fut.await?;
+            if !res.headers().contains_key(&super::X_REQUEST_ID) {
+                res.headers_mut().insert(super::X_REQUEST_ID, id_header);
+            }
             let elapsed = started.elapsed();
             drop(in_flight);
             let status = res.status().as_u16();
