@@ -250,7 +250,7 @@ where
                 made
             }
         };
-        let request_id = super::request_id(&req);
+        let request_id = id_header.to_str().unwrap_or("-").to_owned();
         let span = request_span(&req, route, &request_id);
         // spans made while the inner layers take the request are the request's children
         let fut = span.in_scope(|| self.inner.call(req));
