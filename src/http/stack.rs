@@ -198,9 +198,11 @@ where
     }
 }
 
-/// Counts every answer by route and status, keeps the in-flight gauge, and writes one
-/// access-log line per request at `info`. It sits outside every edge layer, so the edge's own
-/// answers (413, 431, 500, 503, 504) are counted under the route that was asked.
+/// Gives every request its id (the caller's `x-request-id`, or a new UUID) and echoes it on
+/// the answer, runs the request in its span, counts every answer by route and status, keeps
+/// the in-flight gauge, and writes one access-log line per request at `info`. It sits outside
+/// every edge layer, so the edge's own answers (413, 431, 500, 503, 504) carry the id and are
+/// counted under the route that was asked.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessLayer;
 
