@@ -20,7 +20,7 @@ use crate::canonical::merge::QueryAnswer;
 use crate::canonical::merge::{Source, VendorResult, Verdict, choose, judge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits, Require};
 use crate::config::IdentityKind;
-use crate::engine::cache::Cached;
+use crate::engine::cache::{Cached, Standing};
 use crate::engine::call::CallInput;
 use crate::engine::fanout::{self, call_with_deadline};
 use crate::engine::plan::OperationPlan;
@@ -261,8 +261,7 @@ struct Whole {
 
 struct Served {
     cache: Arc<crate::engine::cache::ResponseCache>,
-    key: Arc<str>,
-    id: u64,
+    standing: Arc<Standing>,
     /// Where its hits are counted (looked up once, not per use).
     handles: Option<Arc<crate::telemetry::OperationHandles>>,
 }
@@ -304,10 +303,9 @@ impl WholeAnswers {
         if w.page.changes_at.is_some_and(|t| now >= t) {
             return None;
         }
-        for s in &w.served {
-            if !s.cache.serves(&s.key, s.id).await {
-                return None;
-            }
+        let now = std::time::Instant::now();
+        if !w.served.iter().all(|s| s.cache.serves(&s.standing, now)) {
+            return None;
         }
         for h in w.served.iter().filter_map(|s| s.handles.as_ref()) {
             h.cache_lookup("hit");
@@ -383,8 +381,15 @@ pub async fn query(
     let asks = asked
         .iter()
         .map(|op| Box::pin(ask(state, &generation, op, &q, bypass_cache)));
-    let (results, ids): (Vec<VendorResult>, Vec<Option<u64>>) =
-        fanout::all(asks).await.into_iter().unzip();
+    let answered = fanout::all(asks).await;
+    let mut results = Vec::with_capacity(answered.len());
+    let mut ids = Vec::with_capacity(answered.len());
+    let mut standings = Vec::with_capacity(answered.len());
+    for (result, id, standing) in answered {
+        results.push(result);
+        ids.push(id);
+        standings.push(standing);
+    }
     let (verdict, complete) = judge(&results, &q);
     // the page is a function of the query, the answers merged and the effective statuses:
     // identical queries over the same answers share it until a status changes
@@ -422,7 +427,7 @@ pub async fn query(
     if let Some(k) = whole_key
         && verdict == Verdict::Answered
         && q.after.is_none()
-        && let Some(whole) = whole_of(&generation, &asked, &ids, &q, &reply)
+        && let Some(whole) = whole_of(&generation, &asked, &ids, &standings, &reply)
     {
         generation
             .whole
@@ -439,27 +444,23 @@ fn whole_of(
     generation: &Generation,
     asked: &[&Arc<OperationPlan>],
     ids: &[Option<u64>],
-    q: &CouponQuery,
+    standings: &[Option<Arc<Standing>>],
     reply: &Reply,
 ) -> Option<Whole> {
     let mut served = Vec::with_capacity(asked.len());
     let mut skipped = Vec::new();
-    for ((op, id), source) in asked.iter().zip(ids).zip(&reply.sources) {
+    for (((op, id), standing), source) in asked.iter().zip(ids).zip(standings).zip(&reply.sources) {
         match id {
             Some(0) if source.outcome == crate::canonical::merge::Outcome::Skipped => {
                 skipped.extend(crate::telemetry::operation(&op.vendor.id, &op.name));
             }
-            Some(id)
+            Some(_)
                 if source.outcome == crate::canonical::merge::Outcome::Ok
                     && source.cache == Some("hit") =>
             {
-                let cache = generation.caches[op.slot].clone()?;
-                let input = identity(op, q)?;
-                let key = crate::engine::cache::ResponseCache::key(&op.vendor.id, &op.name, &input);
                 served.push(Served {
-                    cache,
-                    key,
-                    id: *id,
+                    cache: generation.caches[op.slot].clone()?,
+                    standing: standing.clone()?,
                     handles: crate::telemetry::operation(&op.vendor.id, &op.name),
                 });
             }
@@ -524,14 +525,15 @@ fn coupons_of(vendor: &str, cached: &Cached) -> Arc<Vec<Coupon>> {
 }
 
 /// Asks `op`'s vendor (as [`crate::app::ask_vendor`] does) and returns what it contributed with
-/// the id of the answer served (0: none; `None`: an answer no cache keeps).
+/// the id of the answer served (0: none; `None`: an answer no cache keeps) and, for one the
+/// store keeps, whether it still stands.
 async fn ask(
     state: &Arc<AppState>,
     generation: &Generation,
     op: &Arc<OperationPlan>,
     q: &CouponQuery,
     bypass_cache: bool,
-) -> (VendorResult, Option<u64>) {
+) -> (VendorResult, Option<u64>, Option<Arc<Standing>>) {
     let vendor = op.vendor.id.as_str();
     let Some(input) = identity(op, q) else {
         if let Some(h) = crate::telemetry::operation(vendor, &op.name) {
@@ -543,6 +545,7 @@ async fn ask(
                 coupons: Arc::default(),
             },
             Some(0),
+            None,
         );
     };
     let started = tokio::time::Instant::now();
@@ -587,8 +590,9 @@ async fn ask(
     let coupons = served
         .as_ref()
         .map_or_else(Arc::default, |c| coupons_of(vendor, c));
-    let id = keeps.then(|| served.map_or(0, |c| c.id));
-    (VendorResult { source, coupons }, id)
+    let id = keeps.then(|| served.as_ref().map_or(0, |c| c.id));
+    let standing = served.and_then(|c| c.standing.clone());
+    (VendorResult { source, coupons }, id, standing)
 }
 
 #[cfg(test)]

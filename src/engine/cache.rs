@@ -51,16 +51,39 @@ pub struct Cached {
     /// The canonical coupons of the answer, built by their first reader
     /// (`app::coupons`), so that a hit never rebuilds them from rows.
     pub coupons: OnceLock<Arc<Vec<crate::canonical::coupon::Coupon>>>,
+    /// Whether the store still serves it fresh, for answers the store keeps (`None`: a
+    /// stale copy from the shared level, or an answer no cache keeps).
+    pub standing: Option<Arc<Standing>>,
+}
+
+/// Whether a stored answer is still what a lookup of its key would serve fresh, told without
+/// a lookup: readers that keep what they built from a hit (`app::coupons`'s whole answers)
+/// check it on every reuse, and three moka lookups were a tenth of a repeated query's
+/// instructions. A refresh (`Replaced`) or an eviction marks it gone through the store's
+/// eviction listener; the end of the ttl and an invalidation (a new key space) are told by
+/// the clock and the operation's generation.
+#[derive(Debug)]
+pub struct Standing {
+    fresh_until: Instant,
+    /// The key space's generation it was stored under.
+    generation: u32,
+    gone: AtomicBool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Cached {
+    /// An answer no store keeps.
     pub fn new(answer: Answer) -> Arc<Cached> {
+        Cached::with(answer, None)
+    }
+
+    fn with(answer: Answer, standing: Option<Arc<Standing>>) -> Arc<Cached> {
         Arc::new(Cached {
             answer,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             coupons: OnceLock::new(),
+            standing,
         })
     }
 
@@ -146,8 +169,8 @@ struct Slot {
     /// The answer's [`Cached::id`].
     id: u64,
     packed: Arc<Packed>,
-    /// Until when it is served without asking the vendor.
-    fresh_until: Instant,
+    /// Until when it is served without asking the vendor, and whether it still is.
+    standing: Arc<Standing>,
     /// How long the store keeps it: fresh, then stale-if-error.
     keep: Duration,
     weight: u32,
@@ -264,7 +287,10 @@ impl AnswerStore {
                 .weigher(|_: &StoreKey, slot: &Slot| slot.weight)
                 .expire_after(KeepFor)
                 .support_invalidation_closures()
-                .eviction_listener(|_key, slot: Slot, cause| slot.owner.removed(slot.weight, cause))
+                .eviction_listener(|_key, slot: Slot, cause| {
+                    slot.standing.gone.store(true, Ordering::Release);
+                    slot.owner.removed(slot.weight, cause);
+                })
                 .build_with_hasher(Hasher::default()),
             open: Cache::builder()
                 .max_capacity(share)
@@ -335,6 +361,7 @@ impl AnswerStore {
                     answer: Arc::new(out),
                     id: slot.id,
                     coupons: OnceLock::new(),
+                    standing: Some(Arc::clone(&slot.standing)),
                 });
                 self.open.insert(key.clone(), Arc::clone(&cached)).await;
                 Some(cached)
@@ -413,16 +440,13 @@ impl ResponseCache {
         Arc::from(k)
     }
 
-    /// Whether a lookup of `key` now would be a fresh hit on the answer `id`: for readers
-    /// that keep what they built from a hit and reuse it while it would be built the same
-    /// (`app::coupons`'s whole answers). A refresh, an invalidation, an eviction or the end
-    /// of the ttl all say no.
-    pub async fn serves(&self, key: &Arc<str>, id: u64) -> bool {
-        self.store
-            .answers
-            .get(&self.store_key(key.clone()))
-            .await
-            .is_some_and(|slot| slot.id == id && slot.fresh_until > Instant::now())
+    /// Whether a lookup now would be a fresh hit on the stored answer `standing` describes
+    /// (`now` read once by the caller for all its answers). A refresh, an invalidation, an
+    /// eviction or the end of the ttl all say no.
+    pub fn serves(&self, standing: &Standing, now: Instant) -> bool {
+        now < standing.fresh_until
+            && !standing.gone.load(Ordering::Acquire)
+            && standing.generation == self.generation.load(Ordering::Acquire)
     }
 
     fn store_key(&self, key: Arc<str>) -> StoreKey {
@@ -430,34 +454,46 @@ impl ResponseCache {
         ((u64::from(self.space) << 32) | u64::from(generation), key)
     }
 
-    /// A store entry for `cached`, fresh for `left` (what the shared level said it has left)
-    /// or the operation's ttl.
-    fn slot(&self, key: &str, cached: &Cached, left: Option<Duration>) -> Slot {
-        let fresh = left.unwrap_or(if cached.answer.rows.is_empty() {
+    /// `out` as the store keeps it under `key`: decoded, and packed in its slot, fresh for
+    /// `left` (what the shared level said it has left) or the operation's ttl.
+    fn stored(
+        &self,
+        key: &StoreKey,
+        out: CallOutput,
+        left: Option<Duration>,
+    ) -> (Arc<Cached>, Slot) {
+        let fresh = left.unwrap_or(if out.rows.is_empty() {
             self.empty_ttl
         } else {
             self.ttl
         });
-        let packed = Packed::of(&cached.answer);
-        Slot {
-            weight: u32::try_from(packed.weight() + ENTRY_OVERHEAD + 2 * key.len() as u64)
+        let standing = Arc::new(Standing {
+            fresh_until: Instant::now() + fresh,
+            // the low half of the key space is the generation
+            generation: key.0 as u32,
+            gone: AtomicBool::new(false),
+        });
+        let packed = Packed::of(&out);
+        let cached = Cached::with(Arc::new(out), Some(Arc::clone(&standing)));
+        let slot = Slot {
+            weight: u32::try_from(packed.weight() + ENTRY_OVERHEAD + 2 * key.1.len() as u64)
                 .unwrap_or(u32::MAX),
             id: cached.id,
             packed: Arc::new(packed),
-            fresh_until: Instant::now() + fresh,
+            standing,
             keep: fresh + self.stale_if_error,
             owner: Arc::clone(&self.owner),
-        }
+        };
+        (cached, slot)
     }
 
     /// Stores `out` under `key` (packed, and decoded in the decoded tier: whoever asked for it
-    /// is about to read it), fresh for `left` or the operation's ttl.
+    /// is about to read it).
     async fn keep(&self, key: StoreKey, out: CallOutput, left: Option<Duration>) -> Fill {
-        let cached = Cached::new(Arc::new(out));
-        let slot = self.slot(&key.1, &cached, left);
+        let (cached, slot) = self.stored(&key, out, left);
         let fill = Fill {
             cached: Arc::clone(&cached),
-            fresh_until: slot.fresh_until,
+            fresh_until: slot.standing.fresh_until,
         };
         self.owner.added(slot.weight);
         self.store.answers.insert(key.clone(), slot).await;
@@ -505,7 +541,7 @@ impl ResponseCache {
             self.store.answers.get(&skey).await
         };
         if let Some(slot) = &held
-            && slot.fresh_until > Instant::now()
+            && slot.standing.fresh_until > Instant::now()
             && let Some(cached) = self.store.open(&skey, slot).await
         {
             return (Ok(cached), Lookup::Hit, None);
@@ -724,6 +760,60 @@ mod tests {
         let (fresh, hit) = (fresh.unwrap(), hit.unwrap());
         assert!(Arc::ptr_eq(&fresh, &hit));
         assert_eq!((hit.answer.rows.len(), hit.id == first.id), (5, false));
+    }
+
+    #[tokio::test]
+    async fn a_stored_answer_stands_until_refreshed_invalidated_evicted_or_past_its_ttl() {
+        let cache = alone(&cfg(60_000, 0));
+        let get = |key: &str, bypass: bool| {
+            let k: Arc<str> = Arc::from(key);
+            let cache = &cache;
+            async move {
+                let (r, _, _) = cache
+                    .get_cached(k, bypass, async { Ok::<_, String>(out(3)) })
+                    .await;
+                r.unwrap().standing.clone().expect("a stored answer")
+            }
+        };
+        let now = Instant::now;
+        let first = get("a", false).await;
+        let hit = get("a", false).await;
+        assert!(
+            Arc::ptr_eq(&first, &hit),
+            "a hit stands for the answer stored"
+        );
+        assert!(cache.serves(&first, now()));
+        // a refresh replaces it
+        let refreshed = get("a", true).await;
+        assert!(!cache.serves(&first, now()));
+        assert!(cache.serves(&refreshed, now()));
+        // an invalidation ends it at once, before the store removes it
+        cache.invalidate_all();
+        assert!(!cache.serves(&refreshed, now()));
+        let after = get("a", false).await;
+        assert!(cache.serves(&after, now()));
+        // the end of its ttl
+        assert!(!cache.serves(&after, after.fresh_until));
+        // an eviction: a store too small for a second answer
+        let store = AnswerStore::new(3 * (ENTRY_OVERHEAD + 400));
+        let small = ResponseCache::new(&store, &cfg(60_000, 0), "v", "op");
+        let mut standings = Vec::new();
+        for k in ["a", "b", "c", "d", "e", "f"] {
+            let (r, _, _) = small
+                .get_cached(Arc::from(k), false, async { Ok::<_, String>(out(3)) })
+                .await;
+            standings.push((k, r.unwrap().standing.clone().unwrap()));
+        }
+        store.answers.run_pending_tasks().await;
+        let mut evicted = 0;
+        for (k, standing) in &standings {
+            let held = store.answers.contains_key(&small.store_key(Arc::from(*k)));
+            assert_eq!(small.serves(standing, now()), held, "{k}: served iff held");
+            evicted += usize::from(!held);
+        }
+        assert!(evicted > 0, "the store was meant to evict some answers");
+        // an answer no store keeps has no standing
+        assert!(Cached::new(Arc::new(out(1))).standing.is_none());
     }
 
     #[tokio::test]
@@ -1046,9 +1136,8 @@ mod tests {
     #[test]
     fn entries_are_kept_fresh_then_stale_and_fills_only_while_fresh() {
         let cache = alone(&cfg(60_000, 30_000));
-        let cached = Cached::new(Arc::new(out(1)));
-        let slot = cache.slot("k", &cached, None);
         let key = cache.store_key(Arc::from("k"));
+        let (cached, slot) = cache.stored(&key, out(1), None);
         let keep = Some(Duration::from_secs(90));
         assert_eq!(
             KeepFor.expire_after_create(&key, &slot, Instant::now()),
@@ -1062,7 +1151,7 @@ mod tests {
         );
         let fill = Fill {
             cached,
-            fresh_until: slot.fresh_until,
+            fresh_until: slot.standing.fresh_until,
         };
         let fill = WhileFresh
             .expire_after_create(&key, &fill, Instant::now())
