@@ -103,7 +103,9 @@ async fn admit<'c>(
     if auth::OPEN_ROUTES.contains(&route) {
         return Admission::Admitted(None, None);
     }
-    let caller = match callers.identify(headers).await {
+    // boxed: checking a token may fetch the issuer's keys, a future of ~1.9 KB that would
+    // otherwise sit in every request's future, callers or not, and be copied with it
+    let caller = match Box::pin(callers.identify(headers)).await {
         Ok(c) => c,
         Err(problem) => {
             let unauthenticated = problem.status == StatusCode::UNAUTHORIZED;
