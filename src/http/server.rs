@@ -70,7 +70,7 @@ pub async fn serve(
         // long, and the connection is dropped
         .header_read_timeout(Duration::from_millis(state.server.header_read_timeout_ms));
     let graceful = GracefulShutdown::new();
-    let mut threads = ConnectionThreads::start(server.connection_threads);
+    let mut threads = ConnectionThreads::start(server.connection_threads, server.max_vendor_calls);
     let connections = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
     let drain_delay = Duration::from_millis(server.drain_delay_ms);
     // set when the shutdown signal came: the listener serves until then
@@ -194,7 +194,7 @@ struct ConnectionThreads {
 }
 
 impl ConnectionThreads {
-    fn start(n: usize) -> ConnectionThreads {
+    fn start(n: usize, vendor_calls: usize) -> ConnectionThreads {
         let mut senders = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, Job)>();
@@ -211,7 +211,7 @@ impl ConnectionThreads {
             let spawned = std::thread::Builder::new()
                 .name(format!("cgw-conn-{i}"))
                 .spawn(move || {
-                    crate::engine::upstream::own_client_for_this_thread();
+                    crate::engine::upstream::own_client_for_this_thread(vendor_calls);
                     runtime.block_on(async move {
                         while let Some((stream, job)) = rx.recv().await {
                             match tokio::net::TcpStream::from_std(stream) {
