@@ -384,17 +384,22 @@ async fn exchange_with_retries(
         first = false;
         // one client span per attempt, current while the request is built (a vendor with
         // propagate_trace gets it as the parent) and exchanged; backoffs show as the gaps
-        let span = tracing::info_span!(
-            "vendor_attempt",
-            otel.kind = "client",
-            vendor = %op.vendor.id,
-            operation = %op.name,
-            attempt,
-            page = page.number,
-            outcome = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
+        // (for traces only, as the vendor call's span)
+        let span = if crate::telemetry::exporting() {
+            tracing::info_span!(
+                "vendor_attempt",
+                otel.kind = "client",
+                vendor = %op.vendor.id,
+                operation = %op.name,
+                attempt,
+                page = page.number,
+                outcome = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let exchange = async {
             let req = build_request(&op.request, input, page, token.as_ref(), obs)?;
             Ok::<_, CallError>(match retry.attempt_timeout {
