@@ -2218,6 +2218,8 @@ mod tests {
     #[tokio::test]
     async fn each_attempt_s_span_says_how_it_went() {
         use tracing_subscriber::layer::SubscriberExt;
+        // attempt spans are made for traces only
+        crate::telemetry::make_trace_spans();
         let recorded = Recorded::default();
         let _default =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(recorded.clone()));
