@@ -26,7 +26,6 @@ use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tracing::Instrument;
 
 use super::problem::{self, Problem};
 use super::router::{BoxError, route};
@@ -221,7 +220,7 @@ pub struct Access<S> {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Access<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     type Response = Response<ResB>;
     type Error = Infallible;
@@ -253,10 +252,13 @@ where
             }
         };
         let request_id = id_header.to_str().unwrap_or("-").to_owned();
-        let span = request_span(&req, route, &request_id);
-        // spans made while the inner layers take the request are the request's children
-        let fut = span.in_scope(|| self.inner.call(req));
-        let request_span = span.clone();
+        let (span, trace_id) = request_span(&req, route, &request_id);
+        // the inner layers' `call` only builds futures: what runs, runs when polled, inside
+        // the span
+        let fut = InSpan {
+            span: span.clone(),
+            inner: Some(self.inner.call(req)),
+        };
         let answered = async move {
             let mut res = fut.await?;
             if !res.headers().contains_key(&super::X_REQUEST_ID) {
@@ -265,9 +267,9 @@ where
             let elapsed = started.elapsed();
             drop(in_flight);
             let status = res.status().as_u16();
-            request_span.record("http.response.status_code", status);
+            span.record("http.response.status_code", status);
             if res.status().is_server_error() {
-                request_span.record("otel.status_code", "ERROR");
+                span.record("otel.status_code", "ERROR");
             }
             crate::telemetry::record_http(route, status, elapsed);
             if crate::telemetry::access_log::enabled() {
@@ -278,30 +280,58 @@ where
                     status,
                     elapsed,
                     request_id: &request_id,
-                    trace_id: &crate::telemetry::current_trace_id(),
+                    trace_id: &trace_id,
                     caller: answered.map_or("-", |a| &*a.caller),
                     vendors: answered.map_or("", |a| &*a.vendors),
                 });
             }
             Ok(res)
         };
-        Box::pin(answered.instrument(span))
+        Box::pin(answered)
     }
 }
 
-/// The request's span. Made here rather than by tower-http's `TraceLayer`, whose wrapping of
-/// every answer body (a clock reading per frame, a failure classifier, its default request and
-/// response events) cost more than the span itself on a cached answer.
-fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> tracing::Span {
+/// Polls `inner` with `span` entered, and drops it, once done, still inside. tracing's
+/// `Instrumented`, around the whole answer, entered the span once more to drop the future and
+/// kept it entered for the access line, which needs none of it: with the enter for the inner
+/// layers' `call`, two of the four enter/exit pairs a cached answer paid. A future dropped
+/// before it is done (the client went away) is dropped outside the span.
+struct InSpan<F> {
+    span: tracing::Span,
+    inner: Option<F>,
+}
+
+impl<F: Future + Unpin> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        let inner = this
+            .inner
+            .as_mut()
+            .expect("InSpan polled after it completed");
+        let out = std::task::ready!(Pin::new(inner).poll(cx));
+        this.inner = None;
+        Poll::Ready(out)
+    }
+}
+
+/// The request's span, and its trace id ("-" without one). Made here rather than by
+/// tower-http's `TraceLayer`, whose wrapping of every answer body (a clock reading per frame,
+/// a failure classifier, its default request and response events) cost more than the span
+/// itself on a cached answer.
+fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> (tracing::Span, String) {
     if !crate::telemetry::exporting() {
         // no trace leaves the process: the span is only what log lines written inside the
         // request carry (its id, and the caller once known), which costs a fraction of the
         // full set of attributes
-        return tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
             request_id = %id,
             caller = tracing::field::Empty,
         );
+        return (span, "-".to_owned());
     }
     // HTTP semantic conventions; the path is not recorded (it can carry a record id), the
     // route name is
@@ -318,10 +348,11 @@ fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> tracing::
         caller = tracing::field::Empty,
     );
     crate::telemetry::set_parent_from_headers(&span, req.headers());
-    if let Some(t) = span.in_scope(crate::telemetry::trace_id) {
-        span.record("trace_id", t);
+    let trace_id = span.in_scope(crate::telemetry::trace_id);
+    if let Some(t) = &trace_id {
+        span.record("trace_id", t.as_str());
     }
-    span
+    (span, trace_id.unwrap_or_else(|| "-".to_owned()))
 }
 
 #[cfg(test)]
