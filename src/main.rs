@@ -130,8 +130,9 @@ unsafe impl std::alloc::GlobalAlloc for Mi {
 /// Transparent huge pages off for the process, unless the operator set mimalloc's own
 /// `MIMALLOC_ALLOW_THP`: mimalloc asks for them (`madvise`) on the memory it reserves, and a
 /// 2 MiB page is returned to the system only whole. With a different member every request
-/// through 16 vendors, peak RSS was 165 MiB with them and 143-152 MiB without, for a 64 MiB
-/// cache budget, at the same throughput (docs/benchmarks.md, thirteenth session).
+/// through 16 vendors, peak RSS was 163-165 MiB with them and 143-152 MiB without, for a
+/// 64 MiB cache budget; a miss took 0-10 % more CPU without them, a cached answer no more
+/// (docs/benchmarks.md, eleventh session; docs/operating.md says how to keep them).
 #[cfg(all(target_os = "linux", not(feature = "system-alloc")))]
 fn without_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
