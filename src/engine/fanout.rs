@@ -159,7 +159,15 @@ async fn guarded_call(
         }
         Err(e) => {
             span.record("otel.status_code", "ERROR");
-            tracing::warn!(parent: &span, error = %e, "vendor call failed");
+            // in the current (request) span, naming the vendor itself: the log's layer shows
+            // only request spans, and an event whose parent was the vendor span it filters out
+            // was dropped from the log with it (and without an exporter there is no vendor span)
+            tracing::warn!(
+                vendor = %op.vendor.id,
+                operation = %op.name,
+                error = %e,
+                "vendor call failed"
+            );
         }
     }
     telemetry::record_vendor_call(&op.vendor.id, &op.name, outcome, latency);
