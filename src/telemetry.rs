@@ -871,6 +871,32 @@ mod process {
     }
 }
 
+/// The layer that writes log lines: JSON (`json-subscriber`) or text for a terminal.
+fn log_layer<S>(
+    json: bool,
+    terminal: bool,
+    writer: log_writer::LogWriter,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    if json {
+        Box::new(
+            json_subscriber::fmt::layer()
+                .with_writer(writer)
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+        )
+    } else {
+        Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(terminal)
+                .with_writer(writer),
+        )
+    }
+}
+
 /// Logs to stderr: JSON lines when `json` is set or stderr is not a terminal, text otherwise
 /// (colour only on a terminal); level from `RUST_LOG` (default `info`). Traces are exported
 /// over OTLP/HTTP when the standard `OTEL_*` variables say where ([`otlp_configured`]); the
@@ -915,24 +941,25 @@ pub fn init_logging(json: bool) -> Logging {
     let (writer, guard) = log_writer::spawn(std::io::stderr());
     access_log::install(writer.clone(), json || !terminal);
     EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
-    let logged = tracing_subscriber::filter::filter_fn(|m| m.is_event() || m.name() == "request");
+    // spans other than the request's are not logged; events and `enabled!`'s hints (the
+    // access log asks one) pass
+    let logged = tracing_subscriber::filter::filter_fn(|m| !m.is_span() || m.name() == "request");
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let _ = if json || !terminal {
+    let as_json = json || !terminal;
+    let _ = if provider.is_some() {
+        // the exporter sees every span; the log, through its own filter, only the request's
         registry
-            .with(
-                json_subscriber::fmt::layer()
-                    .with_writer(writer)
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_filter(logged),
-            )
+            .with(log_layer(as_json, terminal, writer).with_filter(logged))
             .try_init()
     } else {
-        let text = tracing_subscriber::fmt::layer()
-            .with_ansi(terminal)
-            .with_writer(writer);
-        registry.with(text.with_filter(logged)).try_init()
+        // without an exporter nothing else wants the other spans: one filter for the whole
+        // subscriber, cheaper on every span than a layer's own (and without its per-thread
+        // state, with which a warning inside a request was now and then dropped from the log
+        // or written without the request's span)
+        registry
+            .with(logged)
+            .with(log_layer(as_json, terminal, writer))
+            .try_init()
     };
     Logging {
         provider,

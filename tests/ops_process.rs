@@ -1228,3 +1228,44 @@ async fn post(addr: &str, body: &serde_json::Value) -> (u16, serde_json::Value) 
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A vendor's failure reaches the log: a warning naming the vendor and operation, inside the
+/// request's span (its id), for every request it happens in. (Its parent used to be the
+/// vendor's span, which the log does not show, and the warning was dropped with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_failure_is_logged_with_the_vendor_and_the_request_s_id() {
+    let sb = Sandbox::start().await.unwrap();
+    sb.hkl.set_fault(Fault::Status(500));
+    let gw = start_on(&sb, &[]);
+    let body: serde_json::Value = serde_json::from_str(&sandbox::demo_query()).unwrap();
+    let ids = ["failing-1", "failing-2", "failing-3"];
+    for id in ids {
+        let (status, answer) = query(
+            &gw,
+            &body,
+            &[("x-request-id", id), ("cache-control", "no-cache")],
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(source(&answer, "hkl")["outcome"], "error", "{answer}");
+    }
+    gw.sigterm();
+    let (code, _out, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let warnings: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "vendor call failed")
+        .collect();
+    for id in ids {
+        let w = warnings
+            .iter()
+            .find(|w| w["span"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no warning in request {id}:\n{stderr}"));
+        assert_eq!(w["level"], "WARN", "{w}");
+        assert_eq!(w["vendor"], "hkl", "{w}");
+        assert_eq!(w["operation"], "list_coupons", "{w}");
+    }
+}
