@@ -953,9 +953,9 @@ pub fn init_logging(json: bool) -> Logging {
             .try_init()
     } else {
         // without an exporter nothing else wants the other spans: one filter for the whole
-        // subscriber, cheaper on every span than a layer's own (and without its per-thread
-        // state, with which a warning inside a request was now and then dropped from the log
-        // or written without the request's span)
+        // subscriber. A layer's own filter keeps per-thread state, with which a warning inside
+        // a request was now and then dropped from the log or written without the request's
+        // span (with an exporter that can still happen: docs/benchmarks.md, eleventh session)
         registry
             .with(logged)
             .with(log_layer(as_json, terminal, writer))
