@@ -19,6 +19,7 @@ pub mod access_log;
 #[cfg(test)]
 pub(crate) mod captured;
 pub mod log_writer;
+pub mod request_tag;
 
 /// Whether spans are exported (OTLP configured and its exporter built): without it there is no
 /// trace id to look up or propagate, and the request span carries only what logs need.
@@ -431,6 +432,12 @@ impl Answered {
             vendors: String::new(),
         }
     }
+}
+
+/// Records the request's caller, once known, for its log lines (the tag) and its span.
+pub fn record_caller(name: &str) {
+    request_tag::set_caller(name);
+    tracing::Span::current().record("caller", name);
 }
 
 /// The W3C trace id of the current span, or `None` when tracing is off.
@@ -871,30 +878,90 @@ mod process {
     }
 }
 
-/// The layer that writes log lines: JSON (`json-subscriber`) or text for a terminal.
-fn log_layer<S>(
-    json: bool,
-    terminal: bool,
+/// The layer that writes JSON log lines (`json-subscriber`, the shape of tracing-subscriber's
+/// JSON). It is shown events only ([`EventsOnly`]): a line's `span` is the request's tag
+/// ([`request_tag`]), so no span is ever formatted for it.
+fn json_log_layer<S>(
     writer: log_writer::LogWriter,
-) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+) -> EventsOnly<json_subscriber::fmt::Layer<S, log_writer::LogWriter>>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    if json {
-        Box::new(
-            json_subscriber::fmt::layer()
-                .with_writer(writer)
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false),
-        )
-    } else {
-        Box::new(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(terminal)
-                .with_writer(writer),
-        )
+    let mut layer = json_subscriber::fmt::layer()
+        .with_writer(writer)
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false);
+    layer
+        .inner_layer_mut()
+        .add_dynamic_field("span", |_, _| request_tag::as_json());
+    EventsOnly(layer)
+}
+
+/// The layer that writes text log lines (on a terminal: colour there only).
+fn text_log_layer<S>(
+    terminal: bool,
+    writer: log_writer::LogWriter,
+) -> tracing_subscriber::fmt::Layer<
+    S,
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    log_writer::LogWriter,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_ansi(terminal)
+        .with_writer(writer)
+}
+
+/// A layer shown a subscriber's events and nothing of its spans: a layer's own filter would do
+/// the same, but keeps per-thread state with which a warning inside a request was now and then
+/// dropped from the log or written without its request (docs/benchmarks.md, eleventh session).
+struct EventsOnly<L>(L);
+
+impl<S: tracing::Subscriber, L: tracing_subscriber::Layer<S>> tracing_subscriber::Layer<S>
+    for EventsOnly<L>
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
     }
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.0.register_callsite(metadata)
+    }
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.enabled(metadata, ctx)
+    }
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.event_enabled(event, ctx)
+    }
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
+}
+
+/// Whether the HTTP stack makes a `request` span: for traces, and for the text log (on a
+/// terminal), whose lines name their spans. The JSON log reads the request's tag instead.
+static REQUEST_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// See [`REQUEST_SPANS`].
+pub fn request_spans() -> bool {
+    REQUEST_SPANS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Logs to stderr: JSON lines when `json` is set or stderr is not a terminal, text otherwise
@@ -906,12 +973,10 @@ where
 /// Lines are appended to a buffer that a thread of its own writes to stderr in batches
 /// ([`log_writer`]): a request never waits on stderr, whatever it is (a pipe a slow collector
 /// drains, a file on a busy disk), nor wakes a thread per line; past 8 MiB pending, lines are
-/// dropped and counted rather than hold requests. JSON lines are formatted by
-/// `json-subscriber` (the same shape as tracing-subscriber's JSON, which re-parses a span's
-/// fields for every line and every record: ~20 % of a cached answer's instructions). Only
-/// events and the `request` span are formatted for the log (every line carries the request's
-/// id, and its trace id when traces are exported); the vendor and cache spans are for traces
-/// and are not formatted into text nobody reads.
+/// dropped and counted rather than hold requests. A JSON line written inside a request carries
+/// the request's id (and trace id, and caller) from its tag ([`request_tag`]); a text line,
+/// from the `request` span. The vendor and cache spans are for traces and are not formatted
+/// into text nobody reads.
 pub fn init_logging(json: bool) -> Logging {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
@@ -939,27 +1004,35 @@ pub fn init_logging(json: bool) -> Logging {
         tracing_opentelemetry::layer().with_tracer(p.tracer("coupon-gateway"))
     });
     let (writer, guard) = log_writer::spawn(std::io::stderr());
-    access_log::install(writer.clone(), json || !terminal);
-    EXPORTING.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
-    // spans other than the request's are not logged; events and `enabled!`'s hints (the
-    // access log asks one) pass
-    let logged = tracing_subscriber::filter::filter_fn(|m| !m.is_span() || m.name() == "request");
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let as_json = json || !terminal;
-    let _ = if provider.is_some() {
-        // the exporter sees every span; the log, through its own filter, only the request's
-        registry
-            .with(log_layer(as_json, terminal, writer).with_filter(logged))
-            .try_init()
-    } else {
-        // without an exporter nothing else wants the other spans: one filter for the whole
-        // subscriber. A layer's own filter keeps per-thread state, with which a warning inside
-        // a request was now and then dropped from the log or written without the request's
-        // span (with an exporter that can still happen: docs/benchmarks.md, eleventh session)
-        registry
-            .with(logged)
-            .with(log_layer(as_json, terminal, writer))
-            .try_init()
+    access_log::install(writer.clone(), as_json);
+    let exporting = provider.is_some();
+    EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
+    REQUEST_SPANS.store(exporting || !as_json, std::sync::atomic::Ordering::Relaxed);
+    // without an exporter nothing wants spans but the text log's `request`: one filter for
+    // the whole subscriber, so that the others are never made (events, and `enabled!`'s hints
+    // the access log asks, pass)
+    let no_spans = tracing_subscriber::filter::filter_fn(|m| !m.is_span());
+    let request_only =
+        tracing_subscriber::filter::filter_fn(|m| !m.is_span() || m.name() == "request");
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match (as_json, otel) {
+        (true, None) => registry
+            .with(no_spans)
+            .with(json_log_layer(writer.clone()))
+            .try_init(),
+        (true, Some(otel)) => registry
+            .with(otel)
+            .with(json_log_layer(writer.clone()))
+            .try_init(),
+        (false, None) => registry
+            .with(request_only)
+            .with(text_log_layer(terminal, writer.clone()))
+            .try_init(),
+        (false, Some(otel)) => registry
+            .with(otel)
+            .with(text_log_layer(terminal, writer.clone()).with_filter(request_only))
+            .try_init(),
     };
     Logging {
         provider,

@@ -926,13 +926,30 @@ async fn a_partial_failure_is_one_trace_with_the_failing_vendor_s_attempts() {
     // hkl is required, so its failure makes the answer a problem naming the trace
     let mut body: serde_json::Value = serde_json::from_str(&sandbox::demo_query()).unwrap();
     body["require"] = serde_json::json!(["hkl"]);
-    let (status, problem) = query(&gw, &body, &[("traceparent", &traceparent)]).await;
+    let (status, problem) = query(
+        &gw,
+        &body,
+        &[("traceparent", &traceparent), ("x-request-id", "traced-1")],
+    )
+    .await;
     assert_eq!(status, 502, "{problem}");
     assert_eq!(problem["trace_id"], caller_trace, "{problem}");
     assert_eq!(source(&problem, "hkl")["outcome"], "error");
     assert_eq!(source(&problem, "op")["outcome"], "ok");
     assert_eq!(sb.hkl.requests(), 2, "hkl was tried twice");
-    stop(gw).await;
+    gw.sigterm();
+    let (code, _out, stderr) = tokio::task::spawn_blocking(move || gw.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    // with traces exported, the log's warning names the request and its trace
+    let warning = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "vendor call failed" && l["vendor"] == "hkl")
+        .unwrap_or_else(|| panic!("no warning for hkl:\n{stderr}"));
+    assert_eq!(warning["span"]["request_id"], "traced-1", "{warning}");
+    assert_eq!(warning["span"]["trace_id"], caller_trace, "{warning}");
 
     let spans: Vec<Span> = spans
         .lock()

@@ -62,7 +62,6 @@ where
             Admission::Admitted(caller, rate) => {
                 if let Some(c) = caller {
                     who = c.name.as_str();
-                    tracing::Span::current().record("caller", who);
                 }
                 let mut res = dispatch(&state, name, req, &request_id, caller).await;
                 if let Some(rate) = rate {
@@ -117,7 +116,7 @@ async fn admit<'c>(
             return Admission::Refused("unauthenticated", Box::new(res));
         }
     };
-    tracing::Span::current().record("caller", caller.name.as_str());
+    crate::telemetry::record_caller(&caller.name);
     if !caller.may_route(route) {
         let res = Problem::new(
             StatusCode::FORBIDDEN,

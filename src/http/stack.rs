@@ -254,11 +254,15 @@ where
         let request_id = id_header.to_str().unwrap_or("-").to_owned();
         let (span, trace_id) = request_span(&req, route, &request_id);
         // the inner layers' `call` only builds futures: what runs, runs when polled, inside
-        // the span
-        let fut = InSpan {
-            span: span.clone(),
-            inner: Some(self.inner.call(req)),
-        };
+        // the span and with the request's tag (what JSON log lines say of the request)
+        let fut = crate::telemetry::request_tag::scope(
+            request_id.clone(),
+            (trace_id != "-").then(|| trace_id.clone()),
+            InSpan {
+                span: span.clone(),
+                inner: Some(self.inner.call(req)),
+            },
+        );
         let answered = async move {
             let mut res = fut.await?;
             if !res.headers().contains_key(&super::X_REQUEST_ID) {
@@ -320,8 +324,12 @@ impl<F: Future + Unpin> Future for InSpan<F> {
 /// The request's span, and its trace id ("-" without one). Made here rather than by
 /// tower-http's `TraceLayer`, whose wrapping of every answer body (a clock reading per frame,
 /// a failure classifier, its default request and response events) cost more than the span
-/// itself on a cached answer.
+/// itself on a cached answer. Only made when traces are exported or the log is text
+/// ([`crate::telemetry::request_spans`]): the JSON log reads the request's tag.
 fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> (tracing::Span, String) {
+    if !crate::telemetry::request_spans() {
+        return (tracing::Span::none(), "-".to_owned());
+    }
     if !crate::telemetry::exporting() {
         // no trace leaves the process: the span is only what log lines written inside the
         // request carry (its id, and the caller once known), which costs a fraction of the
