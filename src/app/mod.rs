@@ -63,8 +63,10 @@ impl AppState {
 
     /// The state of a plan loaded from `origin` (its file and hash, for `GET /v1/config`).
     pub fn with_origin(plan: Plan, origin: Origin) -> Arc<AppState> {
-        let upstream = Upstream::new(plan.server.max_vendor_response_bytes)
-            .with_call_slots(plan.server.max_vendor_calls);
+        let upstream = Upstream::capped(
+            plan.server.max_vendor_response_bytes,
+            plan.server.max_vendor_calls,
+        );
         // installed first, so the shared tier's gauges are recorded from the start
         let metrics = crate::telemetry::install_metrics();
         // every series of every configured vendor, operation and route exists at 0 from here

@@ -237,11 +237,11 @@ impl Expiry<StoreKey, Slot> for KeepFor {
     }
 }
 
-/// A fill in progress: the answer it brought, decoded, for the lookups that waited for it.
+/// A fill in progress: the answer it brought, decoded and stored (its `standing` says until
+/// when it is fresh), for the lookups that waited for it.
 #[derive(Clone)]
 struct Fill {
     cached: Arc<Cached>,
-    fresh_until: Instant,
 }
 
 /// A fill in progress lives no longer than the answer it brings is fresh (normally it is
@@ -250,7 +250,9 @@ struct WhileFresh;
 
 impl Expiry<StoreKey, Fill> for WhileFresh {
     fn expire_after_create(&self, _: &StoreKey, fill: &Fill, now: Instant) -> Option<Duration> {
-        Some(fill.fresh_until.saturating_duration_since(now))
+        Some(fill.cached.standing.as_ref().map_or(Duration::ZERO, |s| {
+            s.fresh_until.saturating_duration_since(now)
+        }))
     }
 }
 
@@ -493,7 +495,6 @@ impl ResponseCache {
         let (cached, slot) = self.stored(&key, out, left);
         let fill = Fill {
             cached: Arc::clone(&cached),
-            fresh_until: slot.standing.fresh_until,
         };
         self.owner.added(slot.weight);
         self.store.answers.insert(key.clone(), slot).await;
@@ -1149,10 +1150,7 @@ mod tests {
             KeepFor.expire_after_update(&key, &slot, Instant::now(), left),
             keep
         );
-        let fill = Fill {
-            cached,
-            fresh_until: slot.standing.fresh_until,
-        };
+        let fill = Fill { cached };
         let fill = WhileFresh
             .expire_after_create(&key, &fill, Instant::now())
             .unwrap();

@@ -97,11 +97,14 @@ impl Upstream {
         }
     }
 
-    /// Caps the vendor calls in progress at once (`server.max_vendor_calls`) at `slots`.
-    pub fn with_call_slots(mut self, slots: usize) -> Upstream {
-        self.client = build_client(slots);
-        self.calls = Some(Arc::new(Semaphore::new(slots.max(1))));
-        self
+    /// An upstream whose vendor calls in progress at once are capped at `slots`
+    /// (`server.max_vendor_calls`), its client keeping as many idle connections per host.
+    pub fn capped(max_body: u64, slots: usize) -> Upstream {
+        Upstream {
+            client: build_client(slots),
+            max_body,
+            calls: Some(Arc::new(Semaphore::new(slots.max(1)))),
+        }
     }
 
     /// Waits for a free slot among the calls in progress; the call holds it until it ends.
