@@ -1269,6 +1269,18 @@ mod tests {
             // valid JSON too deep for serde_json to read whole; projected, nothing is read
             format!("{}{}", "[".repeat(500), "]".repeat(500)),
             r#"{"msg":"签名错误"}"#.to_owned(),
+            // `names` reads only the names of a list's objects: every other shape of
+            // `useChannels` still reads as it does whole (text, an object, mixed elements)
+            format!(
+                r#"{{"code":0,"data":{{"more":false,"page":{page},"list":[{},{},{},{}]}}}}"#,
+                item("_id", 1, "").replace(
+                    r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#,
+                    r#"["直营",7,[["x"]],{"name":{"a":1}},{"id":"c1","name":"微信","x":[1]},{"name":3},null,true,{"name":null}]"#
+                ),
+                item("_id", 1, "").replace(r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#, r#""a, b""#),
+                item("_id", 1, "").replace(r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#, r#"{"name":"x"}"#),
+                item("_id", 1, "").replace(r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#, "[]"),
+            ),
         ]
     }
 
@@ -1328,6 +1340,12 @@ mod tests {
             (8, "answer is not JSON"),
             (9, "unexpected answer: the answer has no `$.code`"),
             (10, "vendor error : 签名错误"),
+            (
+                11,
+                r#"Array [String("直营"), String("7"), String("微信"), String("3")]"#,
+            ),
+            (11, r#"Array [String("a"), String("b")]"#),
+            (11, "dropped=1"),
         ] {
             assert!(outcomes[i].contains(expect), "{i}: {}", outcomes[i]);
         }

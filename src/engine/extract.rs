@@ -748,16 +748,36 @@ impl FieldSpec {
     /// Every path this field reads from an item (its source, `when` and `add_days`, and those
     /// of its `first_of` alternatives); nested `fields` read inside the value a path selects.
     pub fn paths<'a>(&'a self, f: &mut dyn FnMut(&'a JsonPath)) {
+        self.paths_reading(&mut |p, _| f(p));
+    }
+
+    /// [`FieldSpec::paths`], each with what is read inside the value it selects when that is
+    /// not all of it ([`Conversion::reads_within`]): only a source path whose value goes
+    /// straight to such a conversion (no `map`, `member` or `split` looks at it first).
+    pub fn paths_reading<'a>(&'a self, f: &mut dyn FnMut(&'a JsonPath, Option<&'a [Vec<Seg>]>)) {
         if let Some(w) = &self.when {
-            f(&w.path);
+            f(&w.path, None);
         }
         if let Some(d) = &self.add_days {
-            f(d);
+            f(d, None);
         }
         match &self.source {
-            Source::Paths(paths) => paths.iter().for_each(&mut *f),
+            Source::Paths(paths) => {
+                let within = match (&self.convert, &self.map, &self.list) {
+                    (
+                        Convert::Named(_, c),
+                        None,
+                        ListShape {
+                            member: None,
+                            split: None,
+                        },
+                    ) => c.reads_within(),
+                    _ => None,
+                };
+                paths.iter().for_each(|p| f(p, within));
+            }
             Source::Const(_) => {}
-            Source::FirstOf(specs) => specs.iter().for_each(|s| s.paths(f)),
+            Source::FirstOf(specs) => specs.iter().for_each(|s| s.paths_reading(f)),
         }
     }
 

@@ -9,7 +9,9 @@
 //! rules, paging, decryption and the field mappings (relative to each item). Members no path
 //! names are skipped by the parser without being allocated; a member where a path ends is kept
 //! whole, so conversions, `map`, conditions and nested `fields` see exactly what they would
-//! see in the whole answer.
+//! see in the whole answer — unless the conversion it goes to says what it reads inside it
+//! (`Conversion::reads_within`: `names` reads a list's names, not the rest of each object),
+//! and nothing else looks at it first; then only that is kept there.
 //!
 //! Only plain paths (names and indexes) can be projected: an operation with any other path
 //! (filters, wildcards, descendants) has no projection and reads whole answers, as does
@@ -78,6 +80,10 @@ impl Projected {
 #[derive(Debug, Clone, Default)]
 struct Node {
     whole: bool,
+    /// A path ends here, but what reads the value reads only what the nodes below keep
+    /// ([`Conversion::reads_within`](super::conversions::Conversion::reads_within)): the value
+    /// is kept (a slot of its own, like a whole one), cut down to them.
+    kept: bool,
     /// Looked up once per member of the answer: hashed (a binary search of names was a
     /// quarter of the parse, in `memcmp`).
     keys: HashMap<Box<str>, Node, foldhash::fast::FixedState>,
@@ -102,6 +108,26 @@ impl Node {
         };
     }
 
+    /// A path ends at `segs`, and what reads its value reads `within` it (all of it: `None`).
+    fn insert_reading(&mut self, segs: &[Seg], within: Option<&[Vec<Seg>]>) {
+        let Some(within) = within else {
+            return self.insert(segs);
+        };
+        let node = self.at(segs);
+        if node.whole {
+            return;
+        }
+        node.kept = true;
+        for inner in within {
+            node.insert(inner);
+        }
+    }
+
+    /// Whether a path ends here (the value is kept, whole or cut down).
+    fn ends(&self) -> bool {
+        self.whole || self.kept
+    }
+
     /// The node at `segs`, made as needed.
     fn at(&mut self, segs: &[Seg]) -> &mut Node {
         match segs.split_first() {
@@ -123,7 +149,7 @@ impl Node {
     /// range; None past `u16::MAX` slots.
     fn number(&mut self, next: &mut u16) -> Option<()> {
         let start = *next;
-        if self.whole {
+        if self.ends() {
             self.slot = Some(start);
             *next = next.checked_add(1)?;
         } else {
@@ -160,7 +186,7 @@ impl Node {
     fn clear_down_to(&self, segs: &[Seg]) -> bool {
         let mut node = self;
         for seg in segs {
-            if node.whole {
+            if node.ends() {
                 return false;
             }
             let next = match seg {
@@ -172,7 +198,7 @@ impl Node {
                 None => return true,
             }
         }
-        !node.whole && node.keys.is_empty() && node.elements.is_none()
+        !node.ends() && node.keys.is_empty() && node.elements.is_none()
     }
 }
 
@@ -210,17 +236,24 @@ impl Projection {
         let items_at = r.items.segments()?;
         let clear = root.clear_down_to(items_at);
         let mut item_paths = Vec::new();
+        let mut reading = Vec::new();
         for spec in mapper.fields.iter().flatten() {
-            spec.paths(&mut |p| item_paths.push(p));
+            spec.paths_reading(&mut |p, within| {
+                item_paths.push(p);
+                reading.push(within);
+            });
         }
         // the items path selects a list of items or one item (an object): project both ways
         let items = root.at(items_at);
         // every element of a list of items is an item, even when no path goes into them
         items.elements.get_or_insert_default();
-        for p in &item_paths {
+        for (p, within) in item_paths.iter().zip(&reading) {
             let segs = p.segments()?;
-            items.insert(segs);
-            items.elements.get_or_insert_default().insert(segs);
+            items.insert_reading(segs, *within);
+            items
+                .elements
+                .get_or_insert_default()
+                .insert_reading(segs, *within);
         }
         if root.whole {
             return None;
@@ -234,8 +267,8 @@ impl Projection {
             return Some(projection);
         }
         let mut tree = Node::default();
-        for p in &item_paths {
-            tree.insert(p.segments()?);
+        for (p, within) in item_paths.iter().zip(&reading) {
+            tree.insert_reading(p.segments()?, *within);
         }
         let mut next = 0;
         if tree.number(&mut next).is_none() {
@@ -450,7 +483,10 @@ impl Fill<'_, '_> {
                 continue;
             };
             match node.slot {
-                Some(slot) => self.slots[usize::from(slot)] = map.next_value()?,
+                Some(slot) if node.whole => self.slots[usize::from(slot)] = map.next_value()?,
+                Some(slot) => {
+                    self.slots[usize::from(slot)] = map.next_value_seed(Seed::new(node, None))?
+                }
                 None => {
                     let below = usize::from(node.below.start)..usize::from(node.below.end);
                     self.slots[below].fill(Value::Null);
@@ -608,12 +644,56 @@ mod tests {
             json!({
                 "code": 0, "msg": "ok",
                 "data": {"list": [
-                    // where a path ends the value is whole: `names` sees every member
-                    {"id": "a", "title": "A", "t": {"name": "n"}, "ch": [{"id": 1, "name": "c"}]},
+                    // where a path ends the value is whole, but for what its conversion
+                    // reads inside it: `names`, the `name` of a list's objects
+                    {"id": "a", "title": "A", "t": {"name": "n"}, "ch": [{"name": "c"}]},
                     {"id": "b", "t": {}, "ch": "text"},
                 ]},
             })
         );
+    }
+
+    #[test]
+    fn what_a_conversion_reads_is_widened_by_every_other_path_to_its_value() {
+        let body = br#"{"code":0,"data":[{"id":"a","ch":{"title":"t","name":"n","x":1}},{"id":"b","ch":[{"name":"n","x":1}]}]}"#;
+        for (fields, ch) in [
+            // a longer path into it: its member is kept too (and found in the slot)
+            (
+                "{id: $.id, status: {value: usable}, channels: {path: $.ch, convert: names}, name: $.ch.title}",
+                [json!({"title": "t"}), json!([{"name": "n"}])],
+            ),
+            // the same value read whole by another field: whole
+            (
+                "{id: $.id, status: {value: usable}, channels: {path: $.ch, convert: names}, name: $.ch}",
+                [
+                    json!({"title": "t", "name": "n", "x": 1}),
+                    json!([{"name": "n", "x": 1}]),
+                ],
+            ),
+            (
+                "{id: $.id, status: {value: usable}, name: $.ch, channels: {path: $.ch, convert: names}}",
+                [
+                    json!({"title": "t", "name": "n", "x": 1}),
+                    json!([{"name": "n", "x": 1}]),
+                ],
+            ),
+            // a `map` looks at the value before the conversion: whole
+            (
+                "{id: $.id, status: {value: usable}, channels: {path: $.ch, convert: names, map: {a: b}}}",
+                [
+                    json!({"title": "t", "name": "n", "x": 1}),
+                    json!([{"name": "n", "x": 1}]),
+                ],
+            ),
+        ] {
+            let plan = plan(fields, "$.data");
+            let op = &plan.routes[0].targets[0];
+            let p = op.projection.as_ref().unwrap();
+            let read = p.read(body).unwrap();
+            assert_eq!(read["data"][0]["ch"], ch[0], "{fields}");
+            assert_eq!(read["data"][1]["ch"], ch[1], "{fields}");
+            assert!(p.slots_items(), "{fields}");
+        }
     }
 
     #[test]
@@ -845,9 +925,9 @@ mod tests {
         let p = p.clone();
         let on_a_stack = move || {
             let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-            let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(300));
+            let read = format!(r#"{{"code":0,"data":{{"t":{{"name":{}}}}}}}"#, nested(300));
             assert!(p.read(read.as_bytes()).is_err());
-            let read = format!(r#"{{"code":0,"data":{{"ch":{}}}}}"#, nested(120));
+            let read = format!(r#"{{"code":0,"data":{{"t":{{"name":{}}}}}}}"#, nested(120));
             assert!(p.read(read.as_bytes()).is_ok());
             let deepest = format!(r#"{{"code":0,"junk":{}}}"#, nested(super::SONIC_DEPTH - 1));
             assert_eq!(p.read(deepest.as_bytes()).unwrap(), json!({"code": 0}));

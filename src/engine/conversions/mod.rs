@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::canonical::schema::FieldType;
+use crate::engine::extract::Seg;
 
 /// A named conversion.
 pub trait ConversionKind: Sync {
@@ -42,6 +43,14 @@ impl std::fmt::Debug for dyn ConversionKind {
 /// A compiled conversion: the canonical value, or None when the vendor value cannot be read.
 pub trait Conversion: std::fmt::Debug + Send + Sync {
     fn apply(&self, v: &Value) -> Option<Value>;
+
+    /// What it reads inside the vendor value, when that is less than all of it: paths relative
+    /// to the value (an index stands for every element). A projected answer then keeps only
+    /// those members there (`engine::projection`), so `apply` must give the same for the value
+    /// cut down to them as for the whole one. `None` (the default): the whole value.
+    fn reads_within(&self) -> Option<&[Vec<Seg>]> {
+        None
+    }
 }
 
 /// Every conversion, in documentation order.

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::{Conversion, ConversionKind};
 use crate::canonical::schema::FieldType;
 use crate::engine::convert;
+use crate::engine::extract::Seg;
 
 pub struct Names;
 
@@ -32,7 +33,10 @@ impl ConversionKind for Names {
             Some(Value::String(k)) => k.clone(),
             Some(_) => return Err(("names_key".into(), "the member name of the objects".into())),
         };
-        Ok(Arc::new(Run(key)))
+        // a list's elements are names, or objects whose name is under `key`: nothing else of
+        // an element is read (a value that is not a list is read as it is)
+        let within = vec![vec![Seg::Index(0), Seg::Key(key.clone())]];
+        Ok(Arc::new(Run { key, within }))
     }
     fn examples(&self) -> &'static [(&'static str, &'static str, &'static str)] {
         &[
@@ -49,10 +53,16 @@ impl ConversionKind for Names {
 }
 
 #[derive(Debug)]
-struct Run(String);
+struct Run {
+    key: String,
+    within: Vec<Vec<Seg>>,
+}
 
 impl Conversion for Run {
     fn apply(&self, v: &Value) -> Option<Value> {
-        convert::names(v, &self.0).map(Value::from)
+        convert::names(v, &self.key).map(Value::from)
+    }
+    fn reads_within(&self) -> Option<&[Vec<Seg>]> {
+        Some(&self.within)
     }
 }
