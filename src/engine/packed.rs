@@ -1,10 +1,13 @@
-//! The compact form the answer store keeps an answer in: its rows as JSON, compressed (LZ4).
+//! The compact form the answer store keeps an answer in: its rows as MessagePack, compressed
+//! (LZ4).
 //!
 //! Decoded, an answer's rows take ~900 bytes a coupon (a `Value` per field, a `String` per
 //! text) and the canonical coupons built from them as much again, so a 64 MiB budget held
 //! ~1,400 members of three vendors. Rows of one answer repeat each other (the same
-//! templates, names, kinds, dates), and LZ4 shrinks the JSON of a sandbox answer about
-//! threefold. The store keeps this form only; the answers read lately are kept
+//! templates, names, kinds, dates), and LZ4 shrinks them about threefold. MessagePack rather
+//! than JSON: every vendor call that fills the cache writes it, and it is written without
+//! escaping text or formatting numbers (and read back without parsing them); the store keeps
+//! it in this process only, so its form is nobody else's contract. The store keeps this form only; the answers read lately are kept
 //! decoded too, in a tier of their own (`cache::AnswerStore`), so that a hit on a member asked
 //! for often decodes nothing.
 use serde_json::Value;
@@ -14,10 +17,10 @@ use super::call::CallOutput;
 /// A vendor answer as the store keeps it.
 #[derive(Debug)]
 pub struct Packed {
-    /// The rows, a JSON array of arrays, compressed (an LZ4 block).
+    /// The rows, a MessagePack array of arrays, compressed (an LZ4 block).
     rows: Box<[u8]>,
-    /// Length of that JSON, to decode into a buffer of the right size at once.
-    json_len: u32,
+    /// Length of that MessagePack, to decode into a buffer of the right size at once.
+    raw_len: u32,
     dropped: usize,
     pages: u32,
     truncated: bool,
@@ -31,35 +34,36 @@ pub struct Packed {
 #[error("a packed answer does not decode: {0}")]
 pub struct Undecodable(String);
 
-/// The JSON of `rows` compressed. LZ4 rather than zstd: every vendor call that fills the cache
+/// The MessagePack of `rows` compressed. LZ4 rather than zstd: every vendor call that fills the cache
 /// pays this, and for the few KB of an answer zstd's fastest level (`--fast=1`, no Huffman
 /// tables) spent ~49k instructions an answer where LZ4 spends ~21k, for ~10 % more heap a
 /// cached member (docs/benchmarks.md, "seventh session": 10,000 members take 41 MiB of the
 /// 64 MiB budget, `tests/cache_fit.rs`). (deflate, tried before zstd, zeroed ~300 KB of
 /// tables for every answer.)
-fn compress(json: &[u8]) -> Vec<u8> {
-    lz4_flex::block::compress(json)
+fn compress(raw: &[u8]) -> Vec<u8> {
+    lz4_flex::block::compress(raw)
 }
 
-/// The JSON of `rows`, decompressed into `len` bytes.
+/// The MessagePack of `rows`, decompressed into `len` bytes.
 fn decompress(rows: &[u8], len: usize) -> Result<Vec<u8>, Undecodable> {
-    let json = lz4_flex::block::decompress(rows, len).map_err(|e| Undecodable(e.to_string()))?;
-    if json.len() == len {
-        Ok(json)
+    let raw = lz4_flex::block::decompress(rows, len).map_err(|e| Undecodable(e.to_string()))?;
+    if raw.len() == len {
+        Ok(raw)
     } else {
-        Err(Undecodable(format!("{} of {len} bytes", json.len())))
+        Err(Undecodable(format!("{} of {len} bytes", raw.len())))
     }
 }
 
 impl Packed {
-    /// Packs `out`. Speed over ratio: this runs on every vendor call that fills the cache
-    /// (sonic-rs writes the rows' JSON in ~30 % fewer instructions than serde_json).
+    /// Packs `out`. Speed over ratio: this runs on every vendor call that fills the cache.
     pub fn of(out: &CallOutput) -> Packed {
-        let json = sonic_rs::to_vec(&out.rows).expect("JSON values always serialize");
-        let json_len = u32::try_from(json.len()).unwrap_or(u32::MAX);
+        // the rows take less than the vendor's answer they were read from
+        let mut raw = Vec::with_capacity(out.bytes.min(1 << 20));
+        rmp_serde::encode::write(&mut raw, &out.rows).expect("JSON values always serialize");
+        let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
         Packed {
-            rows: compress(&json).into_boxed_slice(),
-            json_len,
+            rows: compress(&raw).into_boxed_slice(),
+            raw_len,
             dropped: out.dropped,
             pages: out.pages,
             truncated: out.truncated,
@@ -70,9 +74,9 @@ impl Packed {
 
     /// The answer again, as it was packed.
     pub fn unpack(&self) -> Result<CallOutput, Undecodable> {
-        let json = decompress(&self.rows, self.json_len as usize)?;
+        let raw = decompress(&self.rows, self.raw_len as usize)?;
         let rows: Vec<Vec<Value>> =
-            sonic_rs::from_slice(&json).map_err(|e| Undecodable(e.to_string()))?;
+            rmp_serde::from_slice(&raw).map_err(|e| Undecodable(e.to_string()))?;
         Ok(CallOutput {
             rows,
             dropped: self.dropped,
