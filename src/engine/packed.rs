@@ -4,12 +4,14 @@
 //! Decoded, an answer's rows take ~900 bytes a coupon (a `Value` per field, a `String` per
 //! text) and the canonical coupons built from them as much again, so a 64 MiB budget held
 //! ~1,400 members of three vendors. Rows of one answer repeat each other (the same
-//! templates, names, kinds, dates), and LZ4 shrinks them about threefold. MessagePack rather
-//! than JSON: every vendor call that fills the cache writes it, and it is written without
-//! escaping text or formatting numbers (and read back without parsing them); the store keeps
-//! it in this process only, so its form is nobody else's contract. The store keeps this form only; the answers read lately are kept
-//! decoded too, in a tier of their own (`cache::AnswerStore`), so that a hit on a member asked
-//! for often decodes nothing.
+//! templates, names, kinds, dates), and LZ4 shrinks them about threefold. The store keeps this
+//! form only; the answers read lately are kept decoded too, in a tier of their own
+//! (`cache::AnswerStore`), so that a hit on a member asked for often decodes nothing.
+//!
+//! MessagePack rather than JSON: every vendor call that fills the cache writes it, and it is
+//! written without escaping text or formatting numbers (and read back without parsing them).
+//! The form never leaves this process (the shared tier stores its own), so it is nobody
+//! else's contract.
 use serde_json::Value;
 
 use super::call::CallOutput;
@@ -34,12 +36,12 @@ pub struct Packed {
 #[error("a packed answer does not decode: {0}")]
 pub struct Undecodable(String);
 
-/// The MessagePack of `rows` compressed. LZ4 rather than zstd: every vendor call that fills the cache
-/// pays this, and for the few KB of an answer zstd's fastest level (`--fast=1`, no Huffman
-/// tables) spent ~49k instructions an answer where LZ4 spends ~21k, for ~10 % more heap a
-/// cached member (docs/benchmarks.md, "seventh session": 10,000 members take 41 MiB of the
-/// 64 MiB budget, `tests/cache_fit.rs`). (deflate, tried before zstd, zeroed ~300 KB of
-/// tables for every answer.)
+/// The MessagePack of `rows` compressed. LZ4 rather than zstd: every vendor call that fills
+/// the cache pays this, and for the few KB of an answer zstd's fastest level (`--fast=1`, no
+/// Huffman tables) spent ~49k instructions an answer where LZ4 spends ~21k, for ~10 % more heap
+/// a cached member (docs/benchmarks.md, "seventh session": 10,000 members take 41 MiB of the
+/// 64 MiB budget, `tests/cache_fit.rs`). (deflate, tried before zstd, zeroed ~300 KB of tables
+/// for every answer.)
 fn compress(raw: &[u8]) -> Vec<u8> {
     lz4_flex::block::compress(raw)
 }
@@ -59,7 +61,8 @@ impl Packed {
     pub fn of(out: &CallOutput) -> Packed {
         // the rows take less than the vendor's answer they were read from
         let mut raw = Vec::with_capacity(out.bytes.min(1 << 20));
-        rmp_serde::encode::write(&mut raw, &out.rows).expect("JSON values always serialize");
+        rmp_serde::encode::write(&mut raw, &out.rows)
+            .expect("JSON values always serialize into a Vec");
         let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
         Packed {
             rows: compress(&raw).into_boxed_slice(),
