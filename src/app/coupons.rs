@@ -145,7 +145,7 @@ impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
     }
 }
 
-/// Merged pages by query fingerprint, limit, cursor position and the ids of the vendor answers
+/// Merged pages by query (its canonical form), limit, cursor position and the ids of the vendor answers
 /// merged. Ids are unique in the process, so one key always means the same inputs. Bounded by
 /// the answer store's share for pages (less the eighths [`ParsedQueries`] and [`WholeAnswers`]
 /// take), part of the one `server.cache_max_bytes` budget.
@@ -164,8 +164,9 @@ fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
 /// a cache).
 fn merged_key(q: &CouponQuery, ids: &[Option<u64>]) -> Option<Arc<str>> {
     use std::fmt::Write as _;
-    let mut k = String::with_capacity(q.fingerprint.len() + 24 + 12 * ids.len());
-    k.push_str(&q.fingerprint);
+    // the query's canonical text itself, not its hash: exact, and no SHA-256 per new query
+    let mut k = String::with_capacity(q.canonical.len() + 24 + 12 * ids.len());
+    k.push_str(&q.canonical);
     let _ = write!(k, "\u{1f}{}\u{1f}", q.limit);
     if let Some(after) = &q.after {
         k.push_str(&serde_json::to_string(after).ok()?);

@@ -69,8 +69,12 @@ pub struct CouponQuery {
     /// The sort key of the last coupon of the previous page (from `cursor`).
     pub after: Option<SortKey>,
     pub require: Require,
-    /// Fingerprint of everything but paging: a cursor only continues the query it came from.
-    pub fingerprint: String,
+    /// Everything but paging, as a canonical JSON array: what identifies the query (the key of
+    /// its merged pages), and what its fingerprint hashes.
+    pub canonical: String,
+    /// The hash of `canonical` a cursor carries (a cursor only continues the query it came
+    /// from), made when a cursor is checked or issued: most queries do neither.
+    fingerprint: std::sync::OnceLock<String>,
     signer: CursorSigner,
 }
 
@@ -149,12 +153,13 @@ impl CouponQuery {
         };
         let require = require(b.require, known_vendors, &b.vendors)?;
         let openid = b.member.openid.filter(|o| !o.is_empty());
-        let fingerprint = fingerprint(&b.member.ids, &openid, &status, &kinds, &b.vendors);
+        let canonical = canonical(&b.member.ids, &openid, &status, &kinds, &b.vendors);
+        let fingerprint = std::sync::OnceLock::new();
         let after = match &b.cursor {
             None => None,
             Some(c) => Some(
                 signer
-                    .check(c, &fingerprint, now)
+                    .check(c, fingerprint.get_or_init(|| hash(&canonical)), now)
                     .map_err(|e| InvalidQuery(e.to_string()))?,
             ),
         };
@@ -167,6 +172,7 @@ impl CouponQuery {
             limit,
             after,
             require,
+            canonical,
             fingerprint,
             signer: signer.clone(),
         })
@@ -181,7 +187,13 @@ impl CouponQuery {
 
     /// The cursor of the page after the one ending at `last`.
     pub fn cursor_after(&self, last: &SortKey, now: jiff::Timestamp) -> String {
-        self.signer.issue(&self.fingerprint, last, now)
+        self.signer.issue(self.fingerprint(), last, now)
+    }
+
+    /// The fingerprint a cursor of this query carries: the first 8 bytes of the SHA-256 of
+    /// [`CouponQuery::canonical`], in hex.
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint.get_or_init(|| hash(&self.canonical))
     }
 }
 
@@ -253,7 +265,9 @@ fn closed_set(
         .map(Some)
 }
 
-fn fingerprint(
+/// The query's parts as one JSON array, filters sorted: the same query always writes the
+/// same text.
+fn canonical(
     ids: &BTreeMap<String, String>,
     openid: &Option<String>,
     status: &Option<Vec<&'static str>>,
@@ -275,9 +289,13 @@ fn fingerprint(
     // a JSON array, serialized straight from the parts (the same bytes `json!` gave, without
     // building a `Value` per request): cursors made by another replica or before an upgrade
     // keep matching
-    let canonical = serde_json::to_vec(&(ids, openid, sorted(status), sorted(kinds), vendors))
-        .expect("strings serialize");
-    crypto::hex_lower(&crypto::sha256(&canonical)[..8])
+    serde_json::to_string(&(ids, openid, sorted(status), sorted(kinds), vendors))
+        .expect("strings serialize")
+}
+
+/// A fingerprint of `canonical`.
+fn hash(canonical: &str) -> String {
+    crypto::hex_lower(&crypto::sha256(canonical.as_bytes())[..8])
 }
 
 #[cfg(test)]
@@ -315,8 +333,10 @@ mod tests {
             serde_json::Value::Null,
             ["op", "zvcms"]
         ]);
+        let canonical = canonical(&ids, &openid, &status, &kinds, &vendors);
+        assert_eq!(canonical, expected.to_string());
         assert_eq!(
-            fingerprint(&ids, &openid, &status, &kinds, &vendors),
+            hash(&canonical),
             crypto::hex_lower(&crypto::sha256(expected.to_string().as_bytes())[..8])
         );
     }
