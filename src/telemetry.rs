@@ -456,11 +456,6 @@ pub fn trace_id() -> Option<String> {
     (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
 }
 
-/// [`trace_id`], or `-`.
-pub fn current_trace_id() -> String {
-    trace_id().unwrap_or_else(|| "-".to_owned())
-}
-
 /// Counts a request in flight until dropped.
 pub struct InFlight(());
 

@@ -145,10 +145,10 @@ impl moka::Expiry<Arc<str>, Arc<MergedPage>> for MergedExpiry {
     }
 }
 
-/// Merged pages by query (its canonical form), limit, cursor position and the ids of the vendor answers
-/// merged. Ids are unique in the process, so one key always means the same inputs. Bounded by
-/// the answer store's share for pages (less the eighths [`ParsedQueries`] and [`WholeAnswers`]
-/// take), part of the one `server.cache_max_bytes` budget.
+/// Merged pages by query (its canonical form), limit, cursor position and the ids of the vendor
+/// answers merged. Ids are unique in the process, so one key always means the same inputs.
+/// Bounded by the answer store's share for pages (less the eighths [`ParsedQueries`] and
+/// [`WholeAnswers`] take), part of the one `server.cache_max_bytes` budget.
 fn merged(state: &AppState) -> &'static Cache<Arc<str>, Arc<MergedPage>> {
     static MERGED: OnceLock<Cache<Arc<str>, Arc<MergedPage>>> = OnceLock::new();
     MERGED.get_or_init(|| {

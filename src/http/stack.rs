@@ -257,7 +257,7 @@ where
         // the span and with the request's tag (what JSON log lines say of the request)
         let fut = crate::telemetry::request_tag::scope(
             request_id.clone(),
-            (trace_id != "-").then(|| trace_id.clone()),
+            trace_id.clone(),
             InSpan {
                 span: span.clone(),
                 inner: Some(self.inner.call(req)),
@@ -284,7 +284,7 @@ where
                     status,
                     elapsed,
                     request_id: &request_id,
-                    trace_id: &trace_id,
+                    trace_id: trace_id.as_deref().unwrap_or("-"),
                     caller: answered.map_or("-", |a| &*a.caller),
                     vendors: answered.map_or("", |a| &*a.vendors),
                 });
@@ -321,14 +321,18 @@ impl<F: Future + Unpin> Future for InSpan<F> {
     }
 }
 
-/// The request's span, and its trace id ("-" without one). Made here rather than by
+/// The request's span, and its trace id when traces are exported. Made here rather than by
 /// tower-http's `TraceLayer`, whose wrapping of every answer body (a clock reading per frame,
 /// a failure classifier, its default request and response events) cost more than the span
 /// itself on a cached answer. Only made when traces are exported or the log is text
 /// ([`crate::telemetry::request_spans`]): the JSON log reads the request's tag.
-fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> (tracing::Span, String) {
+fn request_span<B>(
+    req: &Request<B>,
+    route: &'static str,
+    id: &str,
+) -> (tracing::Span, Option<String>) {
     if !crate::telemetry::request_spans() {
-        return (tracing::Span::none(), "-".to_owned());
+        return (tracing::Span::none(), None);
     }
     if !crate::telemetry::exporting() {
         // no trace leaves the process: the span is only what log lines written inside the
@@ -339,7 +343,7 @@ fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> (tracing:
             request_id = %id,
             caller = tracing::field::Empty,
         );
-        return (span, "-".to_owned());
+        return (span, None);
     }
     // HTTP semantic conventions; the path is not recorded (it can carry a record id), the
     // route name is
@@ -360,7 +364,7 @@ fn request_span<B>(req: &Request<B>, route: &'static str, id: &str) -> (tracing:
     if let Some(t) = &trace_id {
         span.record("trace_id", t.as_str());
     }
-    (span, trace_id.unwrap_or_else(|| "-".to_owned()))
+    (span, trace_id)
 }
 
 #[cfg(test)]
