@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use super::convert;
-use super::extract::{Slotted, loosely_equal};
+use super::extract::loosely_equal;
 use super::observe::{Event, Next, Observer, Verdict};
 use super::plan::RequestPlan;
 use super::plan::{OperationPlan, PagingPlan};
@@ -253,8 +253,8 @@ fn read_page(
     let dropped_before = out.dropped;
     for item in items {
         // an item read into slots stands in the document as an object naming its row
-        let mapped = match read.row_of(item) {
-            Some(slots) => op.mapper.map(&Slotted(slots)),
+        let mapped = match read.take_row(item) {
+            Some(mut slots) => op.mapper.map_slots(&mut slots),
             None => op.mapper.map(item),
         };
         if let Some(o) = obs {

@@ -214,6 +214,37 @@ pub fn names(v: &Value, key: &str) -> Option<Vec<String>> {
     }
 }
 
+/// [`names`] of a value the caller gives up, as a JSON list: the names move out of it (and
+/// a list of them keeps its allocation) instead of being copied; the value back when it is
+/// not a list of names.
+pub fn names_owned(v: Value, key: &str) -> Result<Value, Value> {
+    let texts = |list: Vec<String>| Value::Array(list.into_iter().map(Value::String).collect());
+    match v {
+        Value::Array(items) => Ok(Value::Array(
+            items
+                .into_iter()
+                .filter_map(|i| match i {
+                    Value::String(s) => Some(Value::String(s)),
+                    Value::Object(mut o) => o.remove(key).and_then(text_owned).map(Value::String),
+                    Value::Number(n) => Some(Value::String(n.to_string())),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        Value::String(s) => Ok(texts(names(&Value::String(s), key).unwrap_or_default())),
+        Value::Null => Ok(Value::Array(Vec::new())),
+        other => Err(other),
+    }
+}
+
+/// [`text`] of a value the caller gives up: a string moves.
+pub fn text_owned(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        other => text(&other),
+    }
+}
+
 /// An absolute URL: absolute ones as they are, paths resolved against `origin`.
 pub fn url(v: &Value, origin: &str) -> Option<String> {
     let s = v.as_str()?.trim();

@@ -745,6 +745,39 @@ impl FieldSpec {
             .ok_or_else(|| format!("{} is not a {}", describe(value), type_name(cx.def.ty)))
     }
 
+    /// [`FieldSpec::eval`] of a field whose value is moved out of the first of the slots
+    /// `from` that holds one (`ItemMapper::plan_moves` chose it: nothing else reads them).
+    fn eval_moving(
+        &self,
+        slots: &mut [Value],
+        from: &[u16],
+        cx: &FieldContext<'_>,
+    ) -> Result<Option<Value>, String> {
+        if let Some(w) = &self.when
+            && !w.holds_in(&Slotted(slots))
+        {
+            return Ok(None);
+        }
+        let Some(value) = from.iter().find_map(|&s| {
+            let v = slots.get_mut(usize::from(s))?;
+            (!v.is_null()).then(|| std::mem::take(v))
+        }) else {
+            return Ok(None);
+        };
+        if blank(&value) && !matches!(cx.def.ty, FieldType::Text | FieldType::Json) {
+            return Ok(None);
+        }
+        let typed = match &self.convert {
+            Convert::Named(_, c) => c.apply_owned(value),
+            Convert::Natural => natural_owned(value, cx),
+            // not planned to move (`plan_moves`); read in place all the same
+            _ => self.typed(&value, &Slotted(&[]), cx).ok_or(value),
+        };
+        typed
+            .map(Some)
+            .map_err(|v| format!("{} is not a {}", describe(&v), type_name(cx.def.ty)))
+    }
+
     /// Every path this field reads from an item (its source, `when` and `add_days`, and those
     /// of its `first_of` alternatives); nested `fields` read inside the value a path selects.
     pub fn paths<'a>(&'a self, f: &mut dyn FnMut(&'a JsonPath)) {
@@ -904,6 +937,20 @@ fn natural(v: &Value, cx: &FieldContext<'_>) -> Option<Value> {
     }
 }
 
+/// [`natural`] of a value the caller gives up: text moves instead of being copied; the
+/// value back when it does not convert.
+fn natural_owned(v: Value, cx: &FieldContext<'_>) -> Result<Value, Value> {
+    match (cx.def.ty, v) {
+        (FieldType::Text | FieldType::Json, v @ Value::String(_)) => Ok(v),
+        (FieldType::Json, v) => Ok(v),
+        (FieldType::Enum(allowed), Value::String(s)) if allowed.contains(&s.as_str()) => {
+            Ok(Value::String(s))
+        }
+        (FieldType::TextList, v) => convert::names_owned(v, "name"),
+        (_, v) => natural(&v, cx).ok_or(v),
+    }
+}
+
 fn dotted(p: &str) -> String {
     if p.is_empty() {
         String::new()
@@ -918,6 +965,9 @@ pub struct ItemMapper {
     pub schema: &'static [FieldDef],
     pub fields: Vec<Option<FieldSpec>>,
     pub origin: String,
+    /// For items read into slots, per field: the slots its value is moved out of rather than
+    /// copied ([`ItemMapper::plan_moves`]); empty otherwise.
+    pub moves: Vec<Option<Box<[u16]>>>,
 }
 
 /// Why an item was dropped: the field, and what was wrong with it.
@@ -972,8 +1022,29 @@ impl ItemMapper {
     }
 
     pub fn map(&self, item: &(impl Item + ?Sized)) -> Result<Vec<Value>, Dropped> {
+        self.map_with(|spec, cx, _| spec.eval(item, cx))
+    }
+
+    /// [`ItemMapper::map`] of an item read into `slots`, which it uses up: a value only one
+    /// field reads moves from its slot into the row (`plan_moves`) instead of being copied, so
+    /// a vendor's text is allocated once on its way from the answer to the cache.
+    pub fn map_slots(&self, slots: &mut [Value]) -> Result<Vec<Value>, Dropped> {
+        self.map_with(
+            |spec, cx, i| match self.moves.get(i).and_then(Option::as_deref) {
+                Some(from) => spec.eval_moving(slots, from, cx),
+                None => spec.eval(&Slotted(slots), cx),
+            },
+        )
+    }
+
+    /// Each field's value by `eval` (the spec, its context, its index), in schema order; the
+    /// item dropped at the first that cannot be read or a required one that has none.
+    fn map_with(
+        &self,
+        mut eval: impl FnMut(&FieldSpec, &FieldContext<'_>, usize) -> Result<Option<Value>, String>,
+    ) -> Result<Vec<Value>, Dropped> {
         let mut out = Vec::with_capacity(self.schema.len());
-        for (def, spec) in self.schema.iter().zip(&self.fields) {
+        for (i, (def, spec)) in self.schema.iter().zip(&self.fields).enumerate() {
             let cx = FieldContext {
                 def,
                 origin: &self.origin,
@@ -982,7 +1053,7 @@ impl ItemMapper {
                 field: def.name,
                 reason,
             };
-            match spec.as_ref().map(|s| s.eval(item, &cx)) {
+            match spec.as_ref().map(|s| eval(s, &cx, i)) {
                 Some(Ok(Some(v))) => out.push(v),
                 Some(Err(reason)) => return Err(drop(reason)),
                 _ if def.required => return Err(drop("no value".to_owned())),
@@ -990,6 +1061,45 @@ impl ItemMapper {
             }
         }
         Ok(out)
+    }
+
+    /// Once the projection has given every item path its slot: which fields may take their
+    /// value out of its slot. A field may when each of its source paths ends exactly at a
+    /// slot no other path of any field reads (not its own `when` either, nor `add_days`), and
+    /// its value goes to the conversion unchanged (no `map`, `member`, `split`, time or
+    /// nested `fields`, which read it in place or make a new value anyway).
+    pub fn plan_moves(&mut self) {
+        let mut readers: HashMap<u16, u32> = HashMap::new();
+        for spec in self.fields.iter().flatten() {
+            spec.paths(&mut |p| {
+                if let Some(r) = &p.slot {
+                    *readers.entry(r.slot).or_default() += 1;
+                }
+            });
+        }
+        self.moves = self
+            .fields
+            .iter()
+            .map(|spec| {
+                let spec = spec.as_ref()?;
+                let Source::Paths(paths) = &spec.source else {
+                    return None;
+                };
+                let plain = spec.map.is_none()
+                    && spec.add_days.is_none()
+                    && spec.list.member.is_none()
+                    && spec.list.split.is_none()
+                    && matches!(spec.convert, Convert::Natural | Convert::Named(..));
+                plain.then_some(())?;
+                paths
+                    .iter()
+                    .map(|p| {
+                        let r = p.slot.as_ref()?;
+                        (r.rest.is_empty() && readers.get(&r.slot) == Some(&1)).then_some(r.slot)
+                    })
+                    .collect()
+            })
+            .collect();
     }
 }
 
@@ -1438,6 +1548,7 @@ mod tests {
             schema: COUPON,
             fields,
             origin: String::new(),
+            moves: Vec::new(),
         };
         let row = m.map(&json!({"id": 7, "s": "0"})).unwrap();
         assert_eq!(row[0], json!("7"));

@@ -73,6 +73,14 @@ impl Projected {
         let row = self.items.as_ref()?.get(usize::try_from(n).ok()?)?;
         Some(row)
     }
+
+    /// The slots of `item` to use up (`ItemMapper::map_slots`): the row is left empty, read
+    /// once like the item it stands for.
+    pub fn take_row(&mut self, item: &Value) -> Option<Vec<Value>> {
+        let n = item.get(ROW)?.as_u64()?;
+        let row = self.items.as_mut()?.get_mut(usize::try_from(n).ok()?)?;
+        Some(std::mem::take(row))
+    }
 }
 
 /// What is kept of one value: all of it, or some members of an object and, of a list, each
@@ -285,6 +293,7 @@ impl Projection {
         for spec in mapper.fields.iter_mut().flatten() {
             spec.paths_mut(&mut |p| p.set_slot(places.next()));
         }
+        mapper.plan_moves();
         let items = projection.root.at(items_at);
         items.item = true;
         items.elements.get_or_insert_default().item = true;
@@ -853,6 +862,54 @@ mod tests {
                 assert_eq!(read.doc, expected, "{body}");
                 assert_eq!(read.items.map(|i| i.len()), Some(row), "{body}");
             }
+        }
+    }
+
+    #[test]
+    fn values_moved_out_of_slots_map_as_copied_ones_do() {
+        // moved: id (either alternative), name, kind, channels, product_kinds, image_url; read
+        // in place: vendor_status and status share a slot, code's `when` reads its own
+        let fields = "{id: {path: [$.id, $.alt]}, name: $.t, kind: $.kd, \
+                      code: {path: $.c, when: {path: $.c, present: true}}, \
+                      channels: {path: $.ch, convert: names}, product_kinds: $.pk, \
+                      image_url: $.img, vendor_status: $.s, \
+                      status: {path: $.s, map: {\"1\": usable}, default: used}}";
+        let plan = plan(fields, "$.data");
+        let op = &plan.routes[0].targets[0];
+        let p = op.projection.as_ref().unwrap();
+        assert!(p.slots_items());
+        let moved: Vec<&str> = (op.mapper.schema.iter().zip(&op.mapper.moves))
+            .filter(|(_, m)| m.is_some())
+            .map(|(d, _)| d.name)
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                "id",
+                "name",
+                "kind",
+                "channels",
+                "product_kinds",
+                "image_url"
+            ]
+        );
+        for item in [
+            r#"{"id":"a","t":"券","kd":"cash","c":"x","ch":[{"name":"w"},{"id":1},{"name":7},{"name":true},"s",3,null],"pk":"a, b","img":"/i.png","s":"1"}"#,
+            r#"{"alt":5,"t":12.5,"kd":"nope","ch":"","pk":[{"name":{"x":1}}],"img":"","s":2}"#,
+            r#"{"id":null,"alt":"b","t":"  ","kd":"","ch":null,"pk":[],"s":"1"}"#,
+            r#"{"id":"a","t":[1],"s":"1"}"#,
+            r#"{"id":"a","t":true,"ch":{"name":"x"},"s":"1"}"#,
+            r#"{"t":"no id","s":"1"}"#,
+        ] {
+            let body = format!(r#"{{"code":0,"data":{item}}}"#);
+            let whole: serde_json::Value = serde_json::from_str(item).unwrap();
+            let mut read = p.read_items(body.as_bytes()).unwrap();
+            let mut slots = read.take_row(&read.doc["data"].clone()).expect("a row");
+            assert_eq!(
+                op.mapper.map_slots(&mut slots),
+                op.mapper.map(&whole),
+                "{item}"
+            );
         }
     }
 

@@ -143,6 +143,7 @@ pub fn mapper(
         schema,
         fields,
         origin: origin.to_owned(),
+        moves: Vec::new(),
     })
 }
 

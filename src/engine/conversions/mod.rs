@@ -44,6 +44,13 @@ impl std::fmt::Debug for dyn ConversionKind {
 pub trait Conversion: std::fmt::Debug + Send + Sync {
     fn apply(&self, v: &Value) -> Option<Value>;
 
+    /// [`Conversion::apply`] to a value the caller owns and no longer needs (an item's slot
+    /// only this field reads), so that text can move into the result instead of being copied;
+    /// the value back when it does not convert. The same result as `apply`, always.
+    fn apply_owned(&self, v: Value) -> Result<Value, Value> {
+        self.apply(&v).ok_or(v)
+    }
+
     /// What it reads inside the vendor value, when that is less than all of it: paths relative
     /// to the value (an index stands for every element). A projected answer then keeps only
     /// those members there (`engine::projection`), so `apply` must give the same for the value

@@ -62,6 +62,9 @@ impl Conversion for Run {
     fn apply(&self, v: &Value) -> Option<Value> {
         convert::names(v, &self.key).map(Value::from)
     }
+    fn apply_owned(&self, v: Value) -> Result<Value, Value> {
+        convert::names_owned(v, &self.key)
+    }
     fn reads_within(&self) -> Option<&[Vec<Seg>]> {
         Some(&self.within)
     }
