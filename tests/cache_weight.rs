@@ -6,7 +6,6 @@
 //! measures the packed side at scale.
 use std::sync::Arc;
 
-use coupon_gateway::canonical::coupon::Coupon;
 use coupon_gateway::engine::cache::{AnswerStore, ResponseCache};
 use coupon_gateway::engine::call::CallOutput;
 
@@ -37,7 +36,9 @@ fn each_entry_weighs_within_a_third_of_the_heap_it_holds() {
         let op = answers::list_op(&plan, vendor);
         let cfg = op.cache.clone().expect("list_coupons is cached");
         let store = AnswerStore::new(1 << 30);
-        let cache = ResponseCache::new(&store, &cfg, vendor, &op.name);
+        // as the gateway builds a coupon list's cache: its answers opened into coupons
+        let cache = ResponseCache::new(&store, &cfg, vendor, &op.name)
+            .with_records(coupon_gateway::app::coupons::coupons_out_of, vendor);
         let keys: Vec<Arc<str>> = (0..N)
             .map(|i| {
                 Arc::from(format!(
@@ -60,17 +61,8 @@ fn each_entry_weighs_within_a_third_of_the_heap_it_holds() {
                     .get_cached(key.clone(), false, async { Ok::<_, String>(out) })
                     .await;
                 let cached = cached.expect("stored");
-                // what app::coupons builds on the first read
-                cached.coupons.get_or_init(|| {
-                    Arc::new(
-                        cached
-                            .answer
-                            .rows
-                            .iter()
-                            .map(|row| Coupon::from_row(vendor, row))
-                            .collect(),
-                    )
-                });
+                assert!(cached.coupons.get().is_some(), "built when stored");
+                assert!(cached.answer.rows.is_empty(), "and the rows used up");
             }
             store.weighed_size().await
         });

@@ -508,7 +508,16 @@ fn identity(op: &OperationPlan, q: &CouponQuery) -> Option<CallInput> {
     })
 }
 
-/// The canonical coupons of a stored answer, built by its first reader only.
+/// The coupons of an answer's rows, built out of them: what the caches of the coupon lists
+/// build from each answer they open (`engine::cache::Records`).
+pub fn coupons_out_of(vendor: &str, rows: Vec<Vec<serde_json::Value>>) -> Vec<Coupon> {
+    rows.into_iter()
+        .map(|row| Coupon::from_owned_row(vendor, row))
+        .collect()
+}
+
+/// The canonical coupons of an answer, built by its first reader only (an answer its cache
+/// opened has them already).
 fn coupons_of(vendor: &str, cached: &Cached) -> Arc<Vec<Coupon>> {
     cached
         .coupons
@@ -587,10 +596,12 @@ async fn ask(
         stale: stale.map(|c| c.answer.clone()),
         latency: started.elapsed(),
     };
-    let (source, _) = asked.report(vendor);
+    let (mut source, _) = asked.report(vendor);
     let coupons = served
         .as_ref()
         .map_or_else(Arc::default, |c| coupons_of(vendor, c));
+    // an answer opened by its cache holds coupons, not rows: count those
+    source.count = coupons.len();
     let id = keeps.then(|| served.as_ref().map_or(0, |c| c.id));
     let standing = served.and_then(|c| c.standing.clone());
     (VendorResult { source, coupons }, id, standing)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::engine::cache::{AnswerStore, ResponseCache};
 use crate::engine::plan::{OperationPlan, Plan, VendorPlan};
 use crate::engine::resilience::{VendorAuth, VendorGuard};
+use crate::engine::routes::RouteId;
 use crate::engine::token::TokenCache;
 use crate::shared::Shared;
 use crate::shared::cache::SharedAnswers;
@@ -98,17 +99,28 @@ impl Generation {
         let prints = &plan.fingerprints;
         let mut caches: Vec<Option<Arc<ResponseCache>>> =
             (0..plan.operation_count).map(|_| None).collect();
-        for op in plan.operations() {
-            let Some(cfg) = &op.cache else { continue };
-            caches[op.slot] = Some(
-                match old_caches.get(&(op.vendor.id.as_str(), op.name.as_str())) {
-                    Some((print, cache)) if **print == prints.operations[op.slot] => {
-                        kept.caches.push(format!("{}.{}", op.vendor.id, op.name));
-                        Arc::clone(cache)
-                    }
-                    _ => Arc::new(new_cache(op, cfg, answers, shared)),
-                },
-            );
+        for route in &plan.routes {
+            // the coupon lists' answers are read as coupons only: built once, out of the rows
+            let coupons = route.id == RouteId::CouponsQuery;
+            for op in &route.targets {
+                let Some(cfg) = &op.cache else { continue };
+                caches[op.slot] = Some(
+                    match old_caches.get(&(op.vendor.id.as_str(), op.name.as_str())) {
+                        Some((print, cache)) if **print == prints.operations[op.slot] => {
+                            kept.caches.push(format!("{}.{}", op.vendor.id, op.name));
+                            Arc::clone(cache)
+                        }
+                        _ => {
+                            let cache = new_cache(op, cfg, answers, shared);
+                            Arc::new(if coupons {
+                                cache.with_records(super::coupons::coupons_out_of, &op.vendor.id)
+                            } else {
+                                cache
+                            })
+                        }
+                    },
+                );
+            }
         }
         let guards = plan
             .vendors

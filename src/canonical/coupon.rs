@@ -1,4 +1,6 @@
 //! The canonical coupon record of API.md, built from a mapped vendor row.
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -79,34 +81,59 @@ static SLOTS: std::sync::LazyLock<Slots> = std::sync::LazyLock::new(|| {
     }
 });
 
-fn text(v: &Value) -> Option<String> {
-    v.as_str().map(str::to_owned)
+/// A row's value, borrowed from a row that stays or taken from one that is used up.
+fn text(v: Cow<'_, Value>) -> Option<String> {
+    match v {
+        Cow::Owned(Value::String(s)) => Some(s),
+        v => v.as_str().map(str::to_owned),
+    }
 }
 
-fn list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+fn list(v: Cow<'_, Value>) -> Vec<String> {
+    let texts = |v: Value| match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    };
+    match v {
+        Cow::Owned(Value::Array(a)) => a.into_iter().filter_map(texts).collect(),
+        v => v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 impl Coupon {
     /// Builds a coupon of `vendor` from a row in coupon-schema slot order (as the mapper
     /// produces it: values already of the canonical type, or null).
     pub fn from_row(vendor: &str, row: &[Value]) -> Coupon {
+        Coupon::build(vendor, |i| Cow::Borrowed(&row[i]))
+    }
+
+    /// [`Coupon::from_row`] of a row it uses up: its text moves into the coupon instead of
+    /// being copied (an answer's rows, once its coupons are built, are not kept).
+    pub fn from_owned_row(vendor: &str, mut row: Vec<Value>) -> Coupon {
+        Coupon::build(vendor, |i| Cow::Owned(std::mem::take(&mut row[i])))
+    }
+
+    /// The coupon from its row's values, each asked for once by slot.
+    fn build<'r>(vendor: &str, mut value: impl FnMut(usize) -> Cow<'r, Value>) -> Coupon {
         let s = &*SLOTS;
-        let time = |i: usize| text(&row[i]);
-        let ts = |i: usize| {
-            row[i]
-                .as_str()
+        let valid_from = text(value(s.valid_from));
+        let valid_until = text(value(s.valid_until));
+        let instant = |t: &Option<String>| {
+            t.as_deref()
                 .and_then(crate::engine::time::canonical_instant)
         };
+        let usable_hours = value(s.usable_hours);
         Coupon {
             id: {
-                let own = row[s.id].as_str().unwrap_or_default();
+                let own = value(s.id);
+                let own = own.as_str().unwrap_or_default();
                 let mut id = String::with_capacity(vendor.len() + 1 + own.len());
                 id.push_str(vendor);
                 id.push(':');
@@ -114,29 +141,29 @@ impl Coupon {
                 id
             },
             vendor: vendor.to_owned(),
-            code: text(&row[s.code]),
-            template_id: text(&row[s.template_id]),
-            name: text(&row[s.name]).unwrap_or_default(),
-            kind: text(&row[s.kind]).unwrap_or_else(|| "other".to_owned()),
-            amount_off: row[s.amount_off].as_i64(),
-            percent_off: row[s.percent_off].as_f64(),
-            min_order: row[s.min_order].as_i64(),
-            max_discount: row[s.max_discount].as_i64(),
-            status: text(&row[s.status]).unwrap_or_else(|| "usable".to_owned()),
-            valid_from: time(s.valid_from),
-            valid_until: time(s.valid_until),
-            usable_weekdays: row[s.usable_weekdays].as_array().map(|a| {
+            code: text(value(s.code)),
+            template_id: text(value(s.template_id)),
+            name: text(value(s.name)).unwrap_or_default(),
+            kind: text(value(s.kind)).unwrap_or_else(|| "other".to_owned()),
+            amount_off: value(s.amount_off).as_i64(),
+            percent_off: value(s.percent_off).as_f64(),
+            min_order: value(s.min_order).as_i64(),
+            max_discount: value(s.max_discount).as_i64(),
+            status: text(value(s.status)).unwrap_or_else(|| "usable".to_owned()),
+            from_ts: instant(&valid_from),
+            until_ts: instant(&valid_until),
+            valid_from,
+            valid_until,
+            usable_weekdays: value(s.usable_weekdays).as_array().map(|a| {
                 a.iter()
                     .filter_map(|d| d.as_u64().map(|d| d as u8))
                     .collect()
             }),
-            usable_hours: (!row[s.usable_hours].is_null()).then(|| row[s.usable_hours].clone()),
-            channels: list(&row[s.channels]),
-            product_kinds: list(&row[s.product_kinds]),
-            image_url: text(&row[s.image_url]),
-            vendor_status: text(&row[s.vendor_status]),
-            from_ts: ts(s.valid_from),
-            until_ts: ts(s.valid_until),
+            usable_hours: (!usable_hours.is_null()).then(|| usable_hours.into_owned()),
+            channels: list(value(s.channels)),
+            product_kinds: list(value(s.product_kinds)),
+            image_url: text(value(s.image_url)),
+            vendor_status: text(value(s.vendor_status)),
         }
     }
 
@@ -419,6 +446,30 @@ mod tests {
         assert_eq!(c.channels, ["app", "mini"]);
         assert_eq!(c.product_kinds, ["drinks"]);
         assert_eq!(c.usable_hours, Some(hours));
+    }
+
+    #[test]
+    fn a_used_up_row_makes_the_coupon_a_kept_one_does() {
+        // every slot filled, every slot empty, and values of the wrong type in each
+        let full: Vec<Value> = COUPON
+            .iter()
+            .enumerate()
+            .map(|(i, _)| json!(format!("v{i}")))
+            .collect();
+        let mut typed = full.clone();
+        typed[SLOTS.amount_off] = json!(500);
+        typed[SLOTS.percent_off] = json!(12.5);
+        typed[SLOTS.valid_from] = json!("2015-12-01T00:00:00+08:00");
+        typed[SLOTS.valid_until] = json!("2015-12-12T23:59:59+08:00");
+        typed[SLOTS.usable_weekdays] = json!([1, 7]);
+        typed[SLOTS.usable_hours] = json!([{"from": "10:00", "to": "14:00"}]);
+        typed[SLOTS.channels] = json!(["app", 3, null, "mini"]);
+        typed[SLOTS.product_kinds] = json!("not a list");
+        let wrong: Vec<Value> = COUPON.iter().map(|_| json!([{"x": 1}])).collect();
+        for row in [full, typed, wrong, vec![Value::Null; COUPON.len()]] {
+            let kept = Coupon::from_row("v", &row);
+            assert_eq!(Coupon::from_owned_row("v", row.clone()), kept, "{row:?}");
+        }
     }
 
     #[test]

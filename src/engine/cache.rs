@@ -42,6 +42,12 @@ use crate::shared::cache::{Found, SharedAnswers};
 /// A cached answer.
 pub type Answer = Arc<CallOutput>;
 
+/// What the readers of an operation's answers build from its rows — the canonical coupons of
+/// a coupon list (`app::coupons`) — made when the cache opens an answer, from rows it then
+/// stops holding: a vendor's text is copied into a record once, and the decoded tier holds
+/// one form of an answer, not two.
+pub type Records = fn(vendor: &str, rows: Vec<Vec<Value>>) -> Vec<crate::canonical::coupon::Coupon>;
+
 /// A decoded answer, with what its readers derive from it once.
 #[derive(Debug)]
 pub struct Cached {
@@ -54,6 +60,9 @@ pub struct Cached {
     /// Whether the store still serves it fresh, for answers the store keeps (`None`: a
     /// stale copy from the shared level, or an answer no cache keeps).
     pub standing: Option<Arc<Standing>>,
+    /// [`Cached::weight`], reckoned when it was opened (before the rows were used up, if
+    /// they were).
+    weight: u64,
 }
 
 /// Whether a stored answer is still what a lookup of its key would serve fresh, told without
@@ -79,27 +88,62 @@ impl Cached {
     }
 
     fn with(answer: Answer, standing: Option<Arc<Standing>>) -> Arc<Cached> {
+        // its readers will build their records from copies of the rows' text
+        let weight = 2 * rows_bytes(&answer.rows) + FIXED_BYTES;
         Arc::new(Cached {
             answer,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             coupons: OnceLock::new(),
             standing,
+            weight,
+        })
+    }
+
+    /// An answer the cache opens (just stored, or unpacked) with id `id`: with `records`, its
+    /// records are built here out of its rows, which it then no longer holds.
+    fn opened(
+        mut answer: CallOutput,
+        id: u64,
+        standing: Option<Arc<Standing>>,
+        records: Option<&(Records, Box<str>)>,
+    ) -> Arc<Cached> {
+        let rows = rows_bytes(&answer.rows);
+        let coupons = OnceLock::new();
+        let weight = match records {
+            Some((build, vendor)) => {
+                let built = build(vendor, std::mem::take(&mut answer.rows));
+                coupons.get_or_init(|| Arc::new(built));
+                // the records hold the rows' text, moved
+                rows + FIXED_BYTES
+            }
+            None => 2 * rows + FIXED_BYTES,
+        };
+        Arc::new(Cached {
+            answer: Arc::new(answer),
+            id,
+            coupons,
+            standing,
+            weight,
         })
     }
 
     /// An estimate of the memory this answer takes once its readers have built their records:
-    /// the rows' values (heap included) counted twice, since the canonical records built from
-    /// them hold copies of the same strings, plus the fixed parts. `tests/cache_weight.rs`
-    /// checks it against the heap really taken.
+    /// the rows' values (heap included) counted twice when the records are built from copies
+    /// of them, once when they were built out of the rows, plus the fixed parts.
+    /// `tests/cache_weight.rs` checks it against the heap really taken.
     pub fn weight(&self) -> u64 {
-        let rows: usize = self
-            .answer
-            .rows
-            .iter()
-            .map(|row| 24 + row.iter().map(value_bytes).sum::<usize>())
-            .sum();
-        (2 * rows + size_of::<Cached>() + size_of::<CallOutput>() + 64) as u64
+        self.weight
     }
+}
+
+/// The fixed parts of a decoded answer.
+const FIXED_BYTES: u64 = (size_of::<Cached>() + size_of::<CallOutput>() + 64) as u64;
+
+/// Bytes the rows take in memory, their values' heap included.
+fn rows_bytes(rows: &[Vec<Value>]) -> u64 {
+    rows.iter()
+        .map(|row| 24 + row.iter().map(value_bytes).sum::<usize>())
+        .sum::<usize>() as u64
 }
 
 /// Bytes a JSON value takes in memory, its heap included (serde_json without
@@ -351,7 +395,12 @@ impl AnswerStore {
 
     /// The answer of `slot`, decoded: from the decoded tier, or unpacked and put there. `None`
     /// if it does not decode (a bug, logged): the caller goes on as if nothing were stored.
-    async fn open(&self, key: &StoreKey, slot: &Slot) -> Option<Arc<Cached>> {
+    async fn open(
+        &self,
+        key: &StoreKey,
+        slot: &Slot,
+        records: Option<&(Records, Box<str>)>,
+    ) -> Option<Arc<Cached>> {
         if let Some(cached) = self.open.get(key).await
             && cached.id == slot.id
         {
@@ -359,12 +408,8 @@ impl AnswerStore {
         }
         match slot.packed.unpack() {
             Ok(out) => {
-                let cached = Arc::new(Cached {
-                    answer: Arc::new(out),
-                    id: slot.id,
-                    coupons: OnceLock::new(),
-                    standing: Some(Arc::clone(&slot.standing)),
-                });
+                let standing = Some(Arc::clone(&slot.standing));
+                let cached = Cached::opened(out, slot.id, standing, records);
                 self.open.insert(key.clone(), Arc::clone(&cached)).await;
                 Some(cached)
             }
@@ -388,6 +433,8 @@ pub struct ResponseCache {
     stale_if_error: Duration,
     owner: Arc<Owner>,
     shared: Option<SharedAnswers>,
+    /// The records its answers' readers build, with the vendor they are built for.
+    records: Option<(Records, Box<str>)>,
 }
 
 impl ResponseCache {
@@ -406,6 +453,15 @@ impl ResponseCache {
             stale_if_error: Duration::from_millis(cfg.stale_if_error_ms),
             owner: Arc::new(Owner::new(vendor, operation)),
             shared: None,
+            records: None,
+        }
+    }
+
+    /// This cache, building `records` of `vendor` from each answer it opens (see [`Records`]).
+    pub fn with_records(self, records: Records, vendor: &str) -> ResponseCache {
+        ResponseCache {
+            records: Some((records, vendor.into())),
+            ..self
         }
     }
 
@@ -476,7 +532,8 @@ impl ResponseCache {
             gone: AtomicBool::new(false),
         });
         let packed = Packed::of(&out);
-        let cached = Cached::with(Arc::new(out), Some(Arc::clone(&standing)));
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let cached = Cached::opened(out, id, Some(Arc::clone(&standing)), self.records.as_ref());
         let slot = Slot {
             weight: u32::try_from(packed.weight() + ENTRY_OVERHEAD + 2 * key.1.len() as u64)
                 .unwrap_or(u32::MAX),
@@ -543,7 +600,7 @@ impl ResponseCache {
         };
         if let Some(slot) = &held
             && slot.standing.fresh_until > Instant::now()
-            && let Some(cached) = self.store.open(&skey, slot).await
+            && let Some(cached) = self.store.open(&skey, slot, self.records.as_ref()).await
         {
             return (Ok(cached), Lookup::Hit, None);
         }
@@ -634,7 +691,7 @@ impl ResponseCache {
                     None => self.store.answers.get(&skey).await,
                 };
                 let stale = match last {
-                    Some(slot) => self.store.open(&skey, &slot).await,
+                    Some(slot) => self.store.open(&skey, &slot, self.records.as_ref()).await,
                     None => None,
                 };
                 let stale =
