@@ -1275,7 +1275,7 @@ mod tests {
                 r#"{{"code":0,"data":{{"more":false,"page":{page},"list":[{},{},{},{}]}}}}"#,
                 item("_id", 1, "").replace(
                     r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#,
-                    r#"["直营",7,[["x"]],{"name":{"a":1}},{"id":"c1","name":"微信","x":[1]},{"name":3},null,true,{"name":null}]"#
+                    r#"["直营",7,[["x"]],{"name":{"a":1}},{"id":"c1","name":"微信","x":[1]},{"name":3},null,true,{"name":null},{"name":true},{"name":"a","name":"b"},{"name":[1]},{"name":2.5e0}]"#
                 ),
                 item("_id", 1, "").replace(r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#, r#""a, b""#),
                 item("_id", 1, "").replace(r#"[{"id":"c1","name":"微信"},{"id":"c2"}]"#, r#"{"name":"x"}"#),
@@ -1342,7 +1342,7 @@ mod tests {
             (10, "vendor error : 签名错误"),
             (
                 11,
-                r#"Array [String("直营"), String("7"), String("微信"), String("3")]"#,
+                r#"Array [String("直营"), String("7"), String("微信"), String("3"), String("true"), String("b"), String("2.5")]"#,
             ),
             (11, r#"Array [String("a"), String("b")]"#),
             (11, "dropped=1"),

@@ -784,10 +784,13 @@ impl FieldSpec {
         self.paths_reading(&mut |p, _| f(p));
     }
 
-    /// [`FieldSpec::paths`], each with what is read inside the value it selects when that is
-    /// not all of it ([`Conversion::reads_within`]): only a source path whose value goes
-    /// straight to such a conversion (no `map`, `member` or `split` looks at it first).
-    pub fn paths_reading<'a>(&'a self, f: &mut dyn FnMut(&'a JsonPath, Option<&'a [Vec<Seg>]>)) {
+    /// [`FieldSpec::paths`], each with the conversion its value goes straight to (no `map`,
+    /// `member` or `split` looks at it first), which may read less than all of it
+    /// ([`Conversion::reads_within`], [`Conversion::lift`]).
+    pub fn paths_reading<'a>(
+        &'a self,
+        f: &mut dyn FnMut(&'a JsonPath, Option<&'a dyn Conversion>),
+    ) {
         if let Some(w) = &self.when {
             f(&w.path, None);
         }
@@ -796,7 +799,7 @@ impl FieldSpec {
         }
         match &self.source {
             Source::Paths(paths) => {
-                let within = match (&self.convert, &self.map, &self.list) {
+                let to = match (&self.convert, &self.map, &self.list) {
                     (
                         Convert::Named(_, c),
                         None,
@@ -804,10 +807,10 @@ impl FieldSpec {
                             member: None,
                             split: None,
                         },
-                    ) => c.reads_within(),
+                    ) => Some(&**c),
                     _ => None,
                 };
-                paths.iter().for_each(|p| f(p, within));
+                paths.iter().for_each(|p| f(p, to));
             }
             Source::Const(_) => {}
             Source::FirstOf(specs) => specs.iter().for_each(|s| s.paths_reading(f)),

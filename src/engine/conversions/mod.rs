@@ -58,6 +58,24 @@ pub trait Conversion: std::fmt::Debug + Send + Sync {
     fn reads_within(&self) -> Option<&[Vec<Seg>]> {
         None
     }
+
+    /// When it reads one member of each object in a list (and nothing else reads the list):
+    /// what it may be given in each object's place instead, so that a projected answer builds
+    /// no object there (`engine::projection`). `apply` must give the same for the list with
+    /// its objects lifted so as for the list itself. `None` (the default): objects are kept.
+    fn lift(&self) -> Option<&Lift> {
+        None
+    }
+}
+
+/// How a conversion that reads one member of each object of a list takes that member in the
+/// object's place ([`Conversion::lift`]).
+#[derive(Debug, Clone)]
+pub struct Lift {
+    /// The member it reads.
+    pub member: String,
+    /// What stands in an object's place, made of that member (None: the object has none).
+    pub of: fn(Option<Value>) -> Value,
 }
 
 /// Every conversion, in documentation order.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{Conversion, ConversionKind};
+use super::{Conversion, ConversionKind, Lift};
 use crate::canonical::schema::FieldType;
 use crate::engine::convert;
 use crate::engine::extract::Seg;
@@ -36,7 +36,16 @@ impl ConversionKind for Names {
         // a list's elements are names, or objects whose name is under `key`: nothing else of
         // an element is read (a value that is not a list is read as it is)
         let within = vec![vec![Seg::Index(0), Seg::Key(key.clone())]];
-        Ok(Arc::new(Run { key, within }))
+        // an object's name, as the name it gives (text), or nothing: `apply` reads the
+        // lifted list as it reads the objects
+        let lift = Lift {
+            member: key.clone(),
+            of: |name| {
+                name.and_then(convert::text_owned)
+                    .map_or(Value::Null, Value::String)
+            },
+        };
+        Ok(Arc::new(Run { key, within, lift }))
     }
     fn examples(&self) -> &'static [(&'static str, &'static str, &'static str)] {
         &[
@@ -56,6 +65,7 @@ impl ConversionKind for Names {
 struct Run {
     key: String,
     within: Vec<Vec<Seg>>,
+    lift: Lift,
 }
 
 impl Conversion for Run {
@@ -67,5 +77,8 @@ impl Conversion for Run {
     }
     fn reads_within(&self) -> Option<&[Vec<Seg>]> {
         Some(&self.within)
+    }
+    fn lift(&self) -> Option<&Lift> {
+        Some(&self.lift)
     }
 }
