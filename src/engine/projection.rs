@@ -485,7 +485,9 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
             return Ok(Value::Object(stand_in));
         }
         let mut out = Map::new();
-        while let Some(found) = map.next_key_seed(Member(self.node))? {
+        while let Some(found) = map.next_key_seed(NameBy(|v: &str| {
+            self.node.child(v).map(|n| (v.to_owned(), n))
+        }))? {
             match found {
                 Some((name, node)) => {
                     let v = map.next_value_seed(self.below(node))?;
@@ -508,7 +510,7 @@ struct Fill<'p, 's> {
 
 impl Fill<'_, '_> {
     fn members<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(name) = map.next_key_seed(Name(self.node))? {
+        while let Some(name) = map.next_key_seed(NameBy(|v: &str| self.node.child(v)))? {
             let Some(node) = name else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -606,7 +608,7 @@ impl<'de> Visitor<'de> for Lifted<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut found = None;
-        while let Some(hit) = map.next_key_seed(IsMember(&self.0.member))? {
+        while let Some(hit) = map.next_key_seed(NameBy(|v: &str| v == self.0.member))? {
             if hit {
                 // the last of a repeated name wins, as in a map
                 found = Some(map.next_value::<Value>()?);
@@ -623,72 +625,27 @@ impl<'de> Visitor<'de> for Lifted<'_> {
     }
 }
 
-/// Whether a member's name is the one sought, told without allocating it.
-struct IsMember<'m>(&'m str);
+/// A member's name, read by `of` without allocating it: looked up among a node's members,
+/// compared, or copied only when the member is kept.
+struct NameBy<F>(F);
 
-impl<'de> DeserializeSeed<'de> for IsMember<'_> {
-    type Value = bool;
+impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for NameBy<F> {
+    type Value = T;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for IsMember<'_> {
-    type Value = bool;
+impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for NameBy<F> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a member name")
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.0)
-    }
-}
-
-/// A member's name, looked up without allocating it.
-struct Name<'p>(&'p Node);
-
-impl<'de, 'p> DeserializeSeed<'de> for Name<'p> {
-    type Value = Option<&'p Node>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, 'p> Visitor<'de> for Name<'p> {
-    type Value = Option<&'p Node>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.child(v))
-    }
-}
-
-/// A member's name: allocated only when the member is kept.
-struct Member<'p>(&'p Node);
-
-impl<'de, 'p> DeserializeSeed<'de> for Member<'p> {
-    type Value = Option<(String, &'p Node)>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, 'p> Visitor<'de> for Member<'p> {
-    type Value = Option<(String, &'p Node)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.child(v).map(|n| (v.to_owned(), n)))
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok((self.0)(v))
     }
 }
 
