@@ -108,15 +108,13 @@ impl Cached {
         records: Option<&(Records, Box<str>)>,
     ) -> Arc<Cached> {
         let rows = rows_bytes(&answer.rows);
-        let coupons = OnceLock::new();
-        let weight = match records {
+        let (coupons, weight) = match records {
             Some((build, vendor)) => {
                 let built = build(vendor, std::mem::take(&mut answer.rows));
-                coupons.get_or_init(|| Arc::new(built));
                 // the records hold the rows' text, moved
-                rows + FIXED_BYTES
+                (OnceLock::from(Arc::new(built)), rows + FIXED_BYTES)
             }
-            None => 2 * rows + FIXED_BYTES,
+            None => (OnceLock::new(), 2 * rows + FIXED_BYTES),
         };
         Arc::new(Cached {
             answer: Arc::new(answer),

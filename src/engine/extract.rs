@@ -742,7 +742,7 @@ impl FieldSpec {
         };
         self.typed(value, item, cx)
             .map(Some)
-            .ok_or_else(|| format!("{} is not a {}", describe(value), type_name(cx.def.ty)))
+            .ok_or_else(|| unreadable(value, cx))
     }
 
     /// [`FieldSpec::eval`] of a field whose value is moved out of the first of the slots
@@ -773,9 +773,7 @@ impl FieldSpec {
             // not planned to move (`plan_moves`); read in place all the same
             _ => self.typed(&value, &Slotted(&[]), cx).ok_or(value),
         };
-        typed
-            .map(Some)
-            .map_err(|v| format!("{} is not a {}", describe(&v), type_name(cx.def.ty)))
+        typed.map(Some).map_err(|v| unreadable(&v, cx))
     }
 
     /// Every path this field reads from an item (its source, `when` and `add_days`, and those
@@ -1212,6 +1210,11 @@ fn blank(v: &Value) -> bool {
 }
 
 /// A vendor value for a reason: short, never a long text.
+/// Why `v` cannot fill the field: the reason an item is dropped with.
+fn unreadable(v: &Value, cx: &FieldContext<'_>) -> String {
+    format!("{} is not a {}", describe(v), type_name(cx.def.ty))
+}
+
 fn describe(v: &Value) -> String {
     match v {
         Value::String(s) if s.chars().count() <= 32 => format!("`{s}`"),
