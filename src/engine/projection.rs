@@ -57,7 +57,7 @@ pub struct Projection {
 }
 
 /// An answer read by a projection: the document, and the slots of the items read into slots.
-/// Each such item stands in the document as an object naming its row ([`Projected::row_of`]):
+/// Each such item stands in the document as an object naming its row ([`Projected::take_row`]):
 /// by number, not by order, since the document may leave some out (a repeated member name
 /// keeps the last; `items: $.data[1]` selects one of the list it numbered).
 #[derive(Debug)]
@@ -71,20 +71,23 @@ pub struct Projected {
 const ROW: &str = "\0row";
 
 impl Projected {
-    /// The slots of `item`, when it stands for an item read into slots.
-    pub fn row_of(&self, item: &Value) -> Option<&[Value]> {
-        let n = item.get(ROW)?.as_u64()?;
-        let row = self.items.as_ref()?.get(usize::try_from(n).ok()?)?;
-        Some(row)
-    }
-
     /// The slots of `item` to use up (`ItemMapper::map_slots`): the row is left empty, read
     /// once like the item it stands for.
     pub fn take_row(&mut self, item: &Value) -> Option<Vec<Value>> {
-        let n = item.get(ROW)?.as_u64()?;
-        let row = self.items.as_mut()?.get_mut(usize::try_from(n).ok()?)?;
+        let row = self.items.as_mut()?.get_mut(row_number(item)?)?;
         Some(std::mem::take(row))
     }
+
+    /// The slots of `item`, left in place (the tests compare them with maps).
+    #[cfg(test)]
+    fn row_of(&self, item: &Value) -> Option<&[Value]> {
+        Some(self.items.as_ref()?.get(row_number(item)?)?)
+    }
+}
+
+/// The row an item's stand-in names, when `item` is one.
+fn row_number(item: &Value) -> Option<usize> {
+    usize::try_from(item.get(ROW)?.as_u64()?).ok()
 }
 
 /// What is kept of one value: all of it, or some members of an object and, of a list, each
