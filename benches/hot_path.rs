@@ -31,9 +31,10 @@ mod answers;
 use answers::{cn_ms, hkl_answer, list_op, map_answer, op_answer, plan, zvcms_answer};
 
 fn coupons_of(vendor: &str, out: &CallOutput) -> Vec<Coupon> {
+    let vendor = vendor.into();
     out.rows
         .iter()
-        .map(|row| Coupon::from_row(vendor, row))
+        .map(|row| Coupon::from_row(&vendor, row))
         .collect()
 }
 

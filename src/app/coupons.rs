@@ -510,7 +510,7 @@ fn identity(op: &OperationPlan, q: &CouponQuery) -> Option<CallInput> {
 
 /// The coupons of an answer's rows, built out of them: what the caches of the coupon lists
 /// build from each answer they open (`engine::cache::Records`).
-pub fn coupons_out_of(vendor: &str, rows: Vec<Vec<serde_json::Value>>) -> Vec<Coupon> {
+pub fn coupons_out_of(vendor: &Arc<str>, rows: Vec<Vec<serde_json::Value>>) -> Vec<Coupon> {
     rows.into_iter()
         .map(|row| Coupon::from_owned_row(vendor, row))
         .collect()
@@ -522,12 +522,13 @@ fn coupons_of(vendor: &str, cached: &Cached) -> Arc<Vec<Coupon>> {
     cached
         .coupons
         .get_or_init(|| {
+            let vendor: Arc<str> = vendor.into();
             Arc::new(
                 cached
                     .answer
                     .rows
                     .iter()
-                    .map(|row| Coupon::from_row(vendor, row))
+                    .map(|row| Coupon::from_row(&vendor, row))
                     .collect(),
             )
         })

@@ -1,5 +1,6 @@
 //! The canonical coupon record of API.md, built from a mapped vendor row.
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -10,7 +11,8 @@ use super::schema::{COUPON, slot};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Coupon {
     pub id: String,
-    pub vendor: String,
+    /// Shared by the coupons of one answer: one allocation an answer, not one a coupon.
+    pub vendor: Arc<str>,
     pub code: Option<String>,
     pub template_id: Option<String>,
     pub name: String,
@@ -110,18 +112,18 @@ fn list(v: Cow<'_, Value>) -> Vec<String> {
 impl Coupon {
     /// Builds a coupon of `vendor` from a row in coupon-schema slot order (as the mapper
     /// produces it: values already of the canonical type, or null).
-    pub fn from_row(vendor: &str, row: &[Value]) -> Coupon {
+    pub fn from_row(vendor: &Arc<str>, row: &[Value]) -> Coupon {
         Coupon::build(vendor, |i| Cow::Borrowed(&row[i]))
     }
 
     /// [`Coupon::from_row`] of a row it uses up: its text moves into the coupon instead of
     /// being copied (an answer's rows, once its coupons are built, are not kept).
-    pub fn from_owned_row(vendor: &str, mut row: Vec<Value>) -> Coupon {
+    pub fn from_owned_row(vendor: &Arc<str>, mut row: Vec<Value>) -> Coupon {
         Coupon::build(vendor, |i| Cow::Owned(std::mem::take(&mut row[i])))
     }
 
     /// The coupon from its row's values, each asked for once by slot.
-    fn build<'r>(vendor: &str, mut value: impl FnMut(usize) -> Cow<'r, Value>) -> Coupon {
+    fn build<'r>(vendor: &Arc<str>, mut value: impl FnMut(usize) -> Cow<'r, Value>) -> Coupon {
         let s = &*SLOTS;
         let valid_from = text(value(s.valid_from));
         let valid_until = text(value(s.valid_until));
@@ -140,7 +142,7 @@ impl Coupon {
                 id.push_str(own);
                 id
             },
-            vendor: vendor.to_owned(),
+            vendor: Arc::clone(vendor),
             code: text(value(s.code)),
             template_id: text(value(s.template_id)),
             name: text(value(s.name)).unwrap_or_default(),
@@ -314,7 +316,7 @@ mod tests {
             let maybe = |t: String| (next(3) > 0).then_some(t);
             let c = Coupon {
                 id: t(),
-                vendor: t(),
+                vendor: t().into(),
                 code: maybe(t()),
                 template_id: maybe(t()),
                 name: t(),
@@ -382,7 +384,7 @@ mod tests {
         row[SLOTS.status] = json!(status);
         row[SLOTS.valid_from] = from.map(Value::from).unwrap_or(Value::Null);
         row[SLOTS.valid_until] = until.map(Value::from).unwrap_or(Value::Null);
-        Coupon::from_row("v", &row)
+        Coupon::from_row(&"v".into(), &row)
     }
 
     #[test]
@@ -441,7 +443,7 @@ mod tests {
         row[SLOTS.product_kinds] = json!(["drinks"]);
         let hours = json!([{"from": "10:00", "to": "14:00"}]);
         row[SLOTS.usable_hours] = hours.clone();
-        let c = Coupon::from_row("v", &row);
+        let c = Coupon::from_row(&"v".into(), &row);
         // the mapper gives canonical values; anything else in a list is left out, not an error
         assert_eq!(c.channels, ["app", "mini"]);
         assert_eq!(c.product_kinds, ["drinks"]);
@@ -467,8 +469,12 @@ mod tests {
         typed[SLOTS.product_kinds] = json!("not a list");
         let wrong: Vec<Value> = COUPON.iter().map(|_| json!([{"x": 1}])).collect();
         for row in [full, typed, wrong, vec![Value::Null; COUPON.len()]] {
-            let kept = Coupon::from_row("v", &row);
-            assert_eq!(Coupon::from_owned_row("v", row.clone()), kept, "{row:?}");
+            let kept = Coupon::from_row(&"v".into(), &row);
+            assert_eq!(
+                Coupon::from_owned_row(&"v".into(), row.clone()),
+                kept,
+                "{row:?}"
+            );
         }
     }
 

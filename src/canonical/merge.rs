@@ -234,7 +234,7 @@ pub fn choose<'a>(
         SortKey {
             r: rank(s),
             u: c.until_ts.map(|t| t.as_millisecond()),
-            v: c.vendor.clone(),
+            v: c.vendor.to_string(),
             i: c.id.clone(),
         }
     });
@@ -273,7 +273,7 @@ pub fn sort_key(c: &Coupon) -> SortKey {
     SortKey {
         r: rank(&c.status),
         u: c.until_ts.map(|t| t.as_millisecond()),
-        v: c.vendor.clone(),
+        v: c.vendor.to_string(),
         i: c.id.clone(),
     }
 }
@@ -303,7 +303,7 @@ mod tests {
         if let Some(u) = until {
             set("valid_until", json!(u));
         }
-        Coupon::from_row(vendor, &row)
+        Coupon::from_row(&vendor.into(), &row)
     }
 
     fn ok(vendor: &str, coupons: Vec<Coupon>) -> VendorResult {

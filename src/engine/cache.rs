@@ -46,7 +46,8 @@ pub type Answer = Arc<CallOutput>;
 /// a coupon list (`app::coupons`) — made when the cache opens an answer, from rows it then
 /// stops holding: a vendor's text is copied into a record once, and the decoded tier holds
 /// one form of an answer, not two.
-pub type Records = fn(vendor: &str, rows: Vec<Vec<Value>>) -> Vec<crate::canonical::coupon::Coupon>;
+pub type Records =
+    fn(vendor: &Arc<str>, rows: Vec<Vec<Value>>) -> Vec<crate::canonical::coupon::Coupon>;
 
 /// A decoded answer, with what its readers derive from it once.
 #[derive(Debug)]
@@ -105,7 +106,7 @@ impl Cached {
         mut answer: CallOutput,
         id: u64,
         standing: Option<Arc<Standing>>,
-        records: Option<&(Records, Box<str>)>,
+        records: Option<&(Records, Arc<str>)>,
     ) -> Arc<Cached> {
         let rows = rows_bytes(&answer.rows);
         let (coupons, weight) = match records {
@@ -397,7 +398,7 @@ impl AnswerStore {
         &self,
         key: &StoreKey,
         slot: &Slot,
-        records: Option<&(Records, Box<str>)>,
+        records: Option<&(Records, Arc<str>)>,
     ) -> Option<Arc<Cached>> {
         if let Some(cached) = self.open.get(key).await
             && cached.id == slot.id
@@ -432,7 +433,7 @@ pub struct ResponseCache {
     owner: Arc<Owner>,
     shared: Option<SharedAnswers>,
     /// The records its answers' readers build, with the vendor they are built for.
-    records: Option<(Records, Box<str>)>,
+    records: Option<(Records, Arc<str>)>,
 }
 
 impl ResponseCache {
