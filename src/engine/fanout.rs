@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::call::{CallError, CallInput, CallOutput, call};
+use super::call_limit;
 use super::plan::OperationPlan;
 use super::resilience::{Refusal, VendorGuard};
 use super::upstream::{TransportError, Upstream};
@@ -126,8 +127,8 @@ async fn guarded_call(
                 Failure::RateLimited
             }
         })?;
-        // then a slot among the process's calls in progress (`server.max_vendor_calls`): what
-        // calls hold in memory is bounded by their number. After the vendor's own admission,
+        // then a slot among the process's calls in progress (at most `server.max_vendor_calls`,
+        // engine::call_limit): what calls hold in memory is bounded by their number. After the vendor's own admission,
         // so that calls waiting for one vendor's quota never keep the others' calls waiting.
         let _slot = upstream.call_slot().await;
         if let Some(h) = &vh {
@@ -135,7 +136,15 @@ async fn guarded_call(
             h.call_started();
         }
         let remaining = deadline.saturating_sub(started.elapsed());
-        let result = match tokio::time::timeout(remaining, call(op, upstream, input, guard)).await {
+        // how long its answer waited for a thread once it came moves the limit on calls in
+        // progress (engine::call_limit)
+        let (result, waited) = call_limit::stamped(tokio::time::timeout(
+            remaining,
+            call(op, upstream, input, guard),
+        ))
+        .await;
+        upstream.call_finished(waited);
+        let result = match result {
             Ok(r) => r.map_err(Failure::Call),
             Err(_) => Err(Failure::Timeout(deadline)),
         };

@@ -3,6 +3,7 @@
 //! Nothing here knows a vendor: every vendor is data in the plan.
 pub mod cache;
 pub mod call;
+pub mod call_limit;
 pub mod compile;
 pub mod conversions;
 pub mod convert;

@@ -10,7 +10,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::call_limit::{CallLimit, Slot};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -84,8 +85,9 @@ fn build_client(idle_per_host: usize) -> HttpClient {
 pub struct Upstream {
     client: HttpClient,
     max_body: u64,
-    /// Slots of `server.max_vendor_calls`, when the calls made through this client are capped.
-    calls: Option<Arc<Semaphore>>,
+    /// The limit on calls in progress (`server.max_vendor_calls` its ceiling), when the calls
+    /// made through this client are capped.
+    calls: Option<Arc<CallLimit>>,
 }
 
 impl Upstream {
@@ -103,17 +105,23 @@ impl Upstream {
         Upstream {
             client: build_client(slots),
             max_body,
-            calls: Some(Arc::new(Semaphore::new(slots.max(1)))),
+            calls: Some(CallLimit::new(slots)),
         }
     }
 
     /// Waits for a free slot among the calls in progress; the call holds it until it ends.
     /// `None` when calls are not capped.
-    pub async fn call_slot(&self) -> Option<OwnedSemaphorePermit> {
+    pub async fn call_slot(&self) -> Option<Slot> {
         match &self.calls {
-            // the semaphore is never closed, so acquiring never fails
-            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            Some(l) => Some(l.acquire().await),
             None => None,
+        }
+    }
+
+    /// A call ended, having waited `waited` for a thread in all: what moves the limit.
+    pub fn call_finished(&self, waited: Duration) {
+        if let Some(l) = &self.calls {
+            l.finished(waited);
         }
     }
 
