@@ -1,21 +1,23 @@
 //! How many vendor calls may be in progress at once, every vendor together.
 //!
-//! `server.max_vendor_calls` is the ceiling. Below it the limit adapts to one question: do
-//! vendors' answers wait for a thread once they have arrived? A call in progress holds a
-//! connection, its buffers and the answer (~60 KB measured); when answers arrive faster than
-//! the gateway's CPU can read them (vendors that answer in a millisecond, many vendors a
-//! query), more calls at once only add answers waiting in memory, each costing more CPU as
-//! the memory they touch grows (16 vendors at 0 ms: 153 MiB of peak RSS at 512 calls at
-//! once, 127 MiB and ~5 % less CPU a query at 64). When answers are read as they come, calls
-//! are waiting for their vendors and the limit grows, up to the ceiling, so slow vendors are
-//! never starved: 16 vendors at 200 ms need ~16 × the queries in progress.
+//! `server.max_vendor_calls` is the ceiling. Below it the limit adapts to one question: are
+//! calls in progress waiting for their vendors, or for the gateway's CPU? A call in progress
+//! holds a connection, its buffers and the answer (~60 KB measured); when answers arrive
+//! faster than the CPU can read them (vendors that answer in a millisecond, many vendors a
+//! query), more calls at once only add answers waiting in memory (16 vendors at 0 ms: 153 MiB
+//! of peak RSS at 512 calls at once, 127 MiB and the same throughput at 64). When calls wait
+//! for their vendors, the limit grows, up to the ceiling, so slow vendors are never starved:
+//! 16 vendors at 200 ms need ~16 × the queries in progress.
 //!
-//! The signal is each call's own wait between being woken (its answer, or the next piece of
-//! it, arrived) and being polled again ([`Stamped`]): the time ready work waited for CPU,
-//! whatever the vendor's own latency. An additive-increase, multiplicative-decrease rule on
-//! its running average moves the limit between a floor and the ceiling at most every
-//! [`ADJUST_EVERY`]; it starts at the floor, so a burst at start does not open a connection
-//! per call it can never use again. A ceiling at or below the floor is a fixed limit.
+//! The signal is the share of a call's time spent between being woken (its answer, or the next
+//! piece of it, arrived) and being polled again ([`stamped`]): ready work waiting for a
+//! thread. It is a share, not a time: 16 answers of one query arriving together are read one
+//! after the other, a millisecond or two of waiting that a 20 ms call does not mind but a
+//! 0.2 ms one is made of. One call in [`SAMPLE_EVERY`] is stamped. An additive-increase,
+//! multiplicative-decrease rule on the running average moves the limit between a floor and
+//! the ceiling at most every [`ADJUST_EVERY`]; it starts at the floor, so a burst at start
+//! does not open a connection per call that it would then keep idle. A ceiling at or below
+//! the floor is a fixed limit.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,10 +33,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const FLOOR: usize = 64;
 /// How often at most the limit moves.
 pub const ADJUST_EVERY: Duration = Duration::from_millis(10);
-/// Average wait for a thread above which the limit shrinks by an eighth.
-pub const SHRINK_ABOVE: Duration = Duration::from_millis(4);
-/// Average wait below which a busy limit grows by an eighth.
-pub const GROW_BELOW: Duration = Duration::from_millis(2);
+/// Average share of a call's time spent waiting for a thread above which the limit shrinks by
+/// an eighth: most of what calls in progress wait for is the gateway's CPU, not their vendor.
+pub const SHRINK_ABOVE: f64 = 0.5;
+/// Average share below which a busy limit grows by an eighth: calls wait for their vendors.
+pub const GROW_BELOW: f64 = 0.25;
+/// One call in this many is stamped and counted.
+pub const SAMPLE_EVERY: u64 = 8;
 
 /// The calls-in-progress limit of one client (see the module).
 #[derive(Debug)]
@@ -45,13 +50,15 @@ pub struct CallLimit {
     state: Mutex<State>,
     /// Slots taken out of the limit while in use: forgotten as their calls end.
     debt: AtomicUsize,
+    /// Calls started, for sampling.
+    started: AtomicU64,
 }
 
 #[derive(Debug)]
 struct State {
     limit: usize,
-    /// Running average of the calls' waits for a thread, in microseconds.
-    waited_us: f64,
+    /// Running average of the share of a call's time it waited for a thread.
+    waiting: f64,
     last_change: Instant,
 }
 
@@ -92,16 +99,27 @@ impl CallLimit {
             floor,
             state: Mutex::new(State {
                 limit: floor,
-                waited_us: 0.0,
+                waiting: 0.0,
                 last_change: Instant::now(),
             }),
             debt: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
         })
     }
 
     /// The current limit.
     pub fn limit(&self) -> usize {
         self.lock().limit
+    }
+
+    /// Whether the call about to start is to be stamped and reported to
+    /// [`finished`](Self::finished): one in [`SAMPLE_EVERY`] (none when the limit is fixed).
+    pub fn sampled(&self) -> bool {
+        self.floor < self.ceiling
+            && self
+                .started
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(SAMPLE_EVERY)
     }
 
     /// Waits for a free slot (first come, first served).
@@ -114,23 +132,25 @@ impl CallLimit {
         }
     }
 
-    /// A call ended after waiting `waited` for a thread in all (see [`Stamped`]).
-    pub fn finished(&self, waited: Duration) {
-        self.observe(waited, Instant::now());
+    /// A sampled call ended after `took`, of which it waited `waited` for a thread in all (see
+    /// [`stamped`]).
+    pub fn finished(&self, waited: Duration, took: Duration) {
+        let share = waited.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        self.observe(share.min(1.0), Instant::now());
     }
 
-    fn observe(&self, waited: Duration, now: Instant) {
+    fn observe(&self, share: f64, now: Instant) {
         let mut s = self.lock();
-        s.waited_us += (waited.as_secs_f64() * 1e6 - s.waited_us) / 16.0;
+        s.waiting += (share - s.waiting) / 16.0;
         if self.floor == self.ceiling || now.duration_since(s.last_change) < ADJUST_EVERY {
             return;
         }
         let in_use = (s.limit + self.debt.load(Ordering::Acquire))
             .saturating_sub(self.slots.available_permits());
         let step = (s.limit / 8).max(1);
-        let to = if s.waited_us > SHRINK_ABOVE.as_secs_f64() * 1e6 {
+        let to = if s.waiting > SHRINK_ABOVE {
             s.limit.saturating_sub(step).max(self.floor)
-        } else if s.waited_us < GROW_BELOW.as_secs_f64() * 1e6 && 4 * in_use >= 3 * s.limit {
+        } else if s.waiting < GROW_BELOW && 4 * in_use >= 3 * s.limit {
             (s.limit + step).min(self.ceiling)
         } else {
             s.limit
@@ -237,10 +257,11 @@ fn nanos_since_start() -> u64 {
 mod tests {
     use super::*;
 
-    fn at(l: &CallLimit, waits_ms: f64, n: usize, mut now: Instant) -> Instant {
+    /// `n` calls that spent `share` of their time waiting for a thread, an interval apart.
+    fn at(l: &CallLimit, share: f64, n: usize, mut now: Instant) -> Instant {
         for _ in 0..n {
             now += ADJUST_EVERY;
-            l.observe(Duration::from_secs_f64(waits_ms / 1e3), now);
+            l.observe(share, now);
         }
         now
     }
@@ -261,7 +282,8 @@ mod tests {
         }
         let mut now = now;
         for _ in 0..200 {
-            now = at(&l, 0.1, 1, now);
+            // 20 ms at the vendor, 0.1 ms waiting for a thread
+            now = at(&l, 0.005, 1, now);
             while l.slots.available_permits() > 0 {
                 held.push(l.acquire().await);
             }
@@ -272,11 +294,11 @@ mod tests {
             64,
             "every slot of the grown limit was handed out"
         );
-        // a wait between the two thresholds moves nothing
-        let now = at(&l, 3.0, 200, now);
+        // a share between the two thresholds moves nothing
+        let now = at(&l, 0.4, 200, now);
         assert_eq!(l.limit(), 64);
-        // answers waiting 10 ms for a thread: back down to the floor
-        let _ = at(&l, 10.0, 200, now);
+        // calls spending nine tenths of their time waiting for a thread: back down to the floor
+        let _ = at(&l, 0.9, 200, now);
         assert_eq!(l.limit(), 8);
         assert_eq!(l.slots.available_permits(), 0);
         // the 56 slots taken out are forgotten as their calls end, the other 8 come back
@@ -287,22 +309,38 @@ mod tests {
     }
 
     #[test]
-    fn a_ceiling_at_or_below_the_floor_is_a_fixed_limit() {
-        let l = CallLimit::with_floor(2, 64);
-        assert_eq!((l.limit(), l.slots.available_permits()), (2, 2));
-        let _ = at(&l, 50.0, 100, Instant::now());
-        assert_eq!(l.limit(), 2);
+    fn one_call_in_eight_is_sampled_and_none_under_a_fixed_limit() {
+        let l = CallLimit::with_floor(64, 8);
+        let sampled = (0..80).filter(|_| l.sampled()).count();
+        assert_eq!(sampled, 10);
+        let fixed = CallLimit::with_floor(2, 64);
+        assert!((0..80).all(|_| !fixed.sampled()));
     }
 
     #[test]
-    fn changes_wait_for_the_interval() {
+    fn a_ceiling_at_or_below_the_floor_is_a_fixed_limit() {
+        let l = CallLimit::with_floor(2, 64);
+        assert_eq!((l.limit(), l.slots.available_permits()), (2, 2));
+        let _ = at(&l, 1.0, 100, Instant::now());
+        assert_eq!(l.limit(), 2);
+    }
+
+    #[tokio::test]
+    async fn changes_wait_for_the_interval() {
         let l = CallLimit::with_floor(64, 8);
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(l.acquire().await);
+        }
         let start = Instant::now();
-        // all within one interval of the start: the average moves, the limit does not
+        // busy, calls waiting for their vendor, all within one interval of the start: the
+        // average moves, the limit does not
         for _ in 0..100 {
-            l.observe(Duration::from_millis(50), start + ADJUST_EVERY / 2);
+            l.observe(0.0, start + ADJUST_EVERY / 2);
         }
         assert_eq!(l.limit(), 8);
+        l.observe(0.0, start + ADJUST_EVERY);
+        assert_eq!(l.limit(), 9, "one step once the interval is over");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -138,12 +138,17 @@ async fn guarded_call(
         let remaining = deadline.saturating_sub(started.elapsed());
         // how long its answer waited for a thread once it came moves the limit on calls in
         // progress (engine::call_limit)
-        let (result, waited) = call_limit::stamped(tokio::time::timeout(
-            remaining,
-            call(op, upstream, input, guard),
-        ))
-        .await;
-        upstream.call_finished(waited);
+        // (one call in [`call_limit::SAMPLE_EVERY`]: the stamp's clock readings and atomics on
+        // every wake are a few per cent of a call's CPU, and the limit wants an average)
+        let attempt = || tokio::time::timeout(remaining, call(op, upstream, input, guard));
+        let result = if upstream.call_sampled() {
+            let began = Instant::now();
+            let (result, waited) = call_limit::stamped(attempt()).await;
+            upstream.call_finished(waited, began.elapsed());
+            result
+        } else {
+            attempt().await
+        };
         let result = match result {
             Ok(r) => r.map_err(Failure::Call),
             Err(_) => Err(Failure::Timeout(deadline)),

@@ -118,10 +118,16 @@ impl Upstream {
         }
     }
 
-    /// A call ended, having waited `waited` for a thread in all: what moves the limit.
-    pub fn call_finished(&self, waited: Duration) {
+    /// Whether the call about to start is one whose wait for a thread the limit samples.
+    pub fn call_sampled(&self) -> bool {
+        self.calls.as_ref().is_some_and(|l| l.sampled())
+    }
+
+    /// A sampled call ended after `took`, having waited `waited` of it for a thread: what
+    /// moves the limit.
+    pub fn call_finished(&self, waited: Duration, took: Duration) {
         if let Some(l) = &self.calls {
-            l.finished(waited);
+            l.finished(waited, took);
         }
     }
 
