@@ -128,18 +128,18 @@ async fn guarded_call(
             }
         })?;
         // then a slot among the process's calls in progress (at most `server.max_vendor_calls`,
-        // engine::call_limit): what calls hold in memory is bounded by their number. After the vendor's own admission,
-        // so that calls waiting for one vendor's quota never keep the others' calls waiting.
+        // engine::call_limit): what calls hold in memory is bounded by their number. After
+        // the vendor's own admission, so that calls waiting for one vendor's quota never keep
+        // the others' calls waiting.
         let _slot = upstream.call_slot().await;
         if let Some(h) = &vh {
             h.limit_wait(started.elapsed());
             h.call_started();
         }
         let remaining = deadline.saturating_sub(started.elapsed());
-        // how long its answer waited for a thread once it came moves the limit on calls in
-        // progress (engine::call_limit)
-        // (one call in [`call_limit::SAMPLE_EVERY`]: the stamp's clock readings and atomics on
-        // every wake are a few per cent of a call's CPU, and the limit wants an average)
+        // the share of its time its answer waited for a thread once it came moves that limit;
+        // one call in [`call_limit::SAMPLE_EVERY`] is stamped (the limit wants an average,
+        // not a clock reading on every wake of every call)
         let attempt = || tokio::time::timeout(remaining, call(op, upstream, input, guard));
         let result = if upstream.call_sampled() {
             let began = Instant::now();
