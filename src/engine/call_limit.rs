@@ -163,23 +163,15 @@ impl CallLimit {
             let forgotten = self.slots.forget_permits(cut);
             self.debt.fetch_add(cut - forgotten, Ordering::AcqRel);
         } else {
-            let mut add = to - s.limit;
+            let add = to - s.limit;
             // slots still owed are kept instead of forgotten first
-            while add > 0 {
-                let d = self.debt.load(Ordering::Acquire);
-                if d == 0 {
-                    break;
-                }
-                let take = d.min(add);
-                if self
-                    .debt
-                    .compare_exchange(d, d - take, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    add -= take;
-                }
-            }
-            self.slots.add_permits(add);
+            let owed = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d - d.min(add))
+                })
+                .unwrap_or_else(|d| d);
+            self.slots.add_permits(add - owed.min(add));
         }
         s.limit = to;
         s.last_change = now;
@@ -298,11 +290,22 @@ mod tests {
         let now = at(&l, 0.4, 200, now);
         assert_eq!(l.limit(), 64);
         // calls spending nine tenths of their time waiting for a thread: back down to the floor
-        let _ = at(&l, 0.9, 200, now);
+        let now = at(&l, 0.9, 200, now);
         assert_eq!(l.limit(), 8);
         assert_eq!(l.slots.available_permits(), 0);
-        // the 56 slots taken out are forgotten as their calls end, the other 8 come back
-        assert_eq!(l.debt.load(Ordering::Acquire), 56);
+        assert_eq!(l.debt.load(Ordering::Acquire), 56, "56 slots to take back");
+        // growing again while they are still in use keeps them instead of adding new slots
+        let now = at(&l, 0.0, 40, now);
+        assert_eq!(l.limit(), 64);
+        assert_eq!(l.debt.load(Ordering::Acquire), 0);
+        assert_eq!(
+            l.slots.available_permits(),
+            0,
+            "no slot beyond the 64 in use"
+        );
+        // down again; the 56 slots taken out are forgotten as their calls end, 8 come back
+        let _ = at(&l, 0.9, 200, now);
+        assert_eq!((l.limit(), l.debt.load(Ordering::Acquire)), (8, 56));
         drop(held);
         assert_eq!(l.debt.load(Ordering::Acquire), 0);
         assert_eq!(l.slots.available_permits(), 8);
