@@ -403,10 +403,8 @@ pub async fn query(
         Some(m) => m,
         None => {
             let page = choose(&results, &q, now);
-            let mut json = Vec::with_capacity(page.coupons.len() * 640 + 2);
-            Coupon::write_page(&page.coupons, &mut json);
             let m = Arc::new(MergedPage {
-                coupons_json: Bytes::from(json),
+                coupons_json: page_json(&page.coupons),
                 last: page.last,
                 changes_at: page.changes_at,
                 last_body: Mutex::new(None),
@@ -437,6 +435,27 @@ pub async fn query(
             .await;
     }
     Ok((verdict, reply))
+}
+
+thread_local! {
+    /// Where pages are written before they are copied out at their exact size.
+    static PAGE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The JSON of a page of coupons, in a buffer of its exact size: pages are kept (merged
+/// pages) and weighed by their length, and a buffer sized by an estimate per coupon held a
+/// quarter more than it weighed (the allocator keeps a block that shrinks by less than half).
+fn page_json(coupons: &[(&str, &Coupon)]) -> Bytes {
+    PAGE_SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        Coupon::write_page(coupons, buf);
+        let json = Bytes::copy_from_slice(buf);
+        // a page of a few hundred coupons is a few hundred KB: not kept past 1 MiB
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        json
+    })
 }
 
 /// What [`WholeAnswers`] keeps of `reply`, when it was made of fresh hits and skipped vendors
