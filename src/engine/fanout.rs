@@ -137,9 +137,6 @@ async fn guarded_call(
             h.call_started();
         }
         let remaining = deadline.saturating_sub(started.elapsed());
-        // the share of its time its answer waited for a thread once it came moves that limit;
-        // one call in [`call_limit::SAMPLE_EVERY`] is stamped (the limit wants an average,
-        // not a clock reading on every wake of every call)
         // boxed here, once the call holds a slot: the call's future (retries, the HTTP
         // exchange, a token fetch) was ~5.5 KB of this one's 6.3 KB, and every vendor of every
         // request in progress waits for admission and a slot in this one (now ~0.8 KB)
@@ -149,6 +146,9 @@ async fn guarded_call(
                 call(op, upstream, input, guard),
             ))
         };
+        // the share of its time its answer waited for a thread once it came moves that limit;
+        // one call in [`call_limit::SAMPLE_EVERY`] is stamped (the limit wants an average,
+        // not a clock reading on every wake of every call)
         let result = if upstream.call_sampled() {
             let began = Instant::now();
             let (result, waited) = call_limit::stamped(attempt()).await;
