@@ -35,6 +35,7 @@ use moka::notification::RemovalCause;
 use serde_json::Value;
 
 use super::call::{CallInput, CallOutput};
+use super::coalesce::{Coalescer, Part};
 use super::packed::Packed;
 use crate::config::CacheConfig;
 use crate::shared::cache::{Found, SharedAnswers};
@@ -287,18 +288,6 @@ struct Fill {
     cached: Arc<Cached>,
 }
 
-/// A fill in progress lives no longer than the answer it brings is fresh (normally it is
-/// removed as soon as the answer is in the store).
-struct WhileFresh;
-
-impl Expiry<StoreKey, Fill> for WhileFresh {
-    fn expire_after_create(&self, _: &StoreKey, fill: &Fill, now: Instant) -> Option<Duration> {
-        Some(fill.cached.standing.as_ref().map_or(Duration::ZERO, |s| {
-            s.fresh_until.saturating_duration_since(now)
-        }))
-    }
-}
-
 /// One part in this many of the budget is for merged pages (see [`AnswerStore::pages_budget`]),
 /// and as much for the decoded tier.
 const PAGES_SHARE: u64 = 8;
@@ -317,7 +306,7 @@ pub struct AnswerStore {
     /// asked for most). A copy whose id is not its packed entry's is out of date.
     open: Cache<StoreKey, Arc<Cached>, Hasher>,
     /// Fills in progress, so that concurrent misses of one key make one vendor call.
-    fills: Cache<StoreKey, Fill, Hasher>,
+    fills: Coalescer<StoreKey, Fill>,
     budget: u64,
     next_space: AtomicU32,
 }
@@ -345,9 +334,7 @@ impl AnswerStore {
                 })
                 .support_invalidation_closures()
                 .build_with_hasher(Hasher::default()),
-            fills: Cache::builder()
-                .expire_after(WhileFresh)
-                .build_with_hasher(Hasher::default()),
+            fills: Coalescer::default(),
             budget: max_bytes,
             next_space: AtomicU32::new(1),
         })
@@ -619,8 +606,8 @@ impl ResponseCache {
             }
         } else {
             // boxed, as what it awaits only for a moment (storing, the shared level): every
-            // vendor of every request in progress holds this lookup while its call runs, and
-            // moka's `or_try_insert_with` holds its fill twice; inline, a lookup was ~6.2 KB
+            // vendor of every request in progress holds this lookup while its call runs (inline,
+            // under moka's `or_try_insert_with`, a lookup was ~6.2 KB)
             let fill = Box::pin(async {
                 if let Some(shared) = &self.shared {
                     match Box::pin(shared.get(&key)).await {
@@ -660,29 +647,15 @@ impl ResponseCache {
                 // in the store before the fill ends: whoever comes next finds it there
                 Ok(Box::pin(self.keep(skey.clone(), out?, None)).await)
             });
-            match self
-                .store
-                .fills
-                .entry(skey.clone())
-                .or_try_insert_with(fill)
-                .await
-            {
-                Ok(entry) => {
-                    let lookup = if !entry.is_fresh() {
-                        Lookup::Coalesced
-                    } else if from_shared.load(Ordering::Relaxed) {
-                        Lookup::Hit
-                    } else {
-                        Lookup::Miss
-                    };
-                    if entry.is_fresh() {
-                        // the answer is in the store now; the fill is over
-                        self.store.fills.invalidate(&skey).await;
-                    }
-                    Ok((entry.into_value().cached, lookup))
-                }
-                Err(e) => Err(e),
-            }
+            let (filled, part) = self.store.fills.run(&skey, fill).await;
+            filled.map(|fill| {
+                let lookup = match part {
+                    Part::Waited => Lookup::Coalesced,
+                    Part::Ran if from_shared.load(Ordering::Relaxed) => Lookup::Hit,
+                    Part::Ran => Lookup::Miss,
+                };
+                (fill.cached, lookup)
+            })
         };
         match result {
             Ok((answer, lookup)) => (Ok(answer), lookup, None),
@@ -1207,10 +1180,10 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_kept_fresh_then_stale_and_fills_only_while_fresh() {
+    fn entries_are_kept_fresh_then_stale() {
         let cache = alone(&cfg(60_000, 30_000));
         let key = cache.store_key(Arc::from("k"));
-        let (cached, slot) = cache.stored(&key, out(1), None);
+        let (_, slot) = cache.stored(&key, out(1), None);
         let keep = Some(Duration::from_secs(90));
         assert_eq!(
             KeepFor.expire_after_create(&key, &slot, Instant::now()),
@@ -1221,14 +1194,6 @@ mod tests {
         assert_eq!(
             KeepFor.expire_after_update(&key, &slot, Instant::now(), left),
             keep
-        );
-        let fill = Fill { cached };
-        let fill = WhileFresh
-            .expire_after_create(&key, &fill, Instant::now())
-            .unwrap();
-        assert!(
-            fill > Duration::from_secs(50) && fill <= Duration::from_secs(60),
-            "{fill:?}"
         );
     }
 

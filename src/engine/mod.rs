@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod call;
 pub mod call_limit;
+pub mod coalesce;
 pub mod compile;
 pub mod conversions;
 pub mod convert;
