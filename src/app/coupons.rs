@@ -17,10 +17,10 @@ use crate::canonical::coupon::Coupon;
 use crate::canonical::cursor::SortKey;
 #[cfg(doc)]
 use crate::canonical::merge::QueryAnswer;
-use crate::canonical::merge::{Source, VendorResult, Verdict, choose, judge};
+use crate::canonical::merge::{Outcome, Source, VendorResult, Verdict, choose, judge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits, Require};
 use crate::config::IdentityKind;
-use crate::engine::cache::{Cached, Standing};
+use crate::engine::cache::{Cached, Lookup, Standing};
 use crate::engine::call::CallInput;
 use crate::engine::fanout::{self, call_with_deadline};
 use crate::engine::plan::OperationPlan;
@@ -395,8 +395,14 @@ pub async fn query(
     // the page is a function of the query, the answers merged and the effective statuses:
     // identical queries over the same answers share it until a status changes
     let key = merged_key(&q, &ids);
+    // an answer this request fetched has an id no page was merged from yet: no lookup
+    let fetched = results
+        .iter()
+        .any(|r| r.source.outcome == Outcome::Ok && r.source.cache == Some(Lookup::Miss.as_str()));
     let cached = match &key {
-        Some(k) if !bypass_cache => merged(state).get(k).await.filter(|m| m.stands_at(now)),
+        Some(k) if !bypass_cache && !fetched => {
+            merged(state).get(k).await.filter(|m| m.stands_at(now))
+        }
         _ => None,
     };
     let merged = match cached {
@@ -471,13 +477,10 @@ fn whole_of(
     let mut skipped = Vec::new();
     for (((op, id), standing), source) in asked.iter().zip(ids).zip(standings).zip(&reply.sources) {
         match id {
-            Some(0) if source.outcome == crate::canonical::merge::Outcome::Skipped => {
+            Some(0) if source.outcome == Outcome::Skipped => {
                 skipped.extend(crate::telemetry::operation(&op.vendor.id, &op.name));
             }
-            Some(_)
-                if source.outcome == crate::canonical::merge::Outcome::Ok
-                    && source.cache == Some("hit") =>
-            {
+            Some(_) if source.outcome == Outcome::Ok && source.cache == Some("hit") => {
                 served.push(Served {
                     cache: generation.caches[op.slot].clone()?,
                     standing: standing.clone()?,
@@ -491,7 +494,7 @@ fn whole_of(
     // 1 ms on an idle machine, more on a loaded one), a repeat says 0
     let mut sources = reply.sources.clone();
     for s in &mut sources {
-        if s.outcome == crate::canonical::merge::Outcome::Ok {
+        if s.outcome == Outcome::Ok {
             s.latency_ms = Some(0);
         }
     }
