@@ -177,7 +177,15 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 /// RFC 3986 percent-encoding: only unreserved characters stay as they are.
 pub fn percent_encode(text: &str) -> String {
-    utf8_percent_encode(text, RFC3986_UNRESERVED).to_string()
+    let mut out = String::with_capacity(text.len());
+    percent_encode_into(&mut out, text);
+    out
+}
+
+/// [`percent_encode`] appended to `out`: a request's URL is written without a string per
+/// name and value (and without `Display`'s formatting machinery).
+pub fn percent_encode_into(out: &mut String, text: &str) {
+    out.extend(utf8_percent_encode(text, RFC3986_UNRESERVED));
 }
 
 pub fn percent_decode(text: &str) -> Option<String> {

@@ -1058,7 +1058,8 @@ fn build_request(
         sorted_query.sort_by(|a, b| a.0.cmp(&b.0));
         // the path the vendor receives: base_url's own path, then the operation's
         let full_path = format!("{}{path}", op.vendor.base_path);
-        let mut target = full_path.clone();
+        let mut target = String::with_capacity(full_path.len() + query_len(&query));
+        target.push_str(&full_path);
         push_query(&mut target, &query);
         if let Some(o) = obs {
             o.observe(Event::Rendered {
@@ -1085,7 +1086,7 @@ fn build_request(
         body = values.request.take().expect("rendered above").body;
     }
 
-    let mut uri = String::with_capacity(op.vendor.base_url.len() + path.len() + 64);
+    let mut uri = String::with_capacity(op.vendor.base_url.len() + path.len() + query_len(&query));
     uri.push_str(&op.vendor.base_url);
     uri.push_str(&path);
     push_query(&mut uri, &query);
@@ -1154,13 +1155,18 @@ fn observed_step(
     result
 }
 
+/// About the length of `query` written out (more if much of it is percent-encoded).
+fn query_len(query: &[(String, String)]) -> usize {
+    query.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+}
+
 /// Appends `?k=v&…`, names and values RFC 3986-encoded, in order.
 fn push_query(out: &mut String, query: &[(String, String)]) {
     for (i, (k, v)) in query.iter().enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
-        out.push_str(&crypto::percent_encode(k));
+        crypto::percent_encode_into(out, k);
         out.push('=');
-        out.push_str(&crypto::percent_encode(v));
+        crypto::percent_encode_into(out, v);
     }
 }
 

@@ -33,8 +33,9 @@ impl PairStyle {
     }
 
     /// Joins pairs that are already sorted by name.
-    pub fn join<'a>(self, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-        let mut out = String::new();
+    pub fn join<'a>(self, pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
+        let len: usize = pairs.clone().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut out = String::with_capacity(len);
         for (i, (k, v)) in pairs.enumerate() {
             match self {
                 PairStyle::NameValue => {
@@ -46,9 +47,9 @@ impl PairStyle {
                         out.push('&');
                     }
                     if self == PairStyle::PairsEncoded {
-                        out.push_str(&crypto::percent_encode(k));
+                        crypto::percent_encode_into(&mut out, k);
                         out.push('=');
-                        out.push_str(&crypto::percent_encode(v));
+                        crypto::percent_encode_into(&mut out, v);
                     } else {
                         out.push_str(k);
                         out.push('=');

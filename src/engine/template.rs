@@ -214,13 +214,16 @@ impl Template {
     /// Like `render`, with each placeholder value percent-encoded (for URL paths: a member id
     /// never changes the shape of the path).
     pub fn render_encoded(&self, values: &dyn Values) -> Option<String> {
-        self.render_with(values, |s, out| {
-            out.push_str(&crate::crypto::percent_encode(s))
-        })
+        self.render_with(values, |s, out| crate::crypto::percent_encode_into(out, s))
     }
 
     fn render_with(&self, values: &dyn Values, put: impl Fn(&str, &mut String)) -> Option<String> {
-        let mut out = String::new();
+        // sized once for the usual value (an id, a timestamp): growing it reallocated
+        let guess = self.parts.iter().map(|p| match p {
+            Part::Lit(s) => s.len(),
+            Part::Hole(_) => 24,
+        });
+        let mut out = String::with_capacity(guess.sum());
         let (mut holes, mut present) = (0, 0);
         for part in &self.parts {
             match part {
