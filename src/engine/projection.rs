@@ -928,6 +928,64 @@ mod tests {
     }
 
     #[test]
+    fn items_naming_members_in_another_order_or_escaped_are_read_alike() {
+        use crate::engine::extract::{Item, JsonPath, Slotted};
+        // items of one answer that differ in order and spelling: a name at another position,
+        // an unknown one where a known one was, the same name escaped, a name that only starts
+        // like a known one, and a repeated one all read as a map would
+        let fields = "{id: $.id, name: $.t.name, code: $.c, status: {value: usable}}";
+        let plan = plan(fields, "$.data");
+        let op = &plan.routes[0].targets[0];
+        let p = op.projection.as_ref().unwrap();
+        assert!(p.slots_items());
+        let mut paths: Vec<&JsonPath> = Vec::new();
+        for spec in op.mapper.fields.iter().flatten() {
+            spec.paths(&mut |path| paths.push(path));
+        }
+        let body = r#"{"code":0,"data":[
+            {"id":"a","t":{"name":"n1"},"c":"x"},
+            {"id":"b","t":{"name":"n2"},"c":"y"},
+            {"c":"z","id":"c","t":{"name":"n3"}},
+            {"junk":1,"t":{"name":"n4"},"id":"d"},
+            {"\u0069d":"e","t":{"name":"n5"},"c":"w"},
+            {"idx":"f","t":{"name":"n6"},"cc":"v"},
+            {"id":"g","id":"h","t":{"name":"n7"},"c":"u","c":"t"},
+            {"i":"k","t":{"name":"n8"}}
+        ]}"#;
+        let maps = p.read(body.as_bytes()).unwrap();
+        let read = p.read_items(body.as_bytes()).unwrap();
+        let (maps_items, slotted) = (objects(&maps), objects(&read.doc));
+        assert_eq!((slotted.len(), maps_items.len()), (8, 8));
+        let mut ids = Vec::new();
+        for (stand_in, object) in slotted.iter().zip(&maps_items) {
+            let slots = read.row_of(stand_in).expect("a row");
+            for path in &paths {
+                assert_eq!(
+                    Slotted(slots).at(path),
+                    object.at(path),
+                    "{}",
+                    path.source()
+                );
+            }
+            ids.push(Slotted(slots).at(paths[0]).cloned());
+        }
+        let id = |s: &str| Some(serde_json::Value::from(s));
+        assert_eq!(
+            ids,
+            [
+                id("a"),
+                id("b"),
+                id("c"),
+                id("d"),
+                id("e"),
+                None,
+                id("h"),
+                None
+            ]
+        );
+    }
+
+    #[test]
     fn values_moved_out_of_slots_map_as_copied_ones_do() {
         // moved: id (either alternative), name, kind, channels, product_kinds, image_url; read
         // in place: vendor_status and status share a slot, code's `when` reads its own
