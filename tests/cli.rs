@@ -6,12 +6,37 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_coupon-gateway"))
 }
 
-fn write(name: &str, text: &str) -> std::path::PathBuf {
+/// A routes file written for one test, removed with its directory when the test ends.
+struct Written {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl std::ops::Deref for Written {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Written {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write(name: &str, text: &str) -> Written {
     let dir = std::env::temp_dir().join(format!("cgw-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("routes.yaml");
     std::fs::write(&path, text).unwrap();
-    path
+    Written { dir, path }
 }
 
 const ROUTES: &str = include_str!("../routes.yaml");
