@@ -254,7 +254,7 @@ fn read_page(
     for item in items {
         // an item read into slots stands in the document as an object naming its row
         let mapped = match read.take_row(item) {
-            Some(mut slots) => op.mapper.map_slots(&mut slots),
+            Some(slots) => op.mapper.map_slots(slots),
             None => op.mapper.map(item),
         };
         if let Some(o) = obs {

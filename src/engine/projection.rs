@@ -63,7 +63,43 @@ pub struct Projection {
 #[derive(Debug)]
 pub struct Projected {
     pub doc: Value,
-    pub items: Option<Vec<Vec<Value>>>,
+    pub items: Option<Rows>,
+}
+
+/// The slots of the items read into slots, row after row in one list: one allocation an
+/// answer, not one an item.
+#[derive(Debug, Default)]
+pub struct Rows {
+    values: Vec<Value>,
+    /// Slots a row.
+    width: usize,
+    rows: usize,
+    /// Which rows were taken ([`Projected::take_row`]), made by the first take.
+    taken: Vec<bool>,
+}
+
+impl Rows {
+    fn new(width: usize) -> Rows {
+        Rows {
+            // most answers hold a page of a few items
+            values: Vec::with_capacity(width * 8),
+            width,
+            ..Rows::default()
+        }
+    }
+
+    /// A new row of nulls, to fill.
+    fn push(&mut self) -> &mut [Value] {
+        let start = self.values.len();
+        self.values.resize(start + self.width, Value::Null);
+        self.rows += 1;
+        &mut self.values[start..]
+    }
+
+    #[cfg(test)]
+    fn row(&self, i: usize) -> Option<&[Value]> {
+        (i < self.rows).then(|| &self.values[i * self.width..(i + 1) * self.width])
+    }
 }
 
 /// The member of an item's stand-in that holds its row (a name no JSON answer is parsed into:
@@ -73,15 +109,22 @@ const ROW: &str = "\0row";
 impl Projected {
     /// The slots of `item` to use up (`ItemMapper::map_slots`): the row is left empty, read
     /// once like the item it stands for.
-    pub fn take_row(&mut self, item: &Value) -> Option<Vec<Value>> {
-        let row = self.items.as_mut()?.get_mut(row_number(item)?)?;
-        Some(std::mem::take(row))
+    pub fn take_row(&mut self, item: &Value) -> Option<&mut [Value]> {
+        let rows = self.items.as_mut()?;
+        let i = row_number(item).filter(|&i| i < rows.rows)?;
+        if rows.taken.is_empty() {
+            rows.taken = vec![false; rows.rows];
+        }
+        if std::mem::replace(&mut rows.taken[i], true) {
+            return Some(&mut []);
+        }
+        Some(&mut rows.values[i * rows.width..(i + 1) * rows.width])
     }
 
     /// The slots of `item`, left in place (the tests compare them with maps).
     #[cfg(test)]
     fn row_of(&self, item: &Value) -> Option<&[Value]> {
-        Some(self.items.as_ref()?.get(row_number(item)?)?)
+        self.items.as_ref()?.row(row_number(item)?)
     }
 }
 
@@ -338,10 +381,9 @@ impl Projection {
                 items: None,
             });
         };
-        let mut items = Vec::new();
+        let mut items = Rows::new(usize::from(tree.below.end));
         let slotted = Slotting {
             tree,
-            slots: usize::from(tree.below.end),
             items: &mut items,
         };
         let doc = parse(body, Seed::new(&self.root, Some(slotted)))?;
@@ -402,8 +444,7 @@ where
 /// Where items go when they are read into slots.
 struct Slotting<'p, 'o> {
     tree: &'p Node,
-    slots: usize,
-    items: &'o mut Vec<Vec<Value>>,
+    items: &'o mut Rows,
 }
 
 /// Deserializes one value as its node says.
@@ -423,7 +464,6 @@ impl<'p, 'o> Seed<'p, 'o> {
             node,
             slotting: self.slotting.as_mut().map(|s| Slotting {
                 tree: s.tree,
-                slots: s.slots,
                 items: &mut *s.items,
             }),
         }
@@ -475,16 +515,15 @@ impl<'de> Visitor<'de> for Seed<'_, '_> {
         if self.node.item
             && let Some(s) = self.slotting
         {
-            let mut slots = vec![Value::Null; s.slots];
+            let row = s.items.rows;
             Fill {
                 node: s.tree,
-                slots: &mut slots,
+                slots: s.items.push(),
             }
             .members(map)?;
             // its place in the document (an object, for the envelope's rules), naming its row
             let mut stand_in = Map::new();
-            stand_in.insert(ROW.to_owned(), Value::from(s.items.len()));
-            s.items.push(slots);
+            stand_in.insert(ROW.to_owned(), Value::from(row));
             return Ok(Value::Object(stand_in));
         }
         let mut out = Map::new();
@@ -922,7 +961,7 @@ mod tests {
                     v => *v = stand_in(),
                 }
                 assert_eq!(read.doc, expected, "{body}");
-                assert_eq!(read.items.map(|i| i.len()), Some(row), "{body}");
+                assert_eq!(read.items.map(|i| i.rows), Some(row), "{body}");
             }
         }
     }
@@ -983,6 +1022,23 @@ mod tests {
                 None
             ]
         );
+    }
+
+    #[test]
+    fn a_row_is_taken_once_like_the_item_it_stands_for() {
+        let plan = plan(FIELDS, "$.data");
+        let p = plan.routes[0].targets[0].projection.as_ref().unwrap();
+        let body = br#"{"code":0,"data":[{"id":"a"},{"id":"b"}]}"#;
+        let mut read = p.read_items(body).unwrap();
+        let doc = read.doc.clone();
+        let items = objects(&doc);
+        let first = read.take_row(items[1]).expect("a row").to_vec();
+        assert!(first.contains(&serde_json::Value::from("b")), "{first:?}");
+        assert_eq!(read.take_row(items[1]).map(|r| r.len()), Some(0));
+        let other = read.take_row(items[0]).expect("a row").to_vec();
+        assert!(other.contains(&serde_json::Value::from("a")), "{other:?}");
+        // anything but a stand-in has no row
+        assert!(read.take_row(&serde_json::json!({"id": "c"})).is_none());
     }
 
     #[test]
