@@ -893,9 +893,31 @@ mod tests {
         }
     }
 
+    /// `body` read as maps and into slots, after checking that each of `paths` finds the same
+    /// in every item's slots as in its map.
+    fn read_both_ways(
+        p: &super::Projection,
+        body: &str,
+        paths: &[&crate::engine::extract::JsonPath],
+    ) -> (serde_json::Value, super::Projected) {
+        use crate::engine::extract::{Item, Slotted};
+        let maps = p.read(body.as_bytes()).unwrap();
+        let read = p.read_items(body.as_bytes()).unwrap();
+        let (maps_items, slotted) = (objects(&maps), objects(&read.doc));
+        assert_eq!(slotted.len(), maps_items.len(), "{body}");
+        for (stand_in, object) in slotted.iter().zip(&maps_items) {
+            let slots = read.row_of(stand_in).expect("a row");
+            for path in paths {
+                let got = Slotted(slots);
+                assert_eq!(got.at(path), object.at(path), "{} in {body}", path.source());
+            }
+        }
+        (maps, read)
+    }
+
     #[test]
     fn items_read_into_slots_find_what_their_maps_would() {
-        use crate::engine::extract::{Item, JsonPath, Slotted};
+        use crate::engine::extract::JsonPath;
         // alternatives, a path and a longer one below it, a condition's path, a nested list
         let fields = "{id: {path: [$.id, $.alt]}, name: {path: [$.t, $.t.name]}, \
                       code: {path: $.c, when: {path: $.t.kind, in: [1]}}, \
@@ -925,22 +947,7 @@ mod tests {
                 "{}",
             ] {
                 let body = item(body);
-                let maps = p.read(body.as_bytes()).unwrap();
-                let read = p.read_items(body.as_bytes()).unwrap();
-                let maps_items = objects(&maps);
-                let slotted = objects(&read.doc);
-                assert_eq!(slotted.len(), maps_items.len(), "{body}");
-                for (stand_in, object) in slotted.iter().zip(&maps_items) {
-                    let slots = read.row_of(stand_in).expect("a row");
-                    for path in &paths {
-                        assert_eq!(
-                            Slotted(slots).at(path),
-                            object.at(path),
-                            "{} in {body}",
-                            path.source()
-                        );
-                    }
-                }
+                let (maps, read) = read_both_ways(p, &body, &paths);
                 // the document is the same with each item's stand-in, numbered, in its place
                 let mut expected = maps.clone();
                 let mut row = 0;
@@ -991,23 +998,17 @@ mod tests {
             {"id":"g","id":"h","t":{"name":"n7"},"c":"u","c":"t"},
             {"i":"k","t":{"name":"n8"}}
         ]}"#;
-        let maps = p.read(body.as_bytes()).unwrap();
-        let read = p.read_items(body.as_bytes()).unwrap();
-        let (maps_items, slotted) = (objects(&maps), objects(&read.doc));
-        assert_eq!((slotted.len(), maps_items.len()), (8, 8));
-        let mut ids = Vec::new();
-        for (stand_in, object) in slotted.iter().zip(&maps_items) {
-            let slots = read.row_of(stand_in).expect("a row");
-            for path in &paths {
-                assert_eq!(
-                    Slotted(slots).at(path),
-                    object.at(path),
-                    "{}",
-                    path.source()
-                );
-            }
-            ids.push(Slotted(slots).at(paths[0]).cloned());
-        }
+        let (_, read) = read_both_ways(p, body, &paths);
+        let slotted = objects(&read.doc);
+        assert_eq!(slotted.len(), 8);
+        let ids: Vec<_> = slotted
+            .iter()
+            .map(|stand_in| {
+                Slotted(read.row_of(stand_in).unwrap())
+                    .at(paths[0])
+                    .cloned()
+            })
+            .collect();
         let id = |s: &str| Some(serde_json::Value::from(s));
         assert_eq!(
             ids,
