@@ -480,7 +480,9 @@ fn whole_of(
             Some(0) if source.outcome == Outcome::Skipped => {
                 skipped.extend(crate::telemetry::operation(&op.vendor.id, &op.name));
             }
-            Some(_) if source.outcome == Outcome::Ok && source.cache == Some("hit") => {
+            Some(_)
+                if source.outcome == Outcome::Ok && source.cache == Some(Lookup::Hit.as_str()) =>
+            {
                 served.push(Served {
                     cache: generation.caches[op.slot].clone()?,
                     standing: standing.clone()?,

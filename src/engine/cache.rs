@@ -281,13 +281,6 @@ impl Expiry<StoreKey, Slot> for KeepFor {
     }
 }
 
-/// A fill in progress: the answer it brought, decoded and stored (its `standing` says until
-/// when it is fresh), for the lookups that waited for it.
-#[derive(Clone)]
-struct Fill {
-    cached: Arc<Cached>,
-}
-
 /// One part in this many of the budget is for merged pages (see [`AnswerStore::pages_budget`]),
 /// and as much for the decoded tier.
 const PAGES_SHARE: u64 = 8;
@@ -305,8 +298,9 @@ pub struct AnswerStore {
     /// Answers read lately, decoded, under the key of their packed entry (TinyLFU keeps those
     /// asked for most). A copy whose id is not its packed entry's is out of date.
     open: Cache<StoreKey, Arc<Cached>, Hasher>,
-    /// Fills in progress, so that concurrent misses of one key make one vendor call.
-    fills: Coalescer<StoreKey, Fill>,
+    /// Fills in progress, so that concurrent misses of one key make one vendor call; each
+    /// brings the answer decoded and stored (its `standing` says until when it is fresh).
+    fills: Coalescer<StoreKey, Arc<Cached>>,
     budget: u64,
     next_space: AtomicU32,
 }
@@ -534,15 +528,12 @@ impl ResponseCache {
 
     /// Stores `out` under `key` (packed, and decoded in the decoded tier: whoever asked for it
     /// is about to read it).
-    async fn keep(&self, key: StoreKey, out: CallOutput, left: Option<Duration>) -> Fill {
+    async fn keep(&self, key: StoreKey, out: CallOutput, left: Option<Duration>) -> Arc<Cached> {
         let (cached, slot) = self.stored(&key, out, left);
-        let fill = Fill {
-            cached: Arc::clone(&cached),
-        };
         self.owner.added(slot.weight);
         self.store.answers.insert(key.clone(), slot).await;
-        self.store.open.insert(key, cached).await;
-        fill
+        self.store.open.insert(key, Arc::clone(&cached)).await;
+        cached
     }
 
     /// Serves `key` from the cache, or runs `fetch` once for all concurrent askers. With
@@ -599,8 +590,8 @@ impl ResponseCache {
                     if let Some(shared) = &self.shared {
                         shared.put(&key, &out);
                     }
-                    let fill = Box::pin(self.keep(skey.clone(), out, None)).await;
-                    Ok((fill.cached, Lookup::Miss))
+                    let cached = Box::pin(self.keep(skey.clone(), out, None)).await;
+                    Ok((cached, Lookup::Miss))
                 }
                 Err(e) => Err(Arc::new(e)),
             }
@@ -648,13 +639,13 @@ impl ResponseCache {
                 Ok(Box::pin(self.keep(skey.clone(), out?, None)).await)
             });
             let (filled, part) = self.store.fills.run(&skey, fill).await;
-            filled.map(|fill| {
+            filled.map(|cached| {
                 let lookup = match part {
                     Part::Waited => Lookup::Coalesced,
                     Part::Ran if from_shared.load(Ordering::Relaxed) => Lookup::Hit,
                     Part::Ran => Lookup::Miss,
                 };
-                (fill.cached, lookup)
+                (cached, lookup)
             })
         };
         match result {

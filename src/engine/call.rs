@@ -21,7 +21,7 @@ use super::plan::RequestPlan;
 use super::plan::{OperationPlan, PagingPlan};
 use super::projection::Projected;
 use super::resilience::{VendorAuth, VendorGuard};
-use super::steps::{PairStyle, Step, Target};
+use super::steps::{self, PairStyle, Step, Target};
 use super::template::{Ref, Values};
 use super::token::{FetchedToken, Token};
 use super::upstream::{TransportError, Upstream};
@@ -1157,7 +1157,7 @@ fn observed_step(
 
 /// About the length of `query` written out (more if much of it is percent-encoded).
 fn query_len(query: &[(String, String)]) -> usize {
-    query.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+    steps::pairs_len(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Appends `?k=v&…`, names and values RFC 3986-encoded, in order.

@@ -22,6 +22,12 @@ pub enum PairStyle {
     PairsEncoded,
 }
 
+/// The length of `pairs` joined as `k=v&…` before any encoding: what a string that will
+/// hold them is sized for.
+pub fn pairs_len<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> usize {
+    pairs.map(|(k, v)| k.len() + v.len() + 2).sum()
+}
+
 impl PairStyle {
     pub fn parse(s: &str) -> Option<PairStyle> {
         match s {
@@ -34,8 +40,7 @@ impl PairStyle {
 
     /// Joins pairs that are already sorted by name.
     pub fn join<'a>(self, pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
-        let len: usize = pairs.clone().map(|(k, v)| k.len() + v.len() + 2).sum();
-        let mut out = String::with_capacity(len);
+        let mut out = String::with_capacity(pairs_len(pairs.clone()));
         for (i, (k, v)) in pairs.enumerate() {
             match self {
                 PairStyle::NameValue => {
