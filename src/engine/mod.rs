@@ -12,6 +12,7 @@ pub mod decrypt;
 pub mod extract;
 pub mod fanout;
 pub mod formats;
+pub mod names;
 pub mod observe;
 pub mod packed;
 pub mod plan;
