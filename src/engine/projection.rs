@@ -91,7 +91,9 @@ impl Rows {
     /// A new row of nulls, to fill.
     fn push(&mut self) -> &mut [Value] {
         let start = self.values.len();
-        self.values.resize(start + self.width, Value::Null);
+        // made in place, not cloned from one (`resize` clones through `Value::clone`'s match)
+        self.values
+            .extend(std::iter::repeat_with(|| Value::Null).take(self.width));
         self.rows += 1;
         &mut self.values[start..]
     }
