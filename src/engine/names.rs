@@ -4,15 +4,16 @@
 //! A `HashMap<Box<str>, _>` lookup (foldhash, hashbrown's group probe, then `memcmp`) was ~77
 //! instructions a member, ~5 % of a vendor call on a miss. The names are few and known when
 //! the plan is compiled, so the table here is small and sparse (at most half full): a name is
-//! hashed from its length and its first and last eight bytes (every byte of the names of
-//! sixteen bytes or fewer), and most lookups read one slot and compare lengths. Names that
-//! hash alike are probed linearly; lookups come from vendor text but the table holds only the
-//! compiled names, so no answer can make a lookup walk further than the table.
+//! hashed from its length and its first and last eight bytes, which for a name of sixteen
+//! bytes or fewer are all of it, so most lookups read one slot and compare three words (longer
+//! names are compared in full after that). Names that hash alike are probed linearly; lookups
+//! come from vendor text but the table holds only the compiled names, so no answer can make a
+//! lookup walk further than the table.
 
 /// Names with a value each, built once and read many times.
 #[derive(Debug, Clone)]
 pub struct Names<T> {
-    entries: Vec<(Box<str>, T)>,
+    entries: Vec<(Key, Box<str>, T)>,
     /// 1 + the index of the entry each slot holds (0: empty). A power of two long, at least
     /// twice the number of entries, so every probe ends.
     slots: Box<[u32]>,
@@ -27,41 +28,68 @@ impl<T> Default for Names<T> {
     }
 }
 
+/// What a name is hashed and first compared by: its length and its first and last bytes.
+/// For a name of up to sixteen bytes they cover every byte, so equal keys are equal names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    head: u64,
+    tail: u64,
+    len: usize,
+}
+
+impl Key {
+    /// Read by fixed-size loads (a copy of a variable length was a `memcpy` call).
+    fn of(b: &[u8]) -> Key {
+        let n = b.len();
+        let (head, tail) = if n >= 8 {
+            (load8(b, 0), load8(b, n - 8))
+        } else if n >= 4 {
+            (u64::from(load4(b, 0)), u64::from(load4(b, n - 4)))
+        } else if n > 0 {
+            let small = u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16;
+            (small, 0)
+        } else {
+            (0, 0)
+        };
+        Key { head, tail, len: n }
+    }
+
+    /// Where its probe starts in a table of `mask + 1` slots.
+    fn home(&self, mask: usize) -> usize {
+        let x = (self.head.wrapping_mul(K1) ^ self.tail.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(K2);
+        (x ^ (x >> 29)) as usize & mask
+    }
+}
+
 /// Multipliers of the hash (odd, bits well spread: splitmix64's).
 const K1: u64 = 0x9e37_79b9_7f4a_7c15;
 const K2: u64 = 0xbf58_476d_1ce4_e5b9;
 
-/// The hash of a name: its length and its first and last eight bytes (overlapping when it is
-/// shorter than sixteen), folded.
-fn hash(name: &[u8]) -> u64 {
-    let n = name.len();
-    let (head, tail) = if n >= 8 {
-        (word(&name[..8]), word(&name[n - 8..]))
-    } else {
-        let mut padded = [0_u8; 8];
-        padded[..n].copy_from_slice(name);
-        (u64::from_le_bytes(padded), 0)
-    };
-    let x = (head.wrapping_mul(K1) ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(K2);
-    x ^ (x >> 29)
+/// Eight bytes at `at` as a number.
+fn load8(b: &[u8], at: usize) -> u64 {
+    let mut w = [0_u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
 }
 
-/// Eight bytes as a number.
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0_u8; 8];
-    w.copy_from_slice(b);
-    u64::from_le_bytes(w)
+/// Four bytes at `at` as a number.
+fn load4(b: &[u8], at: usize) -> u32 {
+    let mut w = [0_u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
 }
 
 impl<T> Names<T> {
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&T> {
+        let key = Key::of(name.as_bytes());
         let mask = self.slots.len() - 1;
-        let mut i = hash(name.as_bytes()) as usize & mask;
+        let mut i = key.home(mask);
         loop {
             let e = self.slots[i] as usize;
-            let (k, v) = self.entries.get(e.checked_sub(1)?)?;
-            if **k == *name {
+            let (k, text, v) = self.entries.get(e.checked_sub(1)?)?;
+            if *k == key && (key.len <= 16 || **text == *name) {
                 return Some(v);
             }
             i = (i + 1) & mask;
@@ -74,15 +102,16 @@ impl<T> Names<T> {
     where
         T: Default,
     {
-        let i = match self.entries.iter().position(|(k, _)| **k == *name) {
+        let i = match self.entries.iter().position(|(_, k, _)| **k == *name) {
             Some(i) => i,
             None => {
-                self.entries.push((name.into(), T::default()));
+                let key = Key::of(name.as_bytes());
+                self.entries.push((key, name.into(), T::default()));
                 self.lay();
                 self.entries.len() - 1
             }
         };
-        &mut self.entries[i].1
+        &mut self.entries[i].2
     }
 
     /// Places every entry in a table at most half full.
@@ -90,8 +119,8 @@ impl<T> Names<T> {
         let len = (2 * self.entries.len()).next_power_of_two().max(2);
         let mask = len - 1;
         let mut slots = vec![0_u32; len];
-        for (e, (k, _)) in self.entries.iter().enumerate() {
-            let mut i = hash(k.as_bytes()) as usize & mask;
+        for (e, (k, _, _)) in self.entries.iter().enumerate() {
+            let mut i = k.home(mask);
             while slots[i] != 0 {
                 i = (i + 1) & mask;
             }
@@ -106,7 +135,7 @@ impl<T> Names<T> {
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.entries.iter_mut().map(|(_, v)| v)
+        self.entries.iter_mut().map(|(_, _, v)| v)
     }
 }
 
@@ -158,6 +187,30 @@ mod tests {
             assert_eq!(table.get(other), None, "{other:?}");
         }
         assert_eq!(table.values_mut().count(), names.len());
+    }
+
+    #[test]
+    fn names_differing_in_any_one_byte_are_told_apart() {
+        // every length up to past sixteen, one byte changed at every place: a key that left a
+        // byte of a short name out would take one of these for another
+        let names: Vec<String> = (1..=20)
+            .flat_map(|n| {
+                (0..=n).map(move |at| {
+                    (0..n)
+                        .map(|i| if i == at { 'b' } else { 'a' })
+                        .collect::<String>()
+                })
+            })
+            .collect();
+        let mut table = Names::default();
+        for (i, n) in names.iter().enumerate() {
+            *table.get_or_default(n) = i;
+        }
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(table.get(n), Some(&i), "{n:?}");
+        }
+        assert_eq!(table.get(&"a".repeat(21)), None);
+        assert_eq!(table.get("c"), None);
     }
 
     #[test]
