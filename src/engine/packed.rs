@@ -82,13 +82,12 @@ fn write_value(raw: &mut Vec<u8>, v: &Value) {
             let _ = encode::write_bool(raw, *b);
         }
         Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                let _ = encode::write_uint(raw, u);
-            } else if let Some(i) = n.as_i64() {
-                let _ = encode::write_sint(raw, i);
-            } else if let Some(f) = n.as_f64() {
-                let _ = encode::write_f64(raw, f);
-            }
+            // a number is always written, so the rows' structure stays whole
+            let _ = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => encode::write_uint(raw, u).map(drop),
+                (None, Some(i)) => encode::write_sint(raw, i).map(drop),
+                (None, None) => encode::write_f64(raw, n.as_f64().unwrap_or(f64::NAN)),
+            };
         }
         Value::String(s) => {
             let _ = encode::write_str(raw, s);
