@@ -852,14 +852,16 @@ impl PageState {
 }
 
 /// The rendered request, as signing steps see it.
-struct Rendered {
-    method: String,
+struct Rendered<'a> {
+    method: &'a str,
     path: String,
     /// Path and query as sent, for signatures over the request target.
     target: String,
     body: String,
-    /// Query parameters sorted by name (stable for repeated names).
-    sorted_query: Vec<(String, String)>,
+    /// The query parameters there were when it was rendered ([`AttemptValues::query`]'s
+    /// first ones: steps after it only add), by index, sorted by name (stable for repeated
+    /// names). Indexes, not a sorted copy: a copy was two strings a parameter an attempt.
+    sorted_query: Vec<usize>,
 }
 
 /// Every value a template can name, for one attempt.
@@ -877,7 +879,9 @@ struct AttemptValues<'a> {
     nonce_hex: OnceCell<String>,
     nonce_alnum: OnceCell<String>,
     vars: Vec<Option<String>>,
-    request: Option<Rendered>,
+    /// The request's query parameters so far, in the order they are sent.
+    query: Vec<(String, String)>,
+    request: Option<Rendered<'a>>,
 }
 
 impl<'a> AttemptValues<'a> {
@@ -898,15 +902,18 @@ impl<'a> AttemptValues<'a> {
             nonce_hex: OnceCell::new(),
             nonce_alnum: OnceCell::new(),
             vars: vec![None; req.var_count],
+            query: Vec::with_capacity(req.query.len() + 2),
             request: None,
         }
     }
 
     fn sorted_query(&self, style: PairStyle) -> Option<Cow<'_, str>> {
         let r = self.request.as_ref()?;
-        Some(Cow::Owned(style.join(
-            r.sorted_query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        )))
+        let query = &self.query;
+        Some(Cow::Owned(style.join(r.sorted_query.iter().map(|&i| {
+            let (k, v) = &query[i];
+            (k.as_str(), v.as_str())
+        }))))
     }
 }
 
@@ -953,10 +960,7 @@ impl Values for AttemptValues<'_> {
             Ref::PageOffset => Some(Cow::Owned(self.page.offset().to_string())),
             Ref::PageSize => Some(Cow::Owned(self.page.size.to_string())),
             Ref::PageCursor => self.page.cursor.as_deref().map(Cow::Borrowed),
-            Ref::RequestMethod => self
-                .request
-                .as_ref()
-                .map(|r| Cow::Borrowed(r.method.as_str())),
+            Ref::RequestMethod => self.request.as_ref().map(|r| Cow::Borrowed(r.method)),
             Ref::RequestPath => self
                 .request
                 .as_ref()
@@ -1002,11 +1006,9 @@ fn build_request(
         credentials: &op.credentials,
         token: token.map(Token::expose),
     };
-    let mut query: Vec<(String, String)> = Vec::with_capacity(op.query.len() + 2);
     let mut headers: Vec<(http::HeaderName, String)> = Vec::new();
 
     let run = |values: &mut AttemptValues<'_>,
-               query: &mut Vec<(String, String)>,
                headers: &mut Vec<(http::HeaderName, String)>,
                obs: &mut Option<&mut dyn Observer>,
                from: usize,
@@ -1020,19 +1022,19 @@ fn build_request(
             .map_err(|e| CallError::Build(e.to_string()))?;
             match &step.target {
                 Target::Var(i) => values.vars[*i] = Some(result),
-                Target::Query(q) => query.push((q.clone(), result)),
+                Target::Query(q) => values.query.push((q.clone(), result)),
                 Target::Header(h) => headers.push((h.clone(), result)),
             }
         }
         Ok(())
     };
-    run(&mut values, &mut query, &mut headers, obs, 0, op.render_at)?;
+    run(&mut values, &mut headers, obs, 0, op.render_at)?;
 
     // render
     let path = op.path.render_encoded(&values).unwrap_or_default();
     for (k, t) in &op.query {
         if let Some(v) = t.render(&values) {
-            query.push((k.clone(), v));
+            values.query.push((k.clone(), v));
         }
     }
     for (h, t) in &op.headers {
@@ -1054,13 +1056,16 @@ fn build_request(
     // the rendered request, as signing steps see it: only built when a step signs it
     let mut body = body;
     if op.render_at < op.steps.len() {
-        let mut sorted_query = query.clone();
-        sorted_query.sort_by(|a, b| a.0.cmp(&b.0));
+        let query = &values.query;
+        let mut sorted_query: Vec<usize> = (0..query.len()).collect();
+        sorted_query.sort_by(|&a, &b| query[a].0.cmp(&query[b].0));
         // the path the vendor receives: base_url's own path, then the operation's
-        let full_path = format!("{}{path}", op.vendor.base_path);
-        let mut target = String::with_capacity(full_path.len() + query_len(&query));
+        let mut full_path = String::with_capacity(op.vendor.base_path.len() + path.len());
+        full_path.push_str(&op.vendor.base_path);
+        full_path.push_str(&path);
+        let mut target = String::with_capacity(full_path.len() + query_len(query));
         target.push_str(&full_path);
-        push_query(&mut target, &query);
+        push_query(&mut target, query);
         if let Some(o) = obs {
             o.observe(Event::Rendered {
                 method: op.method.as_str(),
@@ -1069,22 +1074,16 @@ fn build_request(
             });
         }
         values.request = Some(Rendered {
-            method: op.method.as_str().to_owned(),
+            method: op.method.as_str(),
             path: full_path,
             target,
             body,
             sorted_query,
         });
-        run(
-            &mut values,
-            &mut query,
-            &mut headers,
-            obs,
-            op.render_at,
-            op.steps.len(),
-        )?;
+        run(&mut values, &mut headers, obs, op.render_at, op.steps.len())?;
         body = values.request.take().expect("rendered above").body;
     }
+    let query = std::mem::take(&mut values.query);
 
     let mut uri = String::with_capacity(op.vendor.base_url.len() + path.len() + query_len(&query));
     uri.push_str(&op.vendor.base_url);
