@@ -19,6 +19,7 @@ pub mod plan;
 pub mod projection;
 pub mod resilience;
 pub mod routes;
+mod scan;
 #[cfg(test)]
 pub(crate) mod scripted;
 pub mod steps;

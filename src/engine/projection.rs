@@ -28,25 +28,24 @@
 //! decryption replaces what it opens); otherwise items are read as projected maps.
 //!
 //! Two differences from a full parse, on purpose: skipped members are checked for JSON syntax
-//! but their text is not decoded, and the tokenizer's nesting limit (sonic-rs: 255 levels,
-//! serde_json: 128), which protects the stack, applies only to what is kept.
+//! but their text is not decoded, and serde_json's nesting limit (128 levels), which protects
+//! the stack, applies only to what is kept whole.
 //!
-//! The tokenizer of optimised builds is sonic-rs (SIMD string scanning and skipping): against
-//! serde_json's it took a 3-vendor miss's parsing from ~478k instructions to ~410k
-//! (docs/benchmarks.md, "eighth session"). Its skipping of a member nobody reads recurses once
-//! per level with no limit (sonic-rs issue #232), so an answer that could nest deeper than
-//! [`SONIC_DEPTH`] — it has more opening brackets than that, counted first — is read by
-//! serde_json instead, whose skipping is a loop: a vendor cannot make the gateway overflow its
-//! stack.
-use std::fmt;
-
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+//! Answers are read by [`Scan`](super::scan), a scanner that hands each member's name to the
+//! functions below, which read, skip or descend into its value. Driving sonic-rs through
+//! serde's visitors (a `MapAccess` call, a seed or an `IgnoredAny` per member) cost ~360
+//! instructions a member, most of it the protocol; the scanner's skipping is a loop with its
+//! own stack, so no answer can make the gateway overflow a thread's stack however deeply a
+//! member nobody reads nests. Whole answers (`read_whole`, no projection) are still parsed by
+//! sonic-rs or serde_json.
+use serde::de::DeserializeSeed;
 use serde_json::{Map, Value};
 
 use super::conversions::{Conversion, Lift};
 use super::extract::{ItemMapper, JsonPath, Seg, SlotRef};
 use super::names::Names;
 use super::plan::{PagingPlan, ResponsePlan};
+use super::scan::Scan;
 
 /// The members of an answer that an operation reads.
 #[derive(Debug, Clone)]
@@ -163,7 +162,7 @@ struct Node {
 
 impl Node {
     /// A path ends at `segs`: everything below is read by someone. (Nodes made below one
-    /// that is already whole are never looked at: `Seed` reads a whole node whole.)
+    /// that is already whole are never looked at: `read` reads a whole node whole.)
     fn insert(&mut self, segs: &[Seg]) {
         *self.at(segs) = Node {
             whole: true,
@@ -372,7 +371,10 @@ impl Projection {
 
     /// Parses `body`, keeping only the projected members, items as maps of them.
     pub fn read(&self, body: &[u8]) -> Result<Value, NotJson> {
-        parse(body, Seed::new(&self.root, None))
+        let mut scan = Scan::new(body)?;
+        let doc = read(&mut scan, &self.root, None)?;
+        scan.end()?;
+        Ok(doc)
     }
 
     /// Parses `body`, keeping only the projected members, items into slots where they can be.
@@ -384,11 +386,13 @@ impl Projection {
             });
         };
         let mut items = Rows::new(usize::from(tree.below.end));
-        let slotted = Slotting {
+        let mut slotting = Slotting {
             tree,
             items: &mut items,
         };
-        let doc = parse(body, Seed::new(&self.root, Some(slotted)))?;
+        let mut scan = Scan::new(body)?;
+        let doc = read(&mut scan, &self.root, Some(&mut slotting))?;
+        scan.end()?;
         Ok(Projected {
             doc,
             items: Some(items),
@@ -399,7 +403,7 @@ impl Projection {
 /// An answer that is not JSON (or nests deeper than the tokenizer reads).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct NotJson(String);
+pub struct NotJson(pub(super) String);
 
 /// Opening brackets an answer may have and still be read by sonic-rs, whose skipping recurses
 /// once per level (~100–250 bytes of stack each in a release build, measured): 2,048 levels
@@ -413,7 +417,7 @@ const SONIC_DEPTH: usize = 2_048;
 /// release too, where answers go through sonic-rs.
 const SONIC: bool = !cfg!(debug_assertions);
 
-/// A whole answer (no projection), read by the same tokenizer choice as a projected one.
+/// A whole answer (no projection): by sonic-rs where it cannot nest too deeply for it.
 pub fn read_whole(body: &[u8]) -> Result<Value, NotJson> {
     parse(body, std::marker::PhantomData::<Value>)
 }
@@ -449,247 +453,106 @@ struct Slotting<'p, 'o> {
     items: &'o mut Rows,
 }
 
-/// Deserializes one value as its node says.
-struct Seed<'p, 'o> {
-    node: &'p Node,
-    slotting: Option<Slotting<'p, 'o>>,
-}
-
-impl<'p, 'o> Seed<'p, 'o> {
-    fn new(node: &'p Node, slotting: Option<Slotting<'p, 'o>>) -> Self {
-        Seed { node, slotting }
+/// Reads the next value as `node` says: whole, or only the members and elements below it.
+fn read(
+    scan: &mut Scan<'_>,
+    node: &Node,
+    mut slotting: Option<&mut Slotting<'_, '_>>,
+) -> Result<Value, NotJson> {
+    if node.whole {
+        return scan.value();
     }
-
-    /// The seed of a value below this one.
-    fn below<'s>(&'s mut self, node: &'p Node) -> Seed<'p, 's> {
-        Seed {
-            node,
-            slotting: self.slotting.as_mut().map(|s| Slotting {
-                tree: s.tree,
-                items: &mut *s.items,
-            }),
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        if self.node.whole {
-            serde::Deserialize::deserialize(d)
-        } else {
-            d.deserialize_any(self)
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Seed<'_, '_> {
-    type Value = Value;
-
-    crate::json_scalars::value_scalars!();
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        self.deserialize(d)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        if let Some(lift) = &self.node.lift {
-            while let Some(v) = seq.next_element_seed(Lifted(lift))? {
-                out.push(v);
+    match scan.peek()? {
+        b'{' => {
+            if node.item
+                && let Some(s) = slotting
+            {
+                let row = s.items.rows;
+                fill(scan, s.tree, s.items.push())?;
+                // its place in the document (an object, for the envelope's rules), naming its row
+                let mut stand_in = Map::new();
+                stand_in.insert(ROW.to_owned(), Value::from(row));
+                return Ok(Value::Object(stand_in));
             }
-            return Ok(Value::Array(out));
-        }
-        match &self.node.elements {
-            Some(each) => {
-                while let Some(v) = seq.next_element_seed(self.below(each))? {
-                    out.push(v);
+            let mut out = Map::new();
+            scan.members(|scan, name| match node.child(&name) {
+                Some(child) => {
+                    let v = read(scan, child, slotting.as_deref_mut())?;
+                    out.insert(name.into_owned(), v);
+                    Ok(())
                 }
-            }
-            // no path goes into this list: its type stays, its elements are not read
-            None => while seq.next_element::<IgnoredAny>()?.is_some() {},
+                None => scan.skip(),
+            })?;
+            Ok(Value::Object(out))
         }
-        Ok(Value::Array(out))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
-        if self.node.item
-            && let Some(s) = self.slotting
-        {
-            let row = s.items.rows;
-            Fill {
-                node: s.tree,
-                slots: s.items.push(),
+        b'[' => {
+            let mut out = Vec::new();
+            if let Some(lift) = &node.lift {
+                scan.elements(|scan| {
+                    out.push(lifted(scan, lift)?);
+                    Ok(())
+                })?;
+            } else if let Some(each) = &node.elements {
+                scan.elements(|scan| {
+                    out.push(read(scan, each, slotting.as_deref_mut())?);
+                    Ok(())
+                })?;
+            } else {
+                // no path goes into this list: its type stays, its elements are not read
+                scan.skip()?;
             }
-            .members(map)?;
-            // its place in the document (an object, for the envelope's rules), naming its row
-            let mut stand_in = Map::new();
-            stand_in.insert(ROW.to_owned(), Value::from(row));
-            return Ok(Value::Object(stand_in));
+            Ok(Value::Array(out))
         }
-        let mut out = Map::new();
-        while let Some(found) = map.next_key_seed(NameBy(|v: &str| {
-            self.node.child(v).map(|n| (v.to_owned(), n))
-        }))? {
-            match found {
-                Some((name, node)) => {
-                    let v = map.next_value_seed(self.below(node))?;
-                    out.insert(name, v);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Value::Object(out))
+        _ => scan.value(),
     }
 }
 
-/// Reads the members of an item (or of an object inside it) into the item's slots.
-struct Fill<'p, 's> {
-    node: &'p Node,
-    slots: &'s mut [Value],
-}
-
-impl Fill<'_, '_> {
-    fn members<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(name) = map.next_key_seed(NameBy(|v: &str| self.node.child(v)))? {
-            let Some(node) = name else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            match node.slot {
-                Some(slot) if node.whole => self.slots[usize::from(slot)] = map.next_value()?,
-                Some(slot) => {
-                    self.slots[usize::from(slot)] = map.next_value_seed(Seed::new(node, None))?
-                }
-                None => {
-                    let below = usize::from(node.below.start)..usize::from(node.below.end);
-                    self.slots[below].fill(Value::Null);
-                    map.next_value_seed(Fill {
-                        node,
-                        slots: &mut *self.slots,
-                    })?;
-                }
+/// Reads the value of an item's member (or of an object inside it) into the item's slots:
+/// only an object has members to read (a path through anything else finds nothing, as in a
+/// map), but the rest is still checked for syntax.
+fn fill(scan: &mut Scan<'_>, node: &Node, slots: &mut [Value]) -> Result<(), NotJson> {
+    if scan.peek()? != b'{' {
+        return scan.skip();
+    }
+    scan.members(|scan, name| {
+        let Some(node) = node.child(&name) else {
+            return scan.skip();
+        };
+        match node.slot {
+            Some(slot) if node.whole => slots[usize::from(slot)] = scan.value()?,
+            Some(slot) => slots[usize::from(slot)] = read(scan, node, None)?,
+            None => {
+                // the last of a repeated name wins, as in a map
+                slots[usize::from(node.below.start)..usize::from(node.below.end)].fill(Value::Null);
+                fill(scan, node, slots)?;
             }
         }
         Ok(())
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Fill<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-/// A value where a path goes deeper: only an object has members to read (a path through
-/// anything else finds nothing, as in a map), but the rest is still checked for syntax.
-impl<'de> Visitor<'de> for Fill<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.members(map)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
+    })
 }
 
 /// An element of a list whose objects are lifted: an object's member as [`Lift::of`] makes
 /// it, anything else as a projected element would be (scalars as they are, a list empty).
-struct Lifted<'l>(&'l Lift);
-
-impl<'de> DeserializeSeed<'de> for Lifted<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Lifted<'_> {
-    type Value = Value;
-
-    crate::json_scalars::value_scalars!();
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        self.deserialize(d)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut found = None;
-        while let Some(hit) = map.next_key_seed(NameBy(|v: &str| v == self.0.member))? {
-            if hit {
-                // the last of a repeated name wins, as in a map
-                found = Some(map.next_value::<Value>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+fn lifted(scan: &mut Scan<'_>, lift: &Lift) -> Result<Value, NotJson> {
+    match scan.peek()? {
+        b'{' => {
+            let mut found = None;
+            scan.members(|scan, name| {
+                if name == lift.member {
+                    // the last of a repeated name wins, as in a map
+                    found = Some(scan.value()?);
+                    Ok(())
+                } else {
+                    scan.skip()
+                }
+            })?;
+            Ok((lift.of)(found))
         }
-        Ok((self.0.of)(found))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Value::Array(Vec::new()))
-    }
-}
-
-/// A member's name, read by `of` without allocating it: looked up among a node's members,
-/// compared, or copied only when the member is kept.
-struct NameBy<F>(F);
-
-impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for NameBy<F> {
-    type Value = T;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, T, F: FnOnce(&str) -> T> Visitor<'de> for NameBy<F> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<T, E> {
-        Ok((self.0)(v))
+        b'[' => {
+            scan.skip()?;
+            Ok(Value::Array(Vec::new()))
+        }
+        _ => scan.value(),
     }
 }
 
@@ -1150,10 +1013,9 @@ mod tests {
         ] {
             assert!(p.read(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        // Depth, on half of a runtime worker's 2 MiB stack: nesting past the tokenizers'
-        // limits (sonic-rs 255, serde_json 128) is refused where it is read, and a skipped
-        // member's depth is no error. In a release build the deepest answer sonic-rs is
-        // trusted with goes through it (`.ci/run` runs this test in release too).
+        // Depth, on half of a runtime worker's 2 MiB stack: nesting past serde_json's limit
+        // (128) is refused where a value is kept whole, and a skipped member's depth is no
+        // error, however deep (the scanner skips by a loop).
         let p = p.clone();
         let on_a_stack = move || {
             let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
@@ -1161,11 +1023,10 @@ mod tests {
             assert!(p.read(read.as_bytes()).is_err());
             let read = format!(r#"{{"code":0,"data":{{"t":{{"name":{}}}}}}}"#, nested(120));
             assert!(p.read(read.as_bytes()).is_ok());
-            let deepest = format!(r#"{{"code":0,"junk":{}}}"#, nested(super::SONIC_DEPTH - 1));
-            assert_eq!(p.read(deepest.as_bytes()).unwrap(), json!({"code": 0}));
-            // deeper than that, serde_json reads it, skipping by a loop
             let skipped = format!(r#"{{"code":0,"junk":{}}}"#, nested(100_000));
             assert_eq!(p.read(skipped.as_bytes()).unwrap(), json!({"code": 0}));
+            let unclosed = format!(r#"{{"code":0,"junk":{}}}"#, &nested(100_000)[..199_999]);
+            assert!(p.read(unclosed.as_bytes()).is_err());
         };
         std::thread::Builder::new()
             .stack_size(1 << 20)
