@@ -1,7 +1,6 @@
 //! The scalar half of a `serde::de::Visitor` that builds a `serde_json::Value`, for the
 //! visitors that build objects and lists their own way: the strict parser of caller bodies
-//! (duplicate members refused) and the projection of vendor answers (members nobody reads
-//! skipped).
+//! (duplicate members refused).
 
 /// Expands, inside `impl<'de> Visitor<'de> for T { type Value = serde_json::Value; … }`, to
 /// `expecting` and the scalar `visit_*` methods, reading scalars as serde_json's own `Value`

@@ -38,7 +38,7 @@
 //! own stack, so no answer can make the gateway overflow a thread's stack however deeply a
 //! member nobody reads nests. Whole answers (`read_whole`, no projection) are still parsed by
 //! sonic-rs or serde_json.
-use serde::de::DeserializeSeed;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::conversions::{Conversion, Lift};
@@ -417,31 +417,19 @@ const SONIC_DEPTH: usize = 2_048;
 /// release too, where answers go through sonic-rs.
 const SONIC: bool = !cfg!(debug_assertions);
 
-/// A whole answer (no projection): by sonic-rs where it cannot nest too deeply for it.
-pub fn read_whole(body: &[u8]) -> Result<Value, NotJson> {
-    parse(body, std::marker::PhantomData::<Value>)
-}
-
-/// Reads `body` by `seed` to its end, by sonic-rs when it cannot nest deeper than
+/// A whole answer (no projection), by sonic-rs when it cannot nest deeper than
 /// [`SONIC_DEPTH`] (no more opening brackets than that), otherwise by serde_json.
-fn parse<S, T>(body: &[u8], seed: S) -> Result<T, NotJson>
-where
-    S: for<'de> DeserializeSeed<'de, Value = T>,
-{
+pub fn read_whole(body: &[u8]) -> Result<Value, NotJson> {
     // memchr's SIMD search (AVX2 when the CPU has it): a byte-by-byte count cost more than
     // sonic-rs saved
     if SONIC && memchr::memchr2_iter(b'[', b'{', body).count() <= SONIC_DEPTH {
         let mut de = sonic_rs::Deserializer::from_slice(body);
-        let v = seed
-            .deserialize(&mut de)
-            .map_err(|e| NotJson(e.to_string()))?;
+        let v = Value::deserialize(&mut de).map_err(|e| NotJson(e.to_string()))?;
         de.end().map_err(|e| NotJson(e.to_string()))?;
         Ok(v)
     } else {
         let mut de = serde_json::Deserializer::from_slice(body);
-        let v = seed
-            .deserialize(&mut de)
-            .map_err(|e| NotJson(e.to_string()))?;
+        let v = Value::deserialize(&mut de).map_err(|e| NotJson(e.to_string()))?;
         de.end().map_err(|e| NotJson(e.to_string()))?;
         Ok(v)
     }
