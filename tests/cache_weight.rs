@@ -2,7 +2,7 @@
 //! (the packed answer and, in the decoded tier, `Cached::weight`, each with a fixed overhead
 //! per entry). This measures the heap the entries really take — with a counting allocator, so
 //! it is the only test in its binary — and checks the estimate against it, for answers shaped
-//! like each shipped vendor's, each read once (so held packed and decoded). `tests/cache_fit.rs`
+//! like each shipped vendor's, each stored and then read again (so held packed and decoded). `tests/cache_fit.rs`
 //! measures the packed side at scale.
 use std::sync::Arc;
 
@@ -63,6 +63,16 @@ fn each_entry_weighs_within_a_third_of_the_heap_it_holds() {
                 let cached = cached.expect("stored");
                 assert!(cached.coupons.get().is_some(), "built when stored");
                 assert!(cached.answer.rows.is_empty(), "and the rows used up");
+            }
+            // read again: a hit opens the packed answer into the decoded tier
+            for key in &keys {
+                let (cached, _, _) = cache
+                    .get_cached(key.clone(), false, async {
+                        Err::<CallOutput, String>("a hit does not ask the vendor".into())
+                    })
+                    .await;
+                let cached = cached.expect("a hit");
+                assert!(cached.coupons.get().is_some(), "built when opened");
             }
             store.weighed_size().await
         });

@@ -5,7 +5,7 @@
 //! caches may take whatever the number of vendors: entries are weighed by an estimate of what
 //! they really hold in memory, not by the vendor's answer size. The store keeps each answer
 //! packed (its rows as compressed JSON, `super::packed`: ~80 bytes a coupon instead of ~1.7 KB
-//! decoded with its canonical records), and the answers read lately decoded as well, in a
+//! decoded with its canonical records), and the answers hits read lately decoded as well, in a
 //! tier of their own with an eighth of the budget, so a hit on a member asked for often
 //! decodes nothing and 10,000 members of three vendors fit in 64 MiB. An entry is *fresh* for
 //! its operation's ttl (or the shorter `empty_ttl` for "nothing found") and kept
@@ -526,13 +526,15 @@ impl ResponseCache {
         (cached, slot)
     }
 
-    /// Stores `out` under `key` (packed, and decoded in the decoded tier: whoever asked for it
-    /// is about to read it).
+    /// Stores `out` under `key`, packed only. The decoded tier takes an answer when it is
+    /// first read from the store (`AnswerStore::open`), not here: most answers a miss brings
+    /// are asked for once, and keeping each decoded until TinyLFU evicted it churned the heap
+    /// (its records' hundreds of small allocations freed cold, long after they were made):
+    /// 13–20 % of the CPU of a miss in `bench/run`, for ~1 % of its instructions.
     async fn keep(&self, key: StoreKey, out: CallOutput, left: Option<Duration>) -> Arc<Cached> {
         let (cached, slot) = self.stored(&key, out, left);
         self.owner.added(slot.weight);
-        self.store.answers.insert(key.clone(), slot).await;
-        self.store.open.insert(key, Arc::clone(&cached)).await;
+        self.store.answers.insert(key, slot).await;
         cached
     }
 
@@ -775,17 +777,23 @@ mod tests {
         };
         let (first, _, _) = get(false, 3).await;
         let (hit, lookup, _) = get(false, 9).await;
-        let (first, hit) = (first.unwrap(), hit.unwrap());
-        // the decoded tier's copy: not unpacked again, so what readers built from it (the
-        // canonical coupons) is built once
+        let (again, _, _) = get(false, 9).await;
+        let (first, hit, again) = (first.unwrap(), hit.unwrap(), again.unwrap());
         assert_eq!(lookup, Lookup::Hit);
-        assert!(Arc::ptr_eq(&first, &hit), "a hit decoded the answer again");
-        // a refresh replaces both the packed answer and its decoded copy
+        // the miss did not keep its decoded copy: the first hit unpacked the same answer
+        assert!(!Arc::ptr_eq(&first, &hit));
+        assert_eq!((hit.id, hit.answer.rows.len()), (first.id, 3));
+        // ... and the decoded tier kept that, so what readers built from it (the canonical
+        // coupons) is built once for all later hits
+        assert!(Arc::ptr_eq(&hit, &again), "a hit decoded the answer again");
+        // a refresh replaces the packed answer, and so the decoded copy
         let (fresh, _, _) = get(true, 5).await;
         let (hit, _, _) = get(false, 9).await;
-        let (fresh, hit) = (fresh.unwrap(), hit.unwrap());
-        assert!(Arc::ptr_eq(&fresh, &hit));
-        assert_eq!((hit.answer.rows.len(), hit.id == first.id), (5, false));
+        let (again, _, _) = get(false, 9).await;
+        let (fresh, hit, again) = (fresh.unwrap(), hit.unwrap(), again.unwrap());
+        assert!(Arc::ptr_eq(&hit, &again));
+        assert_eq!((hit.answer.rows.len(), hit.id), (5, fresh.id));
+        assert_ne!(hit.id, first.id);
     }
 
     #[tokio::test]
