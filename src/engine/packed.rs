@@ -5,7 +5,7 @@
 //! text) and the canonical coupons built from them as much again, so a 64 MiB budget held
 //! ~1,400 members of three vendors. Rows of one answer repeat each other (the same
 //! templates, names, kinds, dates), and LZ4 shrinks them about threefold. The store keeps this
-//! form only; the answers read lately are kept decoded too, in a tier of their own
+//! form only; the answers hits read lately are kept decoded too, in a tier of their own
 //! (`cache::AnswerStore`), so that a hit on a member asked for often decodes nothing.
 //!
 //! MessagePack rather than JSON: every vendor call that fills the cache writes it, and it is
@@ -42,8 +42,28 @@ pub struct Undecodable(String);
 /// a cached member (docs/benchmarks.md, "seventh session": 10,000 members take 41 MiB of the
 /// 64 MiB budget, `tests/cache_fit.rs`). (deflate, tried before zstd, zeroed ~300 KB of tables
 /// for every answer.)
-fn compress(raw: &[u8]) -> Vec<u8> {
-    lz4_flex::block::compress(raw)
+///
+/// The hash table and the output buffer are the thread's own, reused: a fresh table is an
+/// 8 KB zeroed allocation and the output one of the largest size LZ4 could write, both for
+/// every answer, where the answer itself needs one allocation of the size it compresses to.
+fn compress(raw: &[u8]) -> Box<[u8]> {
+    use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<(CompressTable, Vec<u8>)> =
+            std::cell::RefCell::new((CompressTable::small(), Vec::new()));
+    }
+    // larger answers (rare) allocate their own: the thread's buffers stay under 72 KB
+    if raw.len() >= usize::from(u16::MAX) {
+        return lz4_flex::block::compress(raw).into_boxed_slice();
+    }
+    SCRATCH.with_borrow_mut(|(table, out)| {
+        out.resize(get_maximum_output_size(raw.len()), 0);
+        match compress_into_with_table(raw, out, table) {
+            Ok(n) => Box::from(&out[..n]),
+            // the buffer is of the largest size LZ4 writes, so this does not happen
+            Err(_) => lz4_flex::block::compress(raw).into_boxed_slice(),
+        }
+    })
 }
 
 /// The MessagePack of `rows`, decompressed into `len` bytes.
@@ -116,7 +136,7 @@ impl Packed {
         write_rows(&mut raw, &out.rows);
         let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
         Packed {
-            rows: compress(&raw).into_boxed_slice(),
+            rows: compress(&raw),
             raw_len,
             dropped: out.dropped,
             pages: out.pages,
