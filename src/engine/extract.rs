@@ -728,7 +728,7 @@ impl FieldSpec {
             Some(map) => map.get(raw)?,
         };
         if value.is_null()
-            || (blank(value) && !matches!(cx.def.ty, FieldType::Text | FieldType::Json))
+            || (!matches!(cx.def.ty, FieldType::Text | FieldType::Json) && blank(value))
         {
             return Ok(None);
         }
@@ -764,7 +764,7 @@ impl FieldSpec {
         }) else {
             return Ok(None);
         };
-        if blank(&value) && !matches!(cx.def.ty, FieldType::Text | FieldType::Json) {
+        if !matches!(cx.def.ty, FieldType::Text | FieldType::Json) && blank(&value) {
             return Ok(None);
         }
         let typed = match &self.convert {
@@ -1203,7 +1203,12 @@ impl ListShape {
 /// A blank vendor value: `""` or whitespace, or an empty list.
 fn blank(v: &Value) -> bool {
     match v {
-        Value::String(s) => s.trim().is_empty(),
+        // text that begins with a visible ASCII character is not blank: no need to trim
+        // (Unicode whitespace is either ASCII at or below the space, or not ASCII)
+        Value::String(s) => match s.as_bytes().first() {
+            Some(&b) if b > b' ' && b.is_ascii() => false,
+            _ => s.trim().is_empty(),
+        },
         Value::Array(a) => a.is_empty(),
         _ => false,
     }
@@ -1269,6 +1274,24 @@ mod tests {
     /// The value, or None for "none given" and "unreadable" alike.
     fn eval(spec: Value, field: &str, item: Value) -> Option<Value> {
         read(spec, field, item).ok().flatten()
+    }
+
+    #[test]
+    fn blank_is_text_of_whitespace_only_or_an_empty_list() {
+        // every whitespace `str::trim` removes, ASCII or not, alone or around text
+        for ws in [
+            " ", "\t", "\n", "\r", "\u{b}", "\u{c}", "\u{85}", "\u{a0}", "\u{3000}",
+        ] {
+            assert!(blank(&json!(ws)), "{ws:?}");
+            assert!(blank(&json!(format!("{ws}{ws}"))), "{ws:?} twice");
+            assert!(!blank(&json!(format!("{ws}a"))), "{ws:?} before text");
+            assert!(!blank(&json!(format!("a{ws}"))), "{ws:?} after text");
+        }
+        assert!(blank(&json!("")) && blank(&json!([])));
+        for text in ["a", "!", "~", "\u{7f}", "满50减5元券", "0"] {
+            assert!(!blank(&json!(text)), "{text:?}");
+        }
+        assert!(!blank(&json!(0)) && !blank(&json!(null)) && !blank(&json!([""])));
     }
 
     #[test]
