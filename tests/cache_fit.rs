@@ -1,8 +1,8 @@
 //! 10,000 members' answers from three vendors fit in a 64 MiB cache budget: the store keeps
 //! answers packed (rows compressed by LZ4) and only the answers hits read lately decoded, in an
-//! eighth of the budget. This fills a 64 MiB store with 30,000 answers shaped like the shipped vendors'
-//! (each member's coupon ids and codes its own, random, as a vendor's are), then checks that
-//! every one is still held and that the heap they take, measured by a counting allocator (so
+//! eighth of the budget. This fills a 64 MiB store with 30,000 answers shaped like the shipped
+//! vendors' (each member's coupon ids and codes its own, random, as a vendor's are), then checks
+//! that every one is still held and that the heap they take, measured by a counting allocator (so
 //! this is the only test in its binary), stays within the budget.
 use std::sync::Arc;
 

@@ -2,8 +2,8 @@
 //! (the packed answer and, in the decoded tier, `Cached::weight`, each with a fixed overhead
 //! per entry). This measures the heap the entries really take — with a counting allocator, so
 //! it is the only test in its binary — and checks the estimate against it, for answers shaped
-//! like each shipped vendor's, each stored and then read again (so held packed and decoded). `tests/cache_fit.rs`
-//! measures the packed side at scale.
+//! like each shipped vendor's, each stored and then read again (so held packed and decoded).
+//! `tests/cache_fit.rs` measures the packed side at scale.
 use std::sync::Arc;
 
 use coupon_gateway::engine::cache::{AnswerStore, ResponseCache};

@@ -524,8 +524,9 @@ impl ResponseCache {
         StoreKey::new((u64::from(self.space) << 32) | u64::from(generation), key)
     }
 
-    /// `out` as the store keeps it under `key`: decoded, and packed in its slot, fresh for
-    /// `left` (what the shared level said it has left) or the operation's ttl.
+    /// `out` decoded for the caller who fetched it, and packed in the slot the store keeps
+    /// under `key`, fresh for `left` (what the shared level said it has left) or the
+    /// operation's ttl.
     fn stored(
         &self,
         key: &StoreKey,
