@@ -43,26 +43,57 @@ pub struct Undecodable(String);
 /// 64 MiB budget, `tests/cache_fit.rs`). (deflate, tried before zstd, zeroed ~300 KB of tables
 /// for every answer.)
 ///
-/// The hash table and the output buffer are the thread's own, reused: a fresh table is an
-/// 8 KB zeroed allocation and the output one of the largest size LZ4 could write, both for
-/// every answer, where the answer itself needs one allocation of the size it compresses to.
-fn compress(raw: &[u8]) -> Box<[u8]> {
-    use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<(CompressTable, Vec<u8>)> =
-            std::cell::RefCell::new((CompressTable::small(), Vec::new()));
-    }
-    // larger answers (rare) allocate their own: the thread's buffers stay under 72 KB
+/// `raw` is compressed into `out` with `table`, then copied out at the size it compressed
+/// to. Answers of 64 KB and more (rare) are compressed on their own: the table only reaches
+/// that far, and the output buffer a thread keeps stays under 72 KB.
+fn compress(
+    raw: &[u8],
+    table: &mut lz4_flex::block::CompressTable,
+    out: &mut Vec<u8>,
+) -> Box<[u8]> {
+    use lz4_flex::block::{compress_into_with_table, get_maximum_output_size};
     if raw.len() >= usize::from(u16::MAX) {
         return lz4_flex::block::compress(raw).into_boxed_slice();
     }
-    SCRATCH.with_borrow_mut(|(table, out)| {
-        out.resize(get_maximum_output_size(raw.len()), 0);
-        match compress_into_with_table(raw, out, table) {
-            Ok(n) => Box::from(&out[..n]),
-            // the buffer is of the largest size LZ4 writes, so this does not happen
-            Err(_) => lz4_flex::block::compress(raw).into_boxed_slice(),
+    out.resize(get_maximum_output_size(raw.len()), 0);
+    match compress_into_with_table(raw, out, table) {
+        Ok(n) => Box::from(&out[..n]),
+        // the buffer is of the largest size LZ4 writes, so this does not happen
+        Err(_) => lz4_flex::block::compress(raw).into_boxed_slice(),
+    }
+}
+
+/// What packing needs besides the answer, the thread's own and reused: a fresh LZ4 hash table
+/// is an 8 KB zeroed allocation, its output buffer one of the largest size LZ4 could write,
+/// and the MessagePack one of about the size of the vendor's answer, all three for every
+/// answer, where the answer itself needs one allocation of the size it compresses to.
+struct Scratch {
+    table: lz4_flex::block::CompressTable,
+    out: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+/// The MessagePack a thread keeps its buffer for: a larger one (a long answer) is let go.
+const RAW_KEPT: usize = 256 << 10;
+
+/// `rows` as MessagePack compressed (an LZ4 block), and the MessagePack's length.
+fn pack(rows: &[Vec<Value>]) -> (Box<[u8]>, u32) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch {
+            table: lz4_flex::block::CompressTable::small(),
+            out: Vec::new(),
+            raw: Vec::new(),
+        });
+    }
+    SCRATCH.with_borrow_mut(|s| {
+        s.raw.clear();
+        write_rows(&mut s.raw, rows);
+        let raw_len = u32::try_from(s.raw.len()).unwrap_or(u32::MAX);
+        let packed = compress(&s.raw, &mut s.table, &mut s.out);
+        if s.raw.capacity() > RAW_KEPT {
+            s.raw = Vec::new();
         }
+        (packed, raw_len)
     })
 }
 
@@ -131,12 +162,9 @@ fn write_value(raw: &mut Vec<u8>, v: &Value) {
 impl Packed {
     /// Packs `out`. Speed over ratio: this runs on every vendor call that fills the cache.
     pub fn of(out: &CallOutput) -> Packed {
-        // the rows take less than the vendor's answer they were read from
-        let mut raw = Vec::with_capacity(out.bytes.min(1 << 20));
-        write_rows(&mut raw, &out.rows);
-        let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
+        let (rows, raw_len) = pack(&out.rows);
         Packed {
-            rows: compress(&raw),
+            rows,
             raw_len,
             dropped: out.dropped,
             pages: out.pages,
@@ -241,7 +269,8 @@ mod tests {
 
     #[test]
     fn answers_that_do_not_shrink_and_one_after_another_pack_whole() {
-        // random text, some of it longer than LZ4's 64 KB window
+        // random text, some of it longer than LZ4's 64 KB window, and once longer than the
+        // MessagePack buffer a thread keeps
         let mut x = 88_172_645_463_325_252_u64;
         let mut text = |n: usize| -> String {
             (0..n)
@@ -253,7 +282,7 @@ mod tests {
                 })
                 .collect()
         };
-        let answers: Vec<Vec<Vec<Value>>> = [200, 70_000, 3]
+        let answers: Vec<Vec<Vec<Value>>> = [200, 70_000, 300_000, 3]
             .into_iter()
             .map(|n| vec![vec![json!(text(n))], vec![json!(n)]])
             .collect();
