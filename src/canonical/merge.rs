@@ -213,8 +213,8 @@ pub fn choose<'a>(
     now: jiff::Timestamp,
 ) -> Page<(&'static str, &'a Coupon)> {
     let total: usize = results.iter().map(|r| r.coupons.len()).sum();
-    // foldhash: ids are the vendors' own text, but a set that lives for one query and is
-    // never iterated needs no SipHash
+    // foldhash, seeded per process as the caches' hashers are: for one query's few hundred
+    // ids SipHash's strength buys nothing
     let mut seen: HashSet<&str, foldhash::fast::RandomState> =
         HashSet::with_capacity_and_hasher(total, Default::default());
     let mut kept: Vec<(Order<'a>, &'static str, &'a Coupon)> = Vec::with_capacity(total);
