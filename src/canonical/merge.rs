@@ -204,7 +204,7 @@ pub fn page(results: &[VendorResult], q: &CouponQuery, now: jiff::Timestamp) -> 
 /// Ids are unique among the coupons kept (the first of a repeated id wins), so no two have the
 /// same order: the page is the same whether the list is sorted stably or not, or only as far
 /// as the page reaches. Each coupon's order is computed once, not at every comparison, and
-/// only the page's coupons are sorted: 16 vendors' ~180 coupons for a page of 50 took ~140k
+/// only the page's coupons are sorted: 16 vendors' ~180 coupons for a page of 100 took ~140k
 /// instructions a query sorted whole, comparator and all (docs/benchmarks.md, twentieth
 /// session).
 pub fn choose<'a>(
