@@ -241,19 +241,17 @@ pub fn choose<'a>(
         }
     }
     let end = q.limit.min(kept.len());
-    if end < kept.len() {
+    let more = end < kept.len();
+    if more {
         // the `end` first in order before the rest, in no order yet
         kept.select_nth_unstable_by(end, |a, b| a.0.cmp(&b.0));
     }
-    let more = end < kept.len();
     kept.truncate(end);
     kept.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let last = kept.last().filter(|_| more).map(|(_, s, c)| SortKey {
-        r: rank(s),
-        u: c.until_ts.map(|t| t.as_millisecond()),
-        v: c.vendor.to_string(),
-        i: c.id.clone(),
-    });
+    let last = kept
+        .last()
+        .filter(|_| more)
+        .map(|(_, s, c)| key_with_status(s, c));
     Page {
         coupons: kept.into_iter().map(|(_, s, c)| (s, c)).collect(),
         last,
@@ -284,8 +282,13 @@ pub fn merge(
 /// A coupon's place in the order: usable, pending, the rest; then `valid_until` (null
 /// last), vendor, id.
 pub fn sort_key(c: &Coupon) -> SortKey {
+    key_with_status(&c.status, c)
+}
+
+/// [`sort_key`] of `c` judged to be `status` (its effective status, which a page orders by).
+fn key_with_status(status: &str, c: &Coupon) -> SortKey {
     SortKey {
-        r: rank(&c.status),
+        r: rank(status),
         u: c.until_ts.map(|t| t.as_millisecond()),
         v: c.vendor.to_string(),
         i: c.id.clone(),
