@@ -161,7 +161,7 @@ fn order_of<'a>(status: &str, c: &'a Coupon) -> Order<'a> {
 
 /// The next instant after `now` at which `c`'s effective status differs from the one at `now`.
 fn next_change(c: &Coupon, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
-    if !matches!(c.status.as_str(), "pending" | "usable") {
+    if !matches!(c.status(), "pending" | "usable") {
         return None;
     }
     // pending while now < from; expired once now > until
@@ -185,9 +185,7 @@ pub fn page(results: &[VendorResult], q: &CouponQuery, now: jiff::Timestamp) -> 
         .iter()
         .map(|(s, c)| {
             let mut c = (*c).clone();
-            if c.status != *s {
-                c.status = (*s).to_owned();
-            }
+            c.set_status(s);
             c
         })
         .collect();
@@ -227,9 +225,7 @@ pub fn choose<'a>(
             }
             let status = c.effective_status(now);
             let keep = q.status.as_ref().is_none_or(|s| s.contains(&status))
-                && q.kinds
-                    .as_ref()
-                    .is_none_or(|k| k.contains(&c.kind.as_str()));
+                && q.kinds.as_ref().is_none_or(|k| k.contains(&c.kind()));
             if keep && seen.insert(c.id.as_str()) {
                 let order = order_of(status, c);
                 // keyset paging: the page starts strictly after the previous page's last
@@ -282,7 +278,7 @@ pub fn merge(
 /// A coupon's place in the order: usable, pending, the rest; then `valid_until` (null
 /// last), vendor, id.
 pub fn sort_key(c: &Coupon) -> SortKey {
-    key_with_status(&c.status, c)
+    key_with_status(c.status(), c)
 }
 
 /// [`sort_key`] of `c` judged to be `status` (its effective status, which a page orders by).
@@ -420,7 +416,7 @@ mod tests {
     fn ids_and_statuses(ans: &QueryAnswer) -> Vec<(&str, &str)> {
         ans.coupons
             .iter()
-            .map(|c| (c.id.as_str(), c.status.as_str()))
+            .map(|c| (c.id.as_str(), c.status()))
             .collect()
     }
 
@@ -768,7 +764,7 @@ mod tests {
         let statuses = |p: &Page| {
             p.coupons
                 .iter()
-                .map(|c| (c.id.clone(), c.status.clone()))
+                .map(|c| (c.id.clone(), c.status().to_owned()))
                 .collect::<Vec<_>>()
         };
         let just_before = p.changes_at.unwrap() - jiff::SignedDuration::from_nanos(1);
@@ -787,13 +783,13 @@ mod tests {
             p.changes_at,
             Some(end + jiff::SignedDuration::from_nanos(1))
         );
-        assert_eq!(p.coupons[0].status, "usable");
+        assert_eq!(p.coupons[0].status(), "usable");
         let after = page(&r, &q, p.changes_at.unwrap());
         assert!(
             after
                 .coupons
                 .iter()
-                .any(|c| c.id == "a:1" && c.status == "expired")
+                .any(|c| c.id == "a:1" && c.status() == "expired")
         );
     }
 }
