@@ -107,7 +107,14 @@ pub fn number(v: &Value) -> Option<f64> {
 pub fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        // integers (vendors' status and type codes, mostly) as itoa writes them, which is
+        // how `Number`'s Display writes them too, without the formatter and its growing
+        // String: ~200 instructions a code
+        Value::Number(n) => Some(match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => itoa::Buffer::new().format(u).to_owned(),
+            (None, Some(i)) => itoa::Buffer::new().format(i).to_owned(),
+            _ => n.to_string(),
+        }),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
@@ -395,6 +402,25 @@ mod tests {
         assert_eq!(weekdays(&json!(["周八"])), None);
         assert_eq!(weekdays(&json!([])), None);
         assert_eq!(weekdays(&json!(3)), None);
+    }
+
+    #[test]
+    fn numbers_become_the_text_json_writes_them_as() {
+        for n in [
+            json!(0),
+            json!(7),
+            json!(-1),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(1795536000000_u64),
+            json!(2.5),
+            json!(-0.0),
+            json!(1e300),
+        ] {
+            assert_eq!(text(&n), Some(n.to_string()), "{n}");
+        }
+        assert_eq!(text(&json!(true)).as_deref(), Some("true"));
+        assert_eq!(text(&json!(null)), None);
     }
 
     #[test]
