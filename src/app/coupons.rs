@@ -17,7 +17,7 @@ use crate::canonical::coupon::Coupon;
 use crate::canonical::cursor::SortKey;
 #[cfg(doc)]
 use crate::canonical::merge::QueryAnswer;
-use crate::canonical::merge::{Outcome, Source, VendorResult, Verdict, choose, judge};
+use crate::canonical::merge::{Outcome, Page, Source, VendorResult, Verdict, choose, judge};
 use crate::canonical::query::{CouponQuery, InvalidQuery, QueryLimits, Require};
 use crate::config::IdentityKind;
 use crate::engine::cache::{Cached, Lookup, Standing};
@@ -44,29 +44,20 @@ pub struct Reply {
     page: Arc<MergedPage>,
     /// The whole body, when it was kept from an identical earlier request ([`WholeAnswers`]).
     ready: Option<Bytes>,
+    /// The whole body, when it was written with the page, merged for this request.
+    made: Option<Bytes>,
 }
 
 impl Reply {
     /// What follows the coupons: `sources`, `complete`, `next_cursor`.
     fn tail(&self) -> Vec<u8> {
-        let cursor = self.next_cursor.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(160 * self.sources.len() + cursor + 64);
-        out.extend_from_slice(b",\"sources\":");
-        serde_json::to_writer(&mut out, &self.sources).expect("sources serialize");
-        out.extend_from_slice(if self.complete {
-            b",\"complete\":true,\"next_cursor\":"
-        } else {
-            b",\"complete\":false,\"next_cursor\":"
-        });
-        serde_json::to_writer(&mut out, &self.next_cursor).expect("cursors serialize");
-        out.push(b'}');
-        out
+        tail_of(&self.sources, self.complete, self.next_cursor.as_deref())
     }
 
     fn whole(&self, tail: &[u8]) -> Vec<u8> {
         let json = &self.page.coupons_json;
-        let mut out = Vec::with_capacity(json.len() + tail.len() + 12);
-        out.extend_from_slice(b"{\"coupons\":");
+        let mut out = Vec::with_capacity(HEAD.len() + json.len() + tail.len());
+        out.extend_from_slice(HEAD);
         out.extend_from_slice(json);
         out.extend_from_slice(tail);
         out
@@ -80,7 +71,7 @@ impl Reply {
     /// [`to_json`](Self::to_json) as a body: when the page's previous body had the same
     /// `sources`, `complete` and cursor (as repeated hits do), that body is shared, not copied.
     pub fn body(&self) -> Bytes {
-        if let Some(body) = &self.ready {
+        if let Some(body) = self.ready.as_ref().or(self.made.as_ref()) {
             return body.clone();
         }
         let tail = self.tail();
@@ -98,6 +89,25 @@ impl Reply {
         *last = Some((tail, body.clone()));
         body
     }
+}
+
+/// What an answer's body starts with, before the page of coupons.
+const HEAD: &[u8] = b"{\"coupons\":";
+
+/// What follows the coupons in an answer's body: `sources`, `complete`, `next_cursor`.
+fn tail_of(sources: &[Source], complete: bool, next_cursor: Option<&str>) -> Vec<u8> {
+    let cursor = next_cursor.map_or(0, str::len);
+    let mut out = Vec::with_capacity(160 * sources.len() + cursor + 64);
+    out.extend_from_slice(b",\"sources\":");
+    serde_json::to_writer(&mut out, sources).expect("sources serialize");
+    out.extend_from_slice(if complete {
+        b",\"complete\":true,\"next_cursor\":"
+    } else {
+        b",\"complete\":false,\"next_cursor\":"
+    });
+    serde_json::to_writer(&mut out, &next_cursor).expect("cursors serialize");
+    out.push(b'}');
+    out
 }
 
 /// A merged page kept for identical queries over the same vendor answers.
@@ -320,6 +330,7 @@ impl WholeAnswers {
             next_cursor: w.next_cursor.clone(),
             page: w.page.clone(),
             ready: Some(w.body.clone()),
+            made: None,
         })
     }
 }
@@ -405,34 +416,27 @@ pub async fn query(
         }
         _ => None,
     };
-    let merged = match cached {
-        Some(m) => m,
+    let reply = match cached {
+        Some(page) => Reply {
+            next_cursor: page.last.as_ref().map(|k| q.cursor_after(k, now)),
+            sources: results.into_iter().map(|r| r.source).collect(),
+            complete,
+            page,
+            ready: None,
+            made: None,
+        },
         None => {
-            let page = choose(&results, &q, now);
-            let m = Arc::new(MergedPage {
-                coupons_json: page_json(&page.coupons),
-                last: page.last,
-                changes_at: page.changes_at,
-                last_body: Mutex::new(None),
-            });
+            let reply = merge_now(results, complete, &q, now);
             // a page merged from an answer just fetched is kept when it is asked for again
             // (its answers then come from the store): most such pages, one for each new
             // member, never are, and the answer store keeps decoded only what hits read
             if let Some(k) = key
                 && !fetched
             {
-                merged(state).insert(k, m.clone()).await;
+                merged(state).insert(k, reply.page.clone()).await;
             }
-            m
+            reply
         }
-    };
-    let next_cursor = merged.last.as_ref().map(|k| q.cursor_after(k, now));
-    let reply = Reply {
-        sources: results.into_iter().map(|r| r.source).collect(),
-        complete,
-        next_cursor,
-        page: merged,
-        ready: None,
     };
     if let Some(k) = whole_key
         && verdict == Verdict::Answered
@@ -449,23 +453,56 @@ pub async fn query(
 }
 
 thread_local! {
-    /// Where pages are written before they are copied out at their exact size.
+    /// Where bodies are written before they are copied out at their exact size.
     static PAGE_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The JSON of a page of coupons, in a buffer of its exact size: pages are kept (merged
-/// pages) and weighed by their length, and a buffer sized by an estimate per coupon held a
-/// quarter more than it weighed (the allocator keeps a block that shrinks by less than half).
-fn page_json(coupons: &[(&str, &Coupon)]) -> Bytes {
+/// The reply of a page merged now from `results`: its whole body written at once, and the
+/// page's JSON kept as the part of it that it is. A page written on its own and then copied
+/// into the body was two copies of ~50 KB for a page of 100 coupons. Copied out of the
+/// scratch buffer at its exact size: pages are kept (merged pages, whole answers) and weighed
+/// by their length, and a buffer sized by an estimate per coupon held a quarter more than it
+/// weighed (the allocator keeps a block that shrinks by less than half).
+fn merge_now(
+    results: Vec<VendorResult>,
+    complete: bool,
+    q: &CouponQuery,
+    now: jiff::Timestamp,
+) -> Reply {
     PAGE_SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
-        Coupon::write_page(coupons, buf);
-        let json = Bytes::copy_from_slice(buf);
+        buf.extend_from_slice(HEAD);
+        let Page {
+            coupons,
+            last,
+            changes_at,
+        } = choose(&results, q, now);
+        Coupon::write_page(&coupons, buf);
+        drop(coupons);
+        let json = HEAD.len()..buf.len();
+        let next_cursor = last.as_ref().map(|k| q.cursor_after(k, now));
+        let sources: Vec<Source> = results.into_iter().map(|r| r.source).collect();
+        let tail = tail_of(&sources, complete, next_cursor.as_deref());
+        buf.extend_from_slice(&tail);
+        let whole = Bytes::copy_from_slice(buf);
         // a page of a few hundred coupons is a few hundred KB: not kept past 1 MiB
         if buf.capacity() > 1 << 20 {
             *buf = Vec::new();
         }
-        json
+        let page = Arc::new(MergedPage {
+            coupons_json: whole.slice(json),
+            last,
+            changes_at,
+            last_body: Mutex::new(Some((tail, whole.clone()))),
+        });
+        Reply {
+            sources,
+            complete,
+            next_cursor,
+            page,
+            ready: None,
+            made: Some(whole),
+        }
     })
 }
 
@@ -511,6 +548,7 @@ fn whole_of(
         next_cursor: reply.next_cursor.clone(),
         page: reply.page.clone(),
         ready: None,
+        made: None,
     };
     Some(Whole {
         body: kept.body(),
@@ -921,6 +959,69 @@ mod tests {
     }
 
     #[test]
+    fn a_page_merged_now_is_written_once_inside_its_body() {
+        use crate::canonical::schema::{COUPON, slot};
+        let now: jiff::Timestamp = "2015-12-01T00:00:00+08:00".parse().unwrap();
+        let coupon = |vendor: &str, id: &str| {
+            let mut row = vec![serde_json::Value::Null; COUPON.len()];
+            row[slot(COUPON, "id").unwrap()] = id.into();
+            row[slot(COUPON, "name").unwrap()] = "满50减5元券".into();
+            Coupon::from_row(&vendor.into(), &row)
+        };
+        let result = |vendor: &str, ids: &[&str]| VendorResult {
+            source: Source::skipped(vendor, String::new()),
+            coupons: Arc::new(ids.iter().map(|id| coupon(vendor, id)).collect()),
+        };
+        let signer = crate::canonical::cursor::CursorSigner::random();
+        let limits = QueryLimits {
+            default_limit: 100,
+            max_limit: 500,
+        };
+        // a page of two of three coupons: the body carries a cursor
+        let q = CouponQuery::parse(
+            br#"{"member": {}, "limit": 2}"#,
+            limits,
+            &["a", "b"],
+            &signer,
+            now,
+        )
+        .unwrap();
+        let reply = merge_now(
+            vec![result("a", &["2", "1"]), result("b", &["1"])],
+            false,
+            &q,
+            now,
+        );
+        let body = reply.body();
+        assert_eq!(&body[..], &reply.to_json()[..], "the page and its tail");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let ids: Vec<&str> = v["coupons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["a:1", "a:2"]);
+        assert!(v["next_cursor"].is_string());
+        assert_eq!(v["complete"], false);
+        assert_eq!(v["sources"].as_array().unwrap().len(), 2);
+        // the page is the part of the body it is, not a copy
+        let page = &reply.page.coupons_json;
+        assert_eq!(page.as_ptr(), body[HEAD.len()..].as_ptr());
+        assert_eq!(page[0], b'[');
+        // a later reply over the same page with the same tail shares the body too
+        let again = Reply {
+            sources: reply.sources.clone(),
+            complete: reply.complete,
+            next_cursor: reply.next_cursor.clone(),
+            page: reply.page.clone(),
+            ready: None,
+            made: None,
+        };
+        assert_eq!(again.body().as_ptr(), body.as_ptr());
+    }
+
+    #[test]
     fn bodies_are_the_answer_and_shared_while_the_tail_is_the_same() {
         let page = Arc::new(MergedPage {
             coupons_json: Bytes::from_static(b"[{\"id\":\"a:1\"}]"),
@@ -934,6 +1035,7 @@ mod tests {
             next_cursor: None,
             page: page.clone(),
             ready: None,
+            made: None,
         };
         let (a, b, c) = (reply(true), reply(true), reply(false));
         let body = a.body();
