@@ -143,15 +143,13 @@ impl Coupon {
 
     /// [`Coupon::from_row`] of a row it uses up: the row becomes the coupon's (an answer's
     /// rows, once its coupons are built, are not kept).
-    pub fn from_owned_row(vendor: &Arc<str>, row: Vec<Value>) -> Coupon {
+    pub fn from_owned_row(vendor: &Arc<str>, mut row: Vec<Value>) -> Coupon {
         let s = &*SLOTS;
-        let mut row = row.into_boxed_slice();
         if row.len() < COUPON.len() {
             // rows are made to the schema; a short one reads as nulls past its end
-            let mut whole = row.into_vec();
-            whole.resize(COUPON.len(), Value::Null);
-            row = whole.into_boxed_slice();
+            row.resize(COUPON.len(), Value::Null);
         }
+        let row = row.into_boxed_slice();
         let instant = |slot: usize| {
             row[slot]
                 .as_str()
@@ -419,7 +417,9 @@ mod tests {
             row[s.amount_off] = maybe(json!(-5_i64));
             row[s.percent_off] = maybe(json!(12.5));
             row[s.min_order] = maybe(json!(i64::MAX));
-            row[s.max_discount] = maybe(json!(0));
+            // an integer too large for i64 is no amount: null, by both writers
+            row[s.max_discount] =
+                maybe([json!(0), json!(i64::MIN), json!(u64::MAX)][next(3) as usize].clone());
             row[s.status] = maybe(t());
             row[s.valid_from] = maybe(t());
             row[s.valid_until] = maybe(t());
@@ -518,6 +518,10 @@ mod tests {
         assert_eq!(v["product_kinds"], json!([]));
         assert!(v.get("from_ts").is_none());
         assert_eq!(v["usable_hours"], Value::Null);
+        // a row shorter than the schema reads as nulls past its end
+        let short = Coupon::from_row(&"v".into(), &[json!("x")]);
+        assert_eq!((short.id.as_str(), short.kind()), ("v:x", "other"));
+        assert_eq!(short.usable_hours(), None);
     }
 
     #[test]
