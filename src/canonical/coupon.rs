@@ -252,8 +252,8 @@ impl Coupon {
         self.text(SLOTS.vendor_status)
     }
 
-    /// The coupon as JSON, exactly as `serde_json` writes the derived `Serialize` (a test holds
-    /// them equal), written directly: the field names are constants, and text that needs no
+    /// The coupon as JSON, exactly as `serde_json` writes its `Serialize` (a test holds them
+    /// equal), written directly: the field names are constants, and text that needs no
     /// escaping (nearly all of it) is copied as it is. serde_json escaped every name and
     /// value byte by byte through its serializer, ~6.5k instructions a coupon: a tenth of a
     /// miss was serializing the merged page.

@@ -45,8 +45,8 @@ pub type Answer = Arc<CallOutput>;
 
 /// What the readers of an operation's answers build from its rows — the canonical coupons of
 /// a coupon list (`app::coupons`) — made when the cache opens an answer, from rows it then
-/// stops holding: a vendor's text is copied into a record once, and the decoded tier holds
-/// one form of an answer, not two.
+/// stops holding: the rows move into the records (a coupon keeps its row), and the decoded
+/// tier holds one form of an answer, not two.
 pub type Records =
     fn(vendor: &Arc<str>, rows: Vec<Vec<Value>>) -> Vec<crate::canonical::coupon::Coupon>;
 
@@ -113,7 +113,7 @@ impl Cached {
         let (coupons, weight) = match records {
             Some((build, vendor)) => {
                 let built = build(vendor, std::mem::take(&mut answer.rows));
-                // the records hold the rows' text, moved
+                // the records hold the rows themselves, moved
                 (OnceLock::from(Arc::new(built)), rows + FIXED_BYTES)
             }
             None => (OnceLock::new(), 2 * rows + FIXED_BYTES),
