@@ -207,9 +207,8 @@ pub fn names(v: &Value, key: &str) -> Option<Vec<String>> {
             items
                 .iter()
                 .filter_map(|i| match i {
-                    Value::String(s) => Some(s.clone()),
+                    Value::String(_) | Value::Number(_) => text(i),
                     Value::Object(o) => o.get(key).and_then(text),
-                    Value::Number(n) => Some(n.to_string()),
                     _ => None,
                 })
                 .collect(),
@@ -233,7 +232,7 @@ pub fn names_owned(v: Value, key: &str) -> Result<Value, Value> {
                 .filter_map(|i| match i {
                     Value::String(s) => Some(Value::String(s)),
                     Value::Object(mut o) => o.remove(key).and_then(text_owned).map(Value::String),
-                    Value::Number(n) => Some(Value::String(n.to_string())),
+                    n @ Value::Number(_) => text(&n).map(Value::String),
                     _ => None,
                 })
                 .collect(),
