@@ -6,7 +6,7 @@
 //! | ProblemBodies | any error answer an inner layer made bare (timeout, body limit, panic, shedding) becomes problem+json with `instance` = request id |
 //! | CatchPanic | a bug answers 500 instead of dropping the connection |
 //! | RequestBodyLimit | a declared `Content-Length` over the limit is refused (413) before reading |
-//! | OverloadAnswers | shedding (`Overloaded`) becomes an answer: 503 with Retry-After |
+//! | OverloadAnswers | shedding (`Overloaded`) becomes an answer: 503 with Retry-After; the request deadline (`Elapsed`) a bare 504 |
 //! | LoadShed + ConcurrencyLimit | at most `max_concurrency` requests in progress; beyond it shed at once instead of queueing |
 //! | Timeout | the whole request within `request_timeout_ms` (504) |
 //! | router | 431 for oversized headers, strict query strings, callers (401/403/429, `auth.rs`), then the canonical handlers |
@@ -25,7 +25,6 @@ use hyper::body::Body;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use super::problem::{self, Problem};
 use super::router::{BoxError, route};
@@ -53,14 +52,40 @@ pub fn app(
         .layer(ProblemBodiesLayer)
         .layer(CatchPanicLayer::new())
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(OverloadAnswersLayer)
-        .load_shed()
-        .concurrency_limit(concurrency)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
+        .layer(LimitsLayer {
+            concurrency,
             timeout,
-        ))
+        })
         .service_fn(move |req| route(state.clone(), req))
+}
+
+/// At most `concurrency` requests in progress, more shed at once (503 with Retry-After), and
+/// each within `timeout` (504); both answered by `OverloadAnswers` rather than raised.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsLayer {
+    concurrency: usize,
+    timeout: Duration,
+}
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = OverloadAnswers<
+        tower::load_shed::LoadShed<tower::limit::ConcurrencyLimit<tower::timeout::Timeout<S>>>,
+    >;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServiceBuilder::new()
+            .layer(OverloadAnswersLayer)
+            .load_shed()
+            .concurrency_limit(self.concurrency)
+            // tower's `Timeout`, not tower-http's: it polls the request before its deadline,
+            // so an answer ready at once (a cached page) never registers the deadline with
+            // tokio's timer. tower-http's polled the deadline first, and each registration
+            // earlier than every timer pending (idle connections' header timers are 10 s out,
+            // this one 5 s) made tokio wake its own driver: an eventfd write and one more poll
+            // of the sockets, one of each for every cached answer (strace)
+            .timeout(self.timeout)
+            .service(inner)
+    }
 }
 
 /// Turns bare error answers of inner layers into problem+json (see the table above).
@@ -150,6 +175,13 @@ fn overloaded() -> Response<Full<Bytes>> {
     res
 }
 
+/// The request deadline (`request_timeout_ms`) ran out: a bare 504, made problem+json outside.
+fn deadline_passed() -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::default());
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    res
+}
+
 impl<S, ReqB> Service<Request<ReqB>> for OverloadAnswers<S>
 where
     S: Service<Request<ReqB>, Response = Response<Full<Bytes>>, Error = BoxError>,
@@ -185,9 +217,12 @@ where
         // `Overloaded` error, so that is where a shed request is seen and counted
         let route = super::router::route_name(req.method(), req.uri().path());
         let fut = self.inner.call(req);
-        // LoadShed's Overloaded is the only error below
+        // LoadShed's Overloaded and Timeout's Elapsed are the only errors below
         Box::pin(async move {
             Ok(fut.await.unwrap_or_else(|e| {
+                if e.is::<tower::timeout::error::Elapsed>() {
+                    return deadline_passed();
+                }
                 if e.is::<tower::load_shed::error::Overloaded>() {
                     crate::telemetry::record_shed(route);
                 }
@@ -400,6 +435,45 @@ mod tests {
         let body = body.collect().await.unwrap().to_bytes();
         let logged = log.text();
         (parts.status, parts.headers, body, logged)
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_deadline_holds_requests_that_wait_not_answers_ready_at_once() {
+        let limits = |timeout| LimitsLayer {
+            concurrency: 1,
+            timeout,
+        };
+        let get = || Request::get("/healthz").body(()).unwrap();
+        // an answer ready when first polled is the answer, though its deadline has passed: the
+        // request is polled before the deadline, which a ready answer never registers
+        let at_once = tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let res = limits(Duration::ZERO)
+            .layer(at_once)
+            .oneshot(get())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // a request still waiting at its deadline is answered 504, bare (made problem+json
+        // by ProblemBodies, outside)
+        let waiting = tower::service_fn(|_req: Request<()>| async {
+            std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>().await
+        });
+        let res = limits(Duration::from_millis(300))
+            .layer(waiting)
+            .oneshot(get())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            res.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
