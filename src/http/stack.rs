@@ -169,16 +169,11 @@ pub struct OverloadAnswers<S> {
     not_ready: bool,
 }
 
-fn overloaded() -> Response<Full<Bytes>> {
+/// A bare answer of `status` (503 shed, 504 past the request deadline), made problem+json by
+/// `ProblemBodies` outside.
+fn bare(status: StatusCode) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::default());
-    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    res
-}
-
-/// The request deadline (`request_timeout_ms`) ran out: a bare 504, made problem+json outside.
-fn deadline_passed() -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::default());
-    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    *res.status_mut() = status;
     res
 }
 
@@ -211,7 +206,7 @@ where
                 req.method(),
                 req.uri().path(),
             ));
-            return Box::pin(async { Ok(overloaded()) });
+            return Box::pin(async { Ok(bare(StatusCode::SERVICE_UNAVAILABLE)) });
         }
         // LoadShed's poll_ready never fails: it sheds by answering `call` with an
         // `Overloaded` error, so that is where a shed request is seen and counted
@@ -221,12 +216,12 @@ where
         Box::pin(async move {
             Ok(fut.await.unwrap_or_else(|e| {
                 if e.is::<tower::timeout::error::Elapsed>() {
-                    return deadline_passed();
+                    return bare(StatusCode::GATEWAY_TIMEOUT);
                 }
                 if e.is::<tower::load_shed::error::Overloaded>() {
                     crate::telemetry::record_shed(route);
                 }
-                overloaded()
+                bare(StatusCode::SERVICE_UNAVAILABLE)
             }))
         })
     }
